@@ -1,0 +1,120 @@
+// Validated, immutable configuration of one sprayer instance. Built by conf::load_*,
+// then shared read-only as std::shared_ptr<const Config> (never through a global).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sprayer::conf {
+
+using Duration = std::chrono::milliseconds;
+
+// A numeric address and port: "127.0.0.1:8080", "[::1]:8080", "0.0.0.0:443".
+// Server addresses may also carry a host name ("pool1.example.com:443"); it is
+// resolved by the proxy, not by the loader.
+struct Endpoint {
+  std::string host;
+  uint16_t port = 0;
+  std::string to_string() const;  // "host:port", IPv6 hosts in brackets
+};
+
+struct ListenerConfig {
+  std::string name;          // label in logs and metrics, unique
+  Endpoint address;
+  uint32_t backlog = 4096;
+};
+
+struct ServerConfig {
+  std::string id;            // pool server id (as in pool_server.server_id), unique
+  Endpoint address;
+  uint32_t weight = 1;       // 1..1000
+};
+
+struct TimeoutConfig {
+  Duration client_header{std::chrono::seconds(10)};      // whole request head (slowloris)
+  Duration client_idle{std::chrono::seconds(75)};        // keep-alive idle between requests
+  Duration client_body{std::chrono::seconds(60)};        // no byte of a request body for this long
+  Duration client_send{std::chrono::seconds(60)};        // a write to the client makes no progress
+  Duration upstream_connect{std::chrono::seconds(2)};
+  Duration upstream_response{std::chrono::minutes(35)};  // request sent → first response byte / between bytes
+  Duration upstream_idle{std::chrono::seconds(30)};      // idle pooled keep-alive connection
+  Duration drain{std::chrono::seconds(30)};              // SIGTERM: in-flight requests may finish this long
+};
+
+struct LimitConfig {
+  uint32_t max_connections = 100000;   // downstream connections per process
+  uint32_t max_header_bytes = 32 * 1024;
+  uint32_t max_header_count = 100;
+  uint32_t max_uri_length = 8 * 1024;
+};
+
+struct UpstreamConfig {
+  uint32_t max_idle_per_server = 64;   // pooled idle connections per server per worker
+  uint32_t max_requests_per_connection = 0;  // 0 = unlimited
+};
+
+struct HttpConfig {
+  bool preserve_host = true;           // forward the client's Host; false = server address
+  std::string via = "sprayer";         // pseudonym in the Via header; empty = no Via
+  bool x_forwarded = true;             // add X-Forwarded-For/-Proto/-Host
+  bool allow_upgrade = false;          // pass Upgrade requests (e.g. websocket) through
+  uint32_t buffer_high_watermark = 256 * 1024;  // bytes queued to a peer before reading pauses
+  uint32_t buffer_low_watermark = 64 * 1024;    // resume below this
+};
+
+struct AdminConfig {
+  bool enabled = true;
+  Endpoint address{"127.0.0.1", 9100};
+  std::string token;                   // bearer token for state-changing API calls; empty = none
+};
+
+enum class LogLevel { debug, info, warn, error };
+
+struct LogConfig {
+  LogLevel level = LogLevel::info;
+};
+
+struct Config {
+  std::string source;                  // file the config came from (for messages)
+  uint32_t workers = 0;                // 0 = number of cores
+  std::vector<ListenerConfig> listeners;
+  std::vector<ServerConfig> servers;
+  TimeoutConfig timeouts;
+  LimitConfig limits;
+  UpstreamConfig upstream;
+  HttpConfig http;
+  AdminConfig admin;
+  LogConfig log;
+};
+
+// One problem found in a config, located in its file.
+struct ConfigError {
+  std::string file;
+  int line = 0;        // 1-based; 0 when unknown
+  int column = 0;      // 1-based; 0 when unknown
+  std::string key;     // dotted key path: "servers[2].address"
+  std::string message;
+  std::string to_string() const;  // "file:line:column: key: message"
+};
+
+struct LoadResult {
+  std::shared_ptr<const Config> config;  // null when errors is not empty
+  std::vector<ConfigError> errors;
+  bool ok() const { return config != nullptr; }
+};
+
+LoadResult load_file(const std::string& path);
+LoadResult load_string(std::string_view yaml, const std::string& file_name);
+
+// "500ms", "10s", "35m", "2h", "1h30m"; a bare number is rejected (units are required).
+bool parse_duration(std::string_view text, Duration& out);
+// "512", "32KiB", "4MiB", "1GiB" (also "KB"/"MB"/"GB" as powers of 1000).
+bool parse_size(std::string_view text, uint64_t& out);
+// "127.0.0.1:80", "[::1]:80", "host.example:443"; the port is required.
+bool parse_endpoint(std::string_view text, Endpoint& out);
+
+}  // namespace sprayer::conf

@@ -1,0 +1,571 @@
+// Client-side HTTP/1.1: request validation (limits, smuggling defences), pipelining in
+// order, client timeouts, and lingering close after an error so the client reads its 4xx.
+#include "proxy/downstream_connection.h"
+
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "proxy/log.h"
+#include "proxy/pause.h"
+#include "proxy/worker.h"
+
+namespace sprayer::proxy {
+namespace {
+
+constexpr uint64_t kLingerMs = 2000;
+
+DownstreamConnection* from(llhttp_t* p) { return static_cast<DownstreamConnection*>(p->data); }
+
+bool has_whitespace(std::string_view s) {
+  for (char c : s)
+    if (c == ' ' || c == '\t') return true;
+  return false;
+}
+
+int status_class(int status) { return status >= 100 && status < 600 ? status / 100 : 0; }
+
+}  // namespace
+
+const llhttp_settings_t DownstreamConnection::settings_ = [] {
+  llhttp_settings_t s;
+  llhttp_settings_init(&s);
+  s.on_message_begin = &DownstreamConnection::on_message_begin;
+  s.on_url = &DownstreamConnection::on_url;
+  s.on_header_field = &DownstreamConnection::on_header_field;
+  s.on_header_field_complete = &DownstreamConnection::on_header_field_complete;
+  s.on_header_value = &DownstreamConnection::on_header_value;
+  s.on_header_value_complete = &DownstreamConnection::on_header_value_complete;
+  s.on_headers_complete = &DownstreamConnection::on_headers_complete;
+  s.on_body = &DownstreamConnection::on_body;
+  s.on_message_complete = &DownstreamConnection::on_message_complete;
+  return s;
+}();
+
+void DownstreamConnection::accept(Worker& worker, int fd, const sockaddr_storage& peer) {
+  auto* connection = new DownstreamConnection(worker);
+  if (connection->init(fd, peer) != 0) connection->close();
+}
+
+DownstreamConnection::DownstreamConnection(Worker& worker) : worker_(worker), exchange_(*this) {}
+
+DownstreamConnection::~DownstreamConnection() {
+  if (counted_) worker_.on_connection_closed(this);
+}
+
+int DownstreamConnection::init(int fd, const sockaddr_storage& peer) {
+  uv_tcp_init(worker_.loop(), &tcp_);
+  tcp_.data = this;
+  ++handles_open_;
+  uv_timer_init(worker_.loop(), &timer_);
+  timer_.data = this;
+  ++handles_open_;
+  uv_timer_init(worker_.loop(), &send_timer_);
+  send_timer_.data = this;
+  ++handles_open_;
+  counted_ = true;
+  worker_.on_connection_opened(this);
+  if (peer.ss_family == AF_INET)
+    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&peer)->sin_addr, client_ip_, sizeof client_ip_);
+  else if (peer.ss_family == AF_INET6)
+    inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&peer)->sin6_addr, client_ip_, sizeof client_ip_);
+  int rc = uv_tcp_open(&tcp_, fd);
+  if (rc != 0) {
+    ::close(fd);
+    return rc;
+  }
+  writer_.init(reinterpret_cast<uv_stream_t*>(&tcp_), this, &DownstreamConnection::on_write_done);
+  llhttp_init(&parser_, HTTP_REQUEST, &settings_);
+  parser_.data = this;
+  state_ = State::idle;
+  arm_timer(Timer::head);
+  update_read_state();
+  return 0;
+}
+
+// ---- reading ---------------------------------------------------------------------------
+
+void DownstreamConnection::pause_reading(uint8_t reason) {
+  pause_reasons_ |= reason;
+  update_read_state();
+}
+
+void DownstreamConnection::resume_reading(uint8_t reason) {
+  pause_reasons_ &= static_cast<uint8_t>(~reason);
+  update_read_state();
+}
+
+void DownstreamConnection::update_read_state() {
+  bool want = state_ != State::closed && pause_reasons_ == 0;
+  if (want == reading_) return;
+  reading_ = want;
+  auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
+  if (want)
+    uv_read_start(stream, &DownstreamConnection::on_alloc, &DownstreamConnection::on_read);
+  else
+    uv_read_stop(stream);
+}
+
+void DownstreamConnection::on_alloc(uv_handle_t* handle, size_t, uv_buf_t* buf) noexcept {
+  auto* self = static_cast<DownstreamConnection*>(handle->data);
+  Chunk* chunk = self->worker_.buffers().acquire();
+  *buf = uv_buf_init(chunk->data(), chunk->capacity);
+}
+
+void DownstreamConnection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) noexcept {
+  static_cast<DownstreamConnection*>(stream->data)->handle_read(nread, buf);
+}
+
+void DownstreamConnection::handle_read(ssize_t nread, const uv_buf_t* buf) {
+  Chunk* chunk = buf->base ? reinterpret_cast<Chunk*>(buf->base) - 1 : nullptr;
+  if (nread <= 0) {
+    if (chunk) BufferPool::unref(chunk);
+    if (nread < 0) handle_eof();
+    return;
+  }
+  Slice data(chunk, buf->base, static_cast<size_t>(nread));
+  BufferPool::unref(chunk);
+  WorkerStats::add(worker_.stats().bytes_in, static_cast<uint64_t>(nread));
+  process(std::move(data));
+}
+
+void DownstreamConnection::process(Slice data) {
+  switch (state_) {
+    case State::closed:
+      return;
+    case State::closing:
+      return;  // lingering: discard
+    case State::tunnel:
+      exchange_.on_tunnel_data(std::move(data));
+      return;
+    case State::in_exchange:
+      if (request_complete_) {
+        // A pipelined request: keep it until the current response is done. One read's
+        // worth is enough to hold; beyond that the client waits (TCP back-pressure).
+        if (pending_.empty()) {
+          pending_ = std::move(data);
+        } else {
+          Chunk* merged = worker_.buffers().acquire();
+          size_t total = pending_.size() + data.size();
+          if (total > merged->capacity) {
+            BufferPool::unref(merged);
+            pause_reading(kPausePipeline);
+            send_error_and_close(400);
+            return;
+          }
+          std::memcpy(merged->data(), pending_.data(), pending_.size());
+          std::memcpy(merged->data() + pending_.size(), data.data(), data.size());
+          pending_ = Slice(merged, merged->data(), total);
+          BufferPool::unref(merged);
+        }
+        pause_reading(kPausePipeline);
+        return;
+      }
+      feed(std::move(data));
+      return;
+    case State::idle:
+    case State::reading_head:
+      feed(std::move(data));
+      return;
+  }
+}
+
+void DownstreamConnection::feed(Slice data) {
+  input_ = data;
+  llhttp_errno_t err = llhttp_execute(&parser_, data.data(), data.size());
+  input_.reset();
+  if (state_ == State::closed || state_ == State::closing) return;
+  if (err == HPE_OK) {
+    exchange_.flush_upstream();
+    return;
+  }
+  if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
+    // End of one request: whatever follows belongs to the next one (or to the tunnel).
+    const char* pos = llhttp_get_error_pos(&parser_);
+    size_t consumed = pos ? static_cast<size_t>(pos - data.data()) : data.size();
+    if (err == HPE_PAUSED_UPGRADE)
+      llhttp_resume_after_upgrade(&parser_);
+    else
+      llhttp_resume(&parser_);
+    exchange_.flush_upstream();
+    if (consumed < data.size()) {
+      Slice rest = data.sub(consumed, data.size() - consumed);
+      if (state_ == State::tunnel)
+        exchange_.on_tunnel_data(std::move(rest));
+      else if (state_ == State::in_exchange)
+        process(std::move(rest));
+      else if (state_ == State::idle)
+        feed(std::move(rest));  // the response was already complete (early answer)
+    }
+    return;
+  }
+  on_parse_error(err, llhttp_get_error_pos(&parser_), data);
+}
+
+void DownstreamConnection::on_parse_error(llhttp_errno_t err, const char*, const Slice&) {
+  int status = 400;
+  if (err == HPE_USER && error_status_ != 0) status = error_status_;
+  WorkerStats::add(worker_.stats().bad_requests);
+  LOG_DEBUG("client %s: bad request (%s: %s) -> %d", client_ip_, llhttp_errno_name(err),
+            llhttp_get_error_reason(&parser_) ? llhttp_get_error_reason(&parser_) : "", status);
+  if (state_ == State::in_exchange) {
+    exchange_.abort();
+    if (exchange_.response_started()) {
+      close();
+      return;
+    }
+  }
+  send_error_and_close(status);
+}
+
+void DownstreamConnection::handle_eof() {
+  switch (state_) {
+    case State::idle:
+    case State::closing:
+    case State::closed:
+      close();
+      return;
+    case State::reading_head:
+      close();
+      return;
+    case State::in_exchange:
+    case State::tunnel:
+      // A client that hangs up mid-request or while its long-poll is parked: free the
+      // upstream side too (the server would otherwise hold the Ping for nothing).
+      exchange_.abort();
+      close();
+      return;
+  }
+}
+
+// ---- llhttp callbacks ------------------------------------------------------------------
+
+int DownstreamConnection::reject(int status, const char* reason) {
+  error_status_ = status;
+  llhttp_set_error_reason(&parser_, reason);
+  return HPE_USER;
+}
+
+int DownstreamConnection::on_message_begin(llhttp_t* p) noexcept {
+  auto* self = from(p);
+  self->head_.clear();
+  self->error_status_ = 0;
+  self->value_complete_ = false;
+  self->in_value_ = false;
+  self->request_complete_ = false;
+  self->state_ = State::reading_head;
+  self->arm_timer(Timer::head);
+  return 0;
+}
+
+int DownstreamConnection::on_url(llhttp_t* p, const char* at, size_t len) noexcept {
+  auto* self = from(p);
+  if (self->head_.start().size() + len > self->worker_.config().limits.max_uri_length)
+    return self->reject(414, "request target too long");
+  self->head_.append_start(at, len);
+  return 0;
+}
+
+int DownstreamConnection::on_header_field(llhttp_t* p, const char* at, size_t len) noexcept {
+  auto* self = from(p);
+  const auto& limits = self->worker_.config().limits;
+  if (self->value_complete_ && self->head_.count() >= limits.max_header_count)
+    return self->reject(431, "too many header fields");
+  self->value_complete_ = false;
+  self->in_value_ = false;
+  if (self->head_.bytes() + len > limits.max_header_bytes) return self->reject(431, "header section too large");
+  self->head_.append_name(at, len);
+  return 0;
+}
+
+int DownstreamConnection::on_header_field_complete(llhttp_t* p) noexcept {
+  auto* self = from(p);
+  // "Host : x" would be read as another field by some servers: a classic smuggling lever.
+  if (self->head_.count() > 0 && has_whitespace(self->head_.name(self->head_.count() - 1)))
+    return self->reject(400, "whitespace in header field name");
+  return 0;
+}
+
+int DownstreamConnection::on_header_value(llhttp_t* p, const char* at, size_t len) noexcept {
+  auto* self = from(p);
+  if (self->in_value_) {
+    const char* expected = self->value_at_input_end_ ? self->input_.data() : self->value_end_;
+    if (at != expected) return self->reject(400, "obsolete line folding");
+  }
+  self->in_value_ = true;
+  self->value_end_ = at + len;
+  self->value_at_input_end_ = self->value_end_ == self->input_.data() + self->input_.size();
+  if (self->head_.bytes() + len > self->worker_.config().limits.max_header_bytes)
+    return self->reject(431, "header section too large");
+  self->head_.append_value(at, len);
+  return 0;
+}
+
+int DownstreamConnection::on_header_value_complete(llhttp_t* p) noexcept {
+  from(p)->value_complete_ = true;
+  return 0;
+}
+
+int DownstreamConnection::on_headers_complete(llhttp_t* p) noexcept {
+  return from(p)->handle_headers_complete();
+}
+
+int DownstreamConnection::handle_headers_complete() {
+  if (parser_.http_major != 1) {
+    if (parser_.http_major == 0) return reject(400, "HTTP/0.9 is not supported");
+    return reject(505, "HTTP version not supported");
+  }
+  std::string_view host;
+  size_t host_index = head_.find("host");
+  if (host_index != HttpHead::npos) {
+    host = head_.value(host_index);
+    if (head_.find("host", host_index + 1) != HttpHead::npos) return reject(400, "duplicate Host");
+  } else if (parser_.http_minor >= 1) {
+    return reject(400, "missing Host");
+  }
+  std::string_view method = llhttp_method_name(static_cast<llhttp_method_t>(parser_.method));
+  if (parser_.method == HTTP_CONNECT) return reject(405, "CONNECT is not supported");
+  std::string_view origin;
+  TargetCheck check = check_target(head_.start(), host, method, origin);
+  if (check == TargetCheck::bad) return reject(400, "request target names another host or is malformed");
+  target_.assign(origin);
+
+  bool chunked = (parser_.flags & F_CHUNKED) != 0;
+  bool has_body = chunked || ((parser_.flags & F_CONTENT_LENGTH) && parser_.content_length > 0);
+  bool upgrade = (parser_.flags & F_UPGRADE) != 0 && head_.find("upgrade") != HttpHead::npos;
+  if (upgrade && !worker_.config().http.allow_upgrade) upgrade = false;
+  if (!llhttp_should_keep_alive(&parser_) || worker_.draining()) close_after_response_ = true;
+
+  state_ = State::in_exchange;
+  arm_timer(has_body ? Timer::body : Timer::none);
+  WorkerStats::add(worker_.stats().requests);
+  exchange_.start(has_body, chunked, upgrade);
+  if (state_ == State::closed || state_ == State::closing) return HPE_USER;
+  return 0;
+}
+
+int DownstreamConnection::on_body(llhttp_t* p, const char* at, size_t len) noexcept {
+  auto* self = from(p);
+  if (self->timer_purpose_ == Timer::body) uv_timer_again(&self->timer_);
+  if (self->state_ != State::in_exchange) return 0;
+  const char* base = self->input_.data();
+  self->exchange_.on_request_body(self->input_.sub(static_cast<size_t>(at - base), len));
+  return 0;
+}
+
+int DownstreamConnection::on_message_complete(llhttp_t* p) noexcept {
+  auto* self = from(p);
+  self->request_complete_ = true;
+  if (self->timer_purpose_ == Timer::body) self->arm_timer(Timer::none);
+  if (self->state_ == State::in_exchange) self->exchange_.on_request_complete();
+  return HPE_PAUSED;
+}
+
+// ---- responses -------------------------------------------------------------------------
+
+bool DownstreamConnection::closing_after_response() const { return close_after_response_ || worker_.draining(); }
+
+bool DownstreamConnection::flush() {
+  if (state_ == State::closed) return false;
+  size_t before = writer_.in_flight();
+  WorkerStats::add(worker_.stats().bytes_out, writer_.batch_bytes());
+  int rc = writer_.flush();
+  if (rc != 0) {
+    LOG_DEBUG("client %s: write failed: %s", client_ip_, uv_strerror(rc));
+    exchange_.abort();
+    close();
+    return false;
+  }
+  if (writer_.in_flight() > 0 && before == 0) {
+    uint64_t ms = static_cast<uint64_t>(worker_.config().timeouts.client_send.count());
+    uv_timer_start(&send_timer_, &DownstreamConnection::on_send_timer, ms, ms);
+  }
+  return true;
+}
+
+void DownstreamConnection::on_exchange_done() {
+  if (closing_after_response() || !request_complete_) {
+    // Unread request body (the server answered early) or the client asked to close.
+    state_ = State::closing;
+    start_lingering_close();
+    return;
+  }
+  state_ = State::idle;
+  head_.release();
+  target_.clear();
+  // Parse a pipelined request only from a fresh loop turn: the upstream that just finished
+  // is still inside its own callback chain.
+  arm_timer(Timer::next_request);
+}
+
+void DownstreamConnection::start_next_request() {
+  resume_reading(kPausePipeline);
+  if (!pending_.empty()) {
+    Slice next = std::move(pending_);
+    feed(std::move(next));
+  }
+  if (state_ == State::idle && timer_purpose_ == Timer::next_request) arm_timer(Timer::idle);
+}
+
+void DownstreamConnection::fail_exchange(int status) {
+  WorkerStats::add(worker_.stats().responses[status_class(status)]);
+  send_error_and_close(status);
+}
+
+void DownstreamConnection::send_error_and_close(int status) {
+  if (state_ == State::closed || state_ == State::closing) return;
+  std::string response;
+  build_error_response(status, true, response);
+  writer_.add_copy(response);
+  state_ = State::closing;
+  if (!flush()) return;
+  start_lingering_close();
+}
+
+void DownstreamConnection::start_lingering_close() {
+  // Half-close once the response is written, then read and drop what the client still
+  // sends for a short while: closing with unread input would reset the connection and
+  // could destroy the response before the client reads it.
+  state_ = State::closing;
+  pending_.reset();
+  resume_reading(kPausePipeline | kPausePeerFull | kPauseNotConnected);
+  arm_timer(Timer::linger);
+  if (writer_.idle()) {
+    shutdown_req_.data = this;
+    if (uv_shutdown(&shutdown_req_, reinterpret_cast<uv_stream_t*>(&tcp_), &DownstreamConnection::on_shutdown) != 0)
+      close();
+  }
+}
+
+void DownstreamConnection::on_shutdown(uv_shutdown_t* req, int status) noexcept {
+  auto* self = static_cast<DownstreamConnection*>(req->data);
+  if (status != 0 && status != UV_ECANCELED) self->close();
+}
+
+void DownstreamConnection::enter_tunnel() {
+  state_ = State::tunnel;
+  arm_timer(Timer::none);
+}
+
+void DownstreamConnection::on_write_done(void* self, int status) noexcept {
+  static_cast<DownstreamConnection*>(self)->handle_write_done(status);
+}
+
+void DownstreamConnection::handle_write_done(int status) {
+  if (state_ == State::closed) return;
+  if (status != 0) {
+    exchange_.abort();
+    close();
+    return;
+  }
+  if (writer_.in_flight() == 0)
+    uv_timer_stop(&send_timer_);
+  else
+    uv_timer_again(&send_timer_);
+  if (state_ == State::closing) {
+    if (writer_.idle() && !uv_is_closing(reinterpret_cast<uv_handle_t*>(&tcp_)) && shutdown_req_.data == nullptr) {
+      shutdown_req_.data = this;
+      if (uv_shutdown(&shutdown_req_, reinterpret_cast<uv_stream_t*>(&tcp_), &DownstreamConnection::on_shutdown) != 0)
+        close();
+    }
+    return;
+  }
+  if (writer_.queued() <= worker_.config().http.buffer_low_watermark) exchange_.on_downstream_drained();
+}
+
+// ---- timers ----------------------------------------------------------------------------
+
+void DownstreamConnection::arm_timer(Timer purpose) {
+  if (state_ == State::closed) return;
+  timer_purpose_ = purpose;
+  const auto& t = worker_.config().timeouts;
+  uint64_t ms = 0;
+  switch (purpose) {
+    case Timer::none:
+      uv_timer_stop(&timer_);
+      return;
+    case Timer::head: ms = static_cast<uint64_t>(t.client_header.count()); break;
+    case Timer::idle: ms = static_cast<uint64_t>(t.client_idle.count()); break;
+    case Timer::body: ms = static_cast<uint64_t>(t.client_body.count()); break;
+    case Timer::linger: ms = kLingerMs; break;
+    case Timer::next_request: ms = 0; break;
+  }
+  uv_timer_start(&timer_, &DownstreamConnection::on_timer, ms, purpose == Timer::next_request ? 0 : ms);
+}
+
+void DownstreamConnection::on_timer(uv_timer_t* timer) noexcept {
+  static_cast<DownstreamConnection*>(timer->data)->handle_timer();
+}
+
+void DownstreamConnection::handle_timer() {
+  Timer purpose = timer_purpose_;
+  switch (purpose) {
+    case Timer::none:
+      return;
+    case Timer::next_request:
+      timer_purpose_ = Timer::none;
+      start_next_request();
+      return;
+    case Timer::idle:
+      close();
+      return;
+    case Timer::head:
+      WorkerStats::add(worker_.stats().timeouts);
+      if (state_ == State::reading_head) {
+        send_error_and_close(408);
+      } else {
+        close();  // connected but never sent a byte
+      }
+      return;
+    case Timer::body:
+      WorkerStats::add(worker_.stats().timeouts);
+      exchange_.abort();
+      if (exchange_.response_started())
+        close();
+      else
+        send_error_and_close(408);
+      return;
+    case Timer::linger:
+      close();
+      return;
+  }
+}
+
+void DownstreamConnection::on_send_timer(uv_timer_t* timer) noexcept {
+  auto* self = static_cast<DownstreamConnection*>(timer->data);
+  // A client that stopped reading holds buffers and an upstream: let it go.
+  WorkerStats::add(self->worker_.stats().timeouts);
+  self->exchange_.abort();
+  self->close();
+}
+
+// ---- shutdown --------------------------------------------------------------------------
+
+void DownstreamConnection::begin_drain() {
+  if (state_ == State::idle) {
+    close();
+    return;
+  }
+  close_after_response_ = true;
+}
+
+void DownstreamConnection::close() {
+  if (state_ == State::closed) return;
+  state_ = State::closed;
+  exchange_.abort();
+  pending_.reset();
+  head_.release();
+  writer_.discard();
+  for (auto* handle : {reinterpret_cast<uv_handle_t*>(&tcp_), reinterpret_cast<uv_handle_t*>(&timer_),
+                       reinterpret_cast<uv_handle_t*>(&send_timer_)}) {
+    if (handle->loop && !uv_is_closing(handle)) uv_close(handle, &DownstreamConnection::on_close);
+  }
+}
+
+void DownstreamConnection::on_close(uv_handle_t* handle) noexcept {
+  auto* self = static_cast<DownstreamConnection*>(handle->data);
+  if (--self->handles_open_ == 0) delete self;
+}
+
+}  // namespace sprayer::proxy

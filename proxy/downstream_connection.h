@@ -1,0 +1,127 @@
+// The client side of one TCP connection: reads and validates requests with llhttp, hands
+// each one to its Exchange, writes responses back in order, and enforces the client
+// timeouts (head, idle, body, send) and limits.
+#pragma once
+
+#include <llhttp.h>
+#include <netinet/in.h>
+#include <uv.h>
+
+#include <string>
+
+#include "proxy/buffer_pool.h"
+#include "proxy/exchange.h"
+#include "proxy/http_head.h"
+#include "proxy/stream_writer.h"
+
+namespace sprayer::proxy {
+
+class Worker;
+
+class DownstreamConnection {
+ public:
+  enum class State { idle, reading_head, in_exchange, tunnel, closing, closed };
+
+  static void accept(Worker& worker, int fd, const sockaddr_storage& peer);
+
+  Worker& worker() { return worker_; }
+  State state() const { return state_; }
+  const HttpHead& head() const { return head_; }
+  llhttp_t& parser() { return parser_; }
+  std::string_view client_ip() const { return client_ip_; }
+  std::string_view target() const { return target_; }
+  bool request_complete() const { return request_complete_; }
+  // The client gets "Connection: close" and the connection ends after this response.
+  bool closing_after_response() const;
+  void set_close_after_response() { close_after_response_ = true; }
+
+  // Exchange → client.
+  StreamWriter& writer() { return writer_; }
+  bool flush();                 // false if the connection failed and is closing
+  void on_exchange_done();      // the response is fully queued
+  void fail_exchange(int status);  // answer an error (if nothing was sent yet) and close
+  void enter_tunnel();
+  void pause_reading(uint8_t reason);
+  void resume_reading(uint8_t reason);
+  void close();                 // idempotent; frees itself after the last close callback
+
+  // Drain (SIGTERM): idle connections close now, busy ones after their response.
+  void begin_drain();
+
+ private:
+  enum class Timer { none, head, idle, body, linger, next_request };
+
+  DownstreamConnection(Worker& worker);
+  ~DownstreamConnection();
+  int init(int fd, const sockaddr_storage& peer);
+
+  void process(Slice data);
+  void feed(Slice data);
+  void on_parse_error(llhttp_errno_t err, const char* pos, const Slice& data);
+  void send_error_and_close(int status);
+  void start_lingering_close();
+  void start_next_request();
+  void arm_timer(Timer purpose);
+  void update_read_state();
+
+  // uv callbacks
+  static void on_alloc(uv_handle_t* handle, size_t suggested, uv_buf_t* buf) noexcept;
+  static void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) noexcept;
+  static void on_timer(uv_timer_t* timer) noexcept;
+  static void on_send_timer(uv_timer_t* timer) noexcept;
+  static void on_write_done(void* self, int status) noexcept;
+  static void on_shutdown(uv_shutdown_t* req, int status) noexcept;
+  static void on_close(uv_handle_t* handle) noexcept;
+  void handle_read(ssize_t nread, const uv_buf_t* buf);
+  void handle_eof();
+  void handle_timer();
+  void handle_write_done(int status);
+
+  // llhttp callbacks
+  static int on_message_begin(llhttp_t* p) noexcept;
+  static int on_url(llhttp_t* p, const char* at, size_t len) noexcept;
+  static int on_header_field(llhttp_t* p, const char* at, size_t len) noexcept;
+  static int on_header_field_complete(llhttp_t* p) noexcept;
+  static int on_header_value(llhttp_t* p, const char* at, size_t len) noexcept;
+  static int on_header_value_complete(llhttp_t* p) noexcept;
+  static int on_headers_complete(llhttp_t* p) noexcept;
+  static int on_body(llhttp_t* p, const char* at, size_t len) noexcept;
+  static int on_message_complete(llhttp_t* p) noexcept;
+  int reject(int status, const char* reason);
+  int handle_headers_complete();
+
+  static const llhttp_settings_t settings_;
+  friend class Worker;  // the worker's intrusive list of its connections
+
+  Worker& worker_;
+  DownstreamConnection* list_prev_ = nullptr;
+  DownstreamConnection* list_next_ = nullptr;
+  uv_tcp_t tcp_{};
+  uv_timer_t timer_{};
+  uv_timer_t send_timer_{};
+  uv_shutdown_t shutdown_req_{};
+  llhttp_t parser_{};
+  HttpHead head_;
+  Exchange exchange_;
+  StreamWriter writer_;
+  Slice input_;            // the read being parsed, so on_body can slice it without a copy
+  Slice pending_;          // pipelined bytes that wait for the current response
+  std::string target_;     // origin-form target of the current request
+  State state_ = State::idle;
+  Timer timer_purpose_ = Timer::none;
+  uint8_t pause_reasons_ = 0;
+  bool reading_ = false;
+  bool request_complete_ = false;
+  bool close_after_response_ = false;
+  bool value_complete_ = false;  // the last header event finished a value
+  // Where the next piece of the current value must start if it is the same line; any
+  // other start means llhttp skipped a CRLF: obsolete line folding.
+  const char* value_end_ = nullptr;
+  bool value_at_input_end_ = false;
+  bool in_value_ = false;  int error_status_ = 0;
+  int handles_open_ = 0;
+  bool counted_ = false;
+  char client_ip_[46] = {0};
+};
+
+}  // namespace sprayer::proxy

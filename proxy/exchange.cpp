@@ -1,0 +1,360 @@
+// One request/response: candidate order, connect retries, request re-framing, response
+// streaming, and keep-alive reuse of the upstream connection.
+#include "proxy/exchange.h"
+
+#include <cstdio>
+
+#include "proxy/downstream_connection.h"
+#include "proxy/log.h"
+#include "proxy/pause.h"
+#include "proxy/upstream_connection.h"
+#include "proxy/upstream_pool.h"
+#include "proxy/worker.h"
+
+namespace sprayer::proxy {
+namespace {
+
+int status_class(int status) { return status >= 100 && status < 600 ? status / 100 : 0; }
+
+void chunk_header(size_t len, std::string& out) {
+  char buf[24];
+  int n = std::snprintf(buf, sizeof buf, "%zx\r\n", len);
+  out.assign(buf, static_cast<size_t>(n));
+}
+
+}  // namespace
+
+// ---- request ---------------------------------------------------------------------------
+
+void Exchange::start(bool has_body, bool chunked, bool upgrade) {
+  Worker& worker = ds_.worker();
+  const conf::Config& config = worker.config();
+  state_ = State::connecting;
+  has_body_ = has_body;
+  chunked_request_ = chunked;
+  upgrade_ = upgrade;
+  request_done_ = false;
+  response_started_ = false;
+  response_chunked_ = false;
+  response_close_delimited_ = false;
+  retried_stale_ = false;
+  body_bytes_sent_ = 0;
+  status_ = 0;
+  attempt_ = 0;
+  held_.clear();
+  held_bytes_ = 0;
+
+  llhttp_t& parser = ds_.parser();
+  std::string_view method = llhttp_method_name(static_cast<llhttp_method_t>(parser.method));
+  head_request_ = parser.method == HTTP_HEAD;
+
+  // Until the affinity router lands: round-robin over every configured server, the rest of
+  // the list in order as the retry sequence.
+  size_t n = worker.runtime().servers.size();
+  candidates_.clear();
+  if (n > 0) {
+    size_t first = worker.next_spread() % n;
+    for (size_t i = 0; i < n; ++i) candidates_.push_back(static_cast<uint16_t>((first + i) % n));
+  }
+
+  ForwardOptions options;
+  options.method = method;
+  options.target = ds_.target();
+  options.http_minor = parser.http_minor;
+  options.x_forwarded = config.http.x_forwarded;
+  options.client_ip = ds_.client_ip();
+  options.via = config.http.via;
+  options.preserve_host = config.http.preserve_host;
+  options.upgrade = upgrade;
+  request_head_.clear();
+  if (!options.preserve_host && n > 0) {
+    // The Host for the first candidate; retries rebuild below if needed.
+    options.upstream_host = worker.runtime().servers[candidates_[0]].host_port;
+  }
+  build_upstream_request(ds_.head(), options, request_head_);
+  try_next_candidate();
+}
+
+void Exchange::try_next_candidate() {
+  Worker& worker = ds_.worker();
+  while (attempt_ < candidates_.size()) {
+    size_t server = candidates_[attempt_++];
+    bool reused = false;
+    int error = 0;
+    UpstreamConnection* up = worker.upstream_pool(server).acquire(reused, error);
+    if (!up) {
+      WorkerStats::add(worker.stats().upstream_connect_failures);
+      LOG_DEBUG("upstream %s: cannot connect: %s", worker.runtime().servers[server].id.c_str(), uv_strerror(error));
+      continue;
+    }
+    attach(up);
+    if (reused) on_connected(*up);
+    return;
+  }
+  state_ = State::done;
+  LOG_WARN("no pool server reachable for %s", ds_.target().data());
+  ds_.fail_exchange(503);
+}
+
+void Exchange::attach(UpstreamConnection* up) {
+  up_ = up;
+  up->attach(this);
+}
+
+void Exchange::on_connected(UpstreamConnection& up) {
+  if (&up != up_) return;
+  state_ = State::active;
+  up.begin_response(head_request_);
+  up.writer().add_copy(request_head_);
+  // Bytes that arrived while connecting.
+  for (auto& piece : held_) {
+    if (!piece.copy.empty())
+      up.writer().add_copy(piece.copy);
+    else
+      up.writer().add(std::move(piece.slice));
+  }
+  held_.clear();
+  held_bytes_ = 0;
+  ds_.resume_reading(kPauseNotConnected);
+  flush_upstream();
+}
+
+void Exchange::on_connect_failed(UpstreamConnection& up, int status) {
+  if (&up != up_) return;
+  up_ = nullptr;
+  WorkerStats::add(ds_.worker().stats().upstream_connect_failures);
+  if (attempt_ < candidates_.size()) WorkerStats::add(ds_.worker().stats().upstream_retries);
+  try_next_candidate();
+}
+
+void Exchange::put(Slice data) {
+  if (state_ == State::active || state_ == State::tunnel) {
+    if (up_) up_->writer().add(std::move(data));
+    return;
+  }
+  held_bytes_ += data.size();
+  held_.push_back(Piece{std::move(data), {}});
+  if (held_bytes_ > ds_.worker().config().http.buffer_high_watermark) ds_.pause_reading(kPauseNotConnected);
+}
+
+void Exchange::put_copy(std::string_view bytes) {
+  if (state_ == State::active || state_ == State::tunnel) {
+    if (up_) up_->writer().add_copy(bytes);
+    return;
+  }
+  held_bytes_ += bytes.size();
+  held_.push_back(Piece{Slice(), std::string(bytes)});
+}
+
+void Exchange::on_request_body(Slice data) {
+  if (state_ == State::done || state_ == State::idle) return;
+  body_bytes_sent_ += data.size();
+  if (chunked_request_) {
+    // Re-frame: the server sees canonical chunks whatever framing the client used.
+    std::string header;
+    chunk_header(data.size(), header);
+    put_copy(header);
+    put(std::move(data));
+    put_copy("\r\n");
+  } else {
+    put(std::move(data));
+  }
+}
+
+void Exchange::on_request_complete() {
+  if (state_ == State::done || state_ == State::idle) return;
+  if (chunked_request_) put_copy("0\r\n\r\n");
+  request_done_ = true;
+  flush_upstream();
+  // The server answered before the request ended: now the connection can be released.
+  if (state_ == State::done) return;
+}
+
+void Exchange::flush_upstream() {
+  if (!up_ || (state_ != State::active && state_ != State::tunnel)) return;
+  if (!up_->flush()) return;
+  check_upstream_backpressure();
+}
+
+void Exchange::check_upstream_backpressure() {
+  if (!up_) return;
+  if (up_->writer().queued() > ds_.worker().config().http.buffer_high_watermark) ds_.pause_reading(kPausePeerFull);
+}
+
+void Exchange::on_upstream_drained() {
+  ds_.resume_reading(kPausePeerFull);
+}
+
+void Exchange::on_tunnel_data(Slice data) {
+  if (!up_) return;
+  up_->writer().add(std::move(data));
+  flush_upstream();
+}
+
+// ---- response --------------------------------------------------------------------------
+
+int Exchange::on_response_head(UpstreamConnection& up) {
+  llhttp_t& parser = up.parser();
+  int status = parser.status_code;
+  const conf::Config& config = ds_.worker().config();
+  if (status < 200) {
+    if (status == 101) {
+      if (!upgrade_) {
+        on_upstream_error(up, UpstreamError::bad_response);
+        return -1;
+      }
+      ResponseOptions options;
+      options.status = 101;
+      options.reason = up.head().start();
+      options.via = config.http.via;
+      options.upgrade = true;
+      std::string head;
+      build_downstream_response(up.head(), options, head);
+      ds_.writer().add_copy(head);
+      response_started_ = true;
+      status_ = 101;
+      state_ = State::tunnel;
+      ds_.enter_tunnel();
+      up.enter_tunnel();
+      ds_.flush();
+      return 2;
+    }
+    // Interim responses (100 Continue, 103 Early Hints) go to HTTP/1.1 clients as they come.
+    if (ds_.parser().http_minor >= 1) {
+      ResponseOptions options;
+      options.status = status;
+      options.reason = up.head().start();
+      options.via = config.http.via;
+      std::string head;
+      build_downstream_response(up.head(), options, head);
+      ds_.writer().add_copy(head);
+      ds_.flush();
+    }
+    return 0;
+  }
+  status_ = status;
+  response_chunked_ = (parser.flags & F_CHUNKED) != 0;
+  bool no_body = head_request_ || status == 204 || status == 304;
+  response_close_delimited_ = !no_body && !response_chunked_ && (parser.flags & F_CONTENT_LENGTH) == 0;
+  if (response_close_delimited_ || !request_done_) ds_.set_close_after_response();
+
+  ResponseOptions options;
+  options.status = status;
+  options.reason = up.head().start();
+  options.via = config.http.via;
+  options.close = ds_.closing_after_response();
+  std::string head;
+  build_downstream_response(up.head(), options, head);
+  ds_.writer().add_copy(head);
+  response_started_ = true;
+  WorkerStats::add(ds_.worker().stats().responses[status_class(status)]);
+  return no_body ? 1 : 0;
+}
+
+void Exchange::on_informational_done() {}
+
+void Exchange::on_response_body(Slice data) {
+  if (state_ != State::active) return;
+  if (response_chunked_) {
+    std::string header;
+    chunk_header(data.size(), header);
+    ds_.writer().add_copy(header);
+    ds_.writer().add(std::move(data));
+    ds_.writer().add_copy("\r\n");
+  } else {
+    ds_.writer().add(std::move(data));
+  }
+}
+
+void Exchange::check_downstream_backpressure() {
+  if (!up_) return;
+  if (ds_.writer().queued() > ds_.worker().config().http.buffer_high_watermark) up_->pause_reading(kPausePeerFull);
+}
+
+void Exchange::on_downstream_drained() {
+  if (up_) up_->resume_reading(kPausePeerFull);
+}
+
+void Exchange::on_response_complete(UpstreamConnection& up) {
+  if (state_ != State::active) return;
+  if (response_chunked_) ds_.writer().add_copy("0\r\n\r\n");
+  bool reuse = up.keep_alive() && request_done_ && !response_close_delimited_;
+  finish(reuse);
+}
+
+void Exchange::finish(bool reuse_upstream) {
+  state_ = State::done;
+  release_upstream(reuse_upstream);
+  if (!ds_.flush()) return;
+  ds_.on_exchange_done();
+}
+
+void Exchange::release_upstream(bool reuse) {
+  UpstreamConnection* up = up_;
+  up_ = nullptr;
+  if (!up) return;
+  up->detach();
+  if (reuse)
+    ds_.worker().upstream_pool(up->server_index()).release(up);
+  else
+    up->close();
+}
+
+void Exchange::on_upstream_error(UpstreamConnection& up, UpstreamError error) {
+  if (&up != up_) return;
+  Worker& worker = ds_.worker();
+  if (state_ == State::tunnel) {
+    release_upstream(false);
+    state_ = State::done;
+    ds_.flush();
+    ds_.close();
+    return;
+  }
+  // A pooled connection the server closed just as we reused it: the request never reached
+  // the application, so send it again once on a fresh connection.
+  if (!response_started_ && !up.response_byte_seen() && up.reused() && !retried_stale_ &&
+      (error == UpstreamError::reset) && (!has_body_ || (held_.empty() && body_bytes_sent_ == 0))) {
+    retried_stale_ = true;
+    release_upstream(false);
+    WorkerStats::add(worker.stats().upstream_retries);
+    --attempt_;
+    state_ = State::connecting;
+    try_next_candidate();
+    return;
+  }
+  release_upstream(false);
+  state_ = State::done;
+  if (error == UpstreamError::timeout) WorkerStats::add(worker.stats().timeouts);
+  if (response_started_) {
+    // Part of the response is already with the client: all we can do is cut it short.
+    ds_.flush();
+    ds_.close();
+    return;
+  }
+  ds_.fail_exchange(error == UpstreamError::timeout ? 504 : 502);
+}
+
+void Exchange::on_upstream_read_done() {
+  if (state_ != State::active) return;
+  if (!ds_.flush()) return;
+  check_downstream_backpressure();
+}
+
+void Exchange::on_upstream_tunnel_data(Slice data) {
+  ds_.writer().add(std::move(data));
+  if (!ds_.flush()) return;
+  check_downstream_backpressure();
+}
+
+void Exchange::abort() {
+  if (state_ == State::idle || state_ == State::done) {
+    state_ = State::idle;
+    return;
+  }
+  held_.clear();
+  held_bytes_ = 0;
+  release_upstream(false);
+  state_ = State::done;
+}
+
+}  // namespace sprayer::proxy

@@ -1,0 +1,85 @@
+// One request/response through the proxy: picks the upstream candidates, sends the request
+// (re-framing chunked bodies), streams the response back with back-pressure both ways, and
+// retries the next candidate when a connect fails before any byte was sent.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "proxy/buffer_pool.h"
+
+namespace sprayer::proxy {
+
+class DownstreamConnection;
+class UpstreamConnection;
+
+enum class UpstreamError { connect, reset, timeout, bad_response };
+
+class Exchange {
+ public:
+  enum class State { idle, connecting, active, tunnel, done };
+
+  explicit Exchange(DownstreamConnection& downstream) : ds_(downstream) {}
+
+  // Downstream side.
+  void start(bool has_body, bool chunked, bool upgrade);
+  void on_request_body(Slice data);
+  void on_request_complete();
+  void flush_upstream();
+  void on_tunnel_data(Slice data);
+  void abort();                    // the client went away or broke the protocol
+  void on_downstream_drained();
+  bool response_started() const { return response_started_; }
+  State state() const { return state_; }
+
+  // Upstream side.
+  void on_connected(UpstreamConnection& up);
+  void on_connect_failed(UpstreamConnection& up, int status);
+  int on_response_head(UpstreamConnection& up);  // 0, or 1 = no body, 2 = upgrade (llhttp)
+  void on_response_body(Slice data);
+  void on_informational_done();
+  void on_response_complete(UpstreamConnection& up);
+  void on_upstream_error(UpstreamConnection& up, UpstreamError error);
+  void on_upstream_tunnel_data(Slice data);
+  void on_upstream_drained();
+  void on_upstream_read_done();     // flush what the read produced toward the client
+
+ private:
+  struct Piece {
+    Slice slice;
+    std::string copy;
+  };
+
+  void try_next_candidate();
+  void attach(UpstreamConnection* up);
+  void send_request_start();
+  void put(Slice data);
+  void put_copy(std::string_view bytes);
+  void finish(bool reuse_upstream);
+  void release_upstream(bool reuse);
+  void check_upstream_backpressure();
+  void check_downstream_backpressure();
+
+  DownstreamConnection& ds_;
+  UpstreamConnection* up_ = nullptr;
+  State state_ = State::idle;
+  std::string request_head_;
+  std::vector<Piece> held_;        // request bytes that arrived before the upstream connected
+  size_t held_bytes_ = 0;
+  std::vector<uint16_t> candidates_;
+  size_t attempt_ = 0;
+  uint64_t body_bytes_sent_ = 0;
+  bool has_body_ = false;
+  bool chunked_request_ = false;
+  bool upgrade_ = false;
+  bool head_request_ = false;
+  bool request_done_ = false;
+  bool response_started_ = false;  // a response byte went to the client
+  bool response_chunked_ = false;
+  bool response_close_delimited_ = false;
+  bool retried_stale_ = false;
+  int status_ = 0;
+};
+
+}  // namespace sprayer::proxy

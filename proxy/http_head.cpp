@@ -1,0 +1,271 @@
+// Header-rewriting rules for both directions; no I/O, unit-tested in tests/unit/proxy_http_head_test.cpp.
+#include "proxy/http_head.h"
+
+#include <cstdio>
+
+namespace sprayer::proxy {
+namespace {
+
+char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
+
+// Fields this proxy owns on the upstream side; a client's copies are replaced, not trusted.
+bool is_replaced_request_field(std::string_view name) {
+  return iequals(name, "x-forwarded-proto") || iequals(name, "x-forwarded-host");
+}
+
+void append_field(std::string& out, std::string_view name, std::string_view value) {
+  out.append(name);
+  out.append(": ");
+  out.append(value);
+  out.append("\r\n");
+}
+
+}  // namespace
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (lower(a[i]) != lower(b[i])) return false;
+  return true;
+}
+
+void HttpHead::clear() {
+  arena_.clear();
+  fields_.clear();
+  start_off_ = start_len_ = 0;
+  last_ = Last::none;
+}
+
+void HttpHead::release() {
+  clear();
+  std::string().swap(arena_);
+  std::vector<Field>().swap(fields_);
+}
+
+void HttpHead::append_start(const char* at, size_t len) {
+  if (last_ != Last::start) {
+    start_off_ = static_cast<uint32_t>(arena_.size());
+    start_len_ = 0;
+    last_ = Last::start;
+  }
+  arena_.append(at, len);
+  start_len_ += static_cast<uint32_t>(len);
+}
+
+void HttpHead::append_name(const char* at, size_t len) {
+  if (last_ != Last::name) {
+    fields_.push_back(Field{static_cast<uint32_t>(arena_.size()), 0, 0, 0});
+    last_ = Last::name;
+  }
+  arena_.append(at, len);
+  fields_.back().name_len += static_cast<uint32_t>(len);
+}
+
+void HttpHead::append_value(const char* at, size_t len) {
+  if (fields_.empty()) return;
+  if (last_ != Last::value) {
+    fields_.back().value_off = static_cast<uint32_t>(arena_.size());
+    last_ = Last::value;
+  }
+  arena_.append(at, len);
+  fields_.back().value_len += static_cast<uint32_t>(len);
+}
+
+std::string_view HttpHead::trimmed(std::string_view v) {
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+  return v;
+}
+
+size_t HttpHead::find(std::string_view wanted, size_t from) const {
+  for (size_t i = from; i < fields_.size(); ++i)
+    if (iequals(name(i), wanted)) return i;
+  return npos;
+}
+
+bool has_token(std::string_view list, std::string_view token) {
+  while (!list.empty()) {
+    size_t comma = list.find(',');
+    std::string_view item = list.substr(0, comma);
+    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+    if (iequals(item, token)) return true;
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
+bool is_hop_by_hop(const HttpHead& head, std::string_view name) {
+  static constexpr std::string_view fixed[] = {"connection", "keep-alive", "proxy-connection", "te",
+                                               "upgrade", "proxy-authorization", "proxy-authenticate"};
+  for (auto f : fixed)
+    if (iequals(name, f)) return true;
+  // Transfer-Encoding and Content-Length stay: bodies are forwarded with their framing intact.
+  if (iequals(name, "transfer-encoding") || iequals(name, "content-length")) return false;
+  for (size_t i = head.find("connection"); i != HttpHead::npos; i = head.find("connection", i + 1))
+    if (has_token(head.value(i), name)) return true;
+  return false;
+}
+
+TargetCheck check_target(std::string_view target, std::string_view host, std::string_view method,
+                         std::string_view& origin) {
+  if (!target.empty() && target.front() == '/') {
+    origin = target;
+    return TargetCheck::origin;
+  }
+  if (target == "*") {
+    origin = target;
+    return iequals(method, "OPTIONS") ? TargetCheck::asterisk : TargetCheck::bad;
+  }
+  std::string_view rest;
+  if (target.size() > 7 && iequals(target.substr(0, 7), "http://"))
+    rest = target.substr(7);
+  else if (target.size() > 8 && iequals(target.substr(0, 8), "https://"))
+    rest = target.substr(8);
+  else
+    return TargetCheck::bad;
+  size_t slash = rest.find_first_of("/?");
+  std::string_view authority = rest.substr(0, slash);
+  if (authority.empty() || authority.find('@') != std::string_view::npos) return TargetCheck::bad;
+  if (!iequals(authority, host)) return TargetCheck::bad;
+  if (slash == std::string_view::npos) {
+    origin = "/";
+  } else {
+    origin = rest.substr(slash);
+    if (origin.front() == '?') return TargetCheck::bad;  // "http://h?x" has no path to forward
+  }
+  return TargetCheck::absolute_same_host;
+}
+
+void build_upstream_request(const HttpHead& head, const ForwardOptions& o, std::string& out) {
+  out.append(o.method);
+  out.push_back(' ');
+  out.append(o.target);
+  out.append(o.http_minor == 0 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n");
+
+  std::string_view host;
+  std::string xff;
+  std::string via;
+  for (size_t i = 0; i < head.count(); ++i) {
+    std::string_view name = head.name(i);
+    std::string_view value = head.value(i);
+    if (o.upgrade && (iequals(name, "upgrade") || iequals(name, "connection"))) {
+      if (iequals(name, "upgrade")) append_field(out, name, value);
+      continue;
+    }
+    if (is_hop_by_hop(head, name)) continue;
+    if (iequals(name, "host")) {
+      if (host.empty()) host = value;
+      if (!o.preserve_host) continue;
+    } else if (o.x_forwarded && iequals(name, "x-forwarded-for")) {
+      if (!xff.empty()) xff.append(", ");
+      xff.append(value);
+      continue;
+    } else if (o.x_forwarded && is_replaced_request_field(name)) {
+      continue;
+    } else if (!o.via.empty() && iequals(name, "via")) {
+      if (!via.empty()) via.append(", ");
+      via.append(value);
+      continue;
+    }
+    append_field(out, name, value);
+  }
+  if (!o.preserve_host) append_field(out, "Host", o.upstream_host);
+  if (o.upgrade) append_field(out, "Connection", "upgrade");
+  if (o.x_forwarded) {
+    if (!xff.empty()) xff.append(", ");
+    xff.append(o.client_ip);
+    append_field(out, "X-Forwarded-For", xff);
+    append_field(out, "X-Forwarded-Proto", o.proto);
+    if (!host.empty()) append_field(out, "X-Forwarded-Host", host);
+  }
+  if (!o.via.empty()) {
+    if (!via.empty()) via.append(", ");
+    via.append(o.http_minor == 0 ? "1.0 " : "1.1 ");
+    via.append(o.via);
+    append_field(out, "Via", via);
+  }
+  out.append("\r\n");
+}
+
+void build_downstream_response(const HttpHead& head, const ResponseOptions& o, std::string& out) {
+  char status_line[64];
+  int n = std::snprintf(status_line, sizeof status_line, "HTTP/1.1 %03d ", o.status);
+  out.append(status_line, static_cast<size_t>(n));
+  out.append(o.reason.empty() ? status_reason(o.status) : o.reason);
+  out.append("\r\n");
+  std::string via;
+  for (size_t i = 0; i < head.count(); ++i) {
+    std::string_view name = head.name(i);
+    if (o.upgrade && (iequals(name, "upgrade"))) {
+      append_field(out, name, head.value(i));
+      continue;
+    }
+    if (is_hop_by_hop(head, name)) continue;
+    if (!o.via.empty() && iequals(name, "via")) {
+      if (!via.empty()) via.append(", ");
+      via.append(head.value(i));
+      continue;
+    }
+    append_field(out, name, head.value(i));
+  }
+  if (!o.via.empty()) {
+    if (!via.empty()) via.append(", ");
+    via.append("1.1 ");
+    via.append(o.via);
+    append_field(out, "Via", via);
+  }
+  if (o.upgrade)
+    append_field(out, "Connection", "upgrade");
+  else if (o.close && o.status >= 200)
+    append_field(out, "Connection", "close");
+  out.append("\r\n");
+}
+
+std::string_view status_reason(int status) {
+  switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 103: return "Early Hints";
+    case 200: return "OK";
+    case 204: return "No Content";
+    case 301: return "Moved Permanently";
+    case 304: return "Not Modified";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 417: return "Expectation Failed";
+    case 421: return "Misdirected Request";
+    case 426: return "Upgrade Required";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+  }
+}
+
+void build_error_response(int status, bool close, std::string& out) {
+  std::string_view reason = status_reason(status);
+  char buf[256];
+  int body_len = static_cast<int>(reason.size()) + 1;
+  int n = std::snprintf(buf, sizeof buf,
+                        "HTTP/1.1 %03d %.*s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+                        "Cache-Control: no-store\r\n%s\r\n%.*s\n",
+                        status, static_cast<int>(reason.size()), reason.data(), body_len,
+                        close ? "Connection: close\r\n" : "", static_cast<int>(reason.size()), reason.data());
+  out.append(buf, static_cast<size_t>(n));
+}
+
+}  // namespace sprayer::proxy

@@ -1,0 +1,152 @@
+// Accept loop of one worker: bounded batch per wake-up so one busy listener cannot starve
+// the connections already accepted.
+#include "proxy/listener.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "proxy/downstream_connection.h"
+#include "proxy/log.h"
+#include "proxy/worker.h"
+
+namespace sprayer::proxy {
+namespace {
+
+constexpr int kAcceptBatch = 64;
+
+bool make_sockaddr(const conf::Endpoint& ep, sockaddr_storage& ss, socklen_t& len) {
+  std::memset(&ss, 0, sizeof ss);
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&ss);
+  if (inet_pton(AF_INET, ep.host.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(ep.port);
+    len = sizeof(sockaddr_in);
+    return true;
+  }
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&ss);
+  if (inet_pton(AF_INET6, ep.host.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(ep.port);
+    len = sizeof(sockaddr_in6);
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+Listener::Listener(Worker& worker, const conf::ListenerConfig& config)
+    : worker_(worker), name_(config.name), address_(config.address), backlog_(config.backlog) {}
+
+int Listener::open(std::string& error) {
+  sockaddr_storage ss;
+  socklen_t len = 0;
+  if (!make_sockaddr(address_, ss, len)) {
+    error = "listener " + name_ + ": not a numeric address: " + address_.host;
+    return -EINVAL;
+  }
+  fd_ = ::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd_ < 0) {
+    int err = errno;
+    error = "listener " + name_ + ": socket: " + std::strerror(err);
+    return -err;
+  }
+  int one = 1;
+  setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  setsockopt(fd_, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+  if (ss.ss_family == AF_INET6) setsockopt(fd_, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  if (::bind(fd_, reinterpret_cast<sockaddr*>(&ss), len) != 0 || ::listen(fd_, static_cast<int>(backlog_)) != 0) {
+    int err = errno;
+    error = "listener " + name_ + ": cannot listen on " + address_.to_string() + ": " + std::strerror(err);
+    ::close(fd_);
+    fd_ = -1;
+    return -err;
+  }
+  int rc = uv_poll_init(worker_.loop(), &poll_, fd_);
+  if (rc != 0) {
+    error = "listener " + name_ + ": uv_poll_init: " + uv_strerror(rc);
+    ::close(fd_);
+    fd_ = -1;
+    return rc;
+  }
+  poll_.data = this;
+  resume();
+  return 0;
+}
+
+void Listener::pause() {
+  if (paused_ || closing_) return;
+  paused_ = true;
+  uv_poll_stop(&poll_);
+}
+
+void Listener::resume() {
+  if (!paused_ || closing_ || fd_ < 0) return;
+  paused_ = false;
+  uv_poll_start(&poll_, UV_READABLE, &Listener::on_poll);
+}
+
+void Listener::close() {
+  if (closing_) return;
+  closing_ = true;
+  if (fd_ < 0) {
+    delete this;
+    return;
+  }
+  uv_close(reinterpret_cast<uv_handle_t*>(&poll_), &Listener::on_close);
+}
+
+void Listener::on_close(uv_handle_t* handle) noexcept {
+  auto* self = static_cast<Listener*>(handle->data);
+  ::close(self->fd_);
+  delete self;
+}
+
+void Listener::on_poll(uv_poll_t* handle, int status, int events) noexcept {
+  auto* self = static_cast<Listener*>(handle->data);
+  if (status < 0) {
+    LOG_WARN("listener %s: poll error: %s", self->name_.c_str(), uv_strerror(status));
+    return;
+  }
+  self->on_readable();
+}
+
+void Listener::on_readable() {
+  for (int i = 0; i < kAcceptBatch && !paused_ && !closing_; ++i) {
+    if (worker_.at_connection_limit()) {
+      // The worker's tick resumes us once connections close anywhere in the process.
+      WorkerStats::add(worker_.stats().accept_paused);
+      pause();
+      return;
+    }
+    sockaddr_storage peer;
+    socklen_t peer_len = sizeof peer;
+    int fd = ::accept4(fd_, reinterpret_cast<sockaddr*>(&peer), &peer_len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      int err = errno;
+      if (err == EAGAIN || err == EWOULDBLOCK) return;
+      if (err == EINTR || err == ECONNABORTED || err == EPROTO) continue;
+      if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+        LOG_WARN("listener %s: accept: %s; pausing accept until descriptors free up", name_.c_str(),
+                 std::strerror(err));
+        WorkerStats::add(worker_.stats().accept_paused);
+        pause();
+        return;
+      }
+      LOG_WARN("listener %s: accept: %s", name_.c_str(), std::strerror(err));
+      return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    DownstreamConnection::accept(worker_, fd, peer);
+  }
+}
+
+}  // namespace sprayer::proxy

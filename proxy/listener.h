@@ -1,0 +1,46 @@
+// A listening socket of one worker (SO_REUSEPORT, so every worker owns one per address).
+// Accepts with accept4 on a uv_poll so that accepting can be paused and resumed exactly:
+// at max_connections, and on EMFILE/ENFILE until descriptors free up.
+#pragma once
+
+#include <uv.h>
+
+#include <string>
+
+#include "conf/config.h"
+
+namespace sprayer::proxy {
+
+class Worker;
+
+class Listener {
+ public:
+  Listener(Worker& worker, const conf::ListenerConfig& config);
+  Listener(const Listener&) = delete;
+  Listener& operator=(const Listener&) = delete;
+
+  int open(std::string& error);  // 0 or a negative errno
+  void pause();
+  void resume();
+  bool paused() const { return paused_; }
+  void close();  // idempotent; deletes itself after libuv's close callback
+
+  const std::string& name() const { return name_; }
+
+ private:
+  ~Listener() = default;
+  static void on_poll(uv_poll_t* handle, int status, int events) noexcept;
+  static void on_close(uv_handle_t* handle) noexcept;
+  void on_readable();
+
+  Worker& worker_;
+  std::string name_;
+  conf::Endpoint address_;
+  uint32_t backlog_;
+  uv_poll_t poll_{};
+  int fd_ = -1;
+  bool paused_ = true;
+  bool closing_ = false;
+};
+
+}  // namespace sprayer::proxy

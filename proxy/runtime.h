@@ -1,0 +1,53 @@
+// What the control thread publishes to workers: the config and the resolved server list,
+// immutable and shared; a worker swaps its pointer at a loop boundary.
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "conf/config.h"
+
+namespace sprayer::proxy {
+
+struct ServerTarget {
+  std::string id;
+  std::string host_port;            // for the Host header when preserve_host is off, and logs
+  sockaddr_storage addr{};
+  uint32_t weight = 1;
+};
+
+struct Runtime {
+  std::shared_ptr<const conf::Config> config;
+  std::vector<ServerTarget> servers;
+};
+
+// Resolve every server address (blocking; control thread only). Errors name the server.
+bool resolve_servers(const conf::Config& config, std::vector<ServerTarget>& out, std::string& error);
+
+// Counters a worker bumps without locks (relaxed atomics, one cache-line-padded block per
+// worker); the control thread sums them when /metrics is scraped.
+struct alignas(64) WorkerStats {
+  std::atomic<uint64_t> downstream_accepted{0};
+  std::atomic<int64_t> downstream_open{0};
+  std::atomic<int64_t> upstream_open{0};
+  std::atomic<uint64_t> requests{0};
+  std::atomic<uint64_t> responses[6]{};  // by status class: [0] = none sent, [1..5] = 1xx..5xx
+  std::atomic<uint64_t> upstream_connect_failures{0};
+  std::atomic<uint64_t> upstream_retries{0};
+  std::atomic<uint64_t> bad_requests{0};
+  std::atomic<uint64_t> timeouts{0};
+  std::atomic<uint64_t> bytes_in{0};
+  std::atomic<uint64_t> bytes_out{0};
+  std::atomic<uint64_t> accept_paused{0};
+
+  static void add(std::atomic<uint64_t>& c, uint64_t n = 1) { c.fetch_add(n, std::memory_order_relaxed); }
+  static void add(std::atomic<int64_t>& c, int64_t n) { c.fetch_add(n, std::memory_order_relaxed); }
+};
+
+}  // namespace sprayer::proxy

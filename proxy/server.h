@@ -1,0 +1,47 @@
+// The control thread: starts the workers, owns signals and the admin listener, and runs
+// the graceful drain on SIGTERM/SIGINT. Runs on the main thread's own uv loop.
+#pragma once
+
+#include <uv.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <vector>
+
+#include "proxy/admin_server.h"
+#include "proxy/metrics.h"
+#include "proxy/runtime.h"
+#include "proxy/worker.h"
+
+namespace sprayer::proxy {
+
+class Server {
+ public:
+  explicit Server(std::shared_ptr<const conf::Config> config);
+  ~Server();
+  // Blocks until shutdown; the process exit code.
+  int run();
+
+ private:
+  AdminResponse handle_admin(const AdminRequest& request);
+  void on_signal(int signum);
+  void begin_shutdown();
+  void on_shutdown_poll();
+
+  std::shared_ptr<const conf::Config> config_;
+  std::shared_ptr<const Runtime> runtime_;
+  uv_loop_t loop_{};
+  uv_signal_t sigterm_{}, sigint_{}, sighup_{}, sigusr1_{};
+  uv_timer_t shutdown_timer_{};
+  std::unique_ptr<AdminServer> admin_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::unique_ptr<WorkerStatsCollector> collector_;
+  std::atomic<int64_t> connections_{0};
+  std::chrono::steady_clock::time_point started_;
+  std::chrono::steady_clock::time_point drain_deadline_;
+  bool shutting_down_ = false;
+  bool forced_ = false;
+};
+
+}  // namespace sprayer::proxy

@@ -1,0 +1,101 @@
+// Try-write first (no request object on the fast path), queue only what the socket refused.
+#include "proxy/stream_writer.h"
+
+#include <memory>
+
+namespace sprayer::proxy {
+
+struct StreamWriter::Request {
+  uv_write_t req;
+  StreamWriter* writer;
+  std::vector<Slice> slices;  // keeps chunk memory alive until written
+  std::string copies;
+  std::vector<uv_buf_t> bufs;
+};
+
+void StreamWriter::add_copy(std::string_view bytes) {
+  if (bytes.empty()) return;
+  if (!parts_.empty() && parts_.back().slice.empty() && parts_.back().offset + parts_.back().len == copies_.size()) {
+    parts_.back().len += bytes.size();
+  } else {
+    parts_.push_back(Part{Slice(), copies_.size(), bytes.size()});
+  }
+  copies_.append(bytes);
+  batch_bytes_ += bytes.size();
+}
+
+void StreamWriter::add(Slice slice) {
+  if (slice.empty()) return;
+  batch_bytes_ += slice.size();
+  size_t len = slice.size();
+  parts_.push_back(Part{std::move(slice), 0, len});
+}
+
+int StreamWriter::flush() {
+  if (parts_.empty()) return 0;
+  uv_buf_t stack_bufs[32];
+  std::vector<uv_buf_t> heap_bufs;
+  uv_buf_t* bufs = stack_bufs;
+  if (parts_.size() > 32) {
+    heap_bufs.resize(parts_.size());
+    bufs = heap_bufs.data();
+  }
+  for (size_t i = 0; i < parts_.size(); ++i) {
+    const Part& p = parts_[i];
+    const char* base = p.slice.empty() ? copies_.data() + p.offset : p.slice.data();
+    bufs[i] = uv_buf_init(const_cast<char*>(base), static_cast<unsigned>(p.len));
+  }
+  size_t nbufs = parts_.size();
+  size_t written = 0;
+  if (in_flight_ == 0) {
+    int n = uv_try_write(stream_, bufs, static_cast<unsigned>(std::min<size_t>(nbufs, 1024)));
+    if (n < 0 && n != UV_EAGAIN) {
+      discard();
+      return n;
+    }
+    if (n > 0) written = static_cast<size_t>(n);
+  }
+  if (written == batch_bytes_) {
+    discard();
+    return 0;
+  }
+  // Queue the rest; the request owns copies of framing bytes and references to slices.
+  auto request = std::make_unique<Request>();
+  request->writer = this;
+  request->copies = std::move(copies_);
+  size_t skip = written;
+  for (size_t i = 0; i < parts_.size(); ++i) {
+    Part& p = parts_[i];
+    if (skip >= p.len) {
+      skip -= p.len;
+      continue;
+    }
+    const char* base = p.slice.empty() ? request->copies.data() + p.offset : p.slice.data();
+    request->bufs.push_back(uv_buf_init(const_cast<char*>(base + skip), static_cast<unsigned>(p.len - skip)));
+    if (!p.slice.empty()) request->slices.push_back(std::move(p.slice));
+    skip = 0;
+  }
+  size_t remaining = batch_bytes_ - written;
+  parts_.clear();
+  copies_.clear();
+  batch_bytes_ = 0;
+  request->req.data = request.get();
+  int rc = uv_write(&request->req, stream_, request->bufs.data(), static_cast<unsigned>(request->bufs.size()),
+                    &StreamWriter::on_write);
+  if (rc != 0) return rc;
+  in_flight_ += remaining;
+  request.release();
+  return 0;
+}
+
+void StreamWriter::on_write(uv_write_t* req, int status) noexcept {
+  std::unique_ptr<Request> request(static_cast<Request*>(req->data));
+  StreamWriter* self = request->writer;
+  size_t bytes = 0;
+  for (auto& b : request->bufs) bytes += b.len;
+  self->in_flight_ -= std::min(bytes, self->in_flight_);
+  request.reset();
+  if (self->done_) self->done_(self->owner_, status);
+}
+
+}  // namespace sprayer::proxy

@@ -1,0 +1,61 @@
+// Batched writes to one uv stream: bytes are gathered (copied framing, zero-copy slices)
+// while a read is processed, then flushed as one try-write plus, if the socket is full,
+// one queued uv_write. Owners learn of completion through a callback.
+#pragma once
+
+#include <uv.h>
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "proxy/buffer_pool.h"
+
+namespace sprayer::proxy {
+
+class StreamWriter {
+ public:
+  using DoneFn = void (*)(void* owner, int status);
+
+  void init(uv_stream_t* stream, void* owner, DoneFn done) {
+    stream_ = stream;
+    owner_ = owner;
+    done_ = done;
+  }
+
+  void add_copy(std::string_view bytes);
+  void add(Slice slice);
+  bool has_batch() const { return !parts_.empty(); }
+  size_t batch_bytes() const { return batch_bytes_; }
+  // Sends the batch. Returns 0 or a libuv error (the owner closes the connection).
+  int flush();
+
+  // Bytes accepted but not yet written to the socket.
+  size_t queued() const { return stream_ ? uv_stream_get_write_queue_size(stream_) + batch_bytes_ : 0; }
+  size_t in_flight() const { return in_flight_; }
+  bool idle() const { return in_flight_ == 0 && parts_.empty(); }
+  void discard() {
+    parts_.clear();
+    copies_.clear();
+    batch_bytes_ = 0;
+  }
+
+ private:
+  struct Part {
+    Slice slice;        // empty: bytes are in copies_ at [offset, offset + len)
+    size_t offset = 0;
+    size_t len = 0;
+  };
+  struct Request;
+  static void on_write(uv_write_t* req, int status) noexcept;
+
+  uv_stream_t* stream_ = nullptr;
+  void* owner_ = nullptr;
+  DoneFn done_ = nullptr;
+  std::vector<Part> parts_;
+  std::string copies_;
+  size_t batch_bytes_ = 0;
+  size_t in_flight_ = 0;
+};
+
+}  // namespace sprayer::proxy

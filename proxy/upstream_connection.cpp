@@ -1,0 +1,366 @@
+// Backend connection: connect with a deadline, response parsing, idle keep-alive in the pool.
+#include "proxy/upstream_connection.h"
+
+#include <cstring>
+
+#include "proxy/exchange.h"
+#include "proxy/log.h"
+#include "proxy/pause.h"
+#include "proxy/upstream_pool.h"
+#include "proxy/worker.h"
+
+namespace sprayer::proxy {
+namespace {
+
+constexpr size_t kMaxResponseHeadBytes = 64 * 1024;
+constexpr int kFailConnect = 0, kFailReset = 1, kFailTimeout = 2, kFailBad = 3;
+
+UpstreamConnection* from(llhttp_t* p) { return static_cast<UpstreamConnection*>(p->data); }
+
+}  // namespace
+
+const llhttp_settings_t UpstreamConnection::settings_ = [] {
+  llhttp_settings_t s;
+  llhttp_settings_init(&s);
+  s.on_message_begin = &UpstreamConnection::on_message_begin;
+  s.on_status = &UpstreamConnection::on_status;
+  s.on_header_field = &UpstreamConnection::on_header_field;
+  s.on_header_value = &UpstreamConnection::on_header_value;
+  s.on_headers_complete = &UpstreamConnection::on_headers_complete;
+  s.on_body = &UpstreamConnection::on_body;
+  s.on_message_complete = &UpstreamConnection::on_message_complete;
+  return s;
+}();
+
+UpstreamConnection::UpstreamConnection(Worker& worker, UpstreamPool& pool) : worker_(worker), pool_(pool) {
+  uv_tcp_init(worker_.loop(), &tcp_);
+  tcp_.data = this;
+  ++handles_open_;
+  uv_timer_init(worker_.loop(), &timer_);
+  timer_.data = this;
+  ++handles_open_;
+  writer_.init(reinterpret_cast<uv_stream_t*>(&tcp_), this, &UpstreamConnection::on_write_done);
+  llhttp_init(&parser_, HTTP_RESPONSE, &settings_);
+  parser_.data = this;
+  counted_ = true;
+  WorkerStats::add(worker_.stats().upstream_open, 1);
+}
+
+UpstreamConnection::~UpstreamConnection() {
+  if (counted_) WorkerStats::add(worker_.stats().upstream_open, -1);
+}
+
+size_t UpstreamConnection::server_index() const { return pool_.server_index(); }
+
+int UpstreamConnection::connect(const sockaddr* addr) {
+  state_ = State::connecting;
+  connect_req_.data = this;
+  int rc = uv_tcp_connect(&connect_req_, &tcp_, addr, &UpstreamConnection::on_connect);
+  if (rc != 0) return rc;
+  uv_tcp_nodelay(&tcp_, 1);
+  timer_purpose_ = Timer::connect;
+  uint64_t ms = static_cast<uint64_t>(worker_.config().timeouts.upstream_connect.count());
+  uv_timer_start(&timer_, &UpstreamConnection::on_timer, ms, 0);
+  return 0;
+}
+
+void UpstreamConnection::on_connect(uv_connect_t* req, int status) noexcept {
+  static_cast<UpstreamConnection*>(req->data)->handle_connect(status);
+}
+
+void UpstreamConnection::handle_connect(int status) {
+  if (state_ == State::closed) return;
+  uv_timer_stop(&timer_);
+  timer_purpose_ = Timer::none;
+  if (status != 0) {
+    LOG_DEBUG("upstream %s: connect failed: %s", worker_.runtime().servers[server_index()].id.c_str(),
+              uv_strerror(status));
+    fail(kFailConnect);
+    return;
+  }
+  state_ = State::active;
+  update_read_state();
+  if (exchange_) exchange_->on_connected(*this);
+}
+
+void UpstreamConnection::attach(Exchange* exchange) {
+  exchange_ = exchange;
+  if (state_ == State::idle) state_ = State::active;
+}
+
+void UpstreamConnection::begin_response(bool head_request) {
+  ++requests_;
+  head_request_ = head_request;
+  response_byte_seen_ = false;
+  response_done_ = false;
+  keep_alive_ = false;
+  clean_end_ = false;
+  header_too_large_ = false;
+  head_.clear();
+  llhttp_init(&parser_, HTTP_RESPONSE, &settings_);
+  parser_.data = this;
+  pause_reasons_ = 0;
+  update_read_state();
+  arm_response_timer();
+}
+
+void UpstreamConnection::arm_response_timer() {
+  timer_purpose_ = Timer::response;
+  uint64_t ms = static_cast<uint64_t>(worker_.config().timeouts.upstream_response.count());
+  uv_timer_start(&timer_, &UpstreamConnection::on_timer, ms, ms);
+}
+
+void UpstreamConnection::enter_tunnel() {
+  state_ = State::tunnel;
+  timer_purpose_ = Timer::none;
+  uv_timer_stop(&timer_);
+}
+
+bool UpstreamConnection::flush() {
+  if (state_ == State::closed) return false;
+  int rc = writer_.flush();
+  if (rc != 0) {
+    fail(kFailReset);
+    return false;
+  }
+  return true;
+}
+
+void UpstreamConnection::make_idle() {
+  state_ = State::idle;
+  exchange_ = nullptr;
+  head_.release();
+  pause_reasons_ = 0;
+  update_read_state();
+  timer_purpose_ = Timer::idle;
+  uint64_t ms = static_cast<uint64_t>(worker_.config().timeouts.upstream_idle.count());
+  uv_timer_start(&timer_, &UpstreamConnection::on_timer, ms, 0);
+}
+
+void UpstreamConnection::pause_reading(uint8_t reason) {
+  pause_reasons_ |= reason;
+  update_read_state();
+}
+
+void UpstreamConnection::resume_reading(uint8_t reason) {
+  pause_reasons_ &= static_cast<uint8_t>(~reason);
+  update_read_state();
+}
+
+void UpstreamConnection::update_read_state() {
+  bool want = (state_ == State::active || state_ == State::idle || state_ == State::tunnel) && pause_reasons_ == 0;
+  if (want == reading_) return;
+  reading_ = want;
+  auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
+  if (want)
+    uv_read_start(stream, &UpstreamConnection::on_alloc, &UpstreamConnection::on_read);
+  else
+    uv_read_stop(stream);
+}
+
+void UpstreamConnection::on_alloc(uv_handle_t* handle, size_t, uv_buf_t* buf) noexcept {
+  auto* self = static_cast<UpstreamConnection*>(handle->data);
+  Chunk* chunk = self->worker_.buffers().acquire();
+  *buf = uv_buf_init(chunk->data(), chunk->capacity);
+}
+
+void UpstreamConnection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) noexcept {
+  static_cast<UpstreamConnection*>(stream->data)->handle_read(nread, buf);
+}
+
+void UpstreamConnection::handle_read(ssize_t nread, const uv_buf_t* buf) {
+  Chunk* chunk = buf->base ? reinterpret_cast<Chunk*>(buf->base) - 1 : nullptr;
+  if (nread == 0) {
+    if (chunk) BufferPool::unref(chunk);
+    return;
+  }
+  if (nread < 0) {
+    if (chunk) BufferPool::unref(chunk);
+    if (state_ == State::idle) {
+      pool_.forget(this);
+      close();
+      return;
+    }
+    if (state_ == State::tunnel) {
+      fail(kFailReset);
+      return;
+    }
+    if (nread == UV_EOF && response_byte_seen_ && !response_done_) {
+      // A response delimited by the close of the connection ends here.
+      llhttp_errno_t err = llhttp_finish(&parser_);
+      if (err == HPE_OK && response_done_) {
+        if (exchange_) exchange_->on_upstream_read_done();
+        close();
+        return;
+      }
+    }
+    if (!response_done_) fail(kFailReset);
+    return;
+  }
+  Slice data(chunk, buf->base, static_cast<size_t>(nread));
+  BufferPool::unref(chunk);
+  if (state_ == State::idle) {
+    // A server says nothing unasked; whatever this is, the connection is not reusable.
+    pool_.forget(this);
+    close();
+    return;
+  }
+  if (state_ == State::tunnel) {
+    if (exchange_) exchange_->on_upstream_tunnel_data(std::move(data));
+    return;
+  }
+  if (timer_purpose_ == Timer::response) uv_timer_again(&timer_);
+  response_byte_seen_ = true;
+  input_ = data;
+  llhttp_errno_t err = llhttp_execute(&parser_, data.data(), data.size());
+  input_.reset();
+  if (state_ == State::closed) return;
+  if (err == HPE_OK) {
+    if (exchange_) exchange_->on_upstream_read_done();
+    return;
+  }
+  if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
+    const char* pos = llhttp_get_error_pos(&parser_);
+    size_t consumed = pos ? static_cast<size_t>(pos - data.data()) : data.size();
+    if (state_ == State::tunnel) {
+      if (consumed < data.size() && exchange_) exchange_->on_upstream_tunnel_data(data.sub(consumed, data.size() - consumed));
+      return;
+    }
+    if (consumed < data.size()) {
+      // Bytes after a complete response that nobody asked for.
+      if (state_ == State::idle) pool_.forget(this);
+      if (exchange_) exchange_->on_upstream_read_done();
+      close();
+    }
+    return;
+  }
+  LOG_DEBUG("upstream %s: bad response: %s", worker_.runtime().servers[server_index()].id.c_str(),
+            llhttp_errno_name(err));
+  fail(kFailBad);
+}
+
+void UpstreamConnection::on_write_done(void* self, int status) noexcept {
+  auto* up = static_cast<UpstreamConnection*>(self);
+  if (up->state_ == State::closed) return;
+  if (status != 0) {
+    up->fail(kFailReset);
+    return;
+  }
+  if (up->exchange_ && up->writer_.queued() <= up->worker_.config().http.buffer_low_watermark)
+    up->exchange_->on_upstream_drained();
+}
+
+void UpstreamConnection::on_timer(uv_timer_t* timer) noexcept {
+  static_cast<UpstreamConnection*>(timer->data)->handle_timer();
+}
+
+void UpstreamConnection::handle_timer() {
+  switch (timer_purpose_) {
+    case Timer::none:
+      return;
+    case Timer::connect:
+      fail(kFailConnect);
+      return;
+    case Timer::response:
+      fail(kFailTimeout);
+      return;
+    case Timer::idle:
+      pool_.forget(this);
+      close();
+      return;
+  }
+}
+
+void UpstreamConnection::fail(int kind) {
+  Exchange* exchange = exchange_;
+  exchange_ = nullptr;
+  State was = state_;
+  if (was == State::idle) pool_.forget(this);
+  close();
+  if (!exchange) return;
+  if (kind == kFailConnect && was == State::connecting) {
+    exchange->on_connect_failed(*this, 0);
+    return;
+  }
+  UpstreamError error = kind == kFailTimeout ? UpstreamError::timeout
+                        : kind == kFailBad   ? UpstreamError::bad_response
+                        : kind == kFailConnect ? UpstreamError::connect
+                                               : UpstreamError::reset;
+  exchange->on_upstream_error(*this, error);
+}
+
+void UpstreamConnection::close() {
+  if (state_ == State::closed) return;
+  state_ = State::closed;
+  exchange_ = nullptr;
+  writer_.discard();
+  head_.release();
+  for (auto* handle : {reinterpret_cast<uv_handle_t*>(&tcp_), reinterpret_cast<uv_handle_t*>(&timer_)}) {
+    if (!uv_is_closing(handle)) uv_close(handle, &UpstreamConnection::on_close);
+  }
+}
+
+void UpstreamConnection::on_close(uv_handle_t* handle) noexcept {
+  auto* self = static_cast<UpstreamConnection*>(handle->data);
+  if (--self->handles_open_ == 0) delete self;
+}
+
+// ---- llhttp callbacks ------------------------------------------------------------------
+
+int UpstreamConnection::on_message_begin(llhttp_t* p) noexcept {
+  from(p)->head_.clear();
+  return 0;
+}
+
+int UpstreamConnection::on_status(llhttp_t* p, const char* at, size_t len) noexcept {
+  from(p)->head_.append_start(at, len);
+  return 0;
+}
+
+int UpstreamConnection::on_header_field(llhttp_t* p, const char* at, size_t len) noexcept {
+  auto* self = from(p);
+  if (self->head_.bytes() + len > kMaxResponseHeadBytes) return HPE_USER;
+  self->head_.append_name(at, len);
+  return 0;
+}
+
+int UpstreamConnection::on_header_value(llhttp_t* p, const char* at, size_t len) noexcept {
+  auto* self = from(p);
+  if (self->head_.bytes() + len > kMaxResponseHeadBytes) return HPE_USER;
+  self->head_.append_value(at, len);
+  return 0;
+}
+
+int UpstreamConnection::on_headers_complete(llhttp_t* p) noexcept {
+  auto* self = from(p);
+  if (!self->exchange_) return HPE_USER;
+  int rc = self->exchange_->on_response_head(*self);
+  if (rc < 0) return HPE_USER;
+  if (rc == 0 && self->head_request_ && p->status_code >= 200) return 1;
+  return rc;
+}
+
+int UpstreamConnection::on_body(llhttp_t* p, const char* at, size_t len) noexcept {
+  auto* self = from(p);
+  if (!self->exchange_) return 0;
+  const char* base = self->input_.data();
+  self->exchange_->on_response_body(self->input_.sub(static_cast<size_t>(at - base), len));
+  return 0;
+}
+
+int UpstreamConnection::on_message_complete(llhttp_t* p) noexcept {
+  auto* self = from(p);
+  if (p->status_code >= 100 && p->status_code < 200 && p->status_code != 101) {
+    // An interim response: the final one follows on the same parser.
+    self->head_.clear();
+    return 0;
+  }
+  self->response_done_ = true;
+  self->keep_alive_ = llhttp_should_keep_alive(p) != 0;
+  uv_timer_stop(&self->timer_);
+  self->timer_purpose_ = Timer::none;
+  if (self->exchange_) self->exchange_->on_response_complete(*self);
+  return HPE_PAUSED;
+}
+
+}  // namespace sprayer::proxy

@@ -1,0 +1,101 @@
+// The backend side: one TCP connection to a pool server. Connects, writes the request the
+// Exchange gives it, parses the response with llhttp and reports it piece by piece. When
+// idle it sits in its UpstreamPool and any byte or EOF from the server closes it.
+#pragma once
+
+#include <llhttp.h>
+#include <uv.h>
+
+#include "proxy/buffer_pool.h"
+#include "proxy/http_head.h"
+#include "proxy/stream_writer.h"
+
+namespace sprayer::proxy {
+
+class Exchange;
+class UpstreamPool;
+class Worker;
+
+class UpstreamConnection {
+ public:
+  enum class State { connecting, active, idle, tunnel, closed };
+
+  UpstreamConnection(Worker& worker, UpstreamPool& pool);
+  int connect(const sockaddr* addr);  // 0: the result comes to the exchange later
+
+  void attach(Exchange* exchange);    // become active for one request
+  void detach() { exchange_ = nullptr; }
+  void begin_response(bool head_request);
+  void enter_tunnel();
+  StreamWriter& writer() { return writer_; }
+  bool flush();
+  void pause_reading(uint8_t reason);
+  void resume_reading(uint8_t reason);
+  void make_idle();                   // back in the pool: read for EOF, arm the idle timer
+  void close();                       // idempotent; frees itself after the last close callback
+
+  State state() const { return state_; }
+  bool reused() const { return requests_ > 1; }
+  bool response_byte_seen() const { return response_byte_seen_; }
+  bool keep_alive() const { return keep_alive_; }
+  bool clean_end() const { return clean_end_; }
+  int status() const { return parser_.status_code; }
+  const HttpHead& head() const { return head_; }
+  llhttp_t& parser() { return parser_; }
+  size_t server_index() const;
+  uint32_t requests() const { return requests_; }
+
+ private:
+  ~UpstreamConnection();
+  void fail(int kind);
+  void arm_response_timer();
+  void update_read_state();
+
+  static void on_connect(uv_connect_t* req, int status) noexcept;
+  static void on_alloc(uv_handle_t* handle, size_t suggested, uv_buf_t* buf) noexcept;
+  static void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) noexcept;
+  static void on_timer(uv_timer_t* timer) noexcept;
+  static void on_write_done(void* self, int status) noexcept;
+  static void on_close(uv_handle_t* handle) noexcept;
+  void handle_connect(int status);
+  void handle_read(ssize_t nread, const uv_buf_t* buf);
+  void handle_timer();
+
+  static int on_message_begin(llhttp_t* p) noexcept;
+  static int on_status(llhttp_t* p, const char* at, size_t len) noexcept;
+  static int on_header_field(llhttp_t* p, const char* at, size_t len) noexcept;
+  static int on_header_value(llhttp_t* p, const char* at, size_t len) noexcept;
+  static int on_headers_complete(llhttp_t* p) noexcept;
+  static int on_body(llhttp_t* p, const char* at, size_t len) noexcept;
+  static int on_message_complete(llhttp_t* p) noexcept;
+
+  static const llhttp_settings_t settings_;
+
+  enum class Timer { none, connect, response, idle };
+
+  Worker& worker_;
+  UpstreamPool& pool_;
+  Exchange* exchange_ = nullptr;
+  uv_tcp_t tcp_{};
+  uv_connect_t connect_req_{};
+  uv_timer_t timer_{};
+  llhttp_t parser_{};
+  HttpHead head_;
+  StreamWriter writer_;
+  Slice input_;
+  State state_ = State::connecting;
+  Timer timer_purpose_ = Timer::none;
+  uint8_t pause_reasons_ = 0;
+  bool reading_ = false;
+  bool head_request_ = false;
+  bool response_byte_seen_ = false;
+  bool response_done_ = false;
+  bool keep_alive_ = false;
+  bool clean_end_ = false;
+  bool header_too_large_ = false;
+  bool counted_ = false;
+  int handles_open_ = 0;
+  uint32_t requests_ = 0;
+};
+
+}  // namespace sprayer::proxy

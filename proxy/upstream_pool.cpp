@@ -1,0 +1,54 @@
+// Per-worker keep-alive pool for one server.
+#include "proxy/upstream_pool.h"
+
+#include <algorithm>
+
+#include "proxy/upstream_connection.h"
+#include "proxy/worker.h"
+
+namespace sprayer::proxy {
+
+UpstreamConnection* UpstreamPool::acquire(bool& reused, int& error) {
+  while (!idle_.empty()) {
+    UpstreamConnection* connection = idle_.back();
+    idle_.pop_back();
+    if (connection->state() == UpstreamConnection::State::idle) {
+      reused = true;
+      return connection;
+    }
+  }
+  reused = false;
+  auto* connection = new UpstreamConnection(worker_, *this);
+  const auto& target = worker_.runtime().servers[server_index_];
+  error = connection->connect(reinterpret_cast<const sockaddr*>(&target.addr));
+  if (error != 0) {
+    connection->close();
+    return nullptr;
+  }
+  return connection;
+}
+
+void UpstreamPool::release(UpstreamConnection* connection) {
+  const auto& config = worker_.config();
+  uint32_t max_requests = config.upstream.max_requests_per_connection;
+  if (idle_.size() >= config.upstream.max_idle_per_server || worker_.draining() ||
+      (max_requests != 0 && connection->requests() >= max_requests)) {
+    connection->close();
+    return;
+  }
+  connection->make_idle();
+  idle_.push_back(connection);
+}
+
+void UpstreamPool::forget(UpstreamConnection* connection) {
+  auto it = std::find(idle_.begin(), idle_.end(), connection);
+  if (it != idle_.end()) idle_.erase(it);
+}
+
+void UpstreamPool::close_idle() {
+  auto idle = std::move(idle_);
+  idle_.clear();
+  for (auto* connection : idle) connection->close();
+}
+
+}  // namespace sprayer::proxy

@@ -1,0 +1,174 @@
+// Worker thread lifecycle: start (bind listeners), serve, drain, stop, and a clean loop close.
+#include "proxy/worker.h"
+
+#include <cassert>
+
+#include "proxy/downstream_connection.h"
+#include "proxy/listener.h"
+#include "proxy/log.h"
+#include "proxy/upstream_pool.h"
+
+namespace sprayer::proxy {
+namespace {
+
+constexpr uint64_t kTickMs = 100;
+
+}  // namespace
+
+Worker::Worker(int index, std::shared_ptr<const Runtime> runtime, std::atomic<int64_t>& process_connections)
+    : index_(index), runtime_(std::move(runtime)), process_connections_(process_connections) {}
+
+Worker::~Worker() { join(); }
+
+bool Worker::start(std::string& error) {
+  thread_ = std::thread([this] { run(); });
+  std::unique_lock<std::mutex> lock(start_mutex_);
+  start_cv_.wait(lock, [this] { return start_done_; });
+  error = start_error_;
+  return start_error_.empty();
+}
+
+void Worker::run() {
+  uv_loop_init(&loop_);
+  uv_async_init(&loop_, &async_, [](uv_async_t* h) noexcept { static_cast<Worker*>(h->data)->on_async(); });
+  async_.data = this;
+  uv_timer_init(&loop_, &tick_);
+  tick_.data = this;
+  uv_timer_start(&tick_, [](uv_timer_t* h) noexcept { static_cast<Worker*>(h->data)->on_tick(); }, kTickMs, kTickMs);
+  for (size_t i = 0; i < runtime_->servers.size(); ++i) pools_.push_back(std::make_unique<UpstreamPool>(*this, i));
+
+  std::string error;
+  for (const auto& lc : runtime_->config->listeners) {
+    auto* listener = new Listener(*this, lc);
+    if (listener->open(error) != 0) {
+      listener->close();
+      break;
+    }
+    listeners_.push_back(listener);
+  }
+  {
+    std::lock_guard<std::mutex> lock(start_mutex_);
+    start_error_ = error;
+    start_done_ = true;
+  }
+  start_cv_.notify_all();
+  if (!error.empty()) {
+    stop_listeners();
+    uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&tick_), nullptr);
+  }
+
+  uv_run(&loop_, UV_RUN_DEFAULT);
+
+  // Anything still open (forced stop) is closed here so the loop can be closed cleanly.
+  uv_walk(&loop_, [](uv_handle_t* h, void*) noexcept {
+    if (!uv_is_closing(h)) uv_close(h, nullptr);
+  }, nullptr);
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  int rc = uv_loop_close(&loop_);
+  if (rc != 0) LOG_WARN("worker %d: loop closed with handles open: %s", index_, uv_strerror(rc));
+  finished_.store(true);
+}
+
+void Worker::begin_drain() {
+  {
+    std::lock_guard<std::mutex> lock(mailbox_mutex_);
+    drain_requested_ = true;
+  }
+  uv_async_send(&async_);
+}
+
+void Worker::force_stop() {
+  {
+    std::lock_guard<std::mutex> lock(mailbox_mutex_);
+    stop_requested_ = true;
+  }
+  uv_async_send(&async_);
+}
+
+void Worker::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void Worker::on_async() {
+  bool drain, stop;
+  {
+    std::lock_guard<std::mutex> lock(mailbox_mutex_);
+    drain = drain_requested_;
+    stop = stop_requested_;
+    drain_requested_ = false;
+    stop_requested_ = false;
+  }
+  if (drain && !draining_) {
+    draining_ = true;
+    stop_listeners();
+    for (auto& pool : pools_) pool->close_idle();
+    for (DownstreamConnection* c = connections_; c;) {
+      DownstreamConnection* next = c->list_next_;
+      c->begin_drain();
+      c = next;
+    }
+  }
+  if (stop) {
+    draining_ = true;
+    stop_listeners();
+    for (auto& pool : pools_) pool->close_idle();
+    for (DownstreamConnection* c = connections_; c;) {
+      DownstreamConnection* next = c->list_next_;
+      c->close();
+      c = next;
+    }
+  }
+  maybe_finish();
+}
+
+void Worker::on_tick() {
+  if (draining_) {
+    maybe_finish();
+    return;
+  }
+  if (!at_connection_limit())
+    for (auto* listener : listeners_) listener->resume();
+}
+
+void Worker::stop_listeners() {
+  for (auto* listener : listeners_) listener->close();
+  listeners_.clear();
+}
+
+void Worker::maybe_finish() {
+  if (!draining_ || connection_count_ != 0) return;
+  if (uv_is_closing(reinterpret_cast<uv_handle_t*>(&async_))) return;
+  for (auto& pool : pools_) pool->close_idle();
+  uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&tick_), nullptr);
+}
+
+bool Worker::at_connection_limit() const {
+  return process_connections_.load(std::memory_order_relaxed) >=
+         static_cast<int64_t>(runtime_->config->limits.max_connections);
+}
+
+void Worker::on_connection_opened(DownstreamConnection* connection) {
+  process_connections_.fetch_add(1, std::memory_order_relaxed);
+  WorkerStats::add(stats_.downstream_accepted);
+  WorkerStats::add(stats_.downstream_open, 1);
+  connection->list_next_ = connections_;
+  if (connections_) connections_->list_prev_ = connection;
+  connections_ = connection;
+  ++connection_count_;
+}
+
+void Worker::on_connection_closed(DownstreamConnection* connection) {
+  process_connections_.fetch_sub(1, std::memory_order_relaxed);
+  WorkerStats::add(stats_.downstream_open, -1);
+  if (connection->list_prev_)
+    connection->list_prev_->list_next_ = connection->list_next_;
+  else
+    connections_ = connection->list_next_;
+  if (connection->list_next_) connection->list_next_->list_prev_ = connection->list_prev_;
+  --connection_count_;
+  if (draining_ && connection_count_ == 0) maybe_finish();
+}
+
+}  // namespace sprayer::proxy

@@ -1,0 +1,92 @@
+// One worker thread: its own uv loop, SO_REUSEPORT listeners, buffer pool, upstream pools
+// and downstream connections. Nothing here is touched by another thread except through
+// the mailbox (uv_async) and the stats block.
+#pragma once
+
+#include <uv.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "proxy/buffer_pool.h"
+#include "proxy/runtime.h"
+
+namespace sprayer::proxy {
+
+class Listener;
+class DownstreamConnection;
+class UpstreamPool;
+
+class Worker {
+ public:
+  Worker(int index, std::shared_ptr<const Runtime> runtime, std::atomic<int64_t>& process_connections);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // Control thread: start the thread and wait until its listeners are bound (or failed).
+  bool start(std::string& error);
+  // Control thread: stop accepting; finish in-flight requests; close idle connections.
+  void begin_drain();
+  // Control thread: close everything now (drain deadline passed).
+  void force_stop();
+  void join();
+  bool finished() const { return finished_.load(); }
+
+  int index() const { return index_; }
+  uv_loop_t* loop() { return &loop_; }
+  BufferPool& buffers() { return buffers_; }
+  const Runtime& runtime() const { return *runtime_; }
+  const conf::Config& config() const { return *runtime_->config; }
+  WorkerStats& stats() { return stats_; }
+  const WorkerStats& stats() const { return stats_; }
+  UpstreamPool& upstream_pool(size_t server_index) { return *pools_[server_index]; }
+  bool draining() const { return draining_; }
+  uint64_t next_spread() { return spread_++; }
+  size_t connection_count() const { return connection_count_; }
+
+  // Process-wide downstream connection count, for max_connections.
+  bool at_connection_limit() const;
+  void on_connection_opened(DownstreamConnection* connection);
+  void on_connection_closed(DownstreamConnection* connection);
+
+ private:
+  void run();
+  void on_async();
+  void on_tick();
+  void stop_listeners();
+  void maybe_finish();
+
+  int index_;
+  std::shared_ptr<const Runtime> runtime_;
+  std::atomic<int64_t>& process_connections_;
+  uv_loop_t loop_{};
+  uv_async_t async_{};
+  uv_timer_t tick_{};
+  std::thread thread_;
+  BufferPool buffers_;
+  WorkerStats stats_;
+  std::vector<Listener*> listeners_;
+  std::vector<std::unique_ptr<UpstreamPool>> pools_;
+  DownstreamConnection* connections_ = nullptr;  // intrusive list
+  size_t connection_count_ = 0;
+  uint64_t spread_ = 0;
+  bool draining_ = false;
+
+  std::mutex mailbox_mutex_;
+  bool drain_requested_ = false;
+  bool stop_requested_ = false;
+
+  std::mutex start_mutex_;
+  std::condition_variable start_cv_;
+  bool start_done_ = false;
+  std::string start_error_;
+  std::atomic<bool> finished_{false};
+};
+
+}  // namespace sprayer::proxy
