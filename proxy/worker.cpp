@@ -66,6 +66,7 @@ void Worker::run() {
   }, nullptr);
   uv_run(&loop_, UV_RUN_DEFAULT);
   int rc = uv_loop_close(&loop_);
+  loop_close_status_.store(rc);
   if (rc != 0) LOG_WARN("worker %d: loop closed with handles open: %s", index_, uv_strerror(rc));
   finished_.store(true);
 }

@@ -37,6 +37,8 @@ class Worker {
   void force_stop();
   void join();
   bool finished() const { return finished_.load(); }
+  // uv_loop_close's result once finished: 0 means every handle was closed.
+  int loop_close_status() const { return loop_close_status_.load(); }
 
   int index() const { return index_; }
   uv_loop_t* loop() { return &loop_; }
@@ -87,6 +89,7 @@ class Worker {
   bool start_done_ = false;
   std::string start_error_;
   std::atomic<bool> finished_{false};
+  std::atomic<int> loop_close_status_{-1};
 };
 
 }  // namespace sprayer::proxy

@@ -106,7 +106,7 @@ TEST_CASE("Host is replaced when not preserved") {
   o.upstream_host = "10.1.1.1:8080";
   std::string out = forward(head, o);
   CHECK(out.find("Host: 10.1.1.1:8080\r\n") != std::string::npos);
-  CHECK(out.find("Host: mail.example.com") == std::string::npos);
+  CHECK(out.find("\r\nHost: mail.example.com") == std::string::npos);
 }
 
 TEST_CASE("request line carries method, target and version") {

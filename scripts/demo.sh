@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds, starts three simulated pool servers (poolsim) and
+# sprayer in front of them, prints what to try, and stops everything on Ctrl-C.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+"$root/scripts/install-deps.sh" build
+BUILD_DIR="$root/build" "$root/scripts/build.sh" >/dev/null
+
+run_dir=$(mktemp -d /tmp/sprayer-demo.XXXXXX)
+pids=()
+cleanup() {
+  trap - INT TERM EXIT
+  echo
+  echo "stopping demo..."
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  echo "logs kept in $run_dir"
+}
+trap cleanup INT TERM EXIT
+
+wait_port() {  # host port seconds
+  local deadline=$((SECONDS + $3))
+  until (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || { echo "demo: nothing listens on $1:$2 after $3 s" >&2; return 1; }
+    sleep 0.1
+  done
+}
+
+for i in 1 2 3; do
+  "$root/build/tests/poolsim/poolsim" --id "pool$i" --listen "127.0.0.1:900$i" >"$run_dir/pool$i.log" 2>&1 &
+  pids+=($!)
+done
+for i in 1 2 3; do wait_port 127.0.0.1 "900$i" 10; done
+
+"$root/build/proxy/sprayer" -c "$root/conf/examples/demo.yaml" >"$run_dir/sprayer.log" 2>&1 &
+pids+=($!)
+wait_port 127.0.0.1 8080 10
+wait_port 127.0.0.1 9100 10
+
+cat <<TXT
+
+sprayer is running in front of a simulated pool of three servers (pool1..pool3).
+
+  sprayer      http://127.0.0.1:8080      (log: $run_dir/sprayer.log)
+  admin        http://127.0.0.1:9100      (/healthz, /metrics)
+  pool servers 127.0.0.1:9001..9003
+
+Try:
+  curl -i 'http://127.0.0.1:8080/Microsoft-Server-ActiveSync?Cmd=Sync&User=jdoe&DeviceId=A1&DeviceType=iPhone'
+  curl -i 'http://127.0.0.1:8080/traveler?action=getStatus'
+  curl -i -u 'ACME\\jdoe:secret' 'http://127.0.0.1:8080/servlet/traveler/Microsoft-Server-ActiveSync?Cmd=Ping&hold=3s'
+  curl -s http://127.0.0.1:9100/metrics | grep ^sprayer_
+  curl -s http://127.0.0.1:9100/healthz
+
+Press Ctrl-C to stop.
+TXT
+
+# Stay up while sprayer runs; a crash ends the demo with its log.
+while kill -0 "${pids[-1]}" 2>/dev/null; do sleep 1; done
+echo "sprayer exited; last log lines:" >&2
+tail -20 "$run_dir/sprayer.log" >&2
+exit 1

@@ -1,0 +1,164 @@
+// A real Worker on its own loop between a blocking client and a blocking fake upstream:
+// request forwarding, keep-alive, a refused connect answered 503, drain, clean loop close.
+#include <arpa/inet.h>
+#include <doctest/doctest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <string>
+#include <thread>
+
+#include "proxy/worker.h"
+
+using namespace sprayer;
+using namespace std::chrono_literals;
+
+namespace {
+
+int listen_any(uint16_t& port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  REQUIRE(listen(fd, 16) == 0);
+  socklen_t len = sizeof a;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  port = ntohs(a.sin_port);
+  return fd;
+}
+
+uint16_t free_port() {
+  uint16_t port = 0;
+  close(listen_any(port));
+  return port;
+}
+
+int connect_to(uint16_t port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(port);
+  for (int i = 0; i < 100; ++i) {
+    if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) return fd;
+    std::this_thread::sleep_for(20ms);
+  }
+  FAIL("cannot connect");
+  return -1;
+}
+
+// Reads until `until` appears (or EOF / timeout); returns everything read.
+std::string read_until(int fd, std::string_view until) {
+  std::string got;
+  char buf[4096];
+  while (got.find(until) == std::string::npos) {
+    ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    got.append(buf, static_cast<size_t>(n));
+  }
+  return got;
+}
+
+std::shared_ptr<proxy::Runtime> make_runtime(uint16_t listen_port, uint16_t server_port) {
+  auto config = std::make_shared<conf::Config>();
+  config->workers = 1;
+  config->listeners.push_back(conf::ListenerConfig{"test", {"127.0.0.1", listen_port}, 64});
+  config->servers.push_back(conf::ServerConfig{"pool1", {"127.0.0.1", server_port}, 1});
+  config->timeouts.upstream_connect = 1s;
+  auto runtime = std::make_shared<proxy::Runtime>();
+  runtime->config = config;
+  std::string error;
+  REQUIRE(proxy::resolve_servers(*config, runtime->servers, error));
+  return runtime;
+}
+
+void stop_and_check(proxy::Worker& worker) {
+  worker.begin_drain();
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (!worker.finished() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
+  REQUIRE(worker.finished());
+  worker.join();
+  CHECK(worker.loop_close_status() == 0);
+}
+
+}  // namespace
+
+TEST_CASE("worker forwards requests over keep-alive and drains cleanly") {
+  uint16_t upstream_port = 0;
+  int upstream = listen_any(upstream_port);
+  uint16_t port = free_port();
+  std::atomic<int64_t> connections{0};
+  proxy::Worker worker(0, make_runtime(port, upstream_port), connections);
+  std::string error;
+  REQUIRE(worker.start(error));
+
+  std::string seen;
+  std::thread server([&] {
+    int c = accept(upstream, nullptr, nullptr);
+    timeval tv{5, 0};
+    setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    for (int i = 0; i < 2; ++i) {
+      std::string head = read_until(c, "\r\n\r\n");
+      seen += head;
+      const char* reply = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nKeep-Alive: timeout=5\r\n\r\nok";
+      send(c, reply, std::strlen(reply), 0);
+    }
+    close(c);
+  });
+
+  int client = connect_to(port);
+  for (int i = 0; i < 2; ++i) {
+    const char* request = "GET /a HTTP/1.1\r\nHost: mail.example.com\r\nConnection: keep-alive\r\n\r\n";
+    send(client, request, std::strlen(request), 0);
+    std::string response = read_until(client, "\r\n\r\nok");
+    CHECK(response.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
+    CHECK(response.find("Keep-Alive") == std::string::npos);
+    CHECK(response.find("Via: 1.1 sprayer\r\n") != std::string::npos);
+  }
+  server.join();
+  CHECK(seen.find("X-Forwarded-For: 127.0.0.1\r\n") != std::string::npos);
+  CHECK(seen.find("Host: mail.example.com\r\n") != std::string::npos);
+  CHECK(seen.find("Connection:") == std::string::npos);
+  // Both requests came over one upstream connection (the server accepted only once).
+  CHECK(worker.stats().requests.load() == 2);
+  close(client);
+  close(upstream);
+  stop_and_check(worker);
+}
+
+TEST_CASE("a refused connect to every server answers 503 and closes") {
+  uint16_t dead_port = free_port();
+  uint16_t port = free_port();
+  std::atomic<int64_t> connections{0};
+  proxy::Worker worker(0, make_runtime(port, dead_port), connections);
+  std::string error;
+  REQUIRE(worker.start(error));
+  int client = connect_to(port);
+  const char* request = "GET / HTTP/1.1\r\nHost: h\r\n\r\n";
+  send(client, request, std::strlen(request), 0);
+  std::string response = read_until(client, "\n\n\n");  // reads to EOF
+  CHECK(response.rfind("HTTP/1.1 503 ", 0) == 0);
+  CHECK(response.find("Connection: close\r\n") != std::string::npos);
+  CHECK(worker.stats().upstream_connect_failures.load() >= 1);
+  close(client);
+  stop_and_check(worker);
+}
+
+TEST_CASE("a listener that cannot bind fails start with the reason") {
+  uint16_t taken_port = 0;
+  int taken = listen_any(taken_port);  // bound without SO_REUSEPORT: nobody else may bind
+  std::atomic<int64_t> connections{0};
+  proxy::Worker worker(0, make_runtime(taken_port, taken_port), connections);
+  std::string error;
+  CHECK_FALSE(worker.start(error));
+  CHECK(error.find("cannot listen") != std::string::npos);
+  worker.join();
+  CHECK(worker.loop_close_status() == 0);
+  close(taken);
+}
