@@ -233,8 +233,9 @@ int Exchange::on_response_head(UpstreamConnection& up) {
     return 0;
   }
   status_ = status;
-  response_chunked_ = (parser.flags & F_CHUNKED) != 0;
   bool no_body = head_request_ || status == 204 || status == 304;
+  // A HEAD response may announce chunked framing; it still has no body to re-frame.
+  response_chunked_ = !no_body && (parser.flags & F_CHUNKED) != 0;
   response_close_delimited_ = !no_body && !response_chunked_ && (parser.flags & F_CONTENT_LENGTH) == 0;
   if (response_close_delimited_ || !request_done_) ds_.set_close_after_response();
 

@@ -54,6 +54,8 @@ void Worker::run() {
   start_cv_.notify_all();
   if (!error.empty()) {
     stop_listeners();
+    std::lock_guard<std::mutex> lock(mailbox_mutex_);
+    mailbox_closed_ = true;
     uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&tick_), nullptr);
   }
@@ -71,19 +73,16 @@ void Worker::run() {
   finished_.store(true);
 }
 
-void Worker::begin_drain() {
-  {
-    std::lock_guard<std::mutex> lock(mailbox_mutex_);
-    drain_requested_ = true;
-  }
-  uv_async_send(&async_);
-}
+void Worker::begin_drain() { post(true, false); }
 
-void Worker::force_stop() {
-  {
-    std::lock_guard<std::mutex> lock(mailbox_mutex_);
-    stop_requested_ = true;
-  }
+void Worker::force_stop() { post(false, true); }
+
+void Worker::post(bool drain, bool stop) {
+  // Sent under the lock so the worker cannot close async_ between the check and the send.
+  std::lock_guard<std::mutex> lock(mailbox_mutex_);
+  if (mailbox_closed_) return;
+  drain_requested_ = drain_requested_ || drain;
+  stop_requested_ = stop_requested_ || stop;
   uv_async_send(&async_);
 }
 
@@ -141,7 +140,11 @@ void Worker::maybe_finish() {
   if (!draining_ || connection_count_ != 0) return;
   if (uv_is_closing(reinterpret_cast<uv_handle_t*>(&async_))) return;
   for (auto& pool : pools_) pool->close_idle();
-  uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
+  {
+    std::lock_guard<std::mutex> lock(mailbox_mutex_);
+    mailbox_closed_ = true;
+    uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
+  }
   uv_close(reinterpret_cast<uv_handle_t*>(&tick_), nullptr);
 }
 

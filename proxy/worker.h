@@ -63,6 +63,7 @@ class Worker {
   void on_tick();
   void stop_listeners();
   void maybe_finish();
+  void post(bool drain, bool stop);
 
   int index_;
   std::shared_ptr<const Runtime> runtime_;
@@ -83,6 +84,7 @@ class Worker {
   std::mutex mailbox_mutex_;
   bool drain_requested_ = false;
   bool stop_requested_ = false;
+  bool mailbox_closed_ = false;  // async_ is closing: sending to it would abort libuv
 
   std::mutex start_mutex_;
   std::condition_variable start_cv_;
