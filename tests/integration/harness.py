@@ -1,0 +1,922 @@
+"""Integration-test harness: starts poolsim and sprayer processes, talks raw HTTP/1.1 to them.
+
+Python 3 stdlib only. Every wait has a deadline, every process started is killed at exit
+(atexit, SIGTERM/SIGHUP, and a per-test watchdog), so a broken proxy fails a test instead of
+hanging the suite.
+"""
+
+import atexit
+import contextlib
+import ctypes
+import faulthandler
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+SOURCE_DIR = os.environ.get("SPRAYER_SOURCE_DIR") or "/work/main"
+SPRAYER_BIN = os.environ.get("SPRAYER_BIN") or os.path.join(SOURCE_DIR, "build", "proxy", "sprayer")
+POOLSIM_BIN = os.environ.get("POOLSIM_BIN") or os.path.join(SOURCE_DIR, "build", "tests", "poolsim", "poolsim")
+
+FNV_OFFSET = 0xCBF29CE484222325
+FNV_PRIME = 0x100000001B3
+MASK64 = 0xFFFFFFFFFFFFFFFF
+
+
+# ---------------------------------------------------------------------------------------------
+# Process bookkeeping: whatever happens, no child outlives the test run.
+
+class _Reaper:
+    """Remembers every child process and the scratch directory; cleans both up at exit."""
+
+    def __init__(self):
+        self.processes = []
+        self.lock = threading.Lock()
+        self.tmpdir = None
+
+    def add(self, proc):
+        with self.lock:
+            self.processes.append(proc)
+
+    def scratch_dir(self):
+        with self.lock:
+            if self.tmpdir is None:
+                self.tmpdir = tempfile.mkdtemp(prefix="sprayer-it-")
+            return self.tmpdir
+
+    def kill_all(self):
+        with self.lock:
+            procs = list(self.processes)
+        for proc in procs:
+            if proc.poll() is None:
+                with contextlib.suppress(OSError):
+                    proc.kill()
+        for proc in procs:
+            with contextlib.suppress(Exception):
+                proc.wait(timeout=5)
+
+    def at_exit(self):
+        self.kill_all()
+        if self.tmpdir and not os.environ.get("SPRAYER_KEEP_TMP"):
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+
+_reaper = _Reaper()
+atexit.register(_reaper.at_exit)
+
+
+def _on_fatal_signal(signum, frame):
+    _reaper.at_exit()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+if threading.current_thread() is threading.main_thread():
+    for _sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(_sig, _on_fatal_signal)
+
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+_PR_SET_PDEATHSIG = 1
+
+
+def _child_setup():
+    # If the test process is SIGKILLed (ctest timeout), the children die with it. Only used
+    # for children started from the main thread: the death signal follows the parent thread.
+    if _libc is not None:
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _spawn(argv, stdout, stderr):
+    if not os.path.exists(argv[0]):
+        raise FileNotFoundError(f"binary not found: {argv[0]} (set SPRAYER_BIN / POOLSIM_BIN)")
+    main = threading.current_thread() is threading.main_thread()
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                            preexec_fn=_child_setup if main else None)
+    _reaper.add(proc)
+    return proc
+
+
+def scratch_path(name):
+    """A unique file path in the run's scratch directory."""
+    fd, path = tempfile.mkstemp(prefix=name + "-", dir=_reaper.scratch_dir())
+    os.close(fd)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Deadlines and small utilities.
+
+class WaitTimeout(AssertionError):
+    pass
+
+
+def wait_until(pred, timeout, interval=0.02, what="condition"):
+    """Polls pred() until it returns a truthy value (returned) or raises at the deadline.
+
+    OSErrors raised by pred (connection refused while a server starts) count as "not yet"
+    and the last one is named in the message.
+    """
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while True:
+        try:
+            value = pred()
+            if value:
+                return value
+        except OSError as e:
+            last_error = e
+        if time.monotonic() >= deadline:
+            detail = f" (last error: {last_error!r})" if last_error else ""
+            raise WaitTimeout(f"timed out after {timeout:.1f}s waiting for {what}{detail}")
+        time.sleep(interval)
+
+
+def free_port():
+    """A TCP port that was free a moment ago on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_accepts(port, host="127.0.0.1", timeout=0.5):
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def fnv1a64(data, h=FNV_OFFSET):
+    """FNV-1a 64 in pure Python: fine for a few MB, too slow for 100 MB."""
+    for b in data:
+        h = ((h ^ b) * FNV_PRIME) & MASK64
+    return h
+
+
+def blob_bytes(offset, n):
+    """Bytes offset..offset+n of poolsim's blob pattern: byte i = (i*31+7) & 0xff."""
+    return bytes(((i * 31 + 7) & 0xFF) for i in range(offset, offset + n))
+
+
+_PATTERN_PERIOD = bytes(((i * 31 + 7) & 0xFF) for i in range(256))
+_PATTERN_BIG = _PATTERN_PERIOD * (1024 + 2)  # any slice up to 256 KiB at any phase
+
+
+class BlobChecker:
+    """Body sink that checks a streamed blob against the pattern without keeping it."""
+
+    def __init__(self):
+        self.length = 0
+        self.first_mismatch = None
+
+    def __call__(self, piece):
+        view = memoryview(piece)
+        while len(view):
+            n = min(len(view), 256 * 1024)
+            if self.first_mismatch is None:
+                phase = self.length % 256
+                if view[:n] != _PATTERN_BIG[phase:phase + n]:
+                    expected = _PATTERN_BIG[phase:phase + n]
+                    got = bytes(view[:n])
+                    i = next(k for k in range(n) if got[k] != expected[k])
+                    self.first_mismatch = self.length + i
+            self.length += n
+            view = view[n:]
+
+
+def random_stream(seed, total, piece=64 * 1024):
+    """Deterministic, non-periodic bytes in pieces (a reordered piece changes the hash)."""
+    rng = random.Random(seed)
+    sent = 0
+    while sent < total:
+        n = min(piece, total - sent)
+        yield rng.randbytes(n)
+        sent += n
+
+
+# ---------------------------------------------------------------------------------------------
+# Raw HTTP/1.1 client.
+
+class HttpError(AssertionError):
+    """Protocol violation or timeout while reading a response."""
+
+
+class Response:
+    def __init__(self, version, status, reason, headers):
+        self.version = version
+        self.status = status
+        self.reason = reason
+        self.headers = headers      # [(name, value)] in wire order
+        self.body = b""
+        self.body_length = 0
+        self.chunked = False
+        self.trailers = []
+        self.interim = []           # 1xx responses that preceded this one
+        self.elapsed = 0.0
+
+    def header(self, name, default=None):
+        lname = name.lower()
+        for k, v in self.headers:
+            if k.lower() == lname:
+                return v
+        return default
+
+    def header_all(self, name):
+        lname = name.lower()
+        return [v for k, v in self.headers if k.lower() == lname]
+
+    def has_token(self, name, token):
+        """True when the comma-separated header `name` lists `token` (case-insensitive)."""
+        for v in self.header_all(name):
+            if token.lower() in (t.strip().lower() for t in v.split(",")):
+                return True
+        return False
+
+    def json(self):
+        try:
+            return json.loads(self.body.decode("utf-8"))
+        except ValueError as e:
+            raise HttpError(f"body is not JSON ({e}): {self.body[:300]!r}") from None
+
+    def describe(self):
+        heads = "".join(f"\n    {k}: {v}" for k, v in self.headers)
+        return (f"{self.version} {self.status} {self.reason}{heads}\n    body[{self.body_length}]: "
+                f"{self.body[:300]!r}")
+
+    def __repr__(self):
+        return f"<Response {self.status} {self.reason} body={self.body_length}B>"
+
+
+def build_request(method, target, headers=(), body=None, host="sprayer.test", version="HTTP/1.1"):
+    """Request bytes. headers: dict or [(name, value)]. Adds Host unless given (host=None: never)
+    and Content-Length for a bytes body unless a length or Transfer-Encoding is given."""
+    items = list(headers.items()) if isinstance(headers, dict) else list(headers)
+    names = {k.lower() for k, _ in items}
+    if host is not None and "host" not in names:
+        items.insert(0, ("Host", host))
+    if body is not None and "content-length" not in names and "transfer-encoding" not in names:
+        items.append(("Content-Length", str(len(body))))
+    head = f"{method} {target} {version}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in items) + "\r\n"
+    return head.encode("latin-1") + (body or b"")
+
+
+class HttpClient:
+    """One TCP connection; sends raw bytes and reads responses in order (pipelining is just
+    sending several requests, then calling read_response once per request)."""
+
+    MAX_HEAD = 1024 * 1024
+
+    def __init__(self, port, host="127.0.0.1", timeout=10.0):
+        self.timeout = timeout
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = bytearray()
+        self.eof = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def send(self, data):
+        self.sock.settimeout(self.timeout)
+        self.sock.sendall(data)
+
+    def request(self, method, target, headers=(), body=None, timeout=None, head=None, **kw):
+        self.send(build_request(method, target, headers, body, **kw))
+        return self.read_response(timeout=timeout, head=method == "HEAD" if head is None else head)
+
+    # -- reading --
+
+    def _recv(self, deadline, what):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise HttpError(f"timed out waiting for {what}; unparsed bytes: {bytes(self.buf[:300])!r}")
+        self.sock.settimeout(remaining)
+        try:
+            data = self.sock.recv(256 * 1024)
+        except socket.timeout:
+            raise HttpError(f"timed out waiting for {what}; unparsed bytes: "
+                            f"{bytes(self.buf[:300])!r}") from None
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            self.eof = True
+        return data
+
+    def _fill(self, deadline, what):
+        data = self._recv(deadline, what)
+        if not data:
+            raise HttpError(f"connection closed by peer while waiting for {what}; "
+                            f"unparsed bytes: {bytes(self.buf[:300])!r}")
+        self.buf += data
+
+    def _read_line(self, deadline, what):
+        while True:
+            i = self.buf.find(b"\r\n")
+            if i >= 0:
+                line = bytes(self.buf[:i])
+                del self.buf[:i + 2]
+                return line
+            if len(self.buf) > self.MAX_HEAD:
+                raise HttpError(f"line longer than {self.MAX_HEAD} bytes while reading {what}")
+            self._fill(deadline, what)
+
+    def _read_exact(self, n, deadline, sink, what):
+        kept = bytearray() if sink is None else None
+        while n > 0:
+            if not self.buf:
+                self._fill(deadline, what)
+            take = min(n, len(self.buf))
+            if sink is None:
+                kept += self.buf[:take]
+            else:
+                sink(self.buf[:take])  # a copy: a live memoryview would pin the buffer's size
+            del self.buf[:take]
+            n -= take
+        return kept
+
+    def read_head(self, timeout=None):
+        """Reads one response head (1xx included) and returns a body-less Response."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            i = self.buf.find(b"\r\n\r\n")
+            if i >= 0:
+                break
+            if len(self.buf) > self.MAX_HEAD:
+                raise HttpError(f"response head exceeds {self.MAX_HEAD} bytes")
+            self._fill(deadline, "a response head")
+        raw = bytes(self.buf[:i]).decode("latin-1")
+        del self.buf[:i + 4]
+        lines = raw.split("\r\n")
+        parts = lines[0].split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+            raise HttpError(f"bad status line: {lines[0]!r}")
+        headers = []
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if not sep:
+                raise HttpError(f"bad header line {line!r} in response head:\n{raw}")
+            headers.append((name.strip(), value.strip()))
+        return Response(parts[0], int(parts[1]), parts[2] if len(parts) > 2 else "", headers)
+
+    def read_response(self, timeout=None, head=False, sink=None):
+        """Reads the next final response (1xx responses are collected in .interim).
+
+        head: the request was HEAD (no body follows). sink: callable receiving body pieces
+        instead of keeping them (for large bodies); .body_length counts them either way.
+        """
+        timeout = timeout or self.timeout
+        start = time.monotonic()
+        deadline = start + timeout
+        interim = []
+        while True:
+            resp = self.read_head(timeout=max(0.001, deadline - time.monotonic()))
+            if 100 <= resp.status < 200 and resp.status != 101:
+                interim.append(resp)
+                continue
+            break
+        resp.interim = interim
+        self.read_body(resp, timeout=max(0.001, deadline - time.monotonic()), head=head, sink=sink)
+        resp.elapsed = time.monotonic() - start
+        return resp
+
+    def read_body(self, resp, timeout=None, head=False, sink=None):
+        """Reads the body of `resp` (a head from read_head) into resp.body, or into sink."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        counted = [0]
+
+        def counting_sink(piece):
+            counted[0] += len(piece)
+            sink(piece)
+
+        target = counting_sink if sink is not None else None
+        te = ",".join(resp.header_all("Transfer-Encoding")).lower()
+        cl = resp.header_all("Content-Length")
+        if head or resp.status in (204, 304) or 100 <= resp.status < 200:
+            body = b""
+        elif "chunked" in te:
+            resp.chunked = True
+            body = self._read_chunked(deadline, target)
+        elif cl:
+            if len(set(cl)) != 1 or not cl[0].isdigit():
+                raise HttpError(f"bad Content-Length {cl!r} in response:\n{resp.describe()}")
+            body = self._read_exact(int(cl[0]), deadline, target, f"{cl[0]}-byte body")
+        else:
+            body = self._read_to_close(deadline, target)
+        resp.body = bytes(body) if body is not None else b""
+        resp.body_length = counted[0] if sink is not None else len(resp.body)
+        return resp
+
+    def _read_chunked(self, deadline, sink):
+        kept = bytearray()
+        while True:
+            line = self._read_line(deadline, "a chunk size line")
+            size_text = line.split(b";", 1)[0].strip()
+            try:
+                size = int(size_text, 16)
+            except ValueError:
+                raise HttpError(f"bad chunk size line {line!r}") from None
+            if size == 0:
+                break
+            part = self._read_exact(size, deadline, sink, "chunk data")
+            if sink is None:
+                kept += part
+            if self._read_line(deadline, "the CRLF after chunk data") != b"":
+                raise HttpError("chunk data not followed by CRLF")
+        while self._read_line(deadline, "chunked trailers") != b"":
+            pass
+        return kept
+
+    def _read_to_close(self, deadline, sink):
+        kept = bytearray()
+        while True:
+            if self.buf:
+                if sink is None:
+                    kept += self.buf
+                else:
+                    sink(bytes(self.buf))
+                self.buf.clear()
+            if self.eof:
+                return kept
+            data = self._recv(deadline, "a close-delimited body")
+            self.buf += data
+
+    def read_responses(self, n, timeout=None, heads=()):
+        """n responses in order; heads: indexes of requests that were HEAD."""
+        return [self.read_response(timeout=timeout, head=i in heads) for i in range(n)]
+
+    def wait_closed(self, timeout=3.0):
+        """True once the peer closes (EOF or reset) within timeout; extra bytes are discarded
+        into .after_close so a test can show them."""
+        deadline = time.monotonic() + timeout
+        self.after_close = bytes(self.buf)
+        self.buf.clear()
+        if self.eof:
+            return True
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.001, deadline - time.monotonic()))
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                return False
+            except (ConnectionResetError, BrokenPipeError):
+                return True
+            if not data:
+                self.eof = True
+                return True
+            self.after_close += data
+        return False
+
+
+def http_request(port, method, target, headers=(), body=None, timeout=10.0, **kw):
+    """One request on a fresh connection."""
+    with HttpClient(port, timeout=timeout) as client:
+        return client.request(method, target, headers, body, timeout=timeout, **kw)
+
+
+def send_chunked(client, pieces):
+    """Sends an iterable of bytes as chunked body pieces, then the last chunk."""
+    total = 0
+    for piece in pieces:
+        if not piece:
+            continue
+        client.send(b"%x\r\n" % len(piece) + piece + b"\r\n")
+        total += len(piece)
+    client.send(b"0\r\n\r\n")
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# poolsim.
+
+class Poolsim:
+    """One poolsim process. port=0 (default) lets poolsim pick a port; .port is the real one."""
+
+    def __init__(self, id="pool1", port=0, args=(), host="127.0.0.1", start_timeout=10.0):
+        self.id = id
+        self.host = host
+        self.port = port
+        self.args = list(args)
+        self.start_timeout = start_timeout
+        self.proc = None
+        self.stderr_path = scratch_path(f"poolsim-{id}.stderr")
+
+    @property
+    def address(self):
+        return f"{self.host}:{self.port}"
+
+    @property
+    def returncode(self):
+        return None if self.proc is None else self.proc.poll()
+
+    def start(self):
+        argv = [POOLSIM_BIN, "--id", self.id, "--listen", f"{self.host}:{self.port}", *self.args]
+        self._stderr = open(self.stderr_path, "wb")
+        self.proc = _spawn(argv, subprocess.PIPE, self._stderr)
+        line = self._read_listening_line()
+        self.port = int(line.rsplit(":", 1)[1])
+        return self
+
+    def _read_listening_line(self):
+        deadline = time.monotonic() + self.start_timeout
+        fd = self.proc.stdout.fileno()
+        os.set_blocking(fd, False)
+        data = b""
+        while True:
+            if b"\n" in data:
+                line = data.split(b"\n", 1)[0].decode()
+                if f"poolsim {self.id} listening on " in line:
+                    return line
+                raise AssertionError(f"poolsim {self.id}: unexpected first line {line!r}")
+            if self.proc.poll() is not None:
+                raise AssertionError(f"poolsim {self.id} exited with {self.proc.returncode} before "
+                                     f"listening; stderr:\n{self.stderr_text()}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise WaitTimeout(f"poolsim {self.id} did not print its listening line within "
+                                  f"{self.start_timeout}s; stderr:\n{self.stderr_text()}")
+            try:
+                chunk = os.read(fd, 4096)
+                data += chunk
+            except BlockingIOError:
+                time.sleep(0.01)
+
+    def stderr_text(self):
+        try:
+            with open(self.stderr_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def kill(self, sig=signal.SIGKILL):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def stop(self, timeout=5.0):
+        """SIGTERM, wait up to timeout, then SIGKILL. Returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        with contextlib.suppress(Exception):
+            self.proc.stdout.close()
+            self._stderr.close()
+        return self.proc.returncode
+
+    def __enter__(self):
+        if self.proc is None:
+            self.start()
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        alive = self.proc is not None and self.proc.poll() is None
+        code = self.stop()
+        # Only a SIGTERM sent here must end in 0; a test may have killed it on purpose.
+        if alive and code != 0 and exc_type is None:
+            raise AssertionError(f"poolsim {self.id} exited with {code} on SIGTERM, expected 0; "
+                                 f"stderr:\n{self.stderr_text()}")
+
+    # Conveniences that talk to this poolsim directly (not through sprayer).
+    def get(self, target, headers=(), timeout=10.0):
+        return http_request(self.port, "GET", target, headers, timeout=timeout, host=self.address)
+
+    def stats(self):
+        return self.get("/poolsim/stats").json()
+
+
+class Pool(list):
+    """Poolsims pool1..n; a list that is also a context manager."""
+
+    def stop(self):
+        codes = [p.stop() for p in self]
+        return codes
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def pool(n, args=(), ids=None):
+    sims = Pool()
+    try:
+        for i in range(n):
+            sims.append(Poolsim(ids[i] if ids else f"pool{i + 1}", args=args).start())
+    except BaseException:
+        sims.stop()
+        raise
+    return sims
+
+
+# ---------------------------------------------------------------------------------------------
+# sprayer.
+
+def _yaml_scalar(value):
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    text = str(value)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def to_yaml(value, indent=0):
+    """Minimal YAML for dicts, lists and scalars: block style, strings always double-quoted
+    (so "no", "1.0" or "[::]:80" stay strings), numbers and booleans plain."""
+    pad = "  " * indent
+    out = []
+    if isinstance(value, dict):
+        if not value:
+            return pad + "{}\n"
+        for k, v in value.items():
+            if isinstance(v, (dict, list)) and v:
+                out.append(f"{pad}{k}:\n{to_yaml(v, indent + 1)}")
+            else:
+                out.append(f"{pad}{k}: {_inline(v)}\n")
+    elif isinstance(value, list):
+        if not value:
+            return pad + "[]\n"
+        for item in value:
+            if isinstance(item, dict) and item:
+                body = to_yaml(item, indent + 1)
+                # "- " replaces the first line's indentation.
+                out.append(f"{pad}- {body[len(pad) + 2:]}")
+            elif isinstance(item, list) and item:
+                out.append(f"{pad}-\n{to_yaml(item, indent + 1)}")
+            else:
+                out.append(f"{pad}- {_inline(item)}\n")
+    else:
+        out.append(pad + _yaml_scalar(value) + "\n")
+    return "".join(out)
+
+
+def _inline(v):
+    if isinstance(v, dict):
+        return "{}"
+    if isinstance(v, list):
+        return "[]"
+    return _yaml_scalar(v)
+
+
+def write_config(config, name="sprayer"):
+    """Writes a dict (or raw YAML text) to a scratch .yaml file; returns its path."""
+    path = scratch_path(name) + ".yaml"
+    with open(path, "w") as f:
+        f.write(config if isinstance(config, str) else to_yaml(config))
+    return path
+
+
+def sprayer_config(servers, workers=2, timeouts=None, limits=None, http=None, upstream=None,
+                   log_level="info", port=None, admin_port=None, **extra):
+    """The config dict for sprayer in front of `servers` (Poolsim objects or (id, address))."""
+    entries = []
+    for s in servers:
+        sid, addr = (s.id, s.address) if isinstance(s, Poolsim) else s
+        entries.append({"id": sid, "address": addr})
+    config = {
+        "workers": workers,
+        "listeners": [{"name": "http", "address": f"127.0.0.1:{port or free_port()}"}],
+        "servers": entries,
+    }
+    for key, value in (("timeouts", timeouts), ("limits", limits), ("http", http), ("upstream", upstream)):
+        if value:
+            config[key] = value
+    config["admin"] = {"address": f"127.0.0.1:{admin_port or free_port()}"}
+    config["log"] = {"level": log_level}
+    config.update(extra)
+    return config
+
+
+def _port_of(address):
+    return int(address.rsplit(":", 1)[1])
+
+
+class Sprayer:
+    """One sprayer process running `config` (a dict in the sprayer YAML shape)."""
+
+    def __init__(self, config, start_timeout=10.0, args=()):
+        self.config = config
+        self.start_timeout = start_timeout
+        self.args = list(args)
+        self.proc = None
+        self.config_path = write_config(config)
+        self.stderr_path = scratch_path("sprayer.stderr")
+        self.port = _port_of(config["listeners"][0]["address"])
+        admin = config.get("admin") or {}
+        self.admin_port = _port_of(admin["address"]) if admin.get("address") and admin.get("enabled", True) else None
+        self.start_rss_kib = None
+
+    def start(self):
+        self._stderr = open(self.stderr_path, "wb")
+        self.proc = _spawn([SPRAYER_BIN, "-c", self.config_path, *self.args], self._stderr, self._stderr)
+        ports = [self.port] + ([self.admin_port] if self.admin_port else [])
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"sprayer exited with {self.proc.returncode} during start-up\n"
+                                     f"{self.diagnostics()}")
+            return all(port_accepts(p) for p in ports)
+
+        try:
+            wait_until(ready, self.start_timeout, interval=0.05,
+                       what=f"sprayer to accept on ports {ports}")
+        except WaitTimeout as e:
+            self.kill()
+            raise WaitTimeout(f"{e}\n{self.diagnostics()}") from None
+        self.start_rss_kib = self.rss_kib()
+        return self
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    @property
+    def returncode(self):
+        return self.proc.poll()
+
+    def stderr_text(self):
+        try:
+            with open(self.stderr_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def diagnostics(self, tail=6000):
+        with open(self.config_path) as f:
+            config_text = f.read()
+        err = self.stderr_text()
+        return (f"--- sprayer config {self.config_path}:\n{config_text}"
+                f"--- sprayer stderr (last {tail} chars):\n{err[-tail:]}\n---")
+
+    def assert_alive(self):
+        code = self.proc.poll()
+        if code is not None:
+            raise AssertionError(f"sprayer died (exit code {code})\n{self.diagnostics()}")
+
+    def rss_kib(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise AssertionError("no VmRSS in /proc status")
+
+    def cpu_seconds(self):
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            stat = f.read()
+        fields = stat[stat.rindex(")") + 2:].split()
+        utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
+        return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+    def kill(self, sig=signal.SIGKILL):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def stop(self, timeout=15.0):
+        """SIGTERM; asserts exit code 0 within timeout (kills and raises otherwise)."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+                raise AssertionError(f"sprayer did not exit within {timeout}s of SIGTERM\n"
+                                     f"{self.diagnostics()}") from None
+        with contextlib.suppress(Exception):
+            self._stderr.close()
+        if self.proc.returncode != 0:
+            raise AssertionError(f"sprayer exited with {self.proc.returncode} after SIGTERM, "
+                                 f"expected 0\n{self.diagnostics()}")
+
+    def __enter__(self):
+        if self.proc is None:
+            self.start()
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        if exc_type is not None:
+            sys.stderr.write(self.diagnostics() + "\n")
+            self.kill()
+            with contextlib.suppress(Exception):
+                self.proc.wait(timeout=5)
+            return
+        self.stop()
+
+    # Conveniences.
+    def client(self, timeout=10.0):
+        return HttpClient(self.port, timeout=timeout)
+
+    def request(self, method, target, headers=(), body=None, timeout=10.0, **kw):
+        return http_request(self.port, method, target, headers, body, timeout=timeout, **kw)
+
+
+def check_config(config, timeout=10.0):
+    """Runs `sprayer -t -c FILE` on a dict or raw YAML text; returns (CompletedProcess, path)."""
+    path = write_config(config, "check")
+    if not os.path.exists(SPRAYER_BIN):
+        raise FileNotFoundError(f"binary not found: {SPRAYER_BIN} (set SPRAYER_BIN)")
+    proc = subprocess.run([SPRAYER_BIN, "-t", "-c", path], capture_output=True, timeout=timeout)
+    return proc, path
+
+
+class RssSampler:
+    """Samples a process's RSS on a thread while a transfer runs; .max_kib is the peak."""
+
+    def __init__(self, sprayer, interval=0.02):
+        self.sprayer = sprayer
+        self.interval = interval
+        self.max_kib = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            with contextlib.suppress(Exception):
+                self.max_kib = max(self.max_kib, self.sprayer.rss_kib())
+                self.samples += 1
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=5)
+        with contextlib.suppress(Exception):
+            self.max_kib = max(self.max_kib, self.sprayer.rss_kib())
+
+
+# ---------------------------------------------------------------------------------------------
+# unittest glue.
+
+def timeout(seconds):
+    """Decorator: per-test watchdog limit (default TestCase.TIMEOUT)."""
+    def wrap(fn):
+        fn._harness_timeout = seconds
+        return fn
+    return wrap
+
+
+class TestCase(unittest.TestCase):
+    """unittest.TestCase with a watchdog: a test exceeding its limit dumps every thread's stack,
+    kills all child processes and ends the run with exit code 1."""
+
+    TIMEOUT = 60.0
+
+    def setUp(self):
+        super().setUp()
+        method = getattr(self, self._testMethodName)
+        limit = getattr(method, "_harness_timeout", self.TIMEOUT)
+        self._watchdog = threading.Timer(limit, self._expired, args=(limit,))
+        self._watchdog.daemon = True
+        self._watchdog.start()
+
+    def tearDown(self):
+        self._watchdog.cancel()
+        super().tearDown()
+
+    def _expired(self, limit):
+        sys.stderr.write(f"\nWATCHDOG: {self.id()} exceeded {limit}s; stacks:\n")
+        faulthandler.dump_traceback(all_threads=True)
+        sys.stderr.flush()
+        _reaper.at_exit()
+        os._exit(1)
+
+    def assertStatus(self, resp, expected, context=""):
+        allowed = expected if isinstance(expected, (tuple, list, set)) else (expected,)
+        if resp.status not in allowed:
+            self.fail(f"{context}: expected status {' or '.join(map(str, allowed))}, got {resp.status}\n"
+                      f"    {resp.describe()}")
+
+
+def main():
+    """Entry point for `python3 test_x.py`: verbose output, non-zero exit on failure."""
+    unittest.main(verbosity=2)

@@ -1,0 +1,27 @@
+// poolsim's command line: which pool server it plays and how it misbehaves.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace poolsim {
+
+struct Options {
+  std::string id;
+  std::string listen;              // "HOST:PORT", "[::1]:PORT"; port 0 = pick one, printed
+  uint64_t ping_hold_ms = 30'000;  // how long Cmd=Ping is held before its 200
+  uint64_t latency_ms = 0;         // added before every response
+  double error_rate = 0.0;         // fraction of ActiveSync requests answered 503
+  bool unavailable = false;        // getStatus answers 503 from the start
+  uint64_t seed = 1;               // PRNG seed for --error-rate
+  bool verbose = false;            // one stderr line per request
+};
+
+enum class ParseOutcome { run, help, error };
+
+// Fills `options`; on error, `message` says which argument is wrong.
+ParseOutcome parse_options(int argc, char** argv, Options& options, std::string& message);
+
+std::string usage();
+
+}  // namespace poolsim
