@@ -4,6 +4,7 @@
 
 #include <cstdio>
 
+#include "affinity/request_view.h"
 #include "proxy/downstream_connection.h"
 #include "proxy/log.h"
 #include "proxy/pause.h"
@@ -48,14 +49,30 @@ void Exchange::start(bool has_body, bool chunked, bool upgrade) {
   std::string_view method = llhttp_method_name(static_cast<llhttp_method_t>(parser.method));
   head_request_ = parser.method == HTTP_HEAD;
 
-  // Until the affinity router lands: round-robin over every configured server, the rest of
-  // the list in order as the retry sequence.
-  size_t n = worker.runtime().servers.size();
-  candidates_.clear();
-  if (n > 0) {
-    size_t first = worker.next_spread() % n;
-    for (size_t i = 0; i < n; ++i) candidates_.push_back(static_cast<uint16_t>((first + i) % n));
+  // Find the user, look up the owner, and take the router's candidate order.
+  auto& headers = worker.header_scratch();
+  headers.clear();
+  const HttpHead& head = ds_.head();
+  for (size_t i = 0; i < head.count(); ++i) headers.push_back(affinity::Header{head.name(i), head.value(i)});
+  affinity::RequestView view{method, ds_.target(), headers};
+  affinity::ExtractResult user = worker.extractor().extract(view);
+  if (user.status == affinity::ExtractResult::Status::malformed) {
+    WorkerStats::add(worker.stats().malformed_users);
+    if (worker.extractor().config().reject_malformed) {
+      state_ = State::done;
+      WorkerStats::add(worker.stats().bad_requests);
+      ds_.fail_exchange(400);
+      return;
+    }
   }
+  user_key_ = std::move(user.user_key);
+  RouteResult route = route_user(worker.route_state(), user_key_,
+                                 user.found() ? std::optional<uint64_t>(user.key_hash) : std::nullopt,
+                                 worker.next_spread());
+  reason_ = route.decision.reason;
+  WorkerStats::add(worker.stats().routed[static_cast<size_t>(reason_)]);
+  candidates_.assign(route.decision.candidates.begin(), route.decision.candidates.end());
+  size_t n = candidates_.size();
 
   ForwardOptions options;
   options.method = method;
@@ -92,7 +109,10 @@ void Exchange::try_next_candidate() {
     return;
   }
   state_ = State::done;
-  LOG_WARN("no pool server reachable for %s", ds_.target().data());
+  if (candidates_.empty())
+    LOG_WARN("no pool server can take requests (all down, in maintenance or unavailable)");
+  else
+    LOG_WARN("no pool server reachable for %s", ds_.target().data());
   ds_.fail_exchange(503);
 }
 

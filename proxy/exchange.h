@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "affinity/router.h"
 #include "proxy/buffer_pool.h"
 
 namespace sprayer::proxy {
@@ -32,6 +33,8 @@ class Exchange {
   void on_downstream_drained();
   bool response_started() const { return response_started_; }
   State state() const { return state_; }
+  const std::string& user_key() const { return user_key_; }
+  affinity::RouteReason reason() const { return reason_; }
 
   // Upstream side.
   void on_connected(UpstreamConnection& up);
@@ -68,6 +71,8 @@ class Exchange {
   std::vector<Piece> held_;        // request bytes that arrived before the upstream connected
   size_t held_bytes_ = 0;
   std::vector<uint16_t> candidates_;
+  std::string user_key_;
+  affinity::RouteReason reason_ = affinity::RouteReason::no_user;
   size_t attempt_ = 0;
   uint64_t body_bytes_sent_ = 0;
   bool has_body_ = false;

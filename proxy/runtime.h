@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "affinity/extract.h"
 #include "conf/config.h"
 
 namespace sprayer::proxy {
@@ -25,6 +26,7 @@ struct ServerTarget {
 struct Runtime {
   std::shared_ptr<const conf::Config> config;
   std::vector<ServerTarget> servers;
+  affinity::ExtractorConfig extractor;  // how users are found in requests
 };
 
 // Resolve every server address (blocking; control thread only). Errors name the server.
@@ -45,6 +47,8 @@ struct alignas(64) WorkerStats {
   std::atomic<uint64_t> bytes_in{0};
   std::atomic<uint64_t> bytes_out{0};
   std::atomic<uint64_t> accept_paused{0};
+  std::atomic<uint64_t> routed[5]{};      // by affinity::RouteReason
+  std::atomic<uint64_t> malformed_users{0};
 
   static void add(std::atomic<uint64_t>& c, uint64_t n = 1) { c.fetch_add(n, std::memory_order_relaxed); }
   static void add(std::atomic<int64_t>& c, int64_t n) { c.fetch_add(n, std::memory_order_relaxed); }

@@ -16,7 +16,11 @@ constexpr uint64_t kTickMs = 100;
 }  // namespace
 
 Worker::Worker(int index, std::shared_ptr<const Runtime> runtime, std::atomic<int64_t>& process_connections)
-    : index_(index), runtime_(std::move(runtime)), process_connections_(process_connections) {}
+    : index_(index),
+      runtime_(std::move(runtime)),
+      route_state_(RouteState::make(*runtime_, nullptr, nullptr, 0)),
+      extractor_(runtime_->extractor),
+      process_connections_(process_connections) {}
 
 Worker::~Worker() { join(); }
 
@@ -77,6 +81,13 @@ void Worker::begin_drain() { post(true, false); }
 
 void Worker::force_stop() { post(false, true); }
 
+void Worker::publish(std::shared_ptr<const RouteState> state) {
+  std::lock_guard<std::mutex> lock(mailbox_mutex_);
+  if (mailbox_closed_) return;
+  mailbox_route_ = std::move(state);
+  uv_async_send(&async_);
+}
+
 void Worker::post(bool drain, bool stop) {
   // Sent under the lock so the worker cannot close async_ between the check and the send.
   std::lock_guard<std::mutex> lock(mailbox_mutex_);
@@ -92,13 +103,18 @@ void Worker::join() {
 
 void Worker::on_async() {
   bool drain, stop;
+  std::shared_ptr<const RouteState> route;
   {
     std::lock_guard<std::mutex> lock(mailbox_mutex_);
+    route = std::move(mailbox_route_);
     drain = drain_requested_;
     stop = stop_requested_;
     drain_requested_ = false;
     stop_requested_ = false;
   }
+  // The old state is released here, on this thread; requests already routed keep their
+  // candidate lists, which do not point into it.
+  if (route) route_state_ = std::move(route);
   if (drain && !draining_) {
     draining_ = true;
     stop_listeners();

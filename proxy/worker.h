@@ -13,7 +13,9 @@
 #include <thread>
 #include <vector>
 
+#include "affinity/extract.h"
 #include "proxy/buffer_pool.h"
+#include "proxy/route_state.h"
 #include "proxy/runtime.h"
 
 namespace sprayer::proxy {
@@ -28,6 +30,9 @@ class Worker {
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
+
+  // Control thread: a new routing state; the worker swaps to it at its next loop turn.
+  void publish(std::shared_ptr<const RouteState> state);
 
   // Control thread: start the thread and wait until its listeners are bound (or failed).
   bool start(std::string& error);
@@ -50,6 +55,10 @@ class Worker {
   UpstreamPool& upstream_pool(size_t server_index) { return *pools_[server_index]; }
   bool draining() const { return draining_; }
   uint64_t next_spread() { return spread_++; }
+  const RouteState& route_state() const { return *route_state_; }
+  const affinity::Extractor& extractor() const { return extractor_; }
+  // Scratch space for the header view of one request (no allocation per request).
+  std::vector<affinity::Header>& header_scratch() { return header_scratch_; }
   size_t connection_count() const { return connection_count_; }
 
   // Process-wide downstream connection count, for max_connections.
@@ -67,6 +76,9 @@ class Worker {
 
   int index_;
   std::shared_ptr<const Runtime> runtime_;
+  std::shared_ptr<const RouteState> route_state_;
+  affinity::Extractor extractor_;
+  std::vector<affinity::Header> header_scratch_;
   std::atomic<int64_t>& process_connections_;
   uv_loop_t loop_{};
   uv_async_t async_{};
@@ -84,7 +96,8 @@ class Worker {
   std::mutex mailbox_mutex_;
   bool drain_requested_ = false;
   bool stop_requested_ = false;
-  bool mailbox_closed_ = false;  // async_ is closing: sending to it would abort libuv
+  bool mailbox_closed_ = false;
+  std::shared_ptr<const RouteState> mailbox_route_;  // async_ is closing: sending to it would abort libuv
 
   std::mutex start_mutex_;
   std::condition_variable start_cv_;
