@@ -1,0 +1,76 @@
+// The ciphertext side of a TlsEngine: a custom OpenSSL BIO whose input is the slices read from
+// the socket (held, not copied) and whose output lands in BufferPool chunks handed out as slices.
+#pragma once
+
+#include <openssl/bio.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "proxy/buffer_pool.h"
+
+namespace sprayer::proxy {
+
+// Ciphertext waiting for OpenSSL (in) and produced by it (out). An idle connection holds no
+// chunk: input is released as soon as it is consumed, output as soon as it is taken.
+class TlsBioBuffers {
+ public:
+  explicit TlsBioBuffers(BufferPool& pool) : pool_(pool) {}
+  ~TlsBioBuffers() { release(); }
+  TlsBioBuffers(const TlsBioBuffers&) = delete;
+  TlsBioBuffers& operator=(const TlsBioBuffers&) = delete;
+
+  void push_input(Slice data);
+  void push_input_copy(const char* data, size_t len);
+  size_t input_bytes() const { return in_bytes_; }
+  size_t read_input(char* out, size_t cap);  // BIO read side; 0 = nothing buffered
+
+  void write_output(const char* data, size_t len);  // BIO write side; may throw bad_alloc
+  size_t output_bytes() const { return out_bytes_; }
+  // Hands every pending output byte to sink(Slice) in order; returns how many.
+  template <class Sink>
+  size_t take_output(Sink&& sink) {
+    size_t n = out_bytes_;
+    for (OutChunk& part : out_) {
+      sink(Slice(part.chunk, part.chunk->data(), part.len));
+      BufferPool::unref(part.chunk);
+    }
+    out_.clear();
+    out_bytes_ = 0;
+    return n;
+  }
+
+  void release();  // drops all pending input and output
+
+ private:
+  struct OutChunk {
+    Chunk* chunk;  // own reference
+    uint32_t len;
+  };
+
+  BufferPool& pool_;
+  std::vector<Slice> in_;
+  size_t in_off_ = 0;  // consumed bytes of in_.front()
+  size_t in_bytes_ = 0;
+  std::vector<OutChunk> out_;
+  size_t out_bytes_ = 0;
+};
+
+// Owns the BIO_METHOD (one per TlsContext, shared by its engines) whose callbacks route an
+// SSL's reads and writes to a TlsBioBuffers.
+class TlsBioMethod {
+ public:
+  TlsBioMethod();
+  ~TlsBioMethod();
+  TlsBioMethod(const TlsBioMethod&) = delete;
+  TlsBioMethod& operator=(const TlsBioMethod&) = delete;
+
+  bool ok() const { return method_ != nullptr; }
+  BIO* new_bio(TlsBioBuffers& buffers) const;  // null when out of memory
+
+ private:
+  BIO_METHOD* method_ = nullptr;
+};
+
+}  // namespace sprayer::proxy

@@ -1,0 +1,909 @@
+// TlsContext loading and a server TlsEngine driven against an OpenSSL client over memory BIOs:
+// handshakes, SNI, key types, data, resumption across a fail-over, rotation. No network, no
+// sleeps; the test PKI is made with the OpenSSL API into a temporary directory.
+#include <doctest/doctest.h>
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <stdlib.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <algorithm>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "proxy/buffer_pool.h"
+#include "proxy/tls_context.h"
+#include "proxy/tls_engine.h"
+
+using namespace sprayer::proxy;
+using Clock = std::chrono::system_clock;
+
+namespace {
+
+// ---- test PKI ----------------------------------------------------------------------------
+
+void write_file(const std::string& path, std::string_view data) {
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  REQUIRE(f);
+  REQUIRE(std::fwrite(data.data(), 1, data.size(), f) == data.size());
+  std::fclose(f);
+}
+
+struct Pki {
+  std::string dir;
+  std::string ca_bundle;  // both CAs, for clients
+  std::string rsa_key, ec_key, ec_other_key;
+  std::string wild_rsa, wild_ec, pool1_rsa, expired_rsa, future_rsa, wild_rsa_again;
+
+  Pki() {
+    char tmpl[] = "/tmp/sprayer-tls-test-XXXXXX";
+    REQUIRE(mkdtemp(tmpl));
+    dir = tmpl;
+    EVP_PKEY* ca_rsa_key = EVP_RSA_gen(2048);
+    EVP_PKEY* ca_ec_key = EVP_EC_gen("P-256");
+    EVP_PKEY* leaf_rsa = EVP_RSA_gen(2048);
+    EVP_PKEY* leaf_ec = EVP_EC_gen("P-256");
+    EVP_PKEY* other_ec = EVP_EC_gen("P-256");
+    REQUIRE((ca_rsa_key && ca_ec_key && leaf_rsa && leaf_ec && other_ec));
+
+    X509* ca_rsa = make_cert(ca_rsa_key, "Test RSA CA", nullptr, nullptr, ca_rsa_key, -2, 3650, true);
+    X509* ca_ec = make_cert(ca_ec_key, "Test EC CA", nullptr, nullptr, ca_ec_key, -2, 3650, true);
+    ca_bundle = dir + "/ca.pem";
+    write_pem(ca_bundle, {ca_rsa, ca_ec}, nullptr);
+
+    rsa_key = dir + "/leaf-rsa.key";
+    ec_key = dir + "/leaf-ec.key";
+    ec_other_key = dir + "/other-ec.key";
+    write_pem(rsa_key, {}, leaf_rsa);
+    write_pem(ec_key, {}, leaf_ec);
+    write_pem(ec_other_key, {}, other_ec);
+
+    const char* wild_san = "DNS:*.example.com,DNS:example.com";
+    wild_rsa = leaf("wild-rsa", leaf_rsa, "*.example.com", wild_san, ca_rsa, ca_rsa_key, -1, 30);
+    wild_ec = leaf("wild-ec", leaf_ec, "*.example.com", wild_san, ca_ec, ca_ec_key, -1, 30);
+    pool1_rsa = leaf("pool1-rsa", leaf_rsa, "pool1.example.com", "DNS:pool1.example.com", ca_rsa, ca_rsa_key, -1, 30);
+    expired_rsa = leaf("expired", leaf_rsa, "old.example.com", "DNS:old.example.com", ca_rsa, ca_rsa_key, -30, -1);
+    future_rsa = leaf("future", leaf_rsa, "new.example.com", "DNS:new.example.com", ca_rsa, ca_rsa_key, 1, 30);
+    wild_rsa_again = leaf("wild-rsa-2", leaf_rsa, "Renewed", wild_san, ca_rsa, ca_rsa_key, -1, 60);
+
+    X509_free(ca_rsa);
+    X509_free(ca_ec);
+    for (EVP_PKEY* k : {ca_rsa_key, ca_ec_key, leaf_rsa, leaf_ec, other_ec}) EVP_PKEY_free(k);
+  }
+  ~Pki() {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+
+  std::string leaf(const char* name, EVP_PKEY* key, const char* cn, const char* san, X509* ca, EVP_PKEY* ca_key,
+                   long from_days, long to_days) {
+    X509* cert = make_cert(key, cn, san, ca, ca_key, from_days, to_days, false);
+    std::string path = dir + "/" + name + ".pem";
+    write_pem(path, {cert, ca}, nullptr);  // leaf, then the chain
+    X509_free(cert);
+    return path;
+  }
+
+  static X509* make_cert(EVP_PKEY* key, const char* cn, const char* san, X509* issuer, EVP_PKEY* issuer_key,
+                         long from_days, long to_days, bool ca) {
+    static long serial = 1;
+    X509* x = X509_new();
+    REQUIRE(x);
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), serial++);
+    std::time_t now = std::time(nullptr);
+    X509_time_adj_ex(X509_getm_notBefore(x), int(from_days), 0, &now);
+    X509_time_adj_ex(X509_getm_notAfter(x), int(to_days), 0, &now);
+    X509_set_pubkey(x, key);
+    X509_NAME* name = X509_get_subject_name(x);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>(cn), -1, -1, 0);
+    X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : name);
+    X509V3_CTX v3;
+    X509V3_set_ctx(&v3, issuer ? issuer : x, x, nullptr, nullptr, 0);
+    auto add = [&](int nid, const char* value) {
+      X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &v3, nid, value);
+      REQUIRE(ext);
+      X509_add_ext(x, ext, -1);
+      X509_EXTENSION_free(ext);
+    };
+    add(NID_subject_key_identifier, "hash");
+    if (ca) {
+      add(NID_basic_constraints, "critical,CA:TRUE");
+      add(NID_key_usage, "critical,keyCertSign,cRLSign");
+    } else {
+      add(NID_authority_key_identifier, "keyid");
+      add(NID_basic_constraints, "critical,CA:FALSE");
+      add(NID_ext_key_usage, "serverAuth");
+      if (san) add(NID_subject_alt_name, san);
+    }
+    REQUIRE(X509_sign(x, issuer_key, EVP_sha256()) > 0);
+    return x;
+  }
+
+  static void write_pem(const std::string& path, std::initializer_list<X509*> certs, EVP_PKEY* key) {
+    BIO* bio = BIO_new_file(path.c_str(), "w");
+    REQUIRE(bio);
+    for (X509* c : certs) PEM_write_bio_X509(bio, c);
+    if (key) PEM_write_bio_PrivateKey(bio, key, nullptr, nullptr, 0, nullptr, nullptr);
+    BIO_free(bio);
+  }
+};
+
+const Pki& pki() {
+  static Pki instance;  // RSA key generation is slow: once per test run
+  return instance;
+}
+
+TlsSettings standard_settings() {
+  TlsSettings s;
+  s.certificates = {{pki().wild_rsa, pki().rsa_key}, {pki().wild_ec, pki().ec_key}, {pki().pool1_rsa, pki().rsa_key}};
+  return s;
+}
+
+std::shared_ptr<const TlsContext> load_ok(const TlsSettings& settings, const TlsContext* previous = nullptr) {
+  TlsLoadResult r = TlsContext::load(settings, Clock::now(), previous);
+  INFO(r.error);
+  REQUIRE(r.ok());
+  return r.context;
+}
+
+std::string load_error(const TlsSettings& settings, Clock::time_point now = Clock::now()) {
+  TlsLoadResult r = TlsContext::load(settings, now);
+  CHECK_FALSE(r.ok());
+  return r.error;
+}
+
+bool contains(std::string_view hay, std::string_view needle) { return hay.find(needle) != std::string_view::npos; }
+
+// ---- an OpenSSL client on memory BIOs ------------------------------------------------------
+
+struct ClientOptions {
+  std::string sni{};
+  int min_version = TLS1_2_VERSION;
+  int max_version = TLS1_3_VERSION;
+  std::string sigalgs{};  // restrict the certificate types the client accepts (TLS 1.3)
+  std::string ciphers{};  // TLS 1.2 list
+  std::vector<std::string> alpn{"http/1.1"};
+  bool verify = true;  // chain to the test CAs and name == sni
+  bool no_ticket = false;
+  SSL_SESSION* session = nullptr;
+};
+
+struct Client {
+  SSL_CTX* ctx = nullptr;
+  SSL* ssl = nullptr;
+  BIO* in = nullptr;   // server → client
+  BIO* out = nullptr;  // client → server
+  bool failed = false;
+  std::string error;
+  std::string received;
+
+  explicit Client(const ClientOptions& o) {
+    ctx = SSL_CTX_new(TLS_client_method());
+    REQUIRE(ctx);
+    if (o.min_version < TLS1_2_VERSION) SSL_CTX_set_security_level(ctx, 0);  // let it offer old versions
+    SSL_CTX_set_min_proto_version(ctx, o.min_version);
+    SSL_CTX_set_max_proto_version(ctx, o.max_version);
+    if (!o.sigalgs.empty()) REQUIRE(SSL_CTX_set1_sigalgs_list(ctx, o.sigalgs.c_str()) == 1);
+    if (!o.ciphers.empty()) REQUIRE(SSL_CTX_set_cipher_list(ctx, o.ciphers.c_str()) == 1);
+    if (o.no_ticket) SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+    if (o.verify) {
+      REQUIRE(SSL_CTX_load_verify_locations(ctx, pki().ca_bundle.c_str(), nullptr) == 1);
+      SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+    }
+    ssl = SSL_new(ctx);
+    REQUIRE(ssl);
+    in = BIO_new(BIO_s_mem());
+    out = BIO_new(BIO_s_mem());
+    SSL_set_bio(ssl, in, out);
+    SSL_set_connect_state(ssl);
+    if (!o.sni.empty()) {
+      SSL_set_tlsext_host_name(ssl, o.sni.c_str());
+      if (o.verify) SSL_set1_host(ssl, o.sni.c_str());
+    }
+    if (!o.alpn.empty()) {
+      std::string wire;
+      for (const std::string& p : o.alpn) wire += char(p.size()) + p;
+      REQUIRE(SSL_set_alpn_protos(ssl, reinterpret_cast<const unsigned char*>(wire.data()), unsigned(wire.size())) ==
+              0);
+    }
+    if (o.session) REQUIRE(SSL_set_session(ssl, o.session) == 1);
+  }
+  ~Client() {
+    // Like the engine: a connection that simply ends keeps its session resumable.
+    if (done() && !failed) SSL_set_shutdown(ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+  }
+
+  bool done() const { return SSL_is_init_finished(ssl); }
+
+  void note_error(int ret) {
+    int code = SSL_get_error(ssl, ret);
+    if (code == SSL_ERROR_WANT_READ || code == SSL_ERROR_WANT_WRITE || code == SSL_ERROR_ZERO_RETURN) return;
+    failed = true;
+    char buf[256];
+    ERR_error_string_n(ERR_peek_error(), buf, sizeof buf);
+    error = buf;
+    ERR_clear_error();
+  }
+
+  // Handshake or read whatever arrived (this also takes TLS 1.3 tickets in).
+  void step() {
+    if (failed) return;
+    ERR_clear_error();
+    if (!done()) {
+      int ret = SSL_do_handshake(ssl);
+      if (ret != 1) return note_error(ret);
+    }
+    char buf[16384];
+    for (;;) {
+      size_t n = 0;
+      ERR_clear_error();
+      int ret = SSL_read_ex(ssl, buf, sizeof buf, &n);
+      if (ret != 1) return note_error(ret);
+      received.append(buf, n);
+    }
+  }
+
+  void write(std::string_view data) {
+    size_t n = 0;
+    ERR_clear_error();
+    REQUIRE(SSL_write_ex(ssl, data.data(), data.size(), &n) == 1);
+    REQUIRE(n == data.size());
+  }
+
+  const X509* peer() const { return SSL_get0_peer_certificate(ssl); }
+  std::string peer_cn() const {
+    char buf[256] = {};
+    if (peer()) X509_NAME_get_text_by_NID(X509_get_subject_name(peer()), NID_commonName, buf, sizeof buf);
+    return buf;
+  }
+  int peer_key_type() const { return peer() ? EVP_PKEY_get_base_id(X509_get0_pubkey(peer())) : 0; }
+  bool peer_covers(const char* host) const {
+    return peer() && X509_check_host(const_cast<X509*>(peer()), host, 0, 0, nullptr) == 1;
+  }
+};
+
+// A client and a server engine joined by memory; pump() moves bytes until both are quiet.
+struct Session {
+  BufferPool pool{16 * 1024, 64};
+  Client client;
+  TlsEngine server;
+  TlsStatus server_status = TlsStatus::ok;
+  std::string server_received;
+
+  Session(std::shared_ptr<const TlsContext> ctx, const ClientOptions& o) : client(o), server(std::move(ctx), pool) {}
+
+  void pump() {
+    for (int round = 0; round < 1000; ++round) {
+      bool moved = false;
+      client.step();
+      char buf[16384];
+      int n;
+      while ((n = BIO_read(client.out, buf, sizeof buf)) > 0) {
+        server.feed_ciphertext(buf, size_t(n));
+        moved = true;
+      }
+      for (;;) {
+        Slice plain;
+        server_status = server.read_plaintext(plain);
+        if (server_status != TlsStatus::ok) break;
+        server_received.append(plain.data(), plain.size());
+      }
+      server.take_ciphertext([&](Slice s) {
+        REQUIRE(BIO_write(client.in, s.data(), int(s.size())) == int(s.size()));
+        moved = true;
+      });
+      if (!moved) return;
+    }
+    FAIL("pump did not settle");
+  }
+
+  bool established() const { return client.done() && !client.failed && server.handshake_done(); }
+};
+
+SSL_SESSION* handshake_and_keep_session(std::shared_ptr<const TlsContext> ctx, ClientOptions o) {
+  Session s(std::move(ctx), o);
+  s.pump();
+  REQUIRE(s.established());
+  SSL_SESSION* session = SSL_get1_session(s.client.ssl);
+  REQUIRE(session);
+  REQUIRE(SSL_SESSION_is_resumable(session));
+  return session;
+}
+
+std::string ticket_key_name(SSL_SESSION* session) {
+  const unsigned char* ticket = nullptr;
+  size_t len = 0;
+  SSL_SESSION_get0_ticket(session, &ticket, &len);
+  return len >= 16 ? std::string(reinterpret_cast<const char*>(ticket), 16) : std::string();
+}
+
+std::string binary_key(char seed) {
+  std::string key(80, '\0');
+  for (size_t i = 0; i < key.size(); ++i) key[i] = char(seed * 31 + i * 13 + 1);
+  key[0] = '\x01';  // never mistaken for text
+  return key;
+}
+
+}  // namespace
+
+// ---- loading -----------------------------------------------------------------------------
+
+TEST_CASE("tls context: the standard set loads, RSA and ECDSA side by side, one set per name list") {
+  auto ctx = load_ok(standard_settings());
+  CHECK(ctx->certificate_set_count() == 2);
+  CHECK(ctx->find_certificate_set("pool1.example.com") == 1);
+  CHECK(ctx->find_certificate_set("anything.example.com") == 0);
+  CHECK(ctx->find_certificate_set("example.com") == 0);
+  CHECK(ctx->find_certificate_set("a.b.example.com") == TlsContext::npos);
+  CHECK(ctx->ticket_keys()->keys.size() == 1);  // random, in memory
+}
+
+TEST_CASE("tls context: bad files and bad certificates are refused with the file and the reason") {
+  TlsSettings s = standard_settings();
+
+  s.certificates = {{pki().dir + "/missing.pem", pki().rsa_key}};
+  CHECK(load_error(s) == pki().dir + "/missing.pem: cannot open: No such file or directory");
+
+  s.certificates = {{pki().wild_rsa, pki().dir + "/missing.key"}};
+  CHECK(load_error(s) == pki().dir + "/missing.key: cannot open: No such file or directory");
+
+  std::string garbage = pki().dir + "/garbage.pem";
+  write_file(garbage, "this is not PEM\n");
+  s.certificates = {{garbage, pki().rsa_key}};
+  std::string e = load_error(s);
+  CHECK(contains(e, garbage + ": no PEM certificate found"));
+
+  s.certificates = {{pki().wild_rsa, garbage}};
+  CHECK(contains(load_error(s), garbage + ": no usable PEM private key"));
+
+  s.certificates = {{pki().wild_ec, pki().ec_other_key}};
+  CHECK(load_error(s) == pki().ec_other_key + ": private key does not match the certificate in " + pki().wild_ec);
+  s.certificates = {{pki().wild_rsa, pki().ec_key}};  // other key type
+  CHECK(contains(load_error(s), "does not match"));
+
+  s.certificates = {{pki().expired_rsa, pki().rsa_key}};
+  e = load_error(s);
+  CHECK(contains(e, pki().expired_rsa + ": certificate expired (notAfter "));
+
+  s.certificates = {{pki().future_rsa, pki().rsa_key}};
+  CHECK(contains(load_error(s), pki().future_rsa + ": certificate is not yet valid (notBefore "));
+
+  // "now" is injected: the same valid certificate is expired 90 days from now.
+  s = standard_settings();
+  CHECK(contains(load_error(s, Clock::now() + std::chrono::hours(24 * 90)), pki().wild_rsa + ": certificate expired"));
+  CHECK(contains(load_error(s, Clock::now() - std::chrono::hours(24 * 10)), "not yet valid"));
+
+  s.certificates.push_back({pki().wild_rsa_again, pki().rsa_key});
+  CHECK(load_error(s) == pki().wild_rsa_again + ": a RSA certificate for the same names is already loaded from " +
+                             pki().wild_rsa);
+}
+
+TEST_CASE("tls context: bad settings are refused by name") {
+  TlsSettings s = standard_settings();
+  s.min_version = "1.1";
+  CHECK(contains(load_error(s), "min_version"));
+  s = standard_settings();
+  s.ciphers = "NOT-A-CIPHER";
+  CHECK(contains(load_error(s), "ciphers: no usable cipher"));
+  s = standard_settings();
+  s.groups = "P-257";
+  CHECK(contains(load_error(s), "groups:"));
+  s = standard_settings();
+  s.alpn = {""};
+  CHECK(contains(load_error(s), "alpn:"));
+  s = standard_settings();
+  s.certificates.clear();
+  CHECK(contains(load_error(s), "certificates:"));
+  s = standard_settings();
+  s.ticket_key_file = pki().dir + "/no-such-ticket.key";
+  CHECK(load_error(s) == pki().dir + "/no-such-ticket.key: cannot open: No such file or directory");
+}
+
+// ---- handshakes ----------------------------------------------------------------------------
+
+TEST_CASE("tls handshake: TLS 1.3 with ALPN http/1.1, details for the logs") {
+  Session s(load_ok(standard_settings()), {.sni = "pool1.example.com"});
+  s.pump();
+  REQUIRE(s.established());
+  CHECK(s.server_status == TlsStatus::want_io);
+  CHECK(s.server.protocol() == "TLSv1.3");
+  CHECK(s.server.alpn() == "http/1.1");
+  CHECK(s.server.sni() == "pool1.example.com");
+  CHECK(contains(s.server.cipher(), "TLS_"));
+  CHECK_FALSE(s.server.session_reused());
+  CHECK(s.server.error().empty());
+  CHECK(SSL_get_verify_result(s.client.ssl) == X509_V_OK);
+}
+
+TEST_CASE("tls handshake: TLS 1.2 with ALPN and an ECDHE AEAD suite") {
+  Session s(load_ok(standard_settings()), {.sni = "www.example.com", .max_version = TLS1_2_VERSION});
+  s.pump();
+  REQUIRE(s.established());
+  CHECK(s.server.protocol() == "TLSv1.2");
+  CHECK(s.server.alpn() == "http/1.1");
+  CHECK(contains(s.server.cipher(), "ECDHE-"));
+  CHECK((contains(s.server.cipher(), "GCM") || contains(s.server.cipher(), "CHACHA20")));
+}
+
+TEST_CASE("tls handshake: SNI picks the certificate: per-host, wildcard, default, any case") {
+  auto ctx = load_ok(standard_settings());
+  {
+    Session s(ctx, {.sni = "pool1.example.com"});
+    s.pump();
+    REQUIRE(s.established());
+    CHECK(s.client.peer_cn() == "pool1.example.com");
+  }
+  {
+    Session s(ctx, {.sni = "POOL1.Example.COM"});
+    s.pump();
+    REQUIRE(s.established());
+    CHECK(s.client.peer_cn() == "pool1.example.com");
+  }
+  {
+    Session s(ctx, {.sni = "traveler.example.com"});
+    s.pump();
+    REQUIRE(s.established());
+    CHECK(s.client.peer_cn() == "*.example.com");
+    CHECK(s.client.peer_covers("traveler.example.com"));
+  }
+  {
+    // Two labels under the wildcard: no match, so the default (also the wildcard) is served and
+    // a verifying client refuses it.
+    Session s(ctx, {.sni = "a.b.example.com", .verify = false});
+    s.pump();
+    REQUIRE(s.established());
+    CHECK(s.client.peer_cn() == "*.example.com");
+    CHECK_FALSE(s.client.peer_covers("a.b.example.com"));
+  }
+  {
+    Session s(ctx, {.sni = "a.b.example.com"});
+    s.pump();
+    CHECK(s.client.failed);
+    CHECK(contains(s.client.error, "certificate verify failed"));
+  }
+  {
+    Session s(ctx, {.verify = false});  // no SNI at all
+    s.pump();
+    REQUIRE(s.established());
+    CHECK(s.server.sni().empty());
+    CHECK(s.client.peer_cn() == "*.example.com");
+  }
+}
+
+TEST_CASE("tls handshake: strict SNI refuses unknown names with unrecognized_name") {
+  TlsSettings settings = standard_settings();
+  settings.strict_sni = true;
+  auto ctx = load_ok(settings);
+  {
+    Session s(ctx, {.sni = "intranet.other.com", .verify = false});
+    s.pump();
+    CHECK(s.client.failed);
+    CHECK(contains(s.client.error, "unrecognized name"));
+    CHECK(s.server_status == TlsStatus::error);
+    CHECK(s.server.status() == TlsStatus::error);
+    CHECK(s.server.error() == "handshake: callback failed (strict_sni: no certificate for \"intranet.other.com\")");
+  }
+  {
+    Session s(ctx, {.sni = "pool1.example.com"});
+    s.pump();
+    CHECK(s.established());
+  }
+  {
+    Session s(ctx, {.verify = false});  // no SNI: the default, even when strict
+    s.pump();
+    CHECK(s.established());
+  }
+}
+
+TEST_CASE("tls handshake: ECDSA to an ECDSA-only client, RSA to an RSA-only one") {
+  auto ctx = load_ok(standard_settings());
+  const char* ecdsa_13 = "ECDSA+SHA256:ECDSA+SHA384";
+  const char* rsa_13 = "RSA-PSS+SHA256:RSA-PSS+SHA384:RSA+SHA256";
+  {
+    Session s(ctx, {.sni = "www.example.com", .sigalgs = ecdsa_13});
+    s.pump();
+    REQUIRE(s.established());
+    CHECK(s.client.peer_key_type() == EVP_PKEY_EC);
+  }
+  {
+    Session s(ctx, {.sni = "www.example.com", .sigalgs = rsa_13});
+    s.pump();
+    REQUIRE(s.established());
+    CHECK(s.client.peer_key_type() == EVP_PKEY_RSA);
+  }
+  {
+    Session s(ctx, {.sni = "www.example.com", .max_version = TLS1_2_VERSION, .ciphers = "ECDHE-ECDSA-AES128-GCM-SHA256"});
+    s.pump();
+    REQUIRE(s.established());
+    CHECK(s.client.peer_key_type() == EVP_PKEY_EC);
+  }
+  {
+    Session s(ctx, {.sni = "www.example.com", .max_version = TLS1_2_VERSION, .ciphers = "ECDHE-RSA-AES256-GCM-SHA384"});
+    s.pump();
+    REQUIRE(s.established());
+    CHECK(s.client.peer_key_type() == EVP_PKEY_RSA);
+  }
+  {
+    // pool1 has only an RSA certificate: an RSA-only client gets it, ECDSA-only cannot connect.
+    Session s(ctx, {.sni = "pool1.example.com", .sigalgs = rsa_13});
+    s.pump();
+    REQUIRE(s.established());
+    CHECK(s.client.peer_cn() == "pool1.example.com");
+  }
+  {
+    Session s(ctx, {.sni = "pool1.example.com", .sigalgs = ecdsa_13});
+    s.pump();
+    CHECK(s.client.failed);
+    CHECK(s.server.status() == TlsStatus::error);
+  }
+}
+
+TEST_CASE("tls handshake: old protocol versions, TLS 1.3-only and foreign ALPN are refused") {
+  auto ctx = load_ok(standard_settings());
+  {
+    Session s(ctx, {.sni = "www.example.com", .min_version = TLS1_VERSION, .max_version = TLS1_1_VERSION});
+    s.pump();
+    CHECK(s.client.failed);
+    CHECK(s.server.status() == TlsStatus::error);
+    CHECK(contains(s.server.error(), "unsupported protocol"));
+  }
+  {
+    TlsSettings settings = standard_settings();
+    settings.min_version = "1.3";
+    Session s(load_ok(settings), {.sni = "www.example.com", .max_version = TLS1_2_VERSION});
+    s.pump();
+    CHECK(s.client.failed);
+    CHECK(s.server.status() == TlsStatus::error);
+  }
+  {
+    Session s(ctx, {.sni = "www.example.com", .alpn = {"h2"}});
+    s.pump();
+    CHECK(s.client.failed);
+    CHECK(contains(s.client.error, "no application protocol"));
+    CHECK(s.server.error() == "handshake: no application protocol");
+  }
+  {
+    Session s(ctx, {.sni = "www.example.com", .alpn = {"h2", "http/1.1"}});
+    s.pump();
+    REQUIRE(s.established());
+    CHECK(s.server.alpn() == "http/1.1");
+  }
+  {
+    Session s(ctx, {.sni = "www.example.com", .alpn = {}});
+    s.pump();
+    REQUIRE(s.established());
+    CHECK(s.server.alpn().empty());
+  }
+}
+
+// ---- data ------------------------------------------------------------------------------------
+
+TEST_CASE("tls data: requests and responses both ways, 1 MB each, chunks all returned") {
+  auto ctx = load_ok(standard_settings());
+  for (int max_version : {TLS1_2_VERSION, TLS1_3_VERSION}) {
+    CAPTURE(max_version);
+    Session s(ctx, {.sni = "pool1.example.com", .max_version = max_version});
+    CHECK(s.server.write_plaintext("too early") == TlsStatus::want_io);  // nothing taken before the handshake
+    s.pump();
+    REQUIRE(s.established());
+    CHECK(s.pool.outstanding() == 0);  // idle: no chunk held
+
+    s.client.write("GET /Microsoft-Server-ActiveSync HTTP/1.1\r\nHost: pool1.example.com\r\n\r\n");
+    s.pump();
+    CHECK(s.server_received == "GET /Microsoft-Server-ActiveSync HTTP/1.1\r\nHost: pool1.example.com\r\n\r\n");
+    REQUIRE(s.server.write_plaintext("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n") == TlsStatus::ok);
+    s.pump();
+    CHECK(s.client.received == "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+
+    std::string big(1 << 20, '\0');
+    for (size_t i = 0; i < big.size(); ++i) big[i] = char((i * 2654435761u) >> 13);
+    s.server_received.clear();
+    s.client.received.clear();
+    s.client.write(big);
+    s.pump();
+    CHECK(s.server_received.size() == big.size());
+    CHECK(s.server_received == big);
+    REQUIRE(s.server.write_plaintext(big) == TlsStatus::ok);
+    CHECK(s.server.pending_ciphertext() > big.size());
+    s.pump();
+    CHECK(s.client.received.size() == big.size());
+    CHECK(s.client.received == big);
+    CHECK(s.pool.outstanding() == 0);
+    CHECK(s.server.buffered_ciphertext_in() == 0);
+  }
+}
+
+TEST_CASE("tls data: plaintext is delivered as pool slices the proxy can forward") {
+  Session s(load_ok(standard_settings()), {.sni = "pool1.example.com"});
+  s.pump();
+  REQUIRE(s.established());
+  s.client.write(std::string(40000, 'b'));
+  char buf[65536];
+  int n;
+  while ((n = BIO_read(s.client.out, buf, sizeof buf)) > 0) {
+    // As the connection does: the socket read lands in a chunk and the slice is fed as is.
+    for (int off = 0; off < n;) {
+      Chunk* chunk = s.pool.acquire();
+      size_t len = std::min<size_t>(size_t(n - off), chunk->capacity);
+      std::memcpy(chunk->data(), buf + off, len);
+      s.server.feed_ciphertext(Slice(chunk, chunk->data(), len));
+      BufferPool::unref(chunk);
+      off += int(len);
+    }
+  }
+  std::vector<Slice> pieces;
+  Slice plain;
+  while (s.server.read_plaintext(plain) == TlsStatus::ok) pieces.push_back(std::move(plain));
+  size_t total = 0;
+  for (const Slice& p : pieces) {
+    CHECK(p.size() <= s.pool.chunk_size());
+    total += p.size();
+  }
+  CHECK(total == 40000);
+  CHECK(pieces.size() == 3);  // 16 KiB chunks
+  CHECK(s.pool.outstanding() == pieces.size());  // ciphertext chunks already given back
+  pieces.clear();
+  CHECK(s.pool.outstanding() == 0);
+}
+
+TEST_CASE("tls close: close_notify both ways") {
+  auto ctx = load_ok(standard_settings());
+  {
+    Session s(ctx, {.sni = "pool1.example.com"});
+    s.pump();
+    REQUIRE(s.established());
+    CHECK(s.server.shutdown() == TlsStatus::ok);
+    s.pump();
+    CHECK((SSL_get_shutdown(s.client.ssl) & SSL_RECEIVED_SHUTDOWN) != 0);
+  }
+  {
+    Session s(ctx, {.sni = "pool1.example.com"});
+    s.pump();
+    REQUIRE(s.established());
+    s.client.write("last words");
+    REQUIRE(SSL_shutdown(s.client.ssl) == 0);
+    s.pump();
+    CHECK(s.server_received == "last words");
+    CHECK(s.server_status == TlsStatus::closed);
+    CHECK(s.server.status() == TlsStatus::closed);
+  }
+  {
+    Session s(ctx, {.sni = "pool1.example.com"});
+    CHECK(s.server.shutdown() == TlsStatus::ok);  // before any handshake: nothing to send
+    CHECK(s.server.pending_ciphertext() == 0);
+  }
+}
+
+// ---- resumption ------------------------------------------------------------------------------
+
+TEST_CASE("tls resumption: a ticket from the active member resumes on the standby") {
+  // As `openssl rand -base64 80 > pair-ticket.key` writes it: base64 wrapped at 64 columns.
+  std::string key_file = pki().dir + "/pair-ticket.key";
+  std::string key = binary_key(1);
+  unsigned char b64[200];
+  int len = EVP_EncodeBlock(b64, reinterpret_cast<const unsigned char*>(key.data()), int(key.size()));
+  std::string text(reinterpret_cast<const char*>(b64), size_t(len));
+  write_file(key_file, text.substr(0, 64) + "\n" + text.substr(64) + "\n");
+  TlsSettings settings = standard_settings();
+  settings.ticket_key_file = key_file;
+  auto active = load_ok(settings);
+  auto standby = load_ok(settings);  // the other member: same file, separate process
+
+  for (int max_version : {TLS1_2_VERSION, TLS1_3_VERSION}) {
+    CAPTURE(max_version);
+    SSL_SESSION* session = handshake_and_keep_session(active, {.sni = "pool1.example.com", .max_version = max_version});
+    CHECK(ticket_key_name(session) == binary_key(1).substr(0, 16));
+    {
+      Session s(standby, {.sni = "pool1.example.com", .max_version = max_version, .session = session});
+      s.pump();
+      REQUIRE(s.established());
+      CHECK(s.server.session_reused());
+      CHECK(SSL_session_reused(s.client.ssl) == 1);
+      CHECK(s.server.alpn() == "http/1.1");
+    }
+    {
+      // A member with other keys cannot read the ticket: a full handshake, not a failure.
+      TlsSettings other = standard_settings();
+      Session s(load_ok(other), {.sni = "pool1.example.com", .max_version = max_version, .session = session});
+      s.pump();
+      REQUIRE(s.established());
+      CHECK_FALSE(s.server.session_reused());
+    }
+    SSL_SESSION_free(session);
+  }
+}
+
+TEST_CASE("tls resumption: rotation, the old key still decrypts and the new one encrypts") {
+  std::string key_file = pki().dir + "/rotate-ticket.key";
+  std::string k1 = binary_key(1), k2 = binary_key(2);
+  write_file(key_file, k1);
+  TlsSettings settings = standard_settings();
+  settings.ticket_key_file = key_file;
+  auto ctx = load_ok(settings);
+
+  SSL_SESSION* old_session = handshake_and_keep_session(ctx, {.sni = "pool1.example.com"});
+  CHECK(ticket_key_name(old_session) == k1.substr(0, 16));
+
+  write_file(key_file, k2 + k1);  // new key first, the old one kept for decryption
+  std::string error;
+  REQUIRE(ctx->reload_ticket_keys(error));
+  CHECK(ctx->ticket_keys()->keys.size() == 2);
+
+  SSL_SESSION* renewed = nullptr;
+  {
+    Session s(ctx, {.sni = "pool1.example.com", .session = old_session});
+    s.pump();
+    REQUIRE(s.established());
+    CHECK(s.server.session_reused());
+    renewed = SSL_get1_session(s.client.ssl);
+  }
+  REQUIRE(renewed);
+  CHECK(ticket_key_name(renewed) == k2.substr(0, 16));
+
+  // A broken file leaves the keys in use alone.
+  write_file(key_file, "garbage\n");
+  CHECK_FALSE(ctx->reload_ticket_keys(error));
+  CHECK(error == key_file + ": line 1: incomplete key at end of file");
+  CHECK(ctx->ticket_keys()->keys.size() == 2);
+
+  // k1 retired: its tickets fall back to a full handshake; k2's still resume.
+  write_file(key_file, k2);
+  REQUIRE(ctx->reload_ticket_keys(error));
+  {
+    Session s(ctx, {.sni = "pool1.example.com", .session = old_session});
+    s.pump();
+    REQUIRE(s.established());
+    CHECK_FALSE(s.server.session_reused());
+  }
+  {
+    Session s(ctx, {.sni = "pool1.example.com", .session = renewed});
+    s.pump();
+    REQUIRE(s.established());
+    CHECK(s.server.session_reused());
+  }
+  SSL_SESSION_free(old_session);
+  SSL_SESSION_free(renewed);
+}
+
+TEST_CASE("tls resumption: in-memory keys survive a reload and rotate on demand") {
+  auto first = load_ok(standard_settings());
+  SSL_SESSION* session = handshake_and_keep_session(first, {.sni = "pool1.example.com"});
+  auto reloaded = load_ok(standard_settings(), first.get());
+  {
+    Session s(reloaded, {.sni = "pool1.example.com", .session = session});
+    s.pump();
+    REQUIRE(s.established());
+    CHECK(s.server.session_reused());
+  }
+  std::string error;
+  REQUIRE(reloaded->reload_ticket_keys(error));  // new random key, previous kept for decryption
+  CHECK(reloaded->ticket_keys()->keys.size() == 2);
+  {
+    Session s(reloaded, {.sni = "pool1.example.com", .session = session});
+    s.pump();
+    REQUIRE(s.established());
+    CHECK(s.server.session_reused());
+  }
+  SSL_SESSION_free(session);
+}
+
+TEST_CASE("tls resumption: session-ID cache for TLS 1.2 clients without tickets") {
+  auto ctx = load_ok(standard_settings());
+  ClientOptions o{.sni = "pool1.example.com", .max_version = TLS1_2_VERSION, .no_ticket = true};
+  SSL_SESSION* session = handshake_and_keep_session(ctx, o);
+  o.session = session;
+  {
+    Session s(ctx, o);
+    s.pump();
+    REQUIRE(s.established());
+    CHECK(s.server.session_reused());
+  }
+  {
+    // The cache is per process: the standby cannot resume it (tickets are what survive fail-over).
+    Session s(load_ok(standard_settings()), o);
+    s.pump();
+    REQUIRE(s.established());
+    CHECK_FALSE(s.server.session_reused());
+  }
+  {
+    TlsSettings no_cache = standard_settings();
+    no_cache.session_cache_size = 0;
+    Session s(load_ok(no_cache), {.sni = "pool1.example.com", .max_version = TLS1_2_VERSION, .no_ticket = true});
+    s.pump();
+    REQUIRE(s.established());
+    CHECK(SSL_SESSION_is_resumable(SSL_get0_session(s.client.ssl)) == 0);  // no session ID handed out
+  }
+  SSL_SESSION_free(session);
+}
+
+// ---- abuse -----------------------------------------------------------------------------------
+
+TEST_CASE("tls abuse: client-initiated renegotiation is refused") {
+  Session s(load_ok(standard_settings()), {.sni = "pool1.example.com", .max_version = TLS1_2_VERSION});
+  s.pump();
+  REQUIRE(s.established());
+  REQUIRE(SSL_renegotiate(s.client.ssl) == 1);
+  ERR_clear_error();
+  CHECK(SSL_do_handshake(s.client.ssl) <= 0);  // the new ClientHello goes out; no answer yet
+  char buf[4096];
+  int n = BIO_read(s.client.out, buf, sizeof buf);
+  REQUIRE(n > 0);
+  s.server.feed_ciphertext(buf, size_t(n));
+  // The server answers with a no_renegotiation warning and carries on; no new handshake flight.
+  Slice plain;
+  CHECK(s.server.read_plaintext(plain) == TlsStatus::want_io);
+  CHECK(s.server.status() == TlsStatus::ok);
+  CHECK(s.server.pending_ciphertext() > 0);
+  CHECK(s.server.pending_ciphertext() < 64);  // one encrypted alert record, not ServerHello+Certificate
+  s.pump();
+  CHECK(SSL_renegotiate_pending(s.client.ssl) == 1);  // never completed
+  CHECK(s.client.failed);                              // OpenSSL clients give up on a refusal
+  CHECK(contains(s.client.error, "no renegotiation"));
+}
+
+TEST_CASE("tls abuse: garbage and plain HTTP fail cleanly with an error status") {
+  auto ctx = load_ok(standard_settings());
+  BufferPool pool(16 * 1024, 8);
+  {
+    TlsEngine engine(ctx, pool);
+    std::string garbage(300, '\0');
+    for (size_t i = 0; i < garbage.size(); ++i) garbage[i] = char(i * 37 + 11);
+    CHECK_FALSE(TlsEngine::looks_like_http(garbage.data(), garbage.size()));
+    engine.feed_ciphertext(garbage.data(), garbage.size());
+    Slice out;
+    CHECK(engine.read_plaintext(out) == TlsStatus::error);
+    CHECK(out.empty());
+    CHECK_FALSE(engine.error().empty());
+    CHECK(engine.read_plaintext(out) == TlsStatus::error);  // sticky
+    CHECK(engine.write_plaintext("x") == TlsStatus::error);
+    CHECK(engine.feed_ciphertext("more", 4) == TlsStatus::error);
+  }
+  {
+    TlsEngine engine(ctx, pool);
+    std::string_view request = "GET / HTTP/1.1\r\nHost: pool1.example.com\r\n\r\n";
+    CHECK(TlsEngine::looks_like_http(request.data(), request.size()));
+    engine.feed_ciphertext(request.data(), request.size());
+    CHECK(engine.handshake() == TlsStatus::error);
+    CHECK(engine.error() == "handshake: http request");
+  }
+  {
+    // A truncated, then corrupted, ClientHello.
+    Session s(ctx, {.sni = "pool1.example.com"});
+    s.client.step();
+    char hello[4096];
+    int n = BIO_read(s.client.out, hello, sizeof hello);
+    REQUIRE(n > 100);
+    s.server.feed_ciphertext(hello, 60);
+    CHECK(s.server.handshake() == TlsStatus::want_io);
+    hello[70] ^= 0x5a;
+    hello[71] ^= 0xff;
+    s.server.feed_ciphertext(hello + 60, size_t(n - 60));
+    TlsStatus st = s.server.handshake();
+    CHECK((st == TlsStatus::error || st == TlsStatus::want_io));
+  }
+  CHECK(pool.outstanding() == 0);
+}
+
+TEST_CASE("tls reload: a connection keeps the context it started with") {
+  auto ctx = load_ok(standard_settings());
+  Session s(ctx, {.sni = "pool1.example.com"});
+  std::weak_ptr<const TlsContext> weak = ctx;
+  ctx = load_ok(standard_settings());  // the swap a reload does
+  CHECK_FALSE(weak.expired());         // still held by the engine
+  s.pump();
+  REQUIRE(s.established());
+  s.client.write("ping");
+  s.pump();
+  CHECK(s.server_received == "ping");
+}
