@@ -15,6 +15,7 @@ import random
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,9 @@ import unittest
 SOURCE_DIR = os.environ.get("SPRAYER_SOURCE_DIR") or "/work/main"
 SPRAYER_BIN = os.environ.get("SPRAYER_BIN") or os.path.join(SOURCE_DIR, "build", "proxy", "sprayer")
 POOLSIM_BIN = os.environ.get("POOLSIM_BIN") or os.path.join(SOURCE_DIR, "build", "tests", "poolsim", "poolsim")
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pg_server import PostgresServer  # noqa: E402,F401  (re-exported for the suites)
 
 FNV_OFFSET = 0xCBF29CE484222325
 FNV_PRIME = 0x100000001B3
@@ -39,6 +43,7 @@ class _Reaper:
 
     def __init__(self):
         self.processes = []
+        self.cleanups = []          # callables for what is not a child process (PostgreSQL)
         self.lock = threading.Lock()
         self.tmpdir = None
 
@@ -63,8 +68,22 @@ class _Reaper:
             with contextlib.suppress(Exception):
                 proc.wait(timeout=5)
 
+    def add_cleanup(self, fn):
+        with self.lock:
+            self.cleanups.append(fn)
+
+    def remove_cleanup(self, fn):
+        with self.lock:
+            with contextlib.suppress(ValueError):
+                self.cleanups.remove(fn)
+
     def at_exit(self):
         self.kill_all()
+        with self.lock:
+            cleanups, self.cleanups = list(self.cleanups), []
+        for fn in reversed(cleanups):
+            with contextlib.suppress(Exception):
+                fn()
         if self.tmpdir and not os.environ.get("SPRAYER_KEEP_TMP"):
             shutil.rmtree(self.tmpdir, ignore_errors=True)
 
@@ -503,16 +522,55 @@ def send_chunked(client, pieces):
 # ---------------------------------------------------------------------------------------------
 # poolsim.
 
-class Poolsim:
-    """One poolsim process. port=0 (default) lets poolsim pick a port; .port is the real one."""
+def _duration(value):
+    """poolsim duration text from seconds (int/float) or a ready string ("1s", "200ms")."""
+    if isinstance(value, str):
+        return value
+    return f"{max(1, int(round(value * 1000)))}ms"
 
-    def __init__(self, id="pool1", port=0, args=(), host="127.0.0.1", start_timeout=10.0):
+
+def db_spec(db):
+    """The --db argument for a pool database: a SqlitePool, a PostgresServer (PostgresPool) or
+    a ready "sqlite:PATH" / "postgresql:CONNINFO" string."""
+    if db is None or isinstance(db, str):
+        return db
+    if hasattr(db, "spec"):
+        return db.spec
+    if hasattr(db, "conninfo"):
+        return "postgresql:" + db.conninfo
+    raise TypeError(f"not a pool database: {db!r}")
+
+
+class Poolsim:
+    """One poolsim process. port=0 (default) lets poolsim pick a port; .port is the real one.
+
+    Pool duties (see tests/poolsim/options.cpp): db= a SqlitePool, PostgresPool/PostgresServer or
+    spec string; advertise=, availability=, heartbeat=/stale_after=/refresh= (seconds or "1s"),
+    claim=False for --no-claim. Without db= poolsim is a plain server, as before.
+    """
+
+    def __init__(self, id="pool1", port=0, args=(), host="127.0.0.1", start_timeout=10.0, db=None,
+                 advertise=None, availability=None, heartbeat=None, stale_after=None, refresh=None,
+                 claim=True):
         self.id = id
         self.host = host
         self.port = port
         self.args = list(args)
+        self.db = db
+        if db is not None:
+            self.args += ["--db", db_spec(db)]
+        if advertise is not None:
+            self.args += ["--advertise", advertise]
+        if availability is not None:
+            self.args += ["--availability", str(availability)]
+        for flag, value in (("--heartbeat", heartbeat), ("--stale-after", stale_after), ("--refresh", refresh)):
+            if value is not None:
+                self.args += [flag, _duration(value)]
+        if not claim:
+            self.args.append("--no-claim")
         self.start_timeout = start_timeout
         self.proc = None
+        self.paused = False
         self.stderr_path = scratch_path(f"poolsim-{id}.stderr")
 
     @property
@@ -566,11 +624,22 @@ class Poolsim:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
 
+    def pause(self):
+        """SIGSTOP: the process stays, but neither answers nor heartbeats (a hung server)."""
+        self.kill(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self):
+        self.kill(signal.SIGCONT)
+        self.paused = False
+
     def stop(self, timeout=5.0):
         """SIGTERM, wait up to timeout, then SIGKILL. Returns the exit code."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
+            if self.paused:
+                self.resume()  # a stopped process would hold SIGTERM until the SIGKILL
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=timeout)
@@ -602,6 +671,38 @@ class Poolsim:
     def stats(self):
         return self.get("/poolsim/stats").json()
 
+    def post(self, target, headers=(), timeout=10.0):
+        return http_request(self.port, "POST", target, headers, timeout=timeout, host=self.address)
+
+    def sync(self, user, cmd="Sync", timeout=10.0):
+        """One ActiveSync request for `user` straight to this poolsim; the Response carries
+        X-Owner (owner at arrival) and X-Served-By."""
+        from urllib.parse import quote
+        return self.get(f"/Microsoft-Server-ActiveSync?Cmd={cmd}&User={quote(user, safe='')}"
+                        f"&DeviceId=d1&DeviceType=test", timeout=timeout)
+
+    def owner(self, user):
+        """/poolsim/owner: {"user", "owner", "epoch"} read fresh from the database."""
+        from urllib.parse import quote
+        resp = self.get(f"/poolsim/owner?user={quote(user, safe='')}")
+        if resp.status != 200:
+            raise AssertionError(f"poolsim {self.id} /poolsim/owner: {resp.describe()}")
+        return resp.json()
+
+    def assign(self, user, server):
+        """/poolsim/assign: an admin reassignment under the next epoch (server "" or None: free)."""
+        from urllib.parse import quote
+        resp = self.post(f"/poolsim/assign?user={quote(user, safe='')}&server={quote(server or '', safe='')}")
+        if resp.status != 200:
+            raise AssertionError(f"poolsim {self.id} /poolsim/assign: {resp.describe()}")
+        return resp.json()
+
+    def set_availability(self, value):
+        resp = self.post(f"/poolsim/availability?value={int(value)}")
+        if resp.status != 200:
+            raise AssertionError(f"poolsim {self.id} /poolsim/availability: {resp.describe()}")
+        return resp.json()
+
 
 class Pool(list):
     """Poolsims pool1..n; a list that is also a context manager."""
@@ -617,15 +718,197 @@ class Pool(list):
         self.stop()
 
 
-def pool(n, args=(), ids=None):
+def pool(n, args=(), ids=None, db=None, **kw):
+    """Poolsims pool1..n (or ids), started; db= and the other Poolsim keywords apply to each, so
+    with a db they all join the same pool."""
     sims = Pool()
     try:
         for i in range(n):
-            sims.append(Poolsim(ids[i] if ids else f"pool{i + 1}", args=args).start())
+            sims.append(Poolsim(ids[i] if ids else f"pool{i + 1}", args=args, db=db, **kw).start())
     except BaseException:
         sims.stop()
         raise
     return sims
+
+
+# ---------------------------------------------------------------------------------------------
+# Pool databases: the ownership tables (conf/sql/schema-*.sql) that poolsims write and sprayer
+# reads. SqlitePool and PostgresPool answer the same questions, so a suite can run on both.
+
+def _sql_literal(text):
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+class SqlitePool:
+    """A scratch SQLite pool database with conf/sql/schema-sqlite.sql applied. .path is the
+    file, .spec the poolsim --db argument. A context manager (removes the file on exit)."""
+
+    SCHEMA = os.path.join(SOURCE_DIR, "conf", "sql", "schema-sqlite.sql")
+
+    def __init__(self, path=None, journal_mode=None):
+        self.path = path or scratch_path("pool") + ".db"
+        with open(self.SCHEMA) as f:
+            schema = f.read()
+        with contextlib.closing(self._connect()) as c:
+            if journal_mode:
+                c.execute(f"PRAGMA journal_mode = {journal_mode}")
+            c.executescript(schema)
+
+    @property
+    def spec(self):
+        return "sqlite:" + self.path
+
+    def _connect(self):
+        # Autocommit; waits for the poolsims' write locks instead of failing at once.
+        return sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+
+    def rows(self, query, params=()):
+        """All rows of `query` as tuples (NULL = None)."""
+        with contextlib.closing(self._connect()) as c:
+            return [tuple(r) for r in c.execute(query, params).fetchall()]
+
+    def execute(self, script):
+        with contextlib.closing(self._connect()) as c:
+            c.executescript(script)
+
+    # Questions a suite asks of either database.
+    def owner(self, user):
+        """(server_id or None, epoch) of `user`'s row, or None when there is no row."""
+        rows = self.rows("SELECT server_id, epoch FROM user_owner WHERE user_key = ?", (user,))
+        return (rows[0][0], int(rows[0][1])) if rows else None
+
+    def owners(self):
+        """{user_key: (server_id or None, epoch)}"""
+        return {u: (s, int(e)) for u, s, e in self.rows("SELECT user_key, server_id, epoch FROM user_owner")}
+
+    def epoch(self):
+        return int(self.rows("SELECT epoch FROM pool_epoch WHERE id = 1")[0][0])
+
+    def servers(self):
+        """{server_id: {"address", "availability", "heartbeat_ms" (Unix ms), "age_ms"}}"""
+        rows = self.rows("SELECT server_id, address, availability, "
+                         "CAST((julianday(heartbeat_at) - 2440587.5) * 86400000.0 AS INTEGER), "
+                         "CAST((julianday('now') - julianday(heartbeat_at)) * 86400000.0 AS INTEGER) "
+                         "FROM pool_server")
+        return {r[0]: {"address": r[1], "availability": int(r[2]), "heartbeat_ms": r[3], "age_ms": r[4]}
+                for r in rows}
+
+    def admin_assign(self, user, server):
+        """A reassignment written by someone else than poolsim (an admin), by the epoch rule."""
+        with contextlib.closing(self._connect()) as c:
+            c.execute("BEGIN IMMEDIATE")
+            epoch = c.execute("UPDATE pool_epoch SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch").fetchone()[0]
+            c.execute("INSERT INTO user_owner (user_key, server_id, epoch, changed_at) "
+                      "VALUES (?, ?, ?, strftime('%Y-%m-%d %H:%M:%f', 'now')) ON CONFLICT (user_key) DO UPDATE "
+                      "SET server_id = excluded.server_id, epoch = excluded.epoch, changed_at = excluded.changed_at",
+                      (user, server, epoch))
+            c.execute("COMMIT")
+        return epoch
+
+    def reset(self):
+        self.execute("DELETE FROM user_owner; DELETE FROM pool_server; UPDATE pool_epoch SET epoch = 0 WHERE id = 1;")
+
+    def cleanup(self):
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                os.unlink(self.path + suffix)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.cleanup()
+
+
+class PostgresPool(PostgresServer):
+    """PostgresServer (tests/integration/pg_server.py) with the SqlitePool questions. Started
+    as a context manager; the run's reaper stops it even when the watchdog fires."""
+
+    NULL = "\\N"  # psql -A prints NULL and '' alike: the queries spell NULL out
+
+    @property
+    def spec(self):
+        return "postgresql:" + self.conninfo
+
+    def start(self):
+        _reaper.add_cleanup(self.cleanup)
+        return super().start()
+
+    def cleanup(self):
+        _reaper.remove_cleanup(self.cleanup)
+        super().cleanup()
+
+    def restart(self, timeout=30.0):
+        """PostgresServer.restart, made to work after kill() where PID 1 does not reap: the killed
+        postmaster stays a zombie, and pg_ctl and the new postmaster both take its postmaster.pid
+        for a live server. A pid file naming a zombie (or nobody) is removed, and the start is
+        retried while the old backends finish exiting."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._drop_stale_pidfile()
+            try:
+                return super().restart()
+            except subprocess.CalledProcessError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
+
+    def _drop_stale_pidfile(self):
+        pidfile = os.path.join(self.datadir, "postmaster.pid")
+        try:
+            with open(pidfile) as f:
+                pid = int(f.readline())
+        except (OSError, ValueError):
+            return
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+            alive = stat[stat.rindex(")") + 2] != "Z"
+        except OSError:
+            alive = False
+        if not alive:
+            with contextlib.suppress(OSError):
+                os.unlink(pidfile)
+
+    def rows(self, query):
+        out = self.sql(query)
+        return [tuple(None if v == self.NULL else v for v in line.split("|"))
+                for line in out.splitlines() if line]
+
+    def execute(self, script):
+        self.sql(script)
+
+    def owner(self, user):
+        rows = self.rows(f"SELECT COALESCE(server_id, '{self.NULL}'), epoch FROM user_owner "
+                         f"WHERE user_key = {_sql_literal(user)}")
+        return (rows[0][0], int(rows[0][1])) if rows else None
+
+    def owners(self):
+        return {u: (s, int(e)) for u, s, e in
+                self.rows(f"SELECT user_key, COALESCE(server_id, '{self.NULL}'), epoch FROM user_owner")}
+
+    def epoch(self):
+        return int(self.rows("SELECT epoch FROM pool_epoch WHERE id = 1")[0][0])
+
+    def servers(self):
+        rows = self.rows("SELECT server_id, address, availability, "
+                         "(EXTRACT(EPOCH FROM heartbeat_at) * 1000)::bigint, "
+                         "(EXTRACT(EPOCH FROM clock_timestamp() - heartbeat_at) * 1000)::bigint FROM pool_server")
+        return {r[0]: {"address": r[1], "availability": int(r[2]), "heartbeat_ms": int(r[3]), "age_ms": int(r[4])}
+                for r in rows}
+
+    def admin_assign(self, user, server):
+        value = "NULL" if server is None else _sql_literal(server)
+        out = self.sql("BEGIN; "
+                       "WITH e AS (UPDATE pool_epoch SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch) "
+                       "INSERT INTO user_owner (user_key, server_id, epoch, changed_at) "
+                       f"SELECT {_sql_literal(user)}, {value}, epoch, now() FROM e "
+                       "ON CONFLICT (user_key) DO UPDATE SET server_id = EXCLUDED.server_id, "
+                       "epoch = EXCLUDED.epoch, changed_at = EXCLUDED.changed_at RETURNING epoch; COMMIT;")
+        return int(out.split()[0])
+
+    def reset(self):
+        self.sql("TRUNCATE user_owner, pool_server; UPDATE pool_epoch SET epoch = 0 WHERE id = 1;")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -68,8 +68,10 @@ class PostgresServer:
             self._run([os.path.join(self.bindir, "initdb"), "-D", self.datadir, "-U", "postgres", "--auth=trust",
                        "--locale=C", "--encoding=UTF8", "-N"])
         self.port = _free_port()
+        # fsync off is safe for tests (a killed postmaster leaves its writes in the page
+        # cache); synchronous_commit stays on so that a kill loses no committed row.
         opts = f"-p {self.port} -k {self.state_dir} -c listen_addresses=127.0.0.1 -c fsync=off " \
-               f"-c synchronous_commit=off -c full_page_writes=off"
+               f"-c full_page_writes=off"
         self._run([os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir, "-w", "-t", "30", "-o", opts,
                    "-l", os.path.join(self.state_dir, "server.log"), "start"])
         self.psql(f"CREATE DATABASE {self.dbname}", db="postgres")
@@ -108,8 +110,26 @@ class PostgresServer:
         except (OSError, ValueError):
             pass
 
+    def _clear_stale_pidfile(self):
+        # A killed postmaster is reparented to PID 1, which in a container may never reap
+        # it: the zombie's pid file would make pg_ctl refuse to start.
+        pidfile = os.path.join(self.datadir, "postmaster.pid")
+        try:
+            with open(pidfile) as fh:
+                pid = int(fh.readline())
+        except (OSError, ValueError):
+            return
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                state = fh.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            state = "gone"
+        if state in ("Z", "X", "gone"):
+            os.unlink(pidfile)
+
     def restart(self):
         """Start again on the same port (after stop or kill)."""
+        self._clear_stale_pidfile()
         opts = f"-p {self.port} -k {self.state_dir} -c listen_addresses=127.0.0.1 -c fsync=off"
         self._run([os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir, "-w", "-t", "30", "-o", opts,
                    "-l", os.path.join(self.state_dir, "server.log"), "start"])

@@ -476,6 +476,13 @@ void ClientConnection::plan_response() {
     case Route::stats:
       plan_stats();
       break;
+    case Route::owner:
+    case Route::assign:
+      plan_pool_admin();
+      break;
+    case Route::availability:
+      plan_availability();
+      break;
     case Route::headers:
       plan_headers();
       break;
@@ -514,6 +521,14 @@ void ClientConnection::plan_activesync() {
   std::string cmd;
   if (auto value = query_param(ex.query, "Cmd")) cmd = percent_decode(*value);
 
+  // Ownership is decided at arrival, before anything can fail: X-Owner is what the table said
+  // then, so a test can tell a misroute (X-Owner names a live server other than X-Served-By).
+  if (PoolMembership& membership = server_.membership(); membership.enabled()) {
+    if (std::string key = normalise_user(user); !key.empty()) {
+      ex.extra_headers = "X-Owner: " + header_safe(membership.on_request(key)) + "\r\n";
+    }
+  }
+
   if (options.error_rate > 0.0 && server_.draw_injected_error()) {
     ++server_.stats().injected_errors;
     ex.status = 503;
@@ -537,7 +552,7 @@ void ClientConnection::plan_activesync() {
     ex.hold = true;
     ex.delay_ms += hold_ms;
   }
-  ex.extra_headers = "X-User: " + header_safe(user) + "\r\n";
+  ex.extra_headers += "X-User: " + header_safe(user) + "\r\n";
   ex.body = "{\"server\":";
   append_json_string(ex.body, options.id);
   ex.body += ",\"user\":";
@@ -570,12 +585,114 @@ void ClientConnection::plan_stats() {
   append_json_field(body, "bytes_in", stats.bytes_in);
   body += ",";
   append_json_field(body, "bytes_out", stats.bytes_out);
+  const PoolMembership& membership = server_.membership();
+  const PoolStats& pool = membership.stats();
+  body += ",\"availability\":";
+  body += std::to_string(membership.availability());
+  body += ",\"db\":";
+  if (membership.enabled()) {
+    append_json_string(body, membership.db_kind());
+  } else {
+    body += "null";
+  }
+  body += membership.db_connected() ? ",\"db_connected\":true," : ",\"db_connected\":false,";
+  append_json_field(body, "db_errors", pool.db_errors);
+  body += ",";
+  append_json_field(body, "heartbeats", pool.heartbeats);
+  body += ",";
+  append_json_field(body, "claims", pool.claims);
+  body += ",";
+  append_json_field(body, "takeovers", pool.takeovers);
+  body += ",";
+  append_json_field(body, "lost_races", pool.lost_races);
+  body += ",";
+  append_json_field(body, "assignments", pool.assignments);
+  body += ",";
+  append_json_field(body, "requests_owned", pool.requests_owned);
+  body += ",";
+  append_json_field(body, "requests_not_owned", pool.requests_not_owned);
+  body += ",";
+  append_json_field(body, "requests_unowned", pool.requests_unowned);
+  body += ",";
+  append_json_field(body, "cached_users", membership.cached_users());
+  body += ",\"cached_epoch\":";
+  body += std::to_string(membership.cached_epoch());
   body += ",\"by_class\":{";
   for (size_t i = 0; i < kRouteCount; ++i) {
     if (i > 0) body += ",";
     append_json_field(body, route_name(static_cast<Route>(i)), stats.by_route[i]);
   }
   body += "}}";
+}
+
+void ClientConnection::plan_pool_admin() {
+  Exchange& ex = exchange_;
+  PoolMembership& membership = server_.membership();
+  bool assign = ex.route == Route::assign;
+  auto user = query_param(ex.query, "user");
+  auto server = query_param(ex.query, "server");
+  std::string key = user ? normalise_user(percent_decode(*user)) : std::string();
+  if (ex.method != (assign ? HTTP_POST : HTTP_GET)) {
+    ex.status = 405;
+    ex.extra_headers = assign ? "Allow: POST\r\n" : "Allow: GET\r\n";
+    ex.body = "{\"error\":\"method not allowed\"}";
+    return;
+  }
+  if (!membership.enabled()) {
+    ex.status = 404;
+    ex.body = "{\"error\":\"no pool database: start poolsim with --db\"}";
+    return;
+  }
+  if (key.empty() || (assign && !server)) {
+    ex.status = 400;
+    ex.body = assign ? "{\"error\":\"user=NAME and server=ID (empty: unassign) are required\"}"
+                     : "{\"error\":\"user=NAME is required\"}";
+    return;
+  }
+  OwnerRow row;
+  bool found = true;
+  std::string error;
+  bool ok = assign ? membership.assign(key, percent_decode(*server), row, error)
+                   : membership.fetch_owner(key, row, found, error);
+  if (!ok) {
+    ex.status = 503;
+    ex.body = "{\"error\":";
+    append_json_string(ex.body, error);
+    ex.body += "}";
+    return;
+  }
+  ex.body = "{\"user\":";
+  append_json_string(ex.body, key);
+  ex.body += ",\"owner\":";
+  if (found && !row.server_id.empty()) {
+    append_json_string(ex.body, row.server_id);
+  } else {
+    ex.body += "null";
+  }
+  ex.body += ",\"epoch\":";
+  ex.body += found ? std::to_string(row.epoch) : std::string("null");
+  ex.body += "}";
+}
+
+void ClientConnection::plan_availability() {
+  Exchange& ex = exchange_;
+  auto value = query_param(ex.query, "value");
+  int64_t index = 0;
+  if (ex.method != HTTP_POST && ex.method != HTTP_GET) {
+    ex.status = 405;
+    ex.extra_headers = "Allow: GET, POST\r\n";
+    ex.body = "{\"error\":\"method not allowed\"}";
+    return;
+  }
+  if (ex.method == HTTP_POST) {
+    if (!value || !parse_int(*value, index) || index < -200 || index > 100) {
+      ex.status = 400;
+      ex.body = "{\"error\":\"value=N (-200..100) is required\"}";
+      return;
+    }
+    server_.membership().set_availability(index);
+  }
+  ex.body = "{\"availability\":" + std::to_string(server_.membership().availability()) + "}";
 }
 
 void ClientConnection::plan_headers() {

@@ -79,6 +79,8 @@ class ClientConnection {
   void plan_activesync();
   void plan_stats();
   void plan_headers();
+  void plan_pool_admin();
+  void plan_availability();
   void emit_response();
   void append_head(uint64_t content_length);
   void pump_blob();

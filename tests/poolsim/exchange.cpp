@@ -25,6 +25,9 @@ const char* route_name(Route route) {
     case Route::stats: return "stats";
     case Route::headers: return "headers";
     case Route::status_code: return "status_code";
+    case Route::owner: return "owner";
+    case Route::assign: return "assign";
+    case Route::availability: return "availability";
     case Route::not_found: return "not_found";
     case Route::bad_request: return "bad_request";
   }
@@ -40,6 +43,9 @@ Route classify(std::string_view path, std::string_view query) {
     if (rest == "available") return Route::available;
     if (rest == "stats") return Route::stats;
     if (rest == "headers") return Route::headers;
+    if (rest == "owner") return Route::owner;
+    if (rest == "assign") return Route::assign;
+    if (rest == "availability") return Route::availability;
     if (rest.starts_with("status/")) return Route::status_code;
     return Route::not_found;
   }

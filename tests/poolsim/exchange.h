@@ -24,6 +24,9 @@ enum class Route : uint8_t {
   stats,        // /poolsim/stats
   headers,      // /poolsim/headers
   status_code,  // /poolsim/status/NNN
+  owner,        // /poolsim/owner (--db)
+  assign,       // /poolsim/assign (--db)
+  availability, // /poolsim/availability (Traveler availability index)
   not_found,
   bad_request,  // malformed requests, counted but never routed
 };

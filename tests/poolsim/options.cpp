@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <string_view>
 
+#include "tests/poolsim/ownership_db.h"
 #include "tests/poolsim/text.h"
 
 namespace poolsim {
@@ -26,13 +27,25 @@ bool parse_rate(std::string_view text, double& out) {
 std::string usage() {
   return "usage: poolsim --id ID --listen HOST:PORT [--ping-hold DURATION] [--latency-ms N]\n"
          "               [--error-rate F] [--unavailable] [--seed N] [--verbose]\n"
+         "               [--db sqlite:PATH|postgresql:CONNINFO [--advertise HOST:PORT] [--availability N]\n"
+         "                [--heartbeat DURATION] [--stale-after DURATION] [--refresh DURATION] [--no-claim]]\n"
          "A stand-in for one HCL Traveler pool server (tests, demo, benchmarks).\n"
          "  --ping-hold DURATION  hold Cmd=Ping this long before answering (default 30s)\n"
          "  --latency-ms N        delay every response by N ms\n"
          "  --error-rate F        answer this fraction (0..1) of ActiveSync requests with 503\n"
          "  --unavailable         getStatus reports 503 until POST /poolsim/available?value=1\n"
          "  --seed N              seed of the error-rate PRNG (default 1)\n"
-         "  --verbose             log every request to stderr\n";
+         "  --verbose             log every request to stderr\n"
+         "Pool duties (with --db only):\n"
+         "  --db SPEC             the pool tables: sqlite:PATH or postgresql:CONNINFO (a libpq\n"
+         "                        conninfo or postgresql:// URI); registers, heartbeats, claims users\n"
+         "  --advertise HOST:PORT pool_server.address (default: the listen address)\n"
+         "  --availability N      Traveler availability index -200..100 (default 0); negative\n"
+         "                        = take no new users. POST /poolsim/availability?value=N changes it\n"
+         "  --heartbeat DURATION  heartbeat period (default 1s)\n"
+         "  --stale-after DURATION  an owner whose heartbeat is older is dead (default 3s)\n"
+         "  --refresh DURATION    ownership cache refresh period (default 200ms)\n"
+         "  --no-claim            never claim or take over users\n";
 }
 
 ParseOutcome parse_options(int argc, char** argv, Options& options, std::string& message) {
@@ -67,6 +80,39 @@ ParseOutcome parse_options(int argc, char** argv, Options& options, std::string&
       options.unavailable = true;
     } else if (name == "--verbose" || name == "-v") {
       options.verbose = true;
+    } else if (name == "--no-claim") {
+      options.claim = false;
+    } else if (name == "--db") {
+      if (!value(v)) return ParseOutcome::error;
+      if (!valid_db_spec(v)) {
+        message = "--db: expected sqlite:PATH or postgresql:CONNINFO, got '" + std::string(v) + "'";
+        return ParseOutcome::error;
+      }
+      options.db = v;
+    } else if (name == "--advertise") {
+      if (!value(v)) return ParseOutcome::error;
+      uint64_t port = 0;
+      size_t colon = v.rfind(':');
+      if (colon == std::string_view::npos || colon == 0 || !parse_uint(v.substr(colon + 1), port) ||
+          port == 0 || port > 65535) {
+        message = "--advertise: expected HOST:PORT, got '" + std::string(v) + "'";
+        return ParseOutcome::error;
+      }
+      options.advertise = v;
+    } else if (name == "--availability") {
+      if (!value(v)) return ParseOutcome::error;
+      if (!parse_int(v, options.availability) || options.availability < -200 || options.availability > 100) {
+        message = "--availability: not an integer in -200..100: " + std::string(v);
+        return ParseOutcome::error;
+      }
+    } else if (name == "--heartbeat" || name == "--stale-after" || name == "--refresh") {
+      if (!value(v)) return ParseOutcome::error;
+      uint64_t& out = name == "--heartbeat" ? options.heartbeat_ms
+                      : name == "--stale-after" ? options.stale_after_ms : options.refresh_ms;
+      if (!parse_duration_ms(v, out) || out == 0) {
+        message = std::string(name) + ": not a positive duration (e.g. 1s, 200ms): " + std::string(v);
+        return ParseOutcome::error;
+      }
     } else if (name == "--id") {
       if (!value(v)) return ParseOutcome::error;
       options.id = v;

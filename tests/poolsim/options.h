@@ -15,6 +15,15 @@ struct Options {
   bool unavailable = false;        // getStatus answers 503 from the start
   uint64_t seed = 1;               // PRNG seed for --error-rate
   bool verbose = false;            // one stderr line per request
+
+  // Pool duties (all inert without --db): registration, heartbeats, claims, takeovers.
+  std::string db;                     // "sqlite:PATH" | "postgresql:CONNINFO"; empty = none
+  std::string advertise;              // pool_server.address; empty = the bound listen address
+  int64_t availability = 0;           // Traveler availability index, -200..100
+  uint64_t heartbeat_ms = 1000;       // pool_server.heartbeat_at write period
+  uint64_t stale_after_ms = 3000;     // an owner whose heartbeat is older is dead
+  uint64_t refresh_ms = 200;          // ownership cache refresh (epoch deltas) period
+  bool claim = true;                  // --no-claim: never claim or take over users
 };
 
 enum class ParseOutcome { run, help, error };

@@ -59,6 +59,14 @@ std::string describe(const sockaddr_storage& addr) {
   return std::string(host) + ":" + std::to_string(port);
 }
 
+// What the pool table should say for a wildcard listener: the loopback of the same family.
+std::string advertised(const sockaddr_storage& bound) {
+  std::string text = describe(bound);
+  if (text.starts_with("0.0.0.0:")) return "127.0.0.1" + text.substr(7);
+  if (text.starts_with("[::]:")) return "[::1]" + text.substr(4);
+  return text;
+}
+
 }  // namespace
 
 PoolServer::PoolServer(uv_loop_t* loop, Options options)
@@ -66,6 +74,7 @@ PoolServer::PoolServer(uv_loop_t* loop, Options options)
       options_(std::move(options)),
       available_(!options_.unavailable),
       prng_state_(options_.seed),
+      membership_(loop, options_),
       read_buffer_(kReadBufferSize),
       blob_pattern_(kBlobPiece + 256) {
   // Byte i of every blob is (i*31+7) & 0xff, so the pattern repeats every 256 bytes and any
@@ -103,6 +112,9 @@ bool PoolServer::start(std::string& error) {
   uv_signal_start(&sigterm_, on_signal_cb, SIGTERM);
   uv_signal_start(&sigint_, on_signal_cb, SIGINT);
 
+  // Registered before the "listening" line, so a test that saw the line finds the row.
+  membership_.start(options_.advertise.empty() ? advertised(bound) : options_.advertise);
+
   // Tests wait for this exact line; with port 0 it is the only way to learn the port.
   std::printf("poolsim %s listening on %s\n", options_.id.c_str(), describe(bound).c_str());
   std::fflush(stdout);
@@ -112,6 +124,7 @@ bool PoolServer::start(std::string& error) {
 void PoolServer::shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
+  membership_.shutdown();
   if (listening_) uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
   if (signals_installed_) {
     uv_close(reinterpret_cast<uv_handle_t*>(&sigterm_), nullptr);

@@ -1,5 +1,6 @@
 // PoolServer: the listening side of poolsim and the state its connections share (availability,
-// counters, the error PRNG, the blob pattern, a read buffer and recycled write requests).
+// counters, the error PRNG, the blob pattern, a read buffer, recycled write requests and, with
+// --db, the pool membership).
 #pragma once
 
 #include <uv.h>
@@ -12,6 +13,7 @@
 
 #include "tests/poolsim/exchange.h"
 #include "tests/poolsim/options.h"
+#include "tests/poolsim/pool_membership.h"
 
 namespace poolsim {
 
@@ -59,6 +61,7 @@ class PoolServer {
   bool available() const { return available_; }
   void set_available(bool value) { available_ = value; }
   bool draw_injected_error();
+  PoolMembership& membership() { return membership_; }
 
   // Reads are consumed before the next read starts, so one buffer serves every connection.
   uv_buf_t read_buffer();
@@ -84,6 +87,7 @@ class PoolServer {
   bool signals_installed_ = false;
   bool shut_down_ = false;
   uint64_t prng_state_;
+  PoolMembership membership_;  // after options_, which it reads
   uv_tcp_t listener_{};
   uv_signal_t sigterm_{};
   uv_signal_t sigint_{};

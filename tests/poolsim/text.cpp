@@ -146,6 +146,32 @@ bool parse_uint(std::string_view text, uint64_t& out) {
   return res.ec == std::errc{} && res.ptr == text.data() + text.size();
 }
 
+bool parse_int(std::string_view text, int64_t& out) {
+  if (text.empty()) return false;
+  auto res = std::from_chars(text.data(), text.data() + text.size(), out);
+  return res.ec == std::errc{} && res.ptr == text.data() + text.size();
+}
+
+std::string normalise_user(std::string_view raw) {
+  auto trim = [](std::string_view s) {
+    auto space = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f'; };
+    while (!s.empty() && space(s.front())) s.remove_prefix(1);
+    while (!s.empty() && space(s.back())) s.remove_suffix(1);
+    return s;
+  };
+  std::string_view s = trim(raw);
+  if (istarts_with(s, "cn=")) {
+    s.remove_prefix(3);
+    s = trim(s.substr(0, s.find('/')));
+  }
+  if (size_t backslash = s.rfind('\\'); backslash != std::string_view::npos) s.remove_prefix(backslash + 1);
+  if (size_t at = s.rfind('@'); at != std::string_view::npos) s = s.substr(0, at);
+  s = trim(s);
+  std::string key(s);
+  for (char& c : key) c = lower(c);
+  return key;
+}
+
 bool parse_duration_ms(std::string_view text, uint64_t& out) {
   if (text == "0") {
     out = 0;

@@ -49,5 +49,12 @@ std::string header_safe(std::string_view text);
 // "500ms", "30s", "2m", "1h", "1m30s", "0"; milliseconds out.
 bool parse_duration_ms(std::string_view text, uint64_t& out);
 bool parse_uint(std::string_view text, uint64_t& out);
+// Optional leading '-', then digits.
+bool parse_int(std::string_view text, int64_t& out);
+
+// The key a user is filed under in user_owner, by sprayer's default rules (affinity/user_key.h):
+// trim, "CN=Jane Doe/O=Acme" -> "Jane Doe", "DOMAIN\user" -> "user", "user@domain" -> "user",
+// ASCII lower case. Kept here so poolsim does not link sprayer's libraries.
+std::string normalise_user(std::string_view raw);
 
 }  // namespace poolsim
