@@ -3,6 +3,13 @@
 
 namespace sprayer::proxy {
 
+// Health states are cast to router states: the two enums must stay in step.
+static_assert(static_cast<int>(health::ServerState::up) == static_cast<int>(affinity::ServerState::up));
+static_assert(static_cast<int>(health::ServerState::down) == static_cast<int>(affinity::ServerState::down));
+static_assert(static_cast<int>(health::ServerState::draining) == static_cast<int>(affinity::ServerState::draining));
+static_assert(static_cast<int>(health::ServerState::maintenance) ==
+              static_cast<int>(affinity::ServerState::maintenance));
+
 std::shared_ptr<const RouteState> RouteState::make(const Runtime& runtime,
                                                    std::shared_ptr<const affinity::OwnershipSnapshot> snapshot,
                                                    std::shared_ptr<const health::HealthView> health,
