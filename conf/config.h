@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace sprayer::conf {
@@ -22,10 +23,34 @@ struct Endpoint {
   std::string to_string() const;  // "host:port", IPv6 hosts in brackets
 };
 
+struct TlsCertificateConfig {
+  std::string cert;          // PEM chain, leaf first
+  std::string key;           // PEM private key (unencrypted)
+};
+
+// TLS on a listener. Defaults follow the widely used "intermediate" profile.
+struct TlsConfig {
+  bool enabled = false;
+  std::vector<TlsCertificateConfig> certificates;  // the first is the default; RSA and ECDSA may pair
+  std::string min_version = "1.2";                 // "1.2" | "1.3"
+  std::string ciphers;                             // TLS 1.2 list; empty = profile default
+  std::string ciphersuites;                        // TLS 1.3 list; empty = profile default
+  std::string groups;                              // empty = profile default
+  std::vector<std::string> alpn = {"http/1.1"};
+  bool strict_sni = false;                         // unknown SNI names are refused
+  bool check_host = false;                         // the Host header must name the SNI host
+  std::string ticket_key_file;                     // shared by both members of a pair; empty = random
+  uint32_t session_cache_size = 20480;
+  Duration session_timeout{std::chrono::hours(24)};
+};
+
 struct ListenerConfig {
   std::string name;          // label in logs and metrics, unique
   Endpoint address;
   uint32_t backlog = 4096;
+  TlsConfig tls;
+  bool redirect_to_https = false;  // plain listener answering 308 to https://host/path
+  uint16_t https_port = 443;       // the port in those redirects (443 = none written)
 };
 
 struct ServerConfig {
@@ -72,6 +97,41 @@ struct AdminConfig {
   std::string token;                   // bearer token for state-changing API calls; empty = none
 };
 
+// How the user is found in a request (affinity/extract.h has the semantics).
+struct ExtractorStepConfig {
+  std::string kind;   // activesync_query | activesync_base64 | basic_auth | traveler_url | header | cookie | query
+  std::string name;   // for header, cookie and query
+};
+
+struct AffinityConfig {
+  std::vector<ExtractorStepConfig> extractors = {
+      {"activesync_query", ""}, {"activesync_base64", ""}, {"basic_auth", ""}, {"traveler_url", ""}};
+  bool reject_malformed = false;       // true: a malformed user gets 400; false: routed as user-less
+  uint32_t max_user_length = 256;
+  bool lower_case = true;              // normalisation into one user key
+  bool strip_domain = true;            // DOMAIN\user and user@domain -> user
+  bool notes_canonical = true;         // CN=Jane Doe/O=Acme -> jane doe
+  std::vector<std::pair<std::string, std::string>> map;  // alias -> user key, after the rest
+};
+
+enum class OwnershipSourceKind { none, sqlite, postgresql };
+
+struct OwnershipConfig {
+  OwnershipSourceKind source = OwnershipSourceKind::none;
+  std::string sqlite_path;
+  std::string postgresql;              // libpq connection string (multi-host allowed)
+  std::string query_full;              // empty = the default schema's query
+  std::string query_delta;
+  std::string query_servers;
+  std::string query_change;
+  Duration poll_interval{200};
+  Duration resync_interval{std::chrono::minutes(5)};
+  Duration reconnect_min{500};
+  Duration reconnect_max{std::chrono::seconds(30)};
+  Duration stale_after{std::chrono::seconds(30)};
+  std::string cache_file;              // last-known-good snapshot; empty = none
+};
+
 enum class LogLevel { debug, info, warn, error };
 
 struct LogConfig {
@@ -89,6 +149,8 @@ struct Config {
   HttpConfig http;
   AdminConfig admin;
   LogConfig log;
+  AffinityConfig affinity;
+  OwnershipConfig ownership;
 };
 
 // One problem found in a config, located in its file.

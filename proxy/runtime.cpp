@@ -7,6 +7,30 @@
 
 namespace sprayer::proxy {
 
+affinity::ExtractorConfig extractor_config(const conf::AffinityConfig& config) {
+  using affinity::Source;
+  affinity::ExtractorConfig out;
+  out.order.clear();
+  for (const auto& step : config.extractors) {
+    Source kind = Source::none;
+    if (step.kind == "activesync_query") kind = Source::activesync_query;
+    else if (step.kind == "activesync_base64") kind = Source::activesync_base64;
+    else if (step.kind == "basic_auth") kind = Source::basic_auth;
+    else if (step.kind == "traveler_url") kind = Source::traveler_url;
+    else if (step.kind == "header") kind = Source::header;
+    else if (step.kind == "cookie") kind = Source::cookie;
+    else if (step.kind == "query") kind = Source::query;
+    if (kind != Source::none) out.order.push_back(affinity::ExtractorStep{kind, step.name});
+  }
+  out.reject_malformed = config.reject_malformed;
+  out.max_user_length = config.max_user_length;
+  out.normalise.lower_case = config.lower_case;
+  out.normalise.strip_domain = config.strip_domain;
+  out.normalise.notes_canonical = config.notes_canonical;
+  out.normalise.map = config.map;
+  return out;
+}
+
 bool resolve_servers(const conf::Config& config, std::vector<ServerTarget>& out, std::string& error) {
   out.clear();
   for (const auto& server : config.servers) {

@@ -29,6 +29,9 @@ struct Runtime {
   affinity::ExtractorConfig extractor;  // how users are found in requests
 };
 
+// The extractor settings a Config asks for (conf keeps its own plain types).
+affinity::ExtractorConfig extractor_config(const conf::AffinityConfig& config);
+
 // Resolve every server address (blocking; control thread only). Errors name the server.
 bool resolve_servers(const conf::Config& config, std::vector<ServerTarget>& out, std::string& error);
 
