@@ -421,6 +421,10 @@ class Loader {
 
   void read_config(const Item& root, Config& config);
   void read_listener(const Item& item, ListenerConfig& listener);
+  void read_tls(const Item& item, TlsConfig& tls);
+  void read_string_list(const Item& item, std::vector<std::string>& out);
+  // Relative file names in a config mean "next to the config file".
+  std::string resolve_path(const std::string& path) const;
   void read_server(const Item& item, ServerConfig& server);
   void read_timeouts(const Item& item, TimeoutConfig& timeouts);
   void read_limits(const Item& item, LimitConfig& limits);
@@ -620,6 +624,77 @@ void Loader::read_listener(const Item& item, ListenerConfig& listener) {
       {"name", true, [&](const Item& v) { read_name(v, listener.name); }},
       {"address", true, [&](const Item& v) { read_endpoint(v, true, listener.address); }},
       {"backlog", false, [&](const Item& v) { read_integer(v, 1, 65535, listener.backlog); }},
+      {"tls", false, [&](const Item& v) { read_tls(v, listener.tls); }},
+      {"redirect_to_https", false, [&](const Item& v) { read_bool(v, listener.redirect_to_https); }},
+      {"https_port", false,
+       [&](const Item& v) {
+         uint32_t port = listener.https_port;
+         if (read_integer(v, 1, 65535, port)) listener.https_port = static_cast<uint16_t>(port);
+       }},
+  });
+  if (listener.tls.enabled && listener.redirect_to_https) {
+    error(item, "redirect_to_https is for a plain listener; this one has tls");
+  }
+}
+
+std::string Loader::resolve_path(const std::string& path) const {
+  if (path.empty() || path.front() == '/') return path;
+  size_t slash = file_.rfind('/');
+  if (slash == std::string::npos) return path;
+  return file_.substr(0, slash + 1) + path;
+}
+
+void Loader::read_string_list(const Item& item, std::vector<std::string>& out) {
+  if (!item.node.IsSequence()) {
+    error(item, "expected a list of strings, found " + describe(item.node));
+    return;
+  }
+  out.clear();
+  size_t index = 0;
+  for (const YAML::Node& element : item.node) {
+    Item child{element, index_path(item.path, index++), element.Mark()};
+    std::string value;
+    if (read_string(child, value)) out.push_back(value);
+  }
+}
+
+void Loader::read_tls(const Item& item, TlsConfig& tls) {
+  // Writing a tls section turns TLS on; "enabled: false" keeps the section but switches it off.
+  tls.enabled = true;
+  static constexpr std::array<std::pair<std::string_view, std::string_view>, 2> versions{{
+      {"1.2", "1.2"},
+      {"1.3", "1.3"},
+  }};
+  read_map(item, {
+      {"enabled", false, [&](const Item& v) { read_bool(v, tls.enabled); }},
+      {"certificates", true,
+       [&](const Item& v) {
+         read_list(v, "certificate", tls.certificates, [this](const Item& e, TlsCertificateConfig& c) {
+           read_map(e, {
+               {"cert", true, [&](const Item& f) { if (read_string(f, c.cert)) c.cert = resolve_path(c.cert); }},
+               {"key", true, [&](const Item& f) { if (read_string(f, c.key)) c.key = resolve_path(c.key); }},
+           });
+         });
+       }},
+      {"min_version", false,
+       [&](const Item& v) {
+         std::string_view chosen;
+         if (read_choice(v, versions, chosen)) tls.min_version = std::string(chosen);
+       }},
+      {"ciphers", false, [&](const Item& v) { read_string(v, tls.ciphers); }},
+      {"ciphersuites", false, [&](const Item& v) { read_string(v, tls.ciphersuites); }},
+      {"groups", false, [&](const Item& v) { read_string(v, tls.groups); }},
+      {"alpn", false, [&](const Item& v) { read_string_list(v, tls.alpn); }},
+      {"strict_sni", false, [&](const Item& v) { read_bool(v, tls.strict_sni); }},
+      {"check_host", false, [&](const Item& v) { read_bool(v, tls.check_host); }},
+      {"ticket_key_file", false,
+       [&](const Item& v) {
+         if (read_string(v, tls.ticket_key_file)) tls.ticket_key_file = resolve_path(tls.ticket_key_file);
+       }},
+      {"session_cache_size", false,
+       [&](const Item& v) { read_integer(v, 0, 10'000'000, tls.session_cache_size); }},
+      {"session_timeout", false,
+       [&](const Item& v) { read_duration(v, std::chrono::seconds(1), std::chrono::hours(7 * 24), tls.session_timeout); }},
   });
 }
 

@@ -1,0 +1,92 @@
+// The listener tls section: defaults, every key, relative paths, and its errors.
+#include <doctest/doctest.h>
+
+#include "conf/config.h"
+
+using namespace sprayer::conf;
+
+namespace {
+
+const char* base = R"(servers:
+  - id: pool1
+    address: 127.0.0.1:9001
+admin:
+  enabled: false
+listeners:
+  - name: https
+    address: 127.0.0.1:8443
+)";
+
+LoadResult load(const std::string& listener_tail) {
+  return load_string(std::string(base) + listener_tail, "/etc/sprayer/sprayer.yaml");
+}
+
+std::string errors_of(const LoadResult& r) {
+  std::string out;
+  for (const auto& e : r.errors) out += e.to_string() + "\n";
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("a listener without tls is plain") {
+  auto r = load("");
+  REQUIRE_MESSAGE(r.ok(), errors_of(r));
+  CHECK_FALSE(r.config->listeners[0].tls.enabled);
+}
+
+TEST_CASE("a tls section enables TLS and resolves relative paths next to the config") {
+  auto r = load(R"(    tls:
+      certificates:
+        - cert: certs/wild-rsa.pem
+          key: /abs/wild-rsa.key
+        - cert: certs/wild-ec.pem
+          key: certs/wild-ec.key
+      min_version: "1.3"
+      alpn: [http/1.1]
+      strict_sni: true
+      check_host: true
+      ticket_key_file: tickets.key
+      session_cache_size: 1000
+      session_timeout: 2h
+)");
+  REQUIRE_MESSAGE(r.ok(), errors_of(r));
+  const TlsConfig& tls = r.config->listeners[0].tls;
+  CHECK(tls.enabled);
+  REQUIRE(tls.certificates.size() == 2);
+  CHECK(tls.certificates[0].cert == "/etc/sprayer/certs/wild-rsa.pem");
+  CHECK(tls.certificates[0].key == "/abs/wild-rsa.key");
+  CHECK(tls.certificates[1].key == "/etc/sprayer/certs/wild-ec.key");
+  CHECK(tls.min_version == "1.3");
+  CHECK(tls.strict_sni);
+  CHECK(tls.check_host);
+  CHECK(tls.ticket_key_file == "/etc/sprayer/tickets.key");
+  CHECK(tls.session_cache_size == 1000);
+  CHECK(tls.session_timeout == std::chrono::hours(2));
+}
+
+TEST_CASE("tls errors name line and key") {
+  auto r = load(R"(    tls:
+      min_version: "1.1"
+)");
+  REQUIRE_FALSE(r.ok());
+  std::string all = errors_of(r);
+  CHECK(all.find("listeners[0].tls.certificates: required key is missing") != std::string::npos);
+  CHECK(all.find("/etc/sprayer/sprayer.yaml:10:") != std::string::npos);
+  CHECK(all.find("listeners[0].tls.min_version") != std::string::npos);
+}
+
+TEST_CASE("redirect_to_https belongs to plain listeners") {
+  auto ok = load("    redirect_to_https: true\n    https_port: 8443\n");
+  REQUIRE_MESSAGE(ok.ok(), errors_of(ok));
+  CHECK(ok.config->listeners[0].redirect_to_https);
+  CHECK(ok.config->listeners[0].https_port == 8443);
+  auto bad = load(R"(    redirect_to_https: true
+    tls:
+      certificates:
+        - cert: a.pem
+          key: a.key
+)");
+  CHECK_FALSE(bad.ok());
+  CHECK(errors_of(bad).find("redirect_to_https is for a plain listener") != std::string::npos);
+}
