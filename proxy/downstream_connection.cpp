@@ -9,6 +9,7 @@
 
 #include "proxy/log.h"
 #include "proxy/pause.h"
+#include "proxy/tls_engine.h"
 #include "proxy/worker.h"
 
 namespace sprayer::proxy {
@@ -43,9 +44,10 @@ const llhttp_settings_t DownstreamConnection::settings_ = [] {
   return s;
 }();
 
-void DownstreamConnection::accept(Worker& worker, int fd, const sockaddr_storage& peer) {
+void DownstreamConnection::accept(Worker& worker, int fd, const sockaddr_storage& peer,
+                                  const conf::ListenerConfig& listener, std::shared_ptr<const TlsContext> tls) {
   auto* connection = new DownstreamConnection(worker);
-  if (connection->init(fd, peer) != 0) connection->close();
+  if (connection->init(fd, peer, listener, std::move(tls)) != 0) connection->close();
 }
 
 DownstreamConnection::DownstreamConnection(Worker& worker) : worker_(worker), exchange_(*this) {}
@@ -54,7 +56,11 @@ DownstreamConnection::~DownstreamConnection() {
   if (counted_) worker_.on_connection_closed(this);
 }
 
-int DownstreamConnection::init(int fd, const sockaddr_storage& peer) {
+int DownstreamConnection::init(int fd, const sockaddr_storage& peer, const conf::ListenerConfig& listener,
+                               std::shared_ptr<const TlsContext> tls) {
+  redirect_to_https_ = listener.redirect_to_https;
+  https_port_ = listener.https_port;
+  check_host_ = listener.tls.check_host;
   uv_tcp_init(worker_.loop(), &tcp_);
   tcp_.data = this;
   ++handles_open_;
@@ -76,6 +82,10 @@ int DownstreamConnection::init(int fd, const sockaddr_storage& peer) {
     return rc;
   }
   writer_.init(reinterpret_cast<uv_stream_t*>(&tcp_), this, &DownstreamConnection::on_write_done);
+  if (tls) {
+    tls_ = std::make_unique<TlsEngine>(std::move(tls), worker_.buffers());
+    writer_.set_tls(tls_.get());
+  }
   llhttp_init(&parser_, HTTP_REQUEST, &settings_);
   parser_.data = this;
   state_ = State::idle;
@@ -94,6 +104,9 @@ void DownstreamConnection::pause_reading(uint8_t reason) {
 void DownstreamConnection::resume_reading(uint8_t reason) {
   pause_reasons_ &= static_cast<uint8_t>(~reason);
   update_read_state();
+  // Plaintext the engine decrypted but we did not take while paused: no socket read will
+  // come for it.
+  if (tls_ && pause_reasons_ == 0 && !draining_tls_ && tls_->buffered_ciphertext_in() > 0) drain_tls();
 }
 
 void DownstreamConnection::update_read_state() {
@@ -127,7 +140,62 @@ void DownstreamConnection::handle_read(ssize_t nread, const uv_buf_t* buf) {
   Slice data(chunk, buf->base, static_cast<size_t>(nread));
   BufferPool::unref(chunk);
   WorkerStats::add(worker_.stats().bytes_in, static_cast<uint64_t>(nread));
+  if (tls_) {
+    handle_tls_input(std::move(data));
+    return;
+  }
   process(std::move(data));
+}
+
+void DownstreamConnection::handle_tls_input(Slice data) {
+  if (!tls_input_seen_) {
+    tls_input_seen_ = true;
+    if (TlsEngine::looks_like_http(data.data(), data.size())) {
+      // Plain HTTP on the TLS port: answer in plaintext, so whoever typed http:// sees why.
+      WorkerStats::add(worker_.stats().bad_requests);
+      WorkerStats::add(worker_.stats().tls_failures);
+      writer_.set_tls(nullptr);
+      tls_.reset();
+      static constexpr std::string_view kBody = "This port speaks HTTPS; use an https:// URL.\n";
+      std::string response = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: " +
+                             std::to_string(kBody.size()) + "\r\nConnection: close\r\n\r\n";
+      response.append(kBody);
+      writer_.add_copy(response);
+      state_ = State::closing;
+      if (flush()) start_lingering_close();
+      return;
+    }
+  }
+  if (state_ == State::closing) return;  // lingering: the client's bytes are dropped
+  tls_->feed_ciphertext(std::move(data));
+  drain_tls();
+}
+
+void DownstreamConnection::drain_tls() {
+  draining_tls_ = true;
+  TlsStatus status = TlsStatus::ok;
+  while (tls_ && state_ != State::closed && state_ != State::closing && pause_reasons_ == 0) {
+    Slice plain;
+    status = tls_->read_plaintext(plain);
+    if (status != TlsStatus::ok) break;
+    process(std::move(plain));
+  }
+  draining_tls_ = false;
+  if (!tls_ || state_ == State::closed) return;
+  if (!tls_counted_ && tls_->handshake_done()) {
+    tls_counted_ = true;
+    WorkerStats::add(worker_.stats().tls_handshakes);
+  }
+  // Handshake flights, session tickets and alerts go out even when no response is due.
+  if (tls_->pending_ciphertext() > 0 && !flush()) return;
+  if (status == TlsStatus::error) {
+    WorkerStats::add(worker_.stats().tls_failures);
+    LOG_DEBUG("client %s: TLS: %.*s", client_ip_, static_cast<int>(tls_->error().size()), tls_->error().data());
+    exchange_.abort();
+    close();
+  } else if (status == TlsStatus::closed) {
+    handle_eof();
+  }
 }
 
 void DownstreamConnection::process(Slice data) {
@@ -326,6 +394,12 @@ int DownstreamConnection::handle_headers_complete() {
   }
   std::string_view method = llhttp_method_name(static_cast<llhttp_method_t>(parser_.method));
   if (parser_.method == HTTP_CONNECT) return reject(405, "CONNECT is not supported");
+  if (tls_ && check_host_ && !tls_->sni().empty()) {
+    std::string_view host_name = host.substr(0, host.rfind(':') == std::string_view::npos || host.back() == ']'
+                                                    ? host.size()
+                                                    : host.rfind(':'));
+    if (!iequals(host_name, tls_->sni())) return reject(421, "Host does not match the TLS server name");
+  }
   std::string_view origin;
   TargetCheck check = check_target(head_.start(), host, method, origin);
   if (check == TargetCheck::bad) return reject(400, "request target names another host or is malformed");
@@ -340,6 +414,11 @@ int DownstreamConnection::handle_headers_complete() {
   state_ = State::in_exchange;
   arm_timer(has_body ? Timer::body : Timer::none);
   WorkerStats::add(worker_.stats().requests);
+  if (redirect_to_https_) {
+    if (host.empty()) return reject(400, "no Host to redirect to");
+    local_redirect_ = true;  // answered at message end; a body is read and dropped
+    return 0;
+  }
   exchange_.start(has_body, chunked, upgrade);
   if (state_ == State::closed || state_ == State::closing) return HPE_USER;
   return 0;
@@ -358,6 +437,11 @@ int DownstreamConnection::on_message_complete(llhttp_t* p) noexcept {
   auto* self = from(p);
   self->request_complete_ = true;
   if (self->timer_purpose_ == Timer::body) self->arm_timer(Timer::none);
+  if (self->local_redirect_) {
+    self->local_redirect_ = false;
+    self->send_redirect();
+    return HPE_PAUSED;
+  }
   if (self->state_ == State::in_exchange) self->exchange_.on_request_complete();
   return HPE_PAUSED;
 }
@@ -408,6 +492,27 @@ void DownstreamConnection::start_next_request() {
   if (state_ == State::idle && timer_purpose_ == Timer::next_request) arm_timer(Timer::idle);
 }
 
+void DownstreamConnection::send_redirect() {
+  size_t host_index = head_.find("host");
+  std::string_view host = host_index == HttpHead::npos ? std::string_view() : head_.value(host_index);
+  // Keep the name, replace the port with the HTTPS one (IPv6 literals keep their brackets).
+  size_t colon = host.rfind(':');
+  if (colon != std::string_view::npos && host.back() != ']') host = host.substr(0, colon);
+  std::string location = "https://";
+  location.append(host);
+  if (https_port_ != 443) location += ":" + std::to_string(https_port_);
+  location.append(target_);
+  static constexpr std::string_view kBody = "Use HTTPS.\n";
+  std::string response = "HTTP/1.1 308 Permanent Redirect\r\nLocation: " + location +
+                         "\r\nContent-Type: text/plain\r\nContent-Length: " + std::to_string(kBody.size()) +
+                         (closing_after_response() ? "\r\nConnection: close" : "") + "\r\n\r\n";
+  response.append(kBody);
+  writer_.add_copy(response);
+  WorkerStats::add(worker_.stats().responses[3]);
+  if (!flush()) return;
+  on_exchange_done();
+}
+
 void DownstreamConnection::fail_exchange(int status) {
   WorkerStats::add(worker_.stats().responses[status_class(status)]);
   send_error_and_close(status);
@@ -431,6 +536,10 @@ void DownstreamConnection::start_lingering_close() {
   pending_.reset();
   resume_reading(kPausePipeline | kPausePeerFull | kPauseNotConnected);
   arm_timer(Timer::linger);
+  if (tls_ && tls_->handshake_done()) {
+    tls_->shutdown();  // close_notify, so the client knows the response was not truncated
+    if (!flush()) return;
+  }
   if (writer_.idle()) {
     shutdown_req_.data = this;
     if (uv_shutdown(&shutdown_req_, reinterpret_cast<uv_stream_t*>(&tcp_), &DownstreamConnection::on_shutdown) != 0)

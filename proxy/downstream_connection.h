@@ -7,7 +7,10 @@
 #include <netinet/in.h>
 #include <uv.h>
 
+#include <memory>
 #include <string>
+
+#include "conf/config.h"
 
 #include "proxy/buffer_pool.h"
 #include "proxy/exchange.h"
@@ -17,12 +20,15 @@
 namespace sprayer::proxy {
 
 class Worker;
+class TlsContext;
+class TlsEngine;
 
 class DownstreamConnection {
  public:
   enum class State { idle, reading_head, in_exchange, tunnel, closing, closed };
 
-  static void accept(Worker& worker, int fd, const sockaddr_storage& peer);
+  static void accept(Worker& worker, int fd, const sockaddr_storage& peer, const conf::ListenerConfig& listener,
+                     std::shared_ptr<const TlsContext> tls);
 
   Worker& worker() { return worker_; }
   State state() const { return state_; }
@@ -30,6 +36,7 @@ class DownstreamConnection {
   llhttp_t& parser() { return parser_; }
   std::string_view client_ip() const { return client_ip_; }
   std::string_view target() const { return target_; }
+  bool is_tls() const { return tls_ != nullptr; }
   bool request_complete() const { return request_complete_; }
   // The client gets "Connection: close" and the connection ends after this response.
   bool closing_after_response() const;
@@ -53,8 +60,12 @@ class DownstreamConnection {
 
   DownstreamConnection(Worker& worker);
   ~DownstreamConnection();
-  int init(int fd, const sockaddr_storage& peer);
+  int init(int fd, const sockaddr_storage& peer, const conf::ListenerConfig& listener,
+           std::shared_ptr<const TlsContext> tls);
 
+  void handle_tls_input(Slice data);
+  void drain_tls();
+  void send_redirect();
   void process(Slice data);
   void feed(Slice data);
   void on_parse_error(llhttp_errno_t err, const char* pos, const Slice& data);
@@ -119,6 +130,14 @@ class DownstreamConnection {
   const char* value_end_ = nullptr;
   bool value_at_input_end_ = false;
   bool in_value_ = false;  int error_status_ = 0;
+  std::unique_ptr<TlsEngine> tls_;
+  bool tls_input_seen_ = false;
+  bool draining_tls_ = false;
+  bool tls_counted_ = false;
+  bool redirect_to_https_ = false;
+  bool check_host_ = false;
+  bool local_redirect_ = false;   // this request is answered here with a 308
+  uint16_t https_port_ = 443;
   int handles_open_ = 0;
   bool counted_ = false;
   char client_ip_[46] = {0};

@@ -80,6 +80,7 @@ void Exchange::start(bool has_body, bool chunked, bool upgrade) {
   options.http_minor = parser.http_minor;
   options.x_forwarded = config.http.x_forwarded;
   options.client_ip = ds_.client_ip();
+  options.proto = ds_.is_tls() ? "https" : "http";
   options.via = config.http.via;
   options.preserve_host = config.http.preserve_host;
   options.upgrade = upgrade;

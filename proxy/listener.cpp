@@ -42,8 +42,13 @@ bool make_sockaddr(const conf::Endpoint& ep, sockaddr_storage& ss, socklen_t& le
 
 }  // namespace
 
-Listener::Listener(Worker& worker, const conf::ListenerConfig& config)
-    : worker_(worker), name_(config.name), address_(config.address), backlog_(config.backlog) {}
+Listener::Listener(Worker& worker, const conf::ListenerConfig& config, std::shared_ptr<const TlsContext> tls)
+    : worker_(worker),
+      config_(config),
+      tls_(std::move(tls)),
+      name_(config.name),
+      address_(config.address),
+      backlog_(config.backlog) {}
 
 int Listener::open(std::string& error) {
   sockaddr_storage ss;
@@ -145,7 +150,7 @@ void Listener::on_readable() {
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    DownstreamConnection::accept(worker_, fd, peer);
+    DownstreamConnection::accept(worker_, fd, peer, config_, tls_);
   }
 }
 

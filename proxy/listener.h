@@ -5,6 +5,7 @@
 
 #include <uv.h>
 
+#include <memory>
 #include <string>
 
 #include "conf/config.h"
@@ -12,10 +13,11 @@
 namespace sprayer::proxy {
 
 class Worker;
+class TlsContext;
 
 class Listener {
  public:
-  Listener(Worker& worker, const conf::ListenerConfig& config);
+  Listener(Worker& worker, const conf::ListenerConfig& config, std::shared_ptr<const TlsContext> tls);
   Listener(const Listener&) = delete;
   Listener& operator=(const Listener&) = delete;
 
@@ -34,6 +36,8 @@ class Listener {
   void on_readable();
 
   Worker& worker_;
+  const conf::ListenerConfig& config_;
+  std::shared_ptr<const TlsContext> tls_;
   std::string name_;
   conf::Endpoint address_;
   uint32_t backlog_;

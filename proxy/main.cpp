@@ -8,7 +8,9 @@
 
 #include "conf/config.h"
 #include "proxy/log.h"
+#include "proxy/runtime.h"
 #include "proxy/server.h"
+#include "proxy/tls_context.h"
 
 namespace {
 
@@ -70,6 +72,14 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (test_only) {
+    // Like nginx -t: certificates and keys are part of what must be right before a start.
+    std::vector<std::shared_ptr<const sprayer::proxy::TlsContext>> tls;
+    std::string error;
+    if (!sprayer::proxy::load_listener_tls(*loaded.config, tls, error)) {
+      std::fprintf(stderr, "%s: %s\n", path.c_str(), error.c_str());
+      std::fprintf(stderr, "sprayer: configuration %s is invalid (1 error)\n", path.c_str());
+      return 1;
+    }
     std::printf("sprayer: configuration %s is valid\n", path.c_str());
     return 0;
   }

@@ -81,6 +81,20 @@ std::vector<MetricFamily> WorkerStatsCollector::Collect() const {
           [](const WorkerStats& s) { return s.bytes_in.load(std::memory_order_relaxed); });
   counter("sprayer_downstream_sent_bytes_total", "Bytes written to clients.",
           [](const WorkerStats& s) { return s.bytes_out.load(std::memory_order_relaxed); });
+  counter("sprayer_tls_handshakes_total", "TLS handshakes completed with clients.",
+          [](const WorkerStats& s) { return s.tls_handshakes.load(std::memory_order_relaxed); });
+  counter("sprayer_tls_handshake_failures_total", "TLS connections that failed (bad handshake, plain HTTP, alerts).",
+          [](const WorkerStats& s) { return s.tls_failures.load(std::memory_order_relaxed); });
+  counter("sprayer_malformed_users_total", "Requests whose user field could not be decoded.",
+          [](const WorkerStats& s) { return s.malformed_users.load(std::memory_order_relaxed); });
+  {
+    MetricFamily f = family("sprayer_routed_requests_total", "Requests routed, by route reason.", MetricType::Counter);
+    static const char* reasons[] = {"owner", "takeover", "new_user", "no_user", "unavailable"};
+    for (int r = 0; r < 5; ++r)
+      add_value(f, sum(workers_, [r](const WorkerStats& s) { return s.routed[r].load(std::memory_order_relaxed); }),
+                {{"reason", reasons[r]}});
+    out.push_back(std::move(f));
+  }
   counter("sprayer_accept_pauses_total", "Times accepting paused (connection limit or out of descriptors).",
           [](const WorkerStats& s) { return s.accept_paused.load(std::memory_order_relaxed); });
   return out;

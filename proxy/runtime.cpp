@@ -3,7 +3,10 @@
 
 #include <netdb.h>
 
+#include <chrono>
 #include <cstring>
+
+#include "proxy/tls_context.h"
 
 namespace sprayer::proxy {
 
@@ -29,6 +32,36 @@ affinity::ExtractorConfig extractor_config(const conf::AffinityConfig& config) {
   out.normalise.notes_canonical = config.notes_canonical;
   out.normalise.map = config.map;
   return out;
+}
+
+bool load_listener_tls(const conf::Config& config, std::vector<std::shared_ptr<const TlsContext>>& out,
+                       std::string& error) {
+  out.clear();
+  for (const auto& listener : config.listeners) {
+    if (!listener.tls.enabled) {
+      out.push_back(nullptr);
+      continue;
+    }
+    const conf::TlsConfig& tc = listener.tls;
+    TlsSettings settings;
+    for (const auto& c : tc.certificates) settings.certificates.push_back(TlsCertificateFiles{c.cert, c.key});
+    settings.min_version = tc.min_version;
+    if (!tc.ciphers.empty()) settings.ciphers = tc.ciphers;
+    if (!tc.ciphersuites.empty()) settings.ciphersuites = tc.ciphersuites;
+    if (!tc.groups.empty()) settings.groups = tc.groups;
+    settings.alpn = tc.alpn;
+    settings.strict_sni = tc.strict_sni;
+    settings.ticket_key_file = tc.ticket_key_file;
+    settings.session_cache_size = tc.session_cache_size;
+    settings.session_timeout = std::chrono::duration_cast<std::chrono::seconds>(tc.session_timeout);
+    TlsLoadResult loaded = TlsContext::load(settings, std::chrono::system_clock::now());
+    if (!loaded.ok()) {
+      error = "listener " + listener.name + ": " + loaded.error;
+      return false;
+    }
+    out.push_back(loaded.context);
+  }
+  return true;
 }
 
 bool resolve_servers(const conf::Config& config, std::vector<ServerTarget>& out, std::string& error) {

@@ -16,6 +16,8 @@
 
 namespace sprayer::proxy {
 
+class TlsContext;
+
 struct ServerTarget {
   std::string id;
   std::string host_port;            // for the Host header when preserve_host is off, and logs
@@ -27,7 +29,13 @@ struct Runtime {
   std::shared_ptr<const conf::Config> config;
   std::vector<ServerTarget> servers;
   affinity::ExtractorConfig extractor;  // how users are found in requests
+  std::vector<std::shared_ptr<const TlsContext>> listener_tls;  // per listener; null = plain
 };
+
+// Loads the certificates, keys and ticket keys of every TLS listener (control thread). An
+// error names the listener and the file.
+bool load_listener_tls(const conf::Config& config, std::vector<std::shared_ptr<const TlsContext>>& out,
+                       std::string& error);
 
 // The extractor settings a Config asks for (conf keeps its own plain types).
 affinity::ExtractorConfig extractor_config(const conf::AffinityConfig& config);
@@ -52,6 +60,8 @@ struct alignas(64) WorkerStats {
   std::atomic<uint64_t> accept_paused{0};
   std::atomic<uint64_t> routed[5]{};      // by affinity::RouteReason
   std::atomic<uint64_t> malformed_users{0};
+  std::atomic<uint64_t> tls_handshakes{0};
+  std::atomic<uint64_t> tls_failures{0};
 
   static void add(std::atomic<uint64_t>& c, uint64_t n = 1) { c.fetch_add(n, std::memory_order_relaxed); }
   static void add(std::atomic<int64_t>& c, int64_t n) { c.fetch_add(n, std::memory_order_relaxed); }

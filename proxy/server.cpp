@@ -3,6 +3,7 @@
 
 #include <thread>
 
+#include "proxy/json.h"
 #include "proxy/log.h"
 
 namespace sprayer::proxy {
@@ -20,7 +21,12 @@ int Server::run() {
   started_ = std::chrono::steady_clock::now();
   auto runtime = std::make_shared<Runtime>();
   runtime->config = config_;
+  runtime->extractor = extractor_config(config_->affinity);
   std::string error;
+  if (!load_listener_tls(*config_, runtime->listener_tls, error)) {
+    LOG_ERROR("%s", error.c_str());
+    return 1;
+  }
   if (!resolve_servers(*config_, runtime->servers, error)) {
     LOG_ERROR("%s", error.c_str());
     return 1;
@@ -42,6 +48,13 @@ int Server::run() {
     }
   }
   collector_ = std::make_unique<WorkerStatsCollector>(workers_);
+  {
+    affinity::ExtractorConfig by_query = runtime_->extractor;
+    by_query.order = {affinity::ExtractorStep{affinity::Source::query, "user"}};
+    admin_extractor_ = std::make_unique<affinity::Extractor>(by_query);
+  }
+  route_ = RouteState::make(*runtime_, nullptr, nullptr, route_version_);
+  start_ownership_source();
 
   if (config_->admin.enabled) {
     admin_ = std::make_unique<AdminServer>(&loop_, [this](const AdminRequest& r) { return handle_admin(r); });
@@ -105,8 +118,52 @@ void Server::on_signal(int signum) {
   }
 }
 
+void Server::start_ownership_source() {
+  const conf::OwnershipConfig& oc = config_->ownership;
+  if (oc.source == conf::OwnershipSourceKind::none) {
+    LOG_WARN("no ownership source configured: every user is routed by rendezvous hashing");
+    return;
+  }
+  affinity::OwnershipSourceConfig sc;
+  sc.kind = oc.source == conf::OwnershipSourceKind::sqlite ? affinity::SourceKind::sqlite
+                                                            : affinity::SourceKind::postgresql;
+  sc.sqlite_path = oc.sqlite_path;
+  sc.pg_conninfo = oc.postgresql;
+  if (!oc.query_full.empty()) sc.queries.full = oc.query_full;
+  if (!oc.query_delta.empty()) sc.queries.delta = oc.query_delta;
+  if (!oc.query_servers.empty()) sc.queries.servers = oc.query_servers;
+  if (!oc.query_change.empty()) sc.queries.change = oc.query_change;
+  sc.poll_interval = oc.poll_interval;
+  sc.resync_interval = oc.resync_interval;
+  sc.reconnect_min = oc.reconnect_min;
+  sc.reconnect_max = oc.reconnect_max;
+  sc.stale_after = oc.stale_after;
+  sc.cache_file = oc.cache_file;
+  affinity::OwnershipCallbacks callbacks;
+  callbacks.on_snapshot = [this](std::shared_ptr<const affinity::OwnershipSnapshot> snapshot) {
+    snapshot_ = std::move(snapshot);
+    publish_route();
+  };
+  callbacks.on_status = [](const affinity::SourceStatus& status) {
+    if (status.state == affinity::SourceState::ok)
+      LOG_INFO("ownership source: ok, epoch %lld, %zu users", static_cast<long long>(status.epoch), status.users);
+    else
+      LOG_WARN("ownership source: %s%s%s", std::string(affinity::to_string(status.state)).c_str(),
+               status.last_error.empty() ? "" : ": ", status.last_error.c_str());
+  };
+  source_ = affinity::make_ownership_source(&loop_, sc, std::move(callbacks));
+  source_stopped_ = false;
+  source_->start();
+}
+
+void Server::publish_route() {
+  route_ = RouteState::make(*runtime_, snapshot_, nullptr, ++route_version_);
+  for (auto& w : workers_) w->publish(route_);
+}
+
 void Server::begin_shutdown() {
   shutting_down_ = true;
+  if (source_) source_->stop([this] { source_stopped_ = true; });
   drain_deadline_ = std::chrono::steady_clock::now() + config_->timeouts.drain;
   for (auto& w : workers_) w->begin_drain();
   uv_timer_start(&shutdown_timer_, [](uv_timer_t* t) noexcept { static_cast<Server*>(t->data)->on_shutdown_poll(); },
@@ -116,6 +173,7 @@ void Server::begin_shutdown() {
 void Server::on_shutdown_poll() {
   bool all_done = true;
   for (auto& w : workers_) all_done = all_done && w->finished();
+  all_done = all_done && source_stopped_;
   if (!all_done) {
     if (!forced_ && std::chrono::steady_clock::now() >= drain_deadline_) {
       LOG_WARN("drain deadline passed: closing remaining connections");
@@ -135,12 +193,72 @@ AdminResponse Server::handle_admin(const AdminRequest& request) {
   path = path.substr(0, path.find('?'));
   if (path == "/healthz") {
     if (shutting_down_) return AdminResponse{503, "text/plain; charset=utf-8", "draining\n"};
+    if (source_ && !snapshot_)
+      return AdminResponse{503, "text/plain; charset=utf-8", "no ownership snapshot yet (database and cache)\n"};
     return AdminResponse{200, "text/plain; charset=utf-8", "ok\n"};
   }
   if (path == "/metrics") {
     return AdminResponse{200, "text/plain; version=0.0.4; charset=utf-8", render_metrics({collector_.get()})};
   }
+  if (path == "/api/v1/route") {
+    size_t q = request.target.find('?');
+    return route_api(q == std::string::npos ? std::string_view() : std::string_view(request.target).substr(q + 1));
+  }
+  if (path == "/api/v1/ownership") return ownership_api();
   return AdminResponse{404, "text/plain; charset=utf-8", "not found\n"};
+}
+
+AdminResponse Server::route_api(std::string_view query) {
+  std::string target = "/api/v1/route?";
+  target.append(query);
+  affinity::RequestView view{"GET", target, {}};
+  affinity::ExtractResult user = admin_extractor_->extract(view);
+  if (!user.found())
+    return AdminResponse{400, "application/json", "{\"error\":\"give the user as ?user=NAME\"}\n"};
+  RouteResult result = route_user(*route_, user.user_key, user.key_hash, 0);
+  std::string out = "{\"user\":";
+  json_string(out, user.user_key);
+  out += ",\"owner\":";
+  if (result.owner)
+    json_string(out, route_->ids[*result.owner]);
+  else
+    out += "null";
+  out += ",\"reason\":";
+  json_string(out, affinity::to_string(result.decision.reason));
+  out += ",\"candidates\":[";
+  for (size_t i = 0; i < result.decision.candidates.size(); ++i) {
+    if (i) out += ",";
+    json_string(out, route_->ids[result.decision.candidates[i]]);
+  }
+  out += "],\"epoch\":" + std::to_string(route_->snapshot->epoch());
+  out += ",\"source\":";
+  json_string(out, source_ ? affinity::to_string(source_->status().state) : std::string_view("none"));
+  out += "}\n";
+  return AdminResponse{200, "application/json", std::move(out)};
+}
+
+AdminResponse Server::ownership_api() {
+  std::string out = "{\"source\":";
+  if (!source_) {
+    out += "\"none\",\"epoch\":0,\"users\":0}\n";
+    return AdminResponse{200, "application/json", std::move(out)};
+  }
+  affinity::SourceStatus st = source_->status();
+  json_string(out, affinity::to_string(st.state));
+  out += ",\"epoch\":" + std::to_string(st.epoch);
+  out += ",\"users\":" + std::to_string(st.users);
+  out += ",\"stale\":" + std::string(st.stale ? "true" : "false");
+  out += ",\"since_success_ms\":";
+  out += st.since_success ? std::to_string(st.since_success->count()) : std::string("null");
+  out += ",\"last_error\":";
+  json_string(out, st.last_error);
+  out += ",\"full_loads\":" + std::to_string(st.counters.full_loads);
+  out += ",\"deltas_applied\":" + std::to_string(st.counters.deltas_applied);
+  out += ",\"errors\":" + std::to_string(st.counters.errors);
+  out += ",\"reconnects\":" + std::to_string(st.counters.reconnects);
+  out += ",\"notifications\":" + std::to_string(st.counters.notifications);
+  out += "}\n";
+  return AdminResponse{200, "application/json", std::move(out)};
 }
 
 }  // namespace sprayer::proxy

@@ -9,8 +9,11 @@
 #include <memory>
 #include <vector>
 
+#include "affinity/extract.h"
+#include "affinity/ownership_source.h"
 #include "proxy/admin_server.h"
 #include "proxy/metrics.h"
+#include "proxy/route_state.h"
 #include "proxy/runtime.h"
 #include "proxy/worker.h"
 
@@ -25,6 +28,10 @@ class Server {
 
  private:
   AdminResponse handle_admin(const AdminRequest& request);
+  AdminResponse route_api(std::string_view query);
+  AdminResponse ownership_api();
+  void start_ownership_source();
+  void publish_route();
   void on_signal(int signum);
   void begin_shutdown();
   void on_shutdown_poll();
@@ -40,6 +47,12 @@ class Server {
   std::atomic<int64_t> connections_{0};
   std::chrono::steady_clock::time_point started_;
   std::chrono::steady_clock::time_point drain_deadline_;
+  std::unique_ptr<affinity::OwnershipSource> source_;
+  bool source_stopped_ = true;
+  std::shared_ptr<const affinity::OwnershipSnapshot> snapshot_;
+  std::shared_ptr<const RouteState> route_;
+  uint64_t route_version_ = 0;
+  std::unique_ptr<affinity::Extractor> admin_extractor_;  // a user name from the route API
   bool shutting_down_ = false;
   bool forced_ = false;
 };

@@ -3,6 +3,8 @@
 
 #include <memory>
 
+#include "proxy/tls_engine.h"
+
 namespace sprayer::proxy {
 
 struct StreamWriter::Request {
@@ -31,7 +33,28 @@ void StreamWriter::add(Slice slice) {
   parts_.push_back(Part{std::move(slice), 0, len});
 }
 
+int StreamWriter::encrypt() {
+  for (const Part& p : parts_) {
+    const char* base = p.slice.empty() ? copies_.data() + p.offset : p.slice.data();
+    // Plaintext goes out only after a request was read, so after the handshake: anything
+    // else (want_io included) is a failed connection.
+    if (tls_->write_plaintext(base, p.len) != TlsStatus::ok) return UV_EPROTO;
+  }
+  parts_.clear();
+  copies_.clear();
+  batch_bytes_ = 0;
+  tls_->take_ciphertext([this](Slice s) { add(std::move(s)); });
+  return 0;
+}
+
 int StreamWriter::flush() {
+  if (tls_ && (!parts_.empty() || tls_->pending_ciphertext() > 0)) {
+    int rc = encrypt();
+    if (rc != 0) {
+      discard();
+      return rc;
+    }
+  }
   if (parts_.empty()) return 0;
   uv_buf_t stack_bufs[32];
   std::vector<uv_buf_t> heap_bufs;

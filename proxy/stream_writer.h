@@ -13,6 +13,8 @@
 
 namespace sprayer::proxy {
 
+class TlsEngine;
+
 class StreamWriter {
  public:
   using DoneFn = void (*)(void* owner, int status);
@@ -22,6 +24,10 @@ class StreamWriter {
     owner_ = owner;
     done_ = done;
   }
+
+  // With an engine, each flush encrypts the batch and sends the ciphertext (and whatever
+  // the engine produced on its own: handshake flights, tickets, alerts).
+  void set_tls(TlsEngine* tls) { tls_ = tls; }
 
   void add_copy(std::string_view bytes);
   void add(Slice slice);
@@ -49,7 +55,10 @@ class StreamWriter {
   struct Request;
   static void on_write(uv_write_t* req, int status) noexcept;
 
+  int encrypt();
+
   uv_stream_t* stream_ = nullptr;
+  TlsEngine* tls_ = nullptr;
   void* owner_ = nullptr;
   DoneFn done_ = nullptr;
   std::vector<Part> parts_;

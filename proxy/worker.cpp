@@ -42,8 +42,10 @@ void Worker::run() {
   for (size_t i = 0; i < runtime_->servers.size(); ++i) pools_.push_back(std::make_unique<UpstreamPool>(*this, i));
 
   std::string error;
-  for (const auto& lc : runtime_->config->listeners) {
-    auto* listener = new Listener(*this, lc);
+  const auto& listener_configs = runtime_->config->listeners;
+  for (size_t i = 0; i < listener_configs.size(); ++i) {
+    auto tls = i < runtime_->listener_tls.size() ? runtime_->listener_tls[i] : nullptr;
+    auto* listener = new Listener(*this, listener_configs[i], std::move(tls));
     if (listener->open(error) != 0) {
       listener->close();
       break;
