@@ -1,0 +1,62 @@
+// Runs the HealthTracker's active checks on a uv loop (the control thread): one timer armed
+// at the earliest due check; each check is one short-lived connection with a GET and a
+// deadline, its answer judged by evaluate_response. No thread per server, no blocking.
+#pragma once
+
+#include <netinet/in.h>
+#include <uv.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "health/clock.h"
+#include "health/health_view.h"
+
+namespace sprayer::health {
+
+class ActiveChecker {
+ public:
+  struct Target {
+    std::string id;
+    sockaddr_storage addr{};
+    std::string host;  // Host header: the server's host:port
+  };
+
+  // on_change runs after a result that changed what routing sees (a new HealthView).
+  ActiveChecker(uv_loop_t* loop, HealthTracker& tracker, const Clock& clock, std::function<void()> on_change);
+  ~ActiveChecker();
+  ActiveChecker(const ActiveChecker&) = delete;
+  ActiveChecker& operator=(const ActiveChecker&) = delete;
+
+  void set_targets(std::vector<Target> targets);
+  void start();
+  // Closes the timer and every check in flight; `done` runs once all handles are closed.
+  void stop(std::function<void()> done);
+
+  uint64_t checks_started() const { return started_; }
+
+  struct Probe;  // one check in flight (public only for the C callbacks in the .cpp)
+
+ private:
+  void schedule();
+  void on_timer();
+  void launch(const Target& target);
+  void finish(Probe* probe, const CheckResult& result);
+  void probe_closed(Probe* probe);
+  void maybe_done();
+
+  uv_loop_t* loop_;
+  HealthTracker& tracker_;
+  const Clock& clock_;
+  std::function<void()> on_change_;
+  std::vector<Target> targets_;
+  uv_timer_t timer_{};
+  bool timer_open_ = false;
+  bool stopping_ = false;
+  std::function<void()> done_;
+  std::vector<Probe*> probes_;
+  uint64_t started_ = 0;
+};
+
+}  // namespace sprayer::health
