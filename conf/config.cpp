@@ -436,6 +436,7 @@ class Loader {
   void read_extractors(const Item& item, std::vector<ExtractorStepConfig>& steps);
   void read_user_map(const Item& item, std::vector<std::pair<std::string, std::string>>& map);
   void read_ownership(const Item& item, OwnershipConfig& ownership);
+  void read_health(const Item& item, HealthConfig& health);
 
   bool expect_scalar(const Item& item, std::string_view expected);
   bool read_integer(const Item& item, uint64_t min, uint64_t max, uint32_t& out);
@@ -616,7 +617,54 @@ void Loader::read_config(const Item& root, Config& config) {
       {"log", false, [&](const Item& v) { read_log(v, config.log); }},
       {"affinity", false, [&](const Item& v) { read_affinity(v, config.affinity); }},
       {"ownership", false, [&](const Item& v) { read_ownership(v, config.ownership); }},
+      {"health", false, [&](const Item& v) { read_health(v, config.health); }},
   });
+}
+
+void Loader::read_health(const Item& item, HealthConfig& health) {
+  read_map(item, {
+      {"enabled", false, [&](const Item& v) { read_bool(v, health.enabled); }},
+      {"path", false,
+       [&](const Item& v) {
+         if (read_string(v, health.path) && (health.path.empty() || health.path.front() != '/' ||
+                                             !is_visible_ascii(health.path)))
+           error(v, "must be an origin-form path starting with / (no spaces)");
+       }},
+      {"expect_status", false,
+       [&](const Item& v) {
+         if (!v.node.IsSequence()) {
+           error(v, "expected a list of status codes, found " + describe(v.node));
+           return;
+         }
+         health.expect_status.clear();
+         size_t index = 0;
+         for (const YAML::Node& element : v.node) {
+           Item child{element, index_path(v.path, index++), element.Mark()};
+           uint32_t code = 0;
+           if (read_integer(child, 100, 599, code)) health.expect_status.push_back(code);
+         }
+       }},
+      {"expect_body", false, [&](const Item& v) { read_string(v, health.expect_body); }},
+      {"availability_header", false,
+       [&](const Item& v) {
+         if (read_string(v, health.availability_header) && !health.availability_header.empty() &&
+             !is_http_token(health.availability_header))
+           error(v, "must be a header name");
+       }},
+      {"interval", false,
+       [&](const Item& v) { read_duration(v, Duration(100), std::chrono::hours(1), health.interval); }},
+      {"timeout", false,
+       [&](const Item& v) { read_duration(v, Duration(10), std::chrono::minutes(5), health.timeout); }},
+      {"rise", false, [&](const Item& v) { read_integer(v, 1, 100, health.rise); }},
+      {"fall", false, [&](const Item& v) { read_integer(v, 1, 100, health.fall); }},
+      {"passive_failures", false, [&](const Item& v) { read_integer(v, 0, 1000, health.passive_failures); }},
+      {"min_hold", false,
+       [&](const Item& v) { read_duration(v, Duration(0), std::chrono::hours(1), health.min_hold); }},
+      {"max_hold", false,
+       [&](const Item& v) { read_duration(v, Duration(0), std::chrono::hours(24), health.max_hold); }},
+  });
+  if (health.max_hold < health.min_hold && usable(join(item.path, "max_hold")))
+    error(marks_[join(item.path, "max_hold")], join(item.path, "max_hold"), "must not be less than min_hold");
 }
 
 void Loader::read_listener(const Item& item, ListenerConfig& listener) {

@@ -132,6 +132,23 @@ struct OwnershipConfig {
   std::string cache_file;              // last-known-good snapshot; empty = none
 };
 
+// Active and passive health checks of the pool servers (health/ has the semantics).
+struct HealthConfig {
+  bool enabled = true;
+  std::string path = "/traveler?action=getStatus";
+  std::vector<uint32_t> expect_status = {200};      // empty = any 2xx
+  // The Traveler servlet can answer 200 while its sync task is down: the text matters.
+  std::string expect_body = "Traveler server is available.";
+  std::string availability_header;                 // read the availability index from this header
+  Duration interval{1000};
+  Duration timeout{800};
+  uint32_t rise = 2;
+  uint32_t fall = 2;
+  uint32_t passive_failures = 3;                   // consecutive data-path failures that eject; 0 = off
+  Duration min_hold{2000};                         // a server that went down stays down this long...
+  Duration max_hold{30000};                        // ...doubling for repeated downs, up to this
+};
+
 enum class LogLevel { debug, info, warn, error };
 
 struct LogConfig {
@@ -151,6 +168,7 @@ struct Config {
   LogConfig log;
   AffinityConfig affinity;
   OwnershipConfig ownership;
+  HealthConfig health;
 };
 
 // One problem found in a config, located in its file.

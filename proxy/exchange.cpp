@@ -6,6 +6,7 @@
 
 #include "affinity/request_view.h"
 #include "proxy/downstream_connection.h"
+#include "proxy/health_events.h"
 #include "proxy/log.h"
 #include "proxy/pause.h"
 #include "proxy/upstream_connection.h"
@@ -39,6 +40,7 @@ void Exchange::start(bool has_body, bool chunked, bool upgrade) {
   response_chunked_ = false;
   response_close_delimited_ = false;
   retried_stale_ = false;
+  retried_idempotent_ = false;
   body_bytes_sent_ = 0;
   status_ = 0;
   attempt_ = 0;
@@ -48,6 +50,8 @@ void Exchange::start(bool has_body, bool chunked, bool upgrade) {
   llhttp_t& parser = ds_.parser();
   std::string_view method = llhttp_method_name(static_cast<llhttp_method_t>(parser.method));
   head_request_ = parser.method == HTTP_HEAD;
+  // Safe to send twice: nothing on the server changes (RFC 9110 9.2.2), and no body to replay.
+  idempotent_ = (parser.method == HTTP_GET || parser.method == HTTP_HEAD || parser.method == HTTP_OPTIONS) && !has_body;
 
   // Find the user, look up the owner, and take the router's candidate order.
   auto& headers = worker.header_scratch();
@@ -140,8 +144,13 @@ void Exchange::on_connected(UpstreamConnection& up) {
   flush_upstream();
 }
 
+void Exchange::report(const UpstreamConnection& up, int outcome) {
+  ds_.worker().passive().report(static_cast<uint16_t>(up.server_index()), static_cast<PassiveOutcome>(outcome));
+}
+
 void Exchange::on_connect_failed(UpstreamConnection& up, int status) {
   if (&up != up_) return;
+  report(up, static_cast<int>(PassiveOutcome::connect));
   up_ = nullptr;
   WorkerStats::add(ds_.worker().stats().upstream_connect_failures);
   if (attempt_ < candidates_.size()) WorkerStats::add(ds_.worker().stats().upstream_retries);
@@ -332,6 +341,9 @@ void Exchange::on_upstream_error(UpstreamConnection& up, UpstreamError error) {
     ds_.close();
     return;
   }
+  if (error == UpstreamError::reset) report(up, static_cast<int>(PassiveOutcome::reset));
+  if (error == UpstreamError::timeout) report(up, static_cast<int>(PassiveOutcome::timeout));
+  if (error == UpstreamError::bad_response) report(up, static_cast<int>(PassiveOutcome::reset));
   // A pooled connection the server closed just as we reused it: the request never reached
   // the application, so send it again once on a fresh connection.
   if (!response_started_ && !up.response_byte_seen() && up.reused() && !retried_stale_ &&
@@ -340,6 +352,16 @@ void Exchange::on_upstream_error(UpstreamConnection& up, UpstreamError error) {
     release_upstream(false);
     WorkerStats::add(worker.stats().upstream_retries);
     --attempt_;
+    state_ = State::connecting;
+    try_next_candidate();
+    return;
+  }
+  // An idempotent request whose server died before answering goes once to the next candidate.
+  if (!response_started_ && !up.response_byte_seen() && idempotent_ && !retried_idempotent_ &&
+      (error == UpstreamError::reset || error == UpstreamError::server_down) && attempt_ < candidates_.size()) {
+    retried_idempotent_ = true;
+    release_upstream(false);
+    WorkerStats::add(worker.stats().upstream_retries);
     state_ = State::connecting;
     try_next_candidate();
     return;

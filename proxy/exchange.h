@@ -15,7 +15,7 @@ namespace sprayer::proxy {
 class DownstreamConnection;
 class UpstreamConnection;
 
-enum class UpstreamError { connect, reset, timeout, bad_response };
+enum class UpstreamError { connect, reset, timeout, bad_response, server_down };
 
 class Exchange {
  public:
@@ -63,6 +63,7 @@ class Exchange {
   void release_upstream(bool reuse);
   void check_upstream_backpressure();
   void check_downstream_backpressure();
+  void report(const UpstreamConnection& up, int outcome);
 
   DownstreamConnection& ds_;
   UpstreamConnection* up_ = nullptr;
@@ -84,6 +85,8 @@ class Exchange {
   bool response_chunked_ = false;
   bool response_close_delimited_ = false;
   bool retried_stale_ = false;
+  bool retried_idempotent_ = false;
+  bool idempotent_ = false;
   int status_ = 0;
 };
 

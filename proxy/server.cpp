@@ -34,15 +34,18 @@ int Server::run() {
   runtime_ = runtime;
 
   uv_loop_init(&loop_);
+  health_events_.open(&loop_, [this](const std::vector<PassiveEvent>& events) { on_passive_events(events); });
   unsigned workers = config_->workers ? config_->workers : std::max(1u, std::thread::hardware_concurrency());
   for (unsigned i = 0; i < workers; ++i) {
-    auto worker = std::make_unique<Worker>(static_cast<int>(i), runtime_, connections_);
+    auto worker = std::make_unique<Worker>(static_cast<int>(i), runtime_, connections_, &health_events_);
     bool ok = worker->start(error);
     workers_.push_back(std::move(worker));
     if (!ok) {
       LOG_ERROR("%s", error.c_str());
       for (auto& w : workers_) w->force_stop();
       for (auto& w : workers_) w->join();
+      health_events_.close();
+      uv_run(&loop_, UV_RUN_DEFAULT);
       uv_loop_close(&loop_);
       return 1;
     }
@@ -54,6 +57,7 @@ int Server::run() {
     admin_extractor_ = std::make_unique<affinity::Extractor>(by_query);
   }
   route_ = RouteState::make(*runtime_, nullptr, nullptr, route_version_);
+  start_health();
   start_ownership_source();
 
   if (config_->admin.enabled) {
@@ -63,6 +67,7 @@ int Server::run() {
       admin_->close();
       for (auto& w : workers_) w->force_stop();
       for (auto& w : workers_) w->join();
+      health_events_.close();
       uv_run(&loop_, UV_RUN_DEFAULT);
       uv_loop_close(&loop_);
       return 1;
@@ -144,6 +149,12 @@ void Server::start_ownership_source() {
     snapshot_ = std::move(snapshot);
     publish_route();
   };
+  callbacks.on_servers = [this](std::vector<affinity::PoolServerRow> rows) {
+    if (!tracker_) return;
+    bool changed = false;
+    for (const auto& row : rows) changed = tracker_->set_availability(row.server_id, row.availability) || changed;
+    if (changed) publish_route();
+  };
   callbacks.on_status = [](const affinity::SourceStatus& status) {
     if (status.state == affinity::SourceState::ok)
       LOG_INFO("ownership source: ok, epoch %lld, %zu users", static_cast<long long>(status.epoch), status.users);
@@ -156,14 +167,87 @@ void Server::start_ownership_source() {
   source_->start();
 }
 
+void Server::start_health() {
+  const conf::HealthConfig& hc = config_->health;
+  health::HealthSpec spec;
+  spec.check.path = hc.path;
+  spec.check.expected_statuses.assign(hc.expect_status.begin(), hc.expect_status.end());
+  spec.check.body_contains = hc.expect_body;
+  spec.check.availability_header = hc.availability_header;
+  spec.check.interval = hc.interval;
+  spec.check.timeout = hc.timeout;
+  spec.check.rise = static_cast<int>(hc.rise);
+  spec.check.fall = static_cast<int>(hc.fall);
+  spec.passive.consecutive_failures = static_cast<int>(hc.passive_failures);
+  spec.passive.min_hold = hc.min_hold;
+  spec.passive.max_hold = std::max(hc.max_hold, hc.min_hold);
+  tracker_ = std::make_unique<health::HealthTracker>(spec, random_);
+  std::vector<std::string> ids;
+  for (const auto& s : runtime_->servers) ids.push_back(s.id);
+  tracker_->set_servers(ids, clock_.now());
+  published_health_ = tracker_->view();
+  publish_route();
+  if (!hc.enabled) {
+    LOG_WARN("active health checks are off: a failed server is noticed only by its failing requests");
+    return;
+  }
+  std::vector<health::ActiveChecker::Target> targets;
+  for (const auto& s : runtime_->servers) targets.push_back({s.id, s.addr, s.host_port});
+  checker_ = std::make_unique<health::ActiveChecker>(&loop_, *tracker_, clock_, [this] { publish_route(); });
+  checker_->set_targets(std::move(targets));
+  checker_stopped_ = false;
+  checker_->start();
+}
+
+void Server::on_passive_events(const std::vector<PassiveEvent>& events) {
+  if (!tracker_) return;
+  bool changed = false;
+  auto now = clock_.now();
+  for (const auto& e : events) {
+    if (e.server >= runtime_->servers.size()) continue;
+    const std::string& id = runtime_->servers[e.server].id;
+    switch (e.outcome) {
+      case PassiveOutcome::success: changed = tracker_->on_passive_success(id, now) || changed; break;
+      case PassiveOutcome::connect:
+        changed = tracker_->on_passive_failure(id, health::PassiveFailure::connect, now) || changed;
+        break;
+      case PassiveOutcome::reset:
+        changed = tracker_->on_passive_failure(id, health::PassiveFailure::reset, now) || changed;
+        break;
+      case PassiveOutcome::timeout:
+        changed = tracker_->on_passive_failure(id, health::PassiveFailure::timeout, now) || changed;
+        break;
+      case PassiveOutcome::status_5xx:
+        changed = tracker_->on_passive_failure(id, health::PassiveFailure::status_5xx, now) || changed;
+        break;
+    }
+  }
+  if (changed) publish_route();
+}
+
 void Server::publish_route() {
-  route_ = RouteState::make(*runtime_, snapshot_, nullptr, ++route_version_);
+  std::shared_ptr<const health::HealthView> view = tracker_ ? tracker_->view() : nullptr;
+  if (view && published_health_ && view != published_health_) {
+    // Say what changed for the operator: one line per server whose state moved.
+    for (const auto& entry : view->servers) {
+      const health::HealthEntry* before = published_health_->find(entry.id);
+      if (before && before->state == entry.state && before->availability == entry.availability) continue;
+      auto level = entry.state == health::ServerState::up ? conf::LogLevel::info : conf::LogLevel::warn;
+      SPRAYER_LOG(level, "server %s: %s -> %s (%s), availability %d", entry.id.c_str(),
+                  before ? std::string(health::to_string(before->state)).c_str() : "new",
+                  std::string(health::to_string(entry.state)).c_str(),
+                  std::string(health::to_string(entry.reason)).c_str(), entry.availability);
+    }
+  }
+  published_health_ = view;
+  route_ = RouteState::make(*runtime_, snapshot_, view, ++route_version_);
   for (auto& w : workers_) w->publish(route_);
 }
 
 void Server::begin_shutdown() {
   shutting_down_ = true;
   if (source_) source_->stop([this] { source_stopped_ = true; });
+  if (checker_) checker_->stop([this] { checker_stopped_ = true; });
   drain_deadline_ = std::chrono::steady_clock::now() + config_->timeouts.drain;
   for (auto& w : workers_) w->begin_drain();
   uv_timer_start(&shutdown_timer_, [](uv_timer_t* t) noexcept { static_cast<Server*>(t->data)->on_shutdown_poll(); },
@@ -173,7 +257,7 @@ void Server::begin_shutdown() {
 void Server::on_shutdown_poll() {
   bool all_done = true;
   for (auto& w : workers_) all_done = all_done && w->finished();
-  all_done = all_done && source_stopped_;
+  all_done = all_done && source_stopped_ && checker_stopped_;
   if (!all_done) {
     if (!forced_ && std::chrono::steady_clock::now() >= drain_deadline_) {
       LOG_WARN("drain deadline passed: closing remaining connections");
@@ -184,6 +268,7 @@ void Server::on_shutdown_poll() {
   }
   uv_timer_stop(&shutdown_timer_);
   if (admin_) admin_->close();
+  health_events_.close();
   for (auto* h : {&sigterm_, &sigint_, &sighup_, &sigusr1_}) uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&shutdown_timer_), nullptr);
 }
@@ -205,6 +290,8 @@ AdminResponse Server::handle_admin(const AdminRequest& request) {
     return route_api(q == std::string::npos ? std::string_view() : std::string_view(request.target).substr(q + 1));
   }
   if (path == "/api/v1/ownership") return ownership_api();
+  if (path == "/api/v1/servers") return servers_api();
+  if (path.substr(0, 16) == "/api/v1/servers/") return server_state_api(request, path.substr(16));
   return AdminResponse{404, "text/plain; charset=utf-8", "not found\n"};
 }
 
@@ -235,6 +322,69 @@ AdminResponse Server::route_api(std::string_view query) {
   json_string(out, source_ ? affinity::to_string(source_->status().state) : std::string_view("none"));
   out += "}\n";
   return AdminResponse{200, "application/json", std::move(out)};
+}
+
+AdminResponse Server::servers_api() {
+  std::string out = "{\"servers\":[";
+  for (size_t i = 0; i < runtime_->servers.size(); ++i) {
+    const ServerTarget& target = runtime_->servers[i];
+    const health::ServerHealth* h = tracker_ ? tracker_->find(target.id) : nullptr;
+    int64_t active = 0;
+    for (const auto& w : workers_) active += w->active_upstreams(i);
+    if (i) out += ",";
+    out += "{\"id\":";
+    json_string(out, target.id);
+    out += ",\"address\":";
+    json_string(out, target.host_port);
+    out += ",\"weight\":" + std::to_string(target.weight);
+    if (h) {
+      out += ",\"state\":";
+      json_string(out, health::to_string(h->state()));
+      out += ",\"checks\":";
+      json_string(out, health::to_string(h->liveness()));
+      out += ",\"admin\":";
+      json_string(out, health::to_string(h->admin_state()));
+      out += ",\"availability\":" + std::to_string(h->availability());
+      out += ",\"last_transition_reason\":";
+      json_string(out, health::to_string(h->last_transition_reason()));
+      out += ",\"ejections\":" + std::to_string(h->counters().ejections);
+    }
+    out += ",\"active_requests\":" + std::to_string(active);
+    out += "}";
+  }
+  out += "]}\n";
+  return AdminResponse{200, "application/json", std::move(out)};
+}
+
+AdminResponse Server::server_state_api(const AdminRequest& request, std::string_view rest) {
+  if (request.method != "POST")
+    return AdminResponse{405, "application/json", "{\"error\":\"use POST\"}\n"};
+  // State changes need the configured bearer token (none configured: the admin listener's
+  // own exposure, loopback by default, is the protection).
+  const std::string& token = config_->admin.token;
+  if (!token.empty()) {
+    if (request.authorization != "Bearer " + token)
+      return AdminResponse{401, "application/json", "{\"error\":\"bearer token required\"}\n"};
+  }
+  size_t slash = rest.find('/');
+  if (slash == std::string_view::npos)
+    return AdminResponse{404, "application/json", "{\"error\":\"use /api/v1/servers/ID/drain|maintenance|ready\"}\n"};
+  std::string id(rest.substr(0, slash));
+  std::string_view action = rest.substr(slash + 1);
+  health::AdminState state;
+  if (action == "drain")
+    state = health::AdminState::drain;
+  else if (action == "maintenance")
+    state = health::AdminState::maintenance;
+  else if (action == "ready")
+    state = health::AdminState::ready;
+  else
+    return AdminResponse{404, "application/json", "{\"error\":\"unknown action; use drain, maintenance or ready\"}\n"};
+  if (!tracker_ || !tracker_->find(id))
+    return AdminResponse{404, "application/json", "{\"error\":\"no such server\"}\n"};
+  LOG_INFO("admin: server %s set to %s", id.c_str(), std::string(action).c_str());
+  if (tracker_->set_admin_state(id, state, clock_.now())) publish_route();
+  return servers_api();
 }
 
 AdminResponse Server::ownership_api() {

@@ -11,7 +11,11 @@
 
 #include "affinity/extract.h"
 #include "affinity/ownership_source.h"
+#include "health/active_checker.h"
+#include "health/clock.h"
+#include "health/health_view.h"
 #include "proxy/admin_server.h"
+#include "proxy/health_events.h"
 #include "proxy/metrics.h"
 #include "proxy/route_state.h"
 #include "proxy/runtime.h"
@@ -31,7 +35,11 @@ class Server {
   AdminResponse route_api(std::string_view query);
   AdminResponse ownership_api();
   void start_ownership_source();
+  void start_health();
+  void on_passive_events(const std::vector<PassiveEvent>& events);
   void publish_route();
+  AdminResponse servers_api();
+  AdminResponse server_state_api(const AdminRequest& request, std::string_view path);
   void on_signal(int signum);
   void begin_shutdown();
   void on_shutdown_poll();
@@ -47,6 +55,13 @@ class Server {
   std::atomic<int64_t> connections_{0};
   std::chrono::steady_clock::time_point started_;
   std::chrono::steady_clock::time_point drain_deadline_;
+  health::SteadyClock clock_;
+  health::SplitMix64 random_{0x5eed5eedULL};
+  std::unique_ptr<health::HealthTracker> tracker_;
+  std::unique_ptr<health::ActiveChecker> checker_;
+  bool checker_stopped_ = true;
+  HealthEvents health_events_;
+  std::shared_ptr<const health::HealthView> published_health_;
   std::unique_ptr<affinity::OwnershipSource> source_;
   bool source_stopped_ = true;
   std::shared_ptr<const affinity::OwnershipSnapshot> snapshot_;

@@ -13,7 +13,7 @@ namespace sprayer::proxy {
 namespace {
 
 constexpr size_t kMaxResponseHeadBytes = 64 * 1024;
-constexpr int kFailConnect = 0, kFailReset = 1, kFailTimeout = 2, kFailBad = 3;
+constexpr int kFailConnect = 0, kFailReset = 1, kFailTimeout = 2, kFailBad = 3, kFailServerDown = 4;
 
 UpstreamConnection* from(llhttp_t* p) { return static_cast<UpstreamConnection*>(p->data); }
 
@@ -177,7 +177,6 @@ void UpstreamConnection::handle_read(ssize_t nread, const uv_buf_t* buf) {
   if (nread < 0) {
     if (chunk) BufferPool::unref(chunk);
     if (state_ == State::idle) {
-      pool_.forget(this);
       close();
       return;
     }
@@ -201,7 +200,6 @@ void UpstreamConnection::handle_read(ssize_t nread, const uv_buf_t* buf) {
   BufferPool::unref(chunk);
   if (state_ == State::idle) {
     // A server says nothing unasked; whatever this is, the connection is not reusable.
-    pool_.forget(this);
     close();
     return;
   }
@@ -228,7 +226,6 @@ void UpstreamConnection::handle_read(ssize_t nread, const uv_buf_t* buf) {
     }
     if (consumed < data.size()) {
       // Bytes after a complete response that nobody asked for.
-      if (state_ == State::idle) pool_.forget(this);
       if (exchange_) exchange_->on_upstream_read_done();
       close();
     }
@@ -265,7 +262,6 @@ void UpstreamConnection::handle_timer() {
       fail(kFailTimeout);
       return;
     case Timer::idle:
-      pool_.forget(this);
       close();
       return;
   }
@@ -275,22 +271,25 @@ void UpstreamConnection::fail(int kind) {
   Exchange* exchange = exchange_;
   exchange_ = nullptr;
   State was = state_;
-  if (was == State::idle) pool_.forget(this);
   close();
   if (!exchange) return;
   if (kind == kFailConnect && was == State::connecting) {
     exchange->on_connect_failed(*this, 0);
     return;
   }
-  UpstreamError error = kind == kFailTimeout ? UpstreamError::timeout
-                        : kind == kFailBad   ? UpstreamError::bad_response
-                        : kind == kFailConnect ? UpstreamError::connect
-                                               : UpstreamError::reset;
+  UpstreamError error = kind == kFailTimeout      ? UpstreamError::timeout
+                        : kind == kFailBad        ? UpstreamError::bad_response
+                        : kind == kFailConnect    ? UpstreamError::connect
+                        : kind == kFailServerDown ? UpstreamError::server_down
+                                                  : UpstreamError::reset;
   exchange->on_upstream_error(*this, error);
 }
 
+void UpstreamConnection::fail_server_down() { fail(kFailServerDown); }
+
 void UpstreamConnection::close() {
   if (state_ == State::closed) return;
+  pool_.on_closed(this);
   state_ = State::closed;
   exchange_ = nullptr;
   writer_.discard();

@@ -33,6 +33,7 @@ class UpstreamConnection {
   void resume_reading(uint8_t reason);
   void make_idle();                   // back in the pool: read for EOF, arm the idle timer
   void close();                       // idempotent; frees itself after the last close callback
+  void fail_server_down();            // health says the server is gone: end the request now
 
   State state() const { return state_; }
   bool reused() const { return requests_ > 1; }

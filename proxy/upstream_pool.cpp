@@ -14,6 +14,7 @@ UpstreamConnection* UpstreamPool::acquire(bool& reused, int& error) {
     idle_.pop_back();
     if (connection->state() == UpstreamConnection::State::idle) {
       reused = true;
+      active_.insert(connection);
       return connection;
     }
   }
@@ -25,10 +26,12 @@ UpstreamConnection* UpstreamPool::acquire(bool& reused, int& error) {
     connection->close();
     return nullptr;
   }
+  active_.insert(connection);
   return connection;
 }
 
 void UpstreamPool::release(UpstreamConnection* connection) {
+  active_.erase(connection);
   const auto& config = worker_.config();
   uint32_t max_requests = config.upstream.max_requests_per_connection;
   if (idle_.size() >= config.upstream.max_idle_per_server || worker_.draining() ||
@@ -43,6 +46,17 @@ void UpstreamPool::release(UpstreamConnection* connection) {
 void UpstreamPool::forget(UpstreamConnection* connection) {
   auto it = std::find(idle_.begin(), idle_.end(), connection);
   if (it != idle_.end()) idle_.erase(it);
+}
+
+void UpstreamPool::on_closed(UpstreamConnection* connection) {
+  active_.erase(connection);
+  forget(connection);
+}
+
+void UpstreamPool::fail_active() {
+  std::vector<UpstreamConnection*> victims(active_.begin(), active_.end());
+  for (auto* connection : victims) connection->fail_server_down();
+  close_idle();
 }
 
 void UpstreamPool::close_idle() {

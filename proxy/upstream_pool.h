@@ -1,7 +1,9 @@
 // Idle keep-alive connections to one pool server, per worker (LIFO: the warmest first).
 #pragma once
 
+#include <atomic>
 #include <cstddef>
+#include <unordered_set>
 #include <vector>
 
 namespace sprayer::proxy {
@@ -18,7 +20,12 @@ class UpstreamPool {
   UpstreamConnection* acquire(bool& reused, int& error);
   void release(UpstreamConnection* connection);  // keep idle, or close if the pool is full
   void forget(UpstreamConnection* connection);   // an idle connection closed by itself
+  void on_closed(UpstreamConnection* connection);  // any connection of this pool is closing
   void close_idle();
+  // The server became unusable (down, maintenance): end every request in flight on it so
+  // parked long-polls are answered and their devices come back to a live server.
+  void fail_active();
+  size_t active_count() const { return active_.size(); }
 
   size_t server_index() const { return server_index_; }
   size_t idle_count() const { return idle_.size(); }
@@ -27,6 +34,7 @@ class UpstreamPool {
   Worker& worker_;
   size_t server_index_;
   std::vector<UpstreamConnection*> idle_;
+  std::unordered_set<UpstreamConnection*> active_;  // attached to a request
 };
 
 }  // namespace sprayer::proxy

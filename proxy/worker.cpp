@@ -15,11 +15,15 @@ constexpr uint64_t kTickMs = 100;
 
 }  // namespace
 
-Worker::Worker(int index, std::shared_ptr<const Runtime> runtime, std::atomic<int64_t>& process_connections)
+Worker::Worker(int index, std::shared_ptr<const Runtime> runtime, std::atomic<int64_t>& process_connections,
+               HealthEvents* health_events)
     : index_(index),
       runtime_(std::move(runtime)),
       route_state_(RouteState::make(*runtime_, nullptr, nullptr, 0)),
       extractor_(runtime_->extractor),
+      passive_(health_events, runtime_->servers.size()),
+      server_count_(runtime_->servers.size()),
+      active_upstreams_(new std::atomic<int64_t>[runtime_->servers.size()]()),
       process_connections_(process_connections) {}
 
 Worker::~Worker() { join(); }
@@ -116,7 +120,7 @@ void Worker::on_async() {
   }
   // The old state is released here, on this thread; requests already routed keep their
   // candidate lists, which do not point into it.
-  if (route) route_state_ = std::move(route);
+  if (route) swap_route_state(std::move(route));
   if (drain && !draining_) {
     draining_ = true;
     stop_listeners();
@@ -140,7 +144,20 @@ void Worker::on_async() {
   maybe_finish();
 }
 
+void Worker::swap_route_state(std::shared_ptr<const RouteState> next) {
+  std::shared_ptr<const RouteState> previous = std::move(route_state_);
+  route_state_ = std::move(next);
+  for (size_t i = 0; i < route_state_->servers.size() && i < pools_.size(); ++i) {
+    auto unusable = [](affinity::ServerState s) {
+      return s == affinity::ServerState::down || s == affinity::ServerState::maintenance;
+    };
+    if (unusable(route_state_->servers[i].state) && !unusable(previous->servers[i].state)) pools_[i]->fail_active();
+  }
+}
+
 void Worker::on_tick() {
+  for (size_t i = 0; i < pools_.size(); ++i)
+    active_upstreams_[i].store(static_cast<int64_t>(pools_[i]->active_count()), std::memory_order_relaxed);
   if (draining_) {
     maybe_finish();
     return;

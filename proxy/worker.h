@@ -15,6 +15,7 @@
 
 #include "affinity/extract.h"
 #include "proxy/buffer_pool.h"
+#include "proxy/health_events.h"
 #include "proxy/route_state.h"
 #include "proxy/runtime.h"
 
@@ -26,7 +27,8 @@ class UpstreamPool;
 
 class Worker {
  public:
-  Worker(int index, std::shared_ptr<const Runtime> runtime, std::atomic<int64_t>& process_connections);
+  Worker(int index, std::shared_ptr<const Runtime> runtime, std::atomic<int64_t>& process_connections,
+         HealthEvents* health_events = nullptr);
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -59,6 +61,11 @@ class Worker {
   const affinity::Extractor& extractor() const { return extractor_; }
   // Scratch space for the header view of one request (no allocation per request).
   std::vector<affinity::Header>& header_scratch() { return header_scratch_; }
+  PassiveReporter& passive() { return passive_; }
+  // Requests in flight per server on this worker (read by the control thread for the API).
+  int64_t active_upstreams(size_t server) const {
+    return server < server_count_ ? active_upstreams_[server].load(std::memory_order_relaxed) : 0;
+  }
   size_t connection_count() const { return connection_count_; }
 
   // Process-wide downstream connection count, for max_connections.
@@ -72,6 +79,7 @@ class Worker {
   void on_tick();
   void stop_listeners();
   void maybe_finish();
+  void swap_route_state(std::shared_ptr<const RouteState> next);
   void post(bool drain, bool stop);
 
   int index_;
@@ -79,6 +87,9 @@ class Worker {
   std::shared_ptr<const RouteState> route_state_;
   affinity::Extractor extractor_;
   std::vector<affinity::Header> header_scratch_;
+  PassiveReporter passive_;
+  size_t server_count_;
+  std::unique_ptr<std::atomic<int64_t>[]> active_upstreams_;
   std::atomic<int64_t>& process_connections_;
   uv_loop_t loop_{};
   uv_async_t async_{};

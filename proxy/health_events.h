@@ -1,0 +1,60 @@
+// Data-path outcomes per server, reported by workers to the control thread's HealthTracker
+// (passive checks). Workers report every failure but a success only after a failure for that
+// server, so a healthy pool sends nothing; the control thread drains the queue on a wakeup.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <vector>
+
+namespace sprayer::proxy {
+
+enum class PassiveOutcome : uint8_t { success, connect, reset, timeout, status_5xx };
+
+struct PassiveEvent {
+  uint16_t server;
+  PassiveOutcome outcome;
+};
+
+class HealthEvents {
+ public:
+  using Consumer = std::function<void(const std::vector<PassiveEvent>&)>;
+
+  // Control thread.
+  void open(uv_loop_t* loop, Consumer consumer);
+  void close();
+
+  // Any thread.
+  void report(PassiveEvent event);
+
+ private:
+  static void on_async(uv_async_t* handle) noexcept;
+
+  std::mutex mutex_;
+  std::vector<PassiveEvent> queue_;
+  bool open_ = false;
+  uv_async_t async_{};
+  Consumer consumer_;
+};
+
+// A worker's filter in front of HealthEvents: one flag per server.
+class PassiveReporter {
+ public:
+  PassiveReporter(HealthEvents* events, size_t servers) : events_(events), failing_(servers, false) {}
+  void report(uint16_t server, PassiveOutcome outcome) {
+    if (!events_ || server >= failing_.size()) return;
+    bool failure = outcome != PassiveOutcome::success;
+    if (!failure && !failing_[server]) return;
+    failing_[server] = failure;
+    events_->report(PassiveEvent{server, outcome});
+  }
+
+ private:
+  HealthEvents* events_;
+  std::vector<bool> failing_;
+};
+
+}  // namespace sprayer::proxy
