@@ -1,6 +1,11 @@
 // SQLite source: rounds of blocking reads on the libuv thread pool, one at a time, with a
-// read-only connection that is reopened for every full read (so a replaced file is seen).
+// read-only connection, reopened for every full read and whenever its path names another file.
 #include "affinity/ownership_sqlite.h"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <sqlite3.h>
 
@@ -19,6 +24,7 @@ struct SqliteOwnershipSource::Job {
   OwnershipQueries queries;
   int busy_timeout_ms = 0;
   sqlite3** db = nullptr;
+  std::pair<dev_t, ino_t>* file_id = nullptr;     // of the file *db was opened on
   std::shared_ptr<const OwnershipSnapshot> base;  // for a delta
   std::optional<std::int64_t> marker_in;
   // Out.
@@ -172,6 +178,18 @@ void SqliteOwnershipSource::on_work(uv_work_t* req) noexcept {
 // One round, on a thread-pool thread: touches only the job and the connection.
 void SqliteOwnershipSource::run_round(Job& job) {
   sqlite3** db = job.db;
+  // An open connection keeps reading a file that was deleted, moved away or replaced (a
+  // restore from backup): check that the path still names the file we opened.
+  struct stat file{};
+  if (stat(job.path.c_str(), &file) != 0) {
+    job.error = "cannot open " + job.path + ": " + std::strerror(errno);
+    if (*db) close_db(db);
+    return;
+  }
+  if (*db && (file.st_dev != job.file_id->first || file.st_ino != job.file_id->second)) {
+    close_db(db);
+    job.full = true;  // another file: read it whole
+  }
   if (job.full && *db) close_db(db);
   if (!*db) {
     const int rc = sqlite3_open_v2(job.path.c_str(), db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
@@ -181,6 +199,7 @@ void SqliteOwnershipSource::run_round(Job& job) {
       return;
     }
     sqlite3_busy_timeout(*db, job.busy_timeout_ms);
+    *job.file_id = {file.st_dev, file.st_ino};
   }
 
   // The marker is read before the owners: a change committed in between shows up in
@@ -273,6 +292,7 @@ void SqliteOwnershipSource::tick() {
   job_->queries = config_.queries;
   job_->busy_timeout_ms = static_cast<int>(config_.busy_timeout.count());
   job_->db = &db_;
+  job_->file_id = &file_id_;
   job_->base = core_.snapshot();
   job_->marker_in = marker_;
   uv_queue_work(loop_, &work_req_, on_work, on_work_done);

@@ -2,6 +2,10 @@
 // one uv_queue_work job at a time and its result is applied on the loop afterwards.
 #pragma once
 
+#include <sys/types.h>
+
+#include <utility>
+
 #include <uv.h>
 
 #include <cstdint>
@@ -51,6 +55,7 @@ class SqliteOwnershipSource final : public OwnershipSource {
   uv_work_t work_req_{};
   std::unique_ptr<Job> job_;    // the round in flight; its thread owns it until job_done
   sqlite3* db_ = nullptr;       // used by the round in flight, or on the loop when none is
+  std::pair<dev_t, ino_t> file_id_{};  // the file db_ was opened on
   std::optional<std::int64_t> marker_;  // last value of the change query
   std::uint64_t last_full_ms_ = 0;
   bool need_full_ = true;       // at start, after an error, and when a resync is due

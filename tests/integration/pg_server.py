@@ -59,6 +59,12 @@ class PostgresServer:
         return f"host=127.0.0.1 port={self.port} dbname={self.dbname} user=postgres connect_timeout=3"
 
     def start(self):
+        # A state dir left by an earlier run (a build dir reused by ctest): stop whatever
+        # still runs there and start from a fresh cluster, so the schema is exactly ours.
+        if os.path.exists(os.path.join(self.datadir, "PG_VERSION")):
+            self._run([os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir, "-m", "immediate", "stop"],
+                      check=False)
+            shutil.rmtree(self.datadir, ignore_errors=True)
         os.makedirs(self.state_dir, exist_ok=True)
         if self.as_user:
             pw = pwd.getpwnam(self.as_user)
