@@ -182,7 +182,7 @@ void SqliteOwnershipSource::run_round(Job& job) {
   // restore from backup): check that the path still names the file we opened.
   struct stat file{};
   if (stat(job.path.c_str(), &file) != 0) {
-    job.error = "cannot open " + job.path + ": " + std::strerror(errno);
+    job.error = "cannot open " + job.path + ": unable to open database file (" + std::strerror(errno) + ")";
     if (*db) close_db(db);
     return;
   }
