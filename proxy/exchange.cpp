@@ -40,18 +40,18 @@ void Exchange::start(bool has_body, bool chunked, bool upgrade) {
   response_chunked_ = false;
   response_close_delimited_ = false;
   retried_stale_ = false;
-  retried_idempotent_ = false;
+  retried_next_ = false;
   body_bytes_sent_ = 0;
   status_ = 0;
   attempt_ = 0;
   held_.clear();
   held_bytes_ = 0;
+  replay_.clear();
+  replayable_ = true;
 
   llhttp_t& parser = ds_.parser();
   std::string_view method = llhttp_method_name(static_cast<llhttp_method_t>(parser.method));
   head_request_ = parser.method == HTTP_HEAD;
-  // Safe to send twice: nothing on the server changes (RFC 9110 9.2.2), and no body to replay.
-  idempotent_ = (parser.method == HTTP_GET || parser.method == HTTP_HEAD || parser.method == HTTP_OPTIONS) && !has_body;
 
   // Find the user, look up the owner, and take the router's candidate order.
   auto& headers = worker.header_scratch();
@@ -157,7 +157,19 @@ void Exchange::on_connect_failed(UpstreamConnection& up, int status) {
   try_next_candidate();
 }
 
+namespace {
+constexpr size_t kReplayLimit = 64 * 1024;
+}  // namespace
+
 void Exchange::put(Slice data) {
+  if (replayable_) {
+    if (replay_.size() + data.size() <= kReplayLimit) {
+      replay_.append(data.data(), data.size());
+    } else {
+      replayable_ = false;
+      std::string().swap(replay_);
+    }
+  }
   if (state_ == State::active || state_ == State::tunnel) {
     if (up_) up_->writer().add(std::move(data));
     return;
@@ -168,6 +180,14 @@ void Exchange::put(Slice data) {
 }
 
 void Exchange::put_copy(std::string_view bytes) {
+  if (replayable_) {
+    if (replay_.size() + bytes.size() <= kReplayLimit) {
+      replay_.append(bytes);
+    } else {
+      replayable_ = false;
+      std::string().swap(replay_);
+    }
+  }
   if (state_ == State::active || state_ == State::tunnel) {
     if (up_) up_->writer().add_copy(bytes);
     return;
@@ -347,22 +367,28 @@ void Exchange::on_upstream_error(UpstreamConnection& up, UpstreamError error) {
   // A pooled connection the server closed just as we reused it: the request never reached
   // the application, so send it again once on a fresh connection.
   if (!response_started_ && !up.response_byte_seen() && up.reused() && !retried_stale_ &&
-      (error == UpstreamError::reset) && (!has_body_ || (held_.empty() && body_bytes_sent_ == 0))) {
+      (error == UpstreamError::reset) && (!has_body_ || replayable_)) {
     retried_stale_ = true;
+    size_t server = up.server_index();
     release_upstream(false);
+    // Its siblings in the pool are as suspect (a restarted or killed server): drop them so
+    // the retry opens a fresh connection and learns the truth from the connect.
+    worker.upstream_pool(server).close_idle();
     WorkerStats::add(worker.stats().upstream_retries);
     --attempt_;
-    state_ = State::connecting;
+    resend_from_replay();
     try_next_candidate();
     return;
   }
-  // An idempotent request whose server died before answering goes once to the next candidate.
-  if (!response_started_ && !up.response_byte_seen() && idempotent_ && !retried_idempotent_ &&
+  // A server that died (reset, or marked down) before the first response byte: the request
+  // goes once to the next candidate if we can send it again whole (small or no body). The
+  // device would repeat it anyway after an error; this saves it the round trip and the error.
+  if (!response_started_ && !up.response_byte_seen() && replayable_ && !retried_next_ &&
       (error == UpstreamError::reset || error == UpstreamError::server_down) && attempt_ < candidates_.size()) {
-    retried_idempotent_ = true;
+    retried_next_ = true;
     release_upstream(false);
     WorkerStats::add(worker.stats().upstream_retries);
-    state_ = State::connecting;
+    resend_from_replay();
     try_next_candidate();
     return;
   }
@@ -376,6 +402,14 @@ void Exchange::on_upstream_error(UpstreamConnection& up, UpstreamError error) {
     return;
   }
   ds_.fail_exchange(error == UpstreamError::timeout ? 504 : 502);
+}
+
+void Exchange::resend_from_replay() {
+  // The next attempt sends the head and every body byte so far; later ones follow as usual.
+  state_ = State::connecting;
+  held_.clear();
+  held_bytes_ = replay_.size();
+  if (!replay_.empty()) held_.push_back(Piece{Slice(), replay_});
 }
 
 void Exchange::on_upstream_read_done() {

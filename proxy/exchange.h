@@ -64,6 +64,7 @@ class Exchange {
   void check_upstream_backpressure();
   void check_downstream_backpressure();
   void report(const UpstreamConnection& up, int outcome);
+  void resend_from_replay();
 
   DownstreamConnection& ds_;
   UpstreamConnection* up_ = nullptr;
@@ -71,6 +72,10 @@ class Exchange {
   std::string request_head_;
   std::vector<Piece> held_;        // request bytes that arrived before the upstream connected
   size_t held_bytes_ = 0;
+  // A copy of the request body as sent, while small, so a request that died on a stale
+  // keep-alive connection (no response byte) can be sent again. Dropped at the response.
+  std::string replay_;
+  bool replayable_ = true;
   std::vector<uint16_t> candidates_;
   std::string user_key_;
   affinity::RouteReason reason_ = affinity::RouteReason::no_user;
@@ -85,8 +90,7 @@ class Exchange {
   bool response_chunked_ = false;
   bool response_close_delimited_ = false;
   bool retried_stale_ = false;
-  bool retried_idempotent_ = false;
-  bool idempotent_ = false;
+  bool retried_next_ = false;
   int status_ = 0;
 };
 

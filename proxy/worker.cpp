@@ -148,10 +148,14 @@ void Worker::swap_route_state(std::shared_ptr<const RouteState> next) {
   std::shared_ptr<const RouteState> previous = std::move(route_state_);
   route_state_ = std::move(next);
   for (size_t i = 0; i < route_state_->servers.size() && i < pools_.size(); ++i) {
-    auto unusable = [](affinity::ServerState s) {
-      return s == affinity::ServerState::down || s == affinity::ServerState::maintenance;
-    };
-    if (unusable(route_state_->servers[i].state) && !unusable(previous->servers[i].state)) pools_[i]->fail_active();
+    // A server that went down (dead or hung) will not answer its parked requests: end them so
+    // devices reconnect to a survivor. Maintenance only stops new requests; those in flight
+    // finish, and the admin API shows when none is left.
+    auto now_state = route_state_->servers[i].state;
+    auto before = previous->servers[i].state;
+    if (now_state == affinity::ServerState::down && before != affinity::ServerState::down) pools_[i]->fail_active();
+    if (now_state == affinity::ServerState::maintenance && before != affinity::ServerState::maintenance)
+      pools_[i]->close_idle();
   }
 }
 

@@ -20,7 +20,9 @@ BUILD_DIR="$root/build-asan" BUILD_TYPE=Debug "$root/scripts/build.sh" -DSPRAYER
 fuzz_ok=0
 if command -v clang++ >/dev/null 2>&1 && [ -n "$(ls "$root"/tests/fuzz/*_fuzz.cpp 2>/dev/null)" ]; then
   echo "== build (libFuzzer targets)"
-  if CC=clang CXX=clang++ BUILD_DIR="$root/build-fuzz" BUILD_TYPE=RelWithDebInfo "$root/scripts/build.sh" \
+  fuzz_targets=$(cd "$root/tests/fuzz" && ls *_fuzz.cpp | sed 's/\.cpp$//' | tr '\n' ' ')
+  if CC=clang CXX=clang++ BUILD_DIR="$root/build-fuzz" BUILD_TYPE=RelWithDebInfo BUILD_TARGETS="$fuzz_targets" \
+       "$root/scripts/build.sh" \
        -DSPRAYER_FUZZ=ON -DSPRAYER_UNIT_ONLY=ON; then
     fuzz_ok=1
   else

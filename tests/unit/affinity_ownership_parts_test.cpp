@@ -103,7 +103,9 @@ TEST_CASE("row blocks: apply_rows equals with_delta; compaction equals replaying
   const auto compacted = compact_row_blocks(blocks);
   const auto rebuilt = build_snapshot(*compacted);
   std::size_t live = 0;
-  for (const auto& [key, value] : model) {
+  for (const auto& entry : model) {
+    const auto& key = entry.first;  // clang 14 cannot capture a structured binding
+    const auto& value = entry.second;
     CAPTURE(key);
     CHECK(owner_of(*snapshot, key) == value.first);
     CHECK(owner_of(*rebuilt, key) == value.first);

@@ -1,0 +1,269 @@
+#!/usr/bin/env python3
+"""Health checks and takeover under load: three poolsims sharing a SQLite pool database,
+3,000 users with two devices each, sprayer in front.
+
+- kill -9 of the server owning a third of the users: requests that start after the kill see
+  no error; its users reach survivors at once, both devices of a user on the same survivor,
+  split evenly; nobody else moves;
+- SIGSTOP instead: the server is marked down within interval x fall + timeout; the gap and
+  the failed requests are printed;
+- the server comes back: users stay where the table says;
+- drain, then maintenance, under load: no request fails, its connection count reaches zero.
+"""
+import collections
+import contextlib
+import json
+import random
+import signal
+import sys
+import threading
+import time
+
+import harness
+from harness import SqlitePool, Sprayer, TestCase, wait_until
+
+USERS = 3000
+SERVERS = ("pool1", "pool2", "pool3")
+INTERVAL = 0.5   # health.interval
+TIMEOUT = 0.3    # health.timeout
+FALL = 2
+
+
+def user_name(i):
+    return f"fo{i:05d}"
+
+
+def table_owner(i):
+    return SERVERS[(i * 7 + i // 3) % 3]
+
+
+class Load:
+    """Closed-loop clients over all users and both devices; records every request."""
+
+    def __init__(self, sprayer, threads=6, users=USERS):
+        self.sprayer = sprayer
+        self.threads = threads
+        self.users = users
+        self.stop_flag = threading.Event()
+        self.records = []  # (start, end, user index, device, status, served_by)
+        self.lock = threading.Lock()
+        self.workers = []
+
+    def _run(self, seed):
+        rng = random.Random(seed)
+        client = None
+        deadline = time.monotonic() + 120  # bounded even if stop() is never called
+        while not self.stop_flag.is_set() and time.monotonic() < deadline:
+            i = rng.randrange(self.users)
+            device = rng.choice("AB")
+            start = time.monotonic()
+            status, served = 0, None
+            try:
+                if client is None:
+                    client = self.sprayer.client(timeout=10)
+                resp = client.request("POST", f"/Microsoft-Server-ActiveSync?Cmd=Sync&User={user_name(i)}"
+                                              f"&DeviceId={device}{i}&DeviceType=iPhone", body=b"sync")
+                status, served = resp.status, resp.header("X-Served-By")
+                if resp.has_token("Connection", "close"):
+                    client.close()
+                    client = None
+            except Exception:
+                status = -1
+                with contextlib.suppress(Exception):
+                    client.close()
+                client = None
+            with self.lock:
+                self.records.append((start, time.monotonic(), i, device, status, served))
+        if client is not None:
+            client.close()
+
+    def start(self):
+        for k in range(self.threads):
+            t = threading.Thread(target=self._run, args=(k,), daemon=True)
+            t.start()
+            self.workers.append(t)
+        return self
+
+    def stop(self):
+        self.stop_flag.set()
+        for t in self.workers:
+            t.join(30)
+
+    def snapshot(self):
+        with self.lock:
+            return list(self.records)
+
+
+class FailoverTest(TestCase):
+    TIMEOUT = 120
+
+    def setUp(self):
+        super().setUp()
+        self.db = SqlitePool()
+        with contextlib.closing(self.db._connect()) as c:
+            c.execute("BEGIN IMMEDIATE")
+            c.execute("UPDATE pool_epoch SET epoch = ? WHERE id = 1", (USERS,))
+            c.executemany("INSERT INTO user_owner (user_key, server_id, epoch, changed_at) "
+                          "VALUES (?, ?, ?, strftime('%Y-%m-%d %H:%M:%f', 'now'))",
+                          [(user_name(i), table_owner(i), i + 1) for i in range(USERS)])
+            c.execute("COMMIT")
+        # claim=False: the table keeps naming the dead server, so these cases measure
+        # sprayer's takeover alone (test_c turns on the pool's own takeover).
+        self.pool = harness.pool(3, db=self.db.spec, claim=False)
+        config = harness.sprayer_config(
+            self.pool,
+            timeouts={"upstream_connect": "300ms", "upstream_response": "5s"},
+            ownership={"source": "sqlite", "sqlite_path": self.db.path, "poll_interval": "50ms"},
+            health={"interval": f"{int(INTERVAL * 1000)}ms", "timeout": f"{int(TIMEOUT * 1000)}ms",
+                    "rise": 2, "fall": FALL, "passive_failures": 3, "min_hold": "1s"},
+        )
+        self.sprayer = Sprayer(config).start()
+        wait_until(lambda: self.api("/api/v1/ownership")["epoch"] >= USERS, 10, what="the snapshot")
+        wait_until(lambda: all(s["state"] == "up" and s["checks"] == "up" for s in self.api("/api/v1/servers")["servers"]),
+                   10, what="every server checked up")
+
+    def tearDown(self):
+        with contextlib.suppress(Exception):
+            self.sprayer.stop()
+        self.pool.stop()
+        self.db.cleanup()
+        super().tearDown()
+
+    def api(self, target, method="GET"):
+        resp = harness.http_request(self.sprayer.admin_port, method, target, timeout=5)
+        if resp.status != 200:
+            raise AssertionError(f"{method} {target}: {resp.status} {resp.body[:200]!r}")
+        return json.loads(resp.body)
+
+    def server_state(self, sid):
+        return next(s for s in self.api("/api/v1/servers")["servers"] if s["id"] == sid)["state"]
+
+    def victim(self):
+        return next(p for p in self.pool if p.id == "pool2")
+
+    def check_takeover(self, records, after, victim_id):
+        """Spread and stickiness of the victim's users among requests that started after `after`."""
+        placed = collections.defaultdict(set)  # user -> servers (both devices)
+        moved = []
+        for start, _, i, device, status, served in records:
+            if start < after or status != 200:
+                continue
+            owner = table_owner(i)
+            if owner == victim_id:
+                placed[i].add(served)
+            elif served != owner:
+                moved.append((user_name(i), owner, served))
+        self.assertEqual(moved[:10], [], f"{len(moved)} requests of users of live servers moved")
+        split = [s for servers in placed.values() for s in servers]
+        self.assertNotIn(victim_id, split, "requests still reached the dead server")
+        both = [sorted(s) for s in placed.values() if len(s) > 1]
+        self.assertEqual(both[:10], [], f"{len(both)} users' devices landed on different survivors")
+        counts = collections.Counter(next(iter(s)) for s in placed.values())
+        total = sum(counts.values())
+        self.assertGreater(total, 100, f"too few of the victim's users were seen: {counts}")
+        for sid, n in counts.items():
+            self.assertAlmostEqual(n / total, 0.5, delta=0.15, msg=f"uneven takeover split {dict(counts)}")
+        return counts
+
+    @harness.timeout(90)
+    def test_a_kill_9_loses_no_request_started_after_it(self):
+        load = Load(self.sprayer).start()
+        time.sleep(1.0)  # steady state before the failure (load runs meanwhile)
+        victim = self.victim()
+        kill_at = time.monotonic()
+        victim.kill(signal.SIGKILL)
+        wait_until(lambda: self.server_state("pool2") == "down", 5, what="pool2 to be marked down")
+        down_after = time.monotonic() - kill_at
+        time.sleep(2.0)
+        load.stop()
+        records = load.snapshot()
+        after = [r for r in records if r[0] >= kill_at]
+        failed_after = [r for r in after if r[4] != 200]
+        in_flight = [r for r in records if r[0] < kill_at <= r[1] and r[4] != 200]
+        victim_users = [r for r in after if table_owner(r[2]) == "pool2" and r[4] == 200]
+        first_served = min((r[1] for r in victim_users), default=None)
+        print(f"\n[kill -9] marked down after {down_after * 1000:.0f} ms; {len(after)} requests after the kill, "
+              f"{len(failed_after)} failed; {len(in_flight)} in-flight failures; the victim's users answered again "
+              f"{(first_served - kill_at) * 1000 if first_served else float('nan'):.0f} ms after the kill",
+              file=sys.stderr)
+        self.assertEqual(len(failed_after), 0, f"requests that started after the kill failed: {failed_after[:5]}")
+        self.assertIsNotNone(first_served)
+        self.assertLess(first_served - kill_at, 1.0)
+        counts = self.check_takeover(records, kill_at, "pool2")
+        print(f"[kill -9] takeover split {dict(counts)}", file=sys.stderr)
+
+    @harness.timeout(90)
+    def test_b_sigstop_is_detected_within_interval_times_fall_plus_timeout(self):
+        load = Load(self.sprayer).start()
+        time.sleep(1.0)
+        victim = self.victim()
+        stop_at = time.monotonic()
+        victim.pause()
+        try:
+            wait_until(lambda: self.server_state("pool2") == "down", 10, interval=0.01, what="pool2 to be marked down")
+            gap = time.monotonic() - stop_at
+            time.sleep(1.5)
+            load.stop()
+        finally:
+            victim.resume()
+        records = load.snapshot()
+        failed = [r for r in records if r[4] != 200]
+        started_after_down = [r for r in records if r[0] >= stop_at + gap and r[4] != 200]
+        print(f"\n[SIGSTOP] marked down after {gap * 1000:.0f} ms (bound {(INTERVAL * FALL + TIMEOUT) * 1000:.0f} ms "
+              f"+ one interval of jitter); {len(failed)} failed requests of {len(records)}, "
+              f"{len(started_after_down)} of them started after the mark", file=sys.stderr)
+        self.assertLess(gap, INTERVAL * (FALL + 1) + TIMEOUT + 0.3)
+        self.assertEqual(len(started_after_down), 0, started_after_down[:5])
+        self.check_takeover(records, stop_at + gap, "pool2")
+
+    @harness.timeout(90)
+    def test_c_a_server_that_returns_gets_users_only_when_the_table_says_so(self):
+        victim = self.victim()
+        victim.kill(signal.SIGKILL)
+        wait_until(lambda: self.server_state("pool2") == "down", 5, what="pool2 down")
+        moved = [i for i in range(USERS) if table_owner(i) == "pool2"][:50]
+        # The pool's own takeover: survivors write themselves as owners of some users.
+        for i in moved[:25]:
+            self.db.admin_assign(user_name(i), "pool1")
+        victim.start()
+        wait_until(lambda: self.server_state("pool2") == "up", 10, what="pool2 back up")
+        wait_until(lambda: self.api(f"/api/v1/route?user={user_name(moved[0])}")["owner"] == "pool1", 5,
+                   what="the reassignment")
+        for i in moved[:25]:
+            r = self.api(f"/api/v1/route?user={user_name(i)}")
+            self.assertEqual((r["owner"], r["candidates"][0]), ("pool1", "pool1"), r)
+        for i in moved[25:]:
+            r = self.api(f"/api/v1/route?user={user_name(i)}")
+            self.assertEqual(r["candidates"][0], "pool2", f"the table still names pool2: {r}")
+
+    @harness.timeout(90)
+    def test_d_drain_then_maintenance_under_load(self):
+        load = Load(self.sprayer).start()
+        time.sleep(0.5)
+        drained = self.api("/api/v1/servers/pool3/drain", method="POST")
+        self.assertEqual(next(s for s in drained["servers"] if s["id"] == "pool3")["admin"], "drain")
+        time.sleep(1.0)
+        t_maint = time.monotonic()
+        self.api("/api/v1/servers/pool3/maintenance", method="POST")
+        wait_until(lambda: next(s for s in self.api("/api/v1/servers")["servers"] if s["id"] == "pool3")
+                   ["active_requests"] == 0, 5, what="pool3's requests to reach zero")
+        time.sleep(1.0)
+        load.stop()
+        records = load.snapshot()
+        failed = [r for r in records if r[4] != 200]
+        self.assertEqual(failed[:5], [], f"{len(failed)} requests failed during drain/maintenance")
+        late = [r for r in records if r[0] > t_maint + 0.2 and r[5] == "pool3"]
+        self.assertEqual(late[:5], [], "requests reached pool3 in maintenance")
+        self.api("/api/v1/servers/pool3/ready", method="POST")
+
+    def test_e_admin_api_refuses_bad_calls(self):
+        resp = harness.http_request(self.sprayer.admin_port, "GET", "/api/v1/servers/pool1/drain")
+        self.assertEqual(resp.status, 405)
+        resp = harness.http_request(self.sprayer.admin_port, "POST", "/api/v1/servers/nope/drain")
+        self.assertEqual(resp.status, 404)
+        resp = harness.http_request(self.sprayer.admin_port, "POST", "/api/v1/servers/pool1/explode")
+        self.assertEqual(resp.status, 404)
+
+
+if __name__ == "__main__":
+    harness.main()
