@@ -35,20 +35,27 @@ int Server::run() {
 
   uv_loop_init(&loop_);
   health_events_.open(&loop_, [this](const std::vector<PassiveEvent>& events) { on_passive_events(events); });
+  // Before anything else runs on the control loop, so that this cleanup can close it.
+  auto fail_start = [this](const std::string& why) {
+    LOG_ERROR("%s", why.c_str());
+    if (admin_) admin_->close();
+    for (auto& w : workers_) w->force_stop();
+    for (auto& w : workers_) w->join();
+    health_events_.close();
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    uv_loop_close(&loop_);
+    return 1;
+  };
   unsigned workers = config_->workers ? config_->workers : std::max(1u, std::thread::hardware_concurrency());
   for (unsigned i = 0; i < workers; ++i) {
     auto worker = std::make_unique<Worker>(static_cast<int>(i), runtime_, connections_, &health_events_);
     bool ok = worker->start(error);
     workers_.push_back(std::move(worker));
-    if (!ok) {
-      LOG_ERROR("%s", error.c_str());
-      for (auto& w : workers_) w->force_stop();
-      for (auto& w : workers_) w->join();
-      health_events_.close();
-      uv_run(&loop_, UV_RUN_DEFAULT);
-      uv_loop_close(&loop_);
-      return 1;
-    }
+    if (!ok) return fail_start(error);
+  }
+  if (config_->admin.enabled) {
+    admin_ = std::make_unique<AdminServer>(&loop_, [this](const AdminRequest& r) { return handle_admin(r); });
+    if (admin_->listen(config_->admin.address, error) != 0) return fail_start(error);
   }
   collector_ = std::make_unique<WorkerStatsCollector>(workers_);
   {
@@ -59,20 +66,6 @@ int Server::run() {
   route_ = RouteState::make(*runtime_, nullptr, nullptr, route_version_);
   start_health();
   start_ownership_source();
-
-  if (config_->admin.enabled) {
-    admin_ = std::make_unique<AdminServer>(&loop_, [this](const AdminRequest& r) { return handle_admin(r); });
-    if (admin_->listen(config_->admin.address, error) != 0) {
-      LOG_ERROR("%s", error.c_str());
-      admin_->close();
-      for (auto& w : workers_) w->force_stop();
-      for (auto& w : workers_) w->join();
-      health_events_.close();
-      uv_run(&loop_, UV_RUN_DEFAULT);
-      uv_loop_close(&loop_);
-      return 1;
-    }
-  }
 
   auto signal_cb = [](uv_signal_t* h, int signum) noexcept { static_cast<Server*>(h->data)->on_signal(signum); };
   for (auto [handle, signum] : {std::pair{&sigterm_, SIGTERM}, std::pair{&sigint_, SIGINT}, std::pair{&sighup_, SIGHUP},

@@ -805,6 +805,19 @@ class SqlitePool:
             c.execute("COMMIT")
         return epoch
 
+    def bulk_owners(self, owners):
+        """Writes [(user, server)] in one transaction, epochs 1..n after the current one."""
+        with contextlib.closing(self._connect()) as c:
+            c.execute("BEGIN IMMEDIATE")
+            base = c.execute("SELECT epoch FROM pool_epoch WHERE id = 1").fetchone()[0]
+            c.execute("UPDATE pool_epoch SET epoch = ? WHERE id = 1", (base + len(owners),))
+            c.executemany("INSERT INTO user_owner (user_key, server_id, epoch, changed_at) "
+                          "VALUES (?, ?, ?, strftime('%Y-%m-%d %H:%M:%f', 'now')) ON CONFLICT (user_key) DO UPDATE "
+                          "SET server_id = excluded.server_id, epoch = excluded.epoch, changed_at = excluded.changed_at",
+                          [(u, sid, base + k + 1) for k, (u, sid) in enumerate(owners)])
+            c.execute("COMMIT")
+        return base + len(owners)
+
     def reset(self):
         self.execute("DELETE FROM user_owner; DELETE FROM pool_server; UPDATE pool_epoch SET epoch = 0 WHERE id = 1;")
 

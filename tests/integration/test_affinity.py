@@ -235,13 +235,7 @@ class SqliteAffinityTest(AffinityBase, TestCase):
 
     @classmethod
     def populate(cls):
-        with contextlib.closing(cls.db._connect()) as c:
-            c.execute("BEGIN IMMEDIATE")
-            c.execute("UPDATE pool_epoch SET epoch = ? WHERE id = 1", (USERS,))
-            c.executemany("INSERT INTO user_owner (user_key, server_id, epoch, changed_at) "
-                          "VALUES (?, ?, ?, strftime('%Y-%m-%d %H:%M:%f', 'now'))",
-                          [(user_name(i), table_owner(i), i + 1) for i in range(USERS)])
-            c.execute("COMMIT")
+        cls.db.bulk_owners([(user_name(i), table_owner(i)) for i in range(USERS)])
 
     @classmethod
     def ownership_config(cls):

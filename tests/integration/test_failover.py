@@ -100,13 +100,7 @@ class FailoverTest(TestCase):
     def setUp(self):
         super().setUp()
         self.db = SqlitePool()
-        with contextlib.closing(self.db._connect()) as c:
-            c.execute("BEGIN IMMEDIATE")
-            c.execute("UPDATE pool_epoch SET epoch = ? WHERE id = 1", (USERS,))
-            c.executemany("INSERT INTO user_owner (user_key, server_id, epoch, changed_at) "
-                          "VALUES (?, ?, ?, strftime('%Y-%m-%d %H:%M:%f', 'now'))",
-                          [(user_name(i), table_owner(i), i + 1) for i in range(USERS)])
-            c.execute("COMMIT")
+        self.db.bulk_owners([(user_name(i), table_owner(i)) for i in range(USERS)])
         # claim=False: the table keeps naming the dead server, so these cases measure
         # sprayer's takeover alone (test_c turns on the pool's own takeover).
         self.pool = harness.pool(3, db=self.db.spec, claim=False)

@@ -13,6 +13,8 @@
 #include <string>
 #include <thread>
 
+#include "tests/unit/test_sockets.h"
+
 #include "health/active_checker.h"
 
 using namespace sprayer::health;
@@ -20,18 +22,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
-int listen_any(uint16_t& port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  REQUIRE(listen(fd, 64) == 0);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  port = ntohs(a.sin_port);
-  return fd;
-}
+using sprayer::test::listen_any;
+
 
 // Answers every connection with `reply` until `stop`.
 struct FakeServer {

@@ -11,6 +11,8 @@
 #include <string>
 #include <thread>
 
+#include "tests/unit/test_sockets.h"
+
 #include "proxy/worker.h"
 
 using namespace sprayer;
@@ -18,24 +20,10 @@ using namespace std::chrono_literals;
 
 namespace {
 
-int listen_any(uint16_t& port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  REQUIRE(listen(fd, 16) == 0);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  port = ntohs(a.sin_port);
-  return fd;
-}
+using sprayer::test::listen_any;
+using sprayer::test::free_port;
 
-uint16_t free_port() {
-  uint16_t port = 0;
-  close(listen_any(port));
-  return port;
-}
+
 
 int connect_to(uint16_t port) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
