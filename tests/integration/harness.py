@@ -920,6 +920,20 @@ class PostgresPool(PostgresServer):
                        "epoch = EXCLUDED.epoch, changed_at = EXCLUDED.changed_at RETURNING epoch; COMMIT;")
         return int(out.split()[0])
 
+    def bulk_owners(self, owners):
+        """Writes [(user, server)] in one transaction, epochs 1..n after the current one."""
+        values = ",".join(f"({_sql_literal(u)}, {_sql_literal(sid)}, {k + 1})" for k, (u, sid) in enumerate(owners))
+        n = len(owners)
+        # The UPDATE takes the row lock first; the INSERT, later in the same transaction,
+        # sees the bumped epoch and numbers its rows below it.
+        self.execute(f"BEGIN; UPDATE pool_epoch SET epoch = epoch + {n} WHERE id = 1; "
+                     f"INSERT INTO user_owner (user_key, server_id, epoch, changed_at) "
+                     f"SELECT u, s, (SELECT epoch FROM pool_epoch WHERE id = 1) - {n} + k, now() "
+                     f"FROM (VALUES {values}) AS r (u, s, k) ON CONFLICT (user_key) DO UPDATE "
+                     f"SET server_id = excluded.server_id, epoch = excluded.epoch, changed_at = excluded.changed_at; "
+                     f"COMMIT;")
+        return self.epoch()
+
     def reset(self):
         self.sql("TRUNCATE user_owner, pool_server; UPDATE pool_epoch SET epoch = 0 WHERE id = 1;")
 

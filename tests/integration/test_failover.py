@@ -20,7 +20,7 @@ import threading
 import time
 
 import harness
-from harness import SqlitePool, Sprayer, TestCase, wait_until
+from harness import PostgresPool, SqlitePool, Sprayer, TestCase, wait_until
 
 USERS = 3000
 SERVERS = ("pool1", "pool2", "pool3")
@@ -94,12 +94,18 @@ class Load:
             return list(self.records)
 
 
-class FailoverTest(TestCase):
+class FailoverBase:
     TIMEOUT = 120
+
+    def make_db(self):
+        raise NotImplementedError
+
+    def ownership(self):
+        raise NotImplementedError
 
     def setUp(self):
         super().setUp()
-        self.db = SqlitePool()
+        self.db = self.make_db()
         self.db.bulk_owners([(user_name(i), table_owner(i)) for i in range(USERS)])
         # claim=False: the table keeps naming the dead server, so these cases measure
         # sprayer's takeover alone (test_c turns on the pool's own takeover).
@@ -107,7 +113,7 @@ class FailoverTest(TestCase):
         config = harness.sprayer_config(
             self.pool,
             timeouts={"upstream_connect": "300ms", "upstream_response": "5s"},
-            ownership={"source": "sqlite", "sqlite_path": self.db.path, "poll_interval": "50ms"},
+            ownership=self.ownership(),
             health={"interval": f"{int(INTERVAL * 1000)}ms", "timeout": f"{int(TIMEOUT * 1000)}ms",
                     "rise": 2, "fall": FALL, "passive_failures": 3, "min_hold": "1s"},
         )
@@ -164,8 +170,9 @@ class FailoverTest(TestCase):
         load = Load(self.sprayer).start()
         time.sleep(1.0)  # steady state before the failure (load runs meanwhile)
         victim = self.victim()
-        kill_at = time.monotonic()
         victim.kill(signal.SIGKILL)
+        victim.proc.wait(5)
+        kill_at = time.monotonic()  # from here on the server is certainly gone
         wait_until(lambda: self.server_state("pool2") == "down", 5, what="pool2 to be marked down")
         down_after = time.monotonic() - kill_at
         time.sleep(2.0)
@@ -250,6 +257,38 @@ class FailoverTest(TestCase):
         self.assertEqual(late[:5], [], "requests reached pool3 in maintenance")
         self.api("/api/v1/servers/pool3/ready", method="POST")
 
+    @harness.timeout(60)
+    def test_f_a_flapping_server_moves_users_no_more_often_than_rise_and_fall_allow(self):
+        victim = self.victim()
+        transitions = []  # (time, new state)
+        last = self.server_state("pool2")
+        start = time.monotonic()
+        toggles = 0
+        available = True
+        next_toggle = start
+        while time.monotonic() - start < 12.0:
+            now = time.monotonic()
+            if now >= next_toggle:
+                available = not available
+                victim.post(f"/poolsim/available?value={1 if available else 0}")
+                toggles += 1
+                next_toggle += 2.0
+            state = self.server_state("pool2")
+            if state != last:
+                transitions.append((now - start, state))
+                last = state
+            time.sleep(0.05)
+        victim.post("/poolsim/available?value=1")
+        gaps = [b[0] - a[0] for a, b in zip(transitions, transitions[1:])]
+        print(f"\n[flapping] {toggles} toggles every 2 s -> {len(transitions)} state changes at "
+              f"{[round(t, 2) for t, _ in transitions]}", file=sys.stderr)
+        self.assertGreaterEqual(len(transitions), 1, "the flapping server was never taken down")
+        self.assertLessEqual(len(transitions), toggles, transitions)
+        # Each change needs `fall` (or `rise`) checks in a row: at least that many intervals,
+        # less the jitter, between two changes; going back up also waits out the hold.
+        for gap in gaps:
+            self.assertGreaterEqual(gap, FALL * INTERVAL * 0.8, f"changes too close together: {transitions}")
+
     def test_e_admin_api_refuses_bad_calls(self):
         resp = harness.http_request(self.sprayer.admin_port, "GET", "/api/v1/servers/pool1/drain")
         self.assertEqual(resp.status, 405)
@@ -257,6 +296,22 @@ class FailoverTest(TestCase):
         self.assertEqual(resp.status, 404)
         resp = harness.http_request(self.sprayer.admin_port, "POST", "/api/v1/servers/pool1/explode")
         self.assertEqual(resp.status, 404)
+
+
+class SqliteFailoverTest(FailoverBase, TestCase):
+    def make_db(self):
+        return SqlitePool()
+
+    def ownership(self):
+        return {"source": "sqlite", "sqlite_path": self.db.path, "poll_interval": "50ms"}
+
+
+class PostgresFailoverTest(FailoverBase, TestCase):
+    def make_db(self):
+        return PostgresPool().start()
+
+    def ownership(self):
+        return {"source": "postgresql", "postgresql": self.db.conninfo}
 
 
 if __name__ == "__main__":

@@ -56,8 +56,14 @@ std::string read_until(int fd, std::string_view until) {
 std::shared_ptr<proxy::Runtime> make_runtime(uint16_t listen_port, uint16_t server_port) {
   auto config = std::make_shared<conf::Config>();
   config->workers = 1;
-  config->listeners.push_back(conf::ListenerConfig{"test", {"127.0.0.1", listen_port}, 64});
-  config->servers.push_back(conf::ServerConfig{"pool1", {"127.0.0.1", server_port}, 1});
+  conf::ListenerConfig listener;
+  listener.name = "test";
+  listener.address = {"127.0.0.1", listen_port};
+  config->listeners.push_back(listener);
+  conf::ServerConfig server;
+  server.id = "pool1";
+  server.address = {"127.0.0.1", server_port};
+  config->servers.push_back(server);
   config->timeouts.upstream_connect = 1s;
   auto runtime = std::make_shared<proxy::Runtime>();
   runtime->config = config;

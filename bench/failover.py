@@ -1,0 +1,306 @@
+#!/usr/bin/env python3
+"""Failover side by side: sprayer, HAProxy and nginx in front of the same three poolsims,
+the same health settings (check every 1 s, fall 2, rise 2), the same steady load over 3,000
+users (POST ActiveSync Sync, keep-alive clients). At t=2 s the server that serves a third of
+the users is killed (kill -9) or frozen (SIGSTOP); we count failed and slow (> 1 s) requests
+and measure how long until that server's users are answered again.
+
+usage: bench/failover.py [--seconds 8] [--threads 6] [--reps 3] [--out FILE]
+Run by bench/failover.sh, which builds and installs what is needed.
+"""
+import argparse
+import collections
+import datetime
+import http.client
+import os
+import platform
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+SPRAYER = os.path.join(ROOT, "build", "proxy", "sprayer")
+POOLSIM = os.path.join(ROOT, "build", "tests", "poolsim", "poolsim")
+USERS = 3000
+KILL_AT = 2.0
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.02)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+class Pool:
+    def __init__(self, work):
+        self.work = work
+        self.procs = {}
+        self.ports = {}
+
+    def start(self, sid):
+        port = self.ports.get(sid) or free_port()
+        self.ports[sid] = port
+        self.procs[sid] = subprocess.Popen([POOLSIM, "--id", sid, "--listen", f"127.0.0.1:{port}"],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(port)
+
+    def stop_all(self):
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGCONT)
+                p.kill()
+                p.wait()
+
+
+def sprayer_config(work, pool, port, admin):
+    servers = "".join(f"  - id: {sid}\n    address: 127.0.0.1:{p}\n" for sid, p in sorted(pool.ports.items()))
+    path = os.path.join(work, "sprayer.yaml")
+    with open(path, "w") as f:
+        f.write(f"""workers: 1
+listeners:
+  - name: http
+    address: 127.0.0.1:{port}
+servers:
+{servers}timeouts:
+  upstream_connect: 300ms
+  upstream_response: 60s
+health:
+  interval: 1s
+  timeout: 800ms
+  rise: 2
+  fall: 2
+  passive_failures: 3
+admin:
+  address: 127.0.0.1:{admin}
+log:
+  level: warn
+""")
+    return [SPRAYER, "-c", path]
+
+
+def haproxy_config(work, pool, port, _admin):
+    servers = "".join(f"    server {sid} 127.0.0.1:{p} check\n" for sid, p in sorted(pool.ports.items()))
+    path = os.path.join(work, "haproxy.cfg")
+    with open(path, "w") as f:
+        f.write(f"""global
+    nbthread 1
+    maxconn 9000
+defaults
+    mode http
+    timeout connect 300ms
+    timeout client 60s
+    timeout server 60s
+    option redispatch
+    retries 3
+    retry-on conn-failure empty-response response-timeout
+    option http-buffer-request
+    http-reuse safe
+frontend fe
+    bind 127.0.0.1:{port}
+    default_backend pool
+backend pool
+    balance url_param User
+    hash-type consistent
+    option httpchk GET /traveler?action=getStatus
+    http-check expect string Traveler\\ server\\ is\\ available.
+    default-server inter 1s fall 2 rise 2
+{servers}""")
+    return ["haproxy", "-f", path, "-db"]
+
+
+def nginx_config(work, pool, port, _admin):
+    servers = "".join(f"        server 127.0.0.1:{p} max_fails=2 fail_timeout=2s;\n" for _, p in sorted(pool.ports.items()))
+    path = os.path.join(work, "nginx.conf")
+    with open(path, "w") as f:
+        f.write(f"""worker_processes 1;
+daemon off;
+error_log {work}/nginx-error.log error;
+pid {work}/nginx.pid;
+events {{ worker_connections 9000; }}
+http {{
+    access_log off;
+    upstream pool {{
+        hash $arg_User consistent;
+{servers}        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://pool;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_connect_timeout 300ms;
+            proxy_read_timeout 60s;
+            proxy_next_upstream error timeout http_502 http_503 non_idempotent;
+            proxy_next_upstream_tries 3;
+        }}
+    }}
+}}
+""")
+    return ["nginx", "-c", path, "-p", work]
+
+
+PROXIES = {"sprayer": sprayer_config, "haproxy": haproxy_config, "nginx": nginx_config}
+
+
+def run_load(port, seconds, threads, on_tick):
+    records = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def worker(seed):
+        rng = random.Random(seed)
+        conn = None
+        while not stop.is_set():
+            i = rng.randrange(USERS)
+            start = time.monotonic()
+            status, served = -1, None
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                conn.request("POST", f"/Microsoft-Server-ActiveSync?Cmd=Sync&User=u{i:05d}&DeviceId=d{i}",
+                             body=b"sync", headers={"Host": "mail.example.com"})
+                resp = conn.getresponse()
+                resp.read()
+                status, served = resp.status, resp.getheader("X-Served-By")
+                if resp.getheader("Connection", "").lower() == "close":
+                    conn.close()
+                    conn = None
+            except Exception:
+                if conn is not None:
+                    conn.close()
+                conn = None
+            with lock:
+                records.append((start, time.monotonic(), i, status, served))
+        if conn is not None:
+            conn.close()
+
+    ts = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(threads)]
+    t0 = time.monotonic()
+    for t in ts:
+        t.start()
+    event_at = None
+    while time.monotonic() - t0 < seconds:
+        if event_at is None and time.monotonic() - t0 >= KILL_AT:
+            event_at = time.monotonic()
+            on_tick()
+        time.sleep(0.01)
+    stop.set()
+    for t in ts:
+        t.join(60)
+    return records, event_at
+
+
+def measure(proxy, mode, seconds, threads, work):
+    pool = Pool(work)
+    for sid in ("pool1", "pool2", "pool3"):
+        pool.start(sid)
+    port, admin = free_port(), free_port()
+    argv = PROXIES[proxy](work, pool, port, admin)
+    proc = subprocess.Popen(["taskset", "-c", "0"] + argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        time.sleep(2.5)  # first health checks pass everywhere
+        victim = pool.procs["pool2"]
+
+        def strike():
+            victim.send_signal(signal.SIGKILL if mode == "kill" else signal.SIGSTOP)
+
+        records, at = run_load(port, seconds, threads, strike)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        pool.stop_all()
+    before = [r for r in records if r[1] < at]
+    victim_users = {r[2] for r in before if r[4] == "pool2"}
+    after = [r for r in records if r[0] >= at]
+    failed = [r for r in records if r[3] != 200 and r[1] >= at]
+    slow = [r for r in records if r[1] >= at and r[1] - r[0] > 1.0]
+    answered = [r[1] for r in after if r[2] in victim_users and r[3] == 200]
+    # Back to normal: the victim's users answered, and no failure or slow request after that.
+    last_bad = max([r[1] for r in failed + slow], default=at)
+    recovered = max(min(answered, default=float("nan")), last_bad) - at
+    return {
+        "requests": len(records),
+        "victim_users": len(victim_users),
+        "failed": len(failed),
+        "slow": len(slow),
+        "recovered_ms": recovered * 1000,
+        "rps": len(records) / seconds,
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=8)
+    ap.add_argument("--threads", type=int, default=6)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--out")
+    args = ap.parse_args()
+    results = collections.defaultdict(list)
+    with tempfile.TemporaryDirectory(prefix="sprayer-failover-") as work:
+        for rep in range(args.reps):
+            for mode in ("kill", "stop"):
+                # A/B alternation: the order of proxies rotates each repetition.
+                order = list(PROXIES)[rep % 3:] + list(PROXIES)[:rep % 3]
+                for proxy in order:
+                    r = measure(proxy, mode, args.seconds, args.threads, work)
+                    results[(mode, proxy)].append(r)
+                    print(f"rep {rep + 1} {mode:4} {proxy:8} {r}", file=sys.stderr)
+
+    def med(values):
+        return statistics.median(values)
+
+    lines = [f"# Failover: sprayer vs HAProxy vs nginx ({datetime.date.today()})", "",
+             f"Machine: {platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}. "
+             f"Versions: {subprocess.run(['haproxy', '-v'], capture_output=True, text=True).stdout.splitlines()[0]}; "
+             f"{subprocess.run(['nginx', '-v'], capture_output=True, text=True).stderr.strip()}.", "",
+             f"Command: `bench/failover.sh --seconds {args.seconds:g} --threads {args.threads} --reps {args.reps}`. "
+             f"Each proxy pinned to CPU 0 with one worker; {args.threads} keep-alive clients over {USERS} users; "
+             f"pool2 hit at t={KILL_AT:g} s; health every 1 s, fall 2, rise 2 everywhere. Medians of {args.reps} "
+             f"runs (min–max).", "",
+             "Back to normal = the hit server's users are answered again and no request fails or "
+             "takes over 1 s after that. The load is closed-loop: a client stuck on a frozen server "
+             "sends nothing else, which is why req/s drops after SIGSTOP.", "",
+             "| event | proxy | failed requests | slow (>1 s) | back to normal after (ms) | req/s |",
+             "|---|---|---|---|---|---|"]
+    for mode in ("kill", "stop"):
+        for proxy in PROXIES:
+            rs = results[(mode, proxy)]
+            def cell(key, fmt="{:.0f}"):
+                vs = [r[key] for r in rs if r[key] == r[key]]  # NaN: not within the run
+                if not vs:
+                    return "not within the run"
+                note = "" if len(vs) == len(rs) else f", {len(rs) - len(vs)} runs never"
+                return f"{fmt.format(med(vs))} ({fmt.format(min(vs))}–{fmt.format(max(vs))}{note})"
+            lines.append(f"| {'kill -9' if mode == 'kill' else 'SIGSTOP'} | {proxy} | {cell('failed')} | "
+                         f"{cell('slow')} | {cell('recovered_ms')} | {cell('rps')} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    main()
