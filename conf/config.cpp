@@ -445,6 +445,7 @@ class Loader {
   bool read_name(const Item& item, std::string& out);
   bool read_duration(const Item& item, Duration min, Duration max, Duration& out);
   bool read_size(const Item& item, uint64_t min, uint64_t max, uint32_t& out);
+  bool read_size64(const Item& item, uint64_t min, uint64_t max, uint64_t& out);
   bool read_endpoint(const Item& item, bool numeric_only, Endpoint& out);
   // One of a fixed set of words, e.g. a log level.
   template <typename T, size_t N>
@@ -779,6 +780,8 @@ void Loader::read_limits(const Item& item, LimitConfig& limits) {
       {"max_header_bytes", false, [&](const Item& v) { read_size(v, 1 << 10, 1 << 20, limits.max_header_bytes); }},
       {"max_header_count", false, [&](const Item& v) { read_integer(v, 1, 10'000, limits.max_header_count); }},
       {"max_uri_length", false, [&](const Item& v) { read_size(v, 256, 1 << 20, limits.max_uri_length); }},
+      {"max_body_bytes", false,
+       [&](const Item& v) { read_size64(v, 0, uint64_t(1) << 50, limits.max_body_bytes); }},
   });
 }
 
@@ -1118,6 +1121,13 @@ bool Loader::read_duration(const Item& item, Duration min, Duration max, Duratio
 }
 
 bool Loader::read_size(const Item& item, uint64_t min, uint64_t max, uint32_t& out) {
+  uint64_t value = 0;
+  if (!read_size64(item, min, std::min<uint64_t>(max, UINT32_MAX), value)) return false;
+  out = static_cast<uint32_t>(value);
+  return true;
+}
+
+bool Loader::read_size64(const Item& item, uint64_t min, uint64_t max, uint64_t& out) {
   if (!expect_scalar(item, "a size such as \"64KiB\"")) return false;
   uint64_t value = 0;
   const std::string& text = item.node.Scalar();
@@ -1129,7 +1139,7 @@ bool Loader::read_size(const Item& item, uint64_t min, uint64_t max, uint32_t& o
     error(item, "must be between " + format_size(min) + " and " + format_size(max));
     return false;
   }
-  out = static_cast<uint32_t>(value);
+  out = value;
   return true;
 }
 

@@ -272,8 +272,9 @@ void DownstreamConnection::feed(Slice data) {
 }
 
 void DownstreamConnection::on_parse_error(llhttp_errno_t err, const char*, const Slice&) {
-  int status = 400;
-  if (err == HPE_USER && error_status_ != 0) status = error_status_;
+  // A callback that rejected the request recorded its status; llhttp reports a rejection
+  // from on_headers_complete as HPE_CB_HEADERS_COMPLETE rather than HPE_USER.
+  int status = error_status_ != 0 ? error_status_ : 400;
   WorkerStats::add(worker_.stats().bad_requests);
   LOG_DEBUG("client %s: bad request (%s: %s) -> %d", client_ip_, llhttp_errno_name(err),
             llhttp_get_error_reason(&parser_) ? llhttp_get_error_reason(&parser_) : "", status);
@@ -407,6 +408,10 @@ int DownstreamConnection::handle_headers_complete() {
 
   bool chunked = (parser_.flags & F_CHUNKED) != 0;
   bool has_body = chunked || ((parser_.flags & F_CONTENT_LENGTH) && parser_.content_length > 0);
+  uint64_t max_body = worker_.config().limits.max_body_bytes;
+  if (max_body != 0 && (parser_.flags & F_CONTENT_LENGTH) && parser_.content_length > max_body)
+    return reject(413, "request body over limits.max_body_bytes");
+  body_bytes_ = 0;
   bool upgrade = (parser_.flags & F_UPGRADE) != 0 && head_.find("upgrade") != HttpHead::npos;
   if (upgrade && !worker_.config().http.allow_upgrade) upgrade = false;
   if (!llhttp_should_keep_alive(&parser_) || worker_.draining()) close_after_response_ = true;
@@ -426,6 +431,10 @@ int DownstreamConnection::handle_headers_complete() {
 
 int DownstreamConnection::on_body(llhttp_t* p, const char* at, size_t len) noexcept {
   auto* self = from(p);
+  // Chunked bodies announce no length: the limit is checked as they arrive.
+  self->body_bytes_ += len;
+  uint64_t max_body = self->worker_.config().limits.max_body_bytes;
+  if (max_body != 0 && self->body_bytes_ > max_body) return self->reject(413, "request body over limits.max_body_bytes");
   if (self->timer_purpose_ == Timer::body) uv_timer_again(&self->timer_);
   if (self->state_ != State::in_exchange) return 0;
   const char* base = self->input_.data();

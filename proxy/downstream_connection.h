@@ -130,6 +130,7 @@ class DownstreamConnection {
   const char* value_end_ = nullptr;
   bool value_at_input_end_ = false;
   bool in_value_ = false;  int error_status_ = 0;
+  uint64_t body_bytes_ = 0;
   std::unique_ptr<TlsEngine> tls_;
   bool tls_input_seen_ = false;
   bool draining_tls_ = false;

@@ -123,11 +123,15 @@ class FailoverBase:
                    10, what="every server checked up")
 
     def tearDown(self):
-        with contextlib.suppress(Exception):
-            self.sprayer.stop()
-        self.pool.stop()
-        self.db.cleanup()
-        super().tearDown()
+        # Every step runs even when an earlier one fails (a killed poolsim makes stop() raise).
+        try:
+            with contextlib.suppress(Exception):
+                self.sprayer.stop()
+            with contextlib.suppress(Exception):
+                self.pool.stop()
+        finally:
+            self.db.cleanup()
+            super().tearDown()
 
     def api(self, target, method="GET"):
         resp = harness.http_request(self.sprayer.admin_port, method, target, timeout=5)
