@@ -29,31 +29,57 @@ wait_port() {  # host port seconds
   done
 }
 
+# The pool's ownership table on the embedded default (SQLite), joined by the pool servers.
+db="$run_dir/pool.db"
+python3 - "$db" "$root/conf/sql/schema-sqlite.sql" <<'PY'
+import sqlite3, sys
+with sqlite3.connect(sys.argv[1]) as c:
+    c.executescript(open(sys.argv[2]).read())
+PY
+
+# A demo CA and the pool's shared wildcard certificate, for https://*.example.com:8443.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj "/CN=sprayer demo CA" \
+  -keyout "$run_dir/ca.key" -out "$run_dir/ca.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=*.example.com" \
+  -keyout "$run_dir/wildcard.key" -out "$run_dir/wildcard.csr" 2>/dev/null
+printf "subjectAltName=DNS:*.example.com,DNS:example.com\n" >"$run_dir/san.cnf"
+openssl x509 -req -in "$run_dir/wildcard.csr" -CA "$run_dir/ca.pem" -CAkey "$run_dir/ca.key" -CAcreateserial \
+  -days 30 -extfile "$run_dir/san.cnf" -out "$run_dir/wildcard.pem" 2>/dev/null
+
 for i in 1 2 3; do
-  "$root/build/tests/poolsim/poolsim" --id "pool$i" --listen "127.0.0.1:900$i" >"$run_dir/pool$i.log" 2>&1 &
+  "$root/build/tests/poolsim/poolsim" --id "pool$i" --listen "127.0.0.1:900$i" --db "sqlite:$db" \
+    >"$run_dir/pool$i.log" 2>&1 &
   pids+=($!)
 done
 for i in 1 2 3; do wait_port 127.0.0.1 "900$i" 10; done
 
-"$root/build/proxy/sprayer" -c "$root/conf/examples/demo.yaml" >"$run_dir/sprayer.log" 2>&1 &
+sed -e "s|@DB@|$db|" -e "s|@RUN@|$run_dir|g" "$root/conf/examples/demo.yaml" >"$run_dir/sprayer.yaml"
+"$root/build/proxy/sprayer" -c "$run_dir/sprayer.yaml" >"$run_dir/sprayer.log" 2>&1 &
 pids+=($!)
 wait_port 127.0.0.1 8080 10
+wait_port 127.0.0.1 8443 10
 wait_port 127.0.0.1 9100 10
 
 cat <<TXT
 
-sprayer is running in front of a simulated pool of three servers (pool1..pool3).
+sprayer is running in front of a simulated pool of three servers (pool1..pool3) that
+share one SQLite ownership table ($db): the first request for a user makes a server claim it,
+and from then on sprayer sends every device of that user to its owner.
 
-  sprayer      http://127.0.0.1:8080      (log: $run_dir/sprayer.log)
-  admin        http://127.0.0.1:9100      (/healthz, /metrics)
+  sprayer      http://127.0.0.1:8080, https://mail.example.com:8443   (log: $run_dir/sprayer.log)
+  admin        http://127.0.0.1:9100      (/healthz, /metrics, /api/v1/...)
   pool servers 127.0.0.1:9001..9003
 
 Try:
   curl -i 'http://127.0.0.1:8080/Microsoft-Server-ActiveSync?Cmd=Sync&User=jdoe&DeviceId=A1&DeviceType=iPhone'
   curl -i 'http://127.0.0.1:8080/traveler?action=getStatus'
   curl -i -u 'ACME\\jdoe:secret' 'http://127.0.0.1:8080/servlet/traveler/Microsoft-Server-ActiveSync?Cmd=Ping&hold=3s'
+  curl -i --cacert $run_dir/ca.pem --resolve mail.example.com:8443:127.0.0.1 \\
+       'https://mail.example.com:8443/Microsoft-Server-ActiveSync?Cmd=Sync&User=jdoe'
+  curl -s 'http://127.0.0.1:9100/api/v1/route?user=jdoe'
+  curl -s http://127.0.0.1:9100/api/v1/servers
+  curl -s -X POST http://127.0.0.1:9100/api/v1/servers/pool2/drain
   curl -s http://127.0.0.1:9100/metrics | grep ^sprayer_
-  curl -s http://127.0.0.1:9100/healthz
 
 Press Ctrl-C to stop.
 TXT
