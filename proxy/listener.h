@@ -28,6 +28,8 @@ class Listener {
   void close();  // idempotent; deletes itself after libuv's close callback
 
   const std::string& name() const { return name_; }
+  // New connections get the new certificates; established ones keep the context they have.
+  void set_tls(std::shared_ptr<const TlsContext> tls) { if (tls_ && tls) tls_ = std::move(tls); }
 
  private:
   ~Listener() = default;

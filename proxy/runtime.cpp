@@ -35,9 +35,10 @@ affinity::ExtractorConfig extractor_config(const conf::AffinityConfig& config) {
 }
 
 bool load_listener_tls(const conf::Config& config, std::vector<std::shared_ptr<const TlsContext>>& out,
-                       std::string& error) {
+                       std::string& error, const std::vector<std::shared_ptr<const TlsContext>>* previous) {
   out.clear();
-  for (const auto& listener : config.listeners) {
+  for (size_t index = 0; index < config.listeners.size(); ++index) {
+    const auto& listener = config.listeners[index];
     if (!listener.tls.enabled) {
       out.push_back(nullptr);
       continue;
@@ -54,7 +55,8 @@ bool load_listener_tls(const conf::Config& config, std::vector<std::shared_ptr<c
     settings.ticket_key_file = tc.ticket_key_file;
     settings.session_cache_size = tc.session_cache_size;
     settings.session_timeout = std::chrono::duration_cast<std::chrono::seconds>(tc.session_timeout);
-    TlsLoadResult loaded = TlsContext::load(settings, std::chrono::system_clock::now());
+    const TlsContext* before = previous && index < previous->size() ? (*previous)[index].get() : nullptr;
+    TlsLoadResult loaded = TlsContext::load(settings, std::chrono::system_clock::now(), before);
     if (!loaded.ok()) {
       error = "listener " + listener.name + ": " + loaded.error;
       return false;

@@ -34,8 +34,10 @@ struct Runtime {
 
 // Loads the certificates, keys and ticket keys of every TLS listener (control thread). An
 // error names the listener and the file.
+// `previous` (optional, same order): a reload keeps each listener's in-memory ticket keys.
 bool load_listener_tls(const conf::Config& config, std::vector<std::shared_ptr<const TlsContext>>& out,
-                       std::string& error);
+                       std::string& error,
+                       const std::vector<std::shared_ptr<const TlsContext>>* previous = nullptr);
 
 // The extractor settings a Config asks for (conf keeps its own plain types).
 affinity::ExtractorConfig extractor_config(const conf::AffinityConfig& config);

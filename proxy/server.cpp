@@ -1,10 +1,12 @@
 // Control loop: workers up, signals, admin requests, bounded graceful drain.
 #include "proxy/server.h"
 
+#include <algorithm>
 #include <thread>
 
 #include "proxy/json.h"
 #include "proxy/log.h"
+#include "proxy/tls_context.h"
 
 namespace sprayer::proxy {
 namespace {
@@ -27,6 +29,7 @@ int Server::run() {
     LOG_ERROR("%s", error.c_str());
     return 1;
   }
+  tls_ = runtime->listener_tls;
   if (!resolve_servers(*config_, runtime->servers, error)) {
     LOG_ERROR("%s", error.c_str());
     return 1;
@@ -76,6 +79,9 @@ int Server::run() {
   }
   uv_timer_init(&loop_, &shutdown_timer_);
   shutdown_timer_.data = this;
+  uv_timer_init(&loop_, &tls_debounce_);
+  tls_debounce_.data = this;
+  watch_tls_files();
 
   std::string listeners;
   for (const auto& l : config_->listeners) listeners += " " + l.name + "=" + l.address.to_string();
@@ -109,7 +115,9 @@ void Server::on_signal(int signum) {
       begin_shutdown();
       return;
     case SIGHUP:
-      LOG_WARN("SIGHUP: live reload is not supported yet; restart sprayer to apply a new configuration");
+      // Certificates, keys and ticket keys are reloaded; the rest of the configuration is
+      // read at start only (live reload of the whole file comes later).
+      reload_tls("SIGHUP");
       return;
     case SIGUSR1:
       return;  // log reopening comes with the access log
@@ -237,6 +245,64 @@ void Server::publish_route() {
   for (auto& w : workers_) w->publish(route_);
 }
 
+bool Server::reload_tls(const char* why) {
+  if (std::none_of(tls_.begin(), tls_.end(), [](const auto& c) { return c != nullptr; })) return true;
+  std::vector<std::shared_ptr<const TlsContext>> fresh;
+  std::string error;
+  if (!load_listener_tls(*config_, fresh, error, &tls_)) {
+    // A half-written or wrong certificate must not take the listener down: keep serving the
+    // one that works and say why the new one was refused.
+    LOG_ERROR("TLS reload (%s) refused, the current certificates stay: %s", why, error.c_str());
+    return false;
+  }
+  tls_ = fresh;
+  for (auto& w : workers_) w->publish_tls(fresh);
+  LOG_INFO("TLS reload (%s): certificates and ticket keys loaded", why);
+  return true;
+}
+
+void Server::watch_tls_files() {
+  std::vector<std::string> files;
+  for (const auto& l : config_->listeners) {
+    if (!l.tls.enabled) continue;
+    for (const auto& c : l.tls.certificates) files.insert(files.end(), {c.cert, c.key});
+    if (!l.tls.ticket_key_file.empty()) files.push_back(l.tls.ticket_key_file);
+  }
+  // Watch the folders: tools such as certbot replace files by rename, which a watch on the
+  // file itself would miss after the first time.
+  std::vector<std::string> dirs;
+  for (const auto& f : files) {
+    size_t slash = f.rfind('/');
+    std::string dir = slash == std::string::npos ? "." : f.substr(0, slash == 0 ? 1 : slash);
+    if (std::find(dirs.begin(), dirs.end(), dir) == dirs.end()) dirs.push_back(dir);
+    tls_file_names_.push_back(slash == std::string::npos ? f : f.substr(slash + 1));
+  }
+  for (const auto& dir : dirs) {
+    auto* watch = new uv_fs_event_t;
+    uv_fs_event_init(&loop_, watch);
+    watch->data = this;
+    int rc = uv_fs_event_start(watch, [](uv_fs_event_t* h, const char* name, int, int) noexcept {
+      auto* self = static_cast<Server*>(h->data);
+      // Other files in the same folder (a log next to the certificates) are none of our business.
+      if (name && std::find(self->tls_file_names_.begin(), self->tls_file_names_.end(), name) ==
+                      self->tls_file_names_.end())
+        return;
+      // Several events come for one replacement: reload once they have settled.
+      uv_timer_start(&self->tls_debounce_, [](uv_timer_t* t) noexcept {
+        static_cast<Server*>(t->data)->reload_tls("certificate files changed");
+      }, 500, 0);
+    }, dir.c_str(), 0);
+    if (rc != 0) {
+      LOG_WARN("cannot watch %s for certificate changes (%s): reload with SIGHUP", dir.c_str(), uv_strerror(rc));
+      uv_close(reinterpret_cast<uv_handle_t*>(watch), [](uv_handle_t* h) noexcept {
+        delete reinterpret_cast<uv_fs_event_t*>(h);
+      });
+      continue;
+    }
+    tls_watches_.push_back(watch);
+  }
+}
+
 void Server::begin_shutdown() {
   shutting_down_ = true;
   if (source_) source_->stop([this] { source_stopped_ = true; });
@@ -264,6 +330,12 @@ void Server::on_shutdown_poll() {
   health_events_.close();
   for (auto* h : {&sigterm_, &sigint_, &sighup_, &sigusr1_}) uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&shutdown_timer_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&tls_debounce_), nullptr);
+  for (auto* watch : tls_watches_)
+    uv_close(reinterpret_cast<uv_handle_t*>(watch), [](uv_handle_t* h) noexcept {
+      delete reinterpret_cast<uv_fs_event_t*>(h);
+    });
+  tls_watches_.clear();
 }
 
 AdminResponse Server::handle_admin(const AdminRequest& request) {

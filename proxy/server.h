@@ -38,6 +38,8 @@ class Server {
   void start_health();
   void on_passive_events(const std::vector<PassiveEvent>& events);
   void publish_route();
+  bool reload_tls(const char* why);
+  void watch_tls_files();
   AdminResponse servers_api();
   AdminResponse server_state_api(const AdminRequest& request, std::string_view path);
   void on_signal(int signum);
@@ -66,6 +68,10 @@ class Server {
   bool source_stopped_ = true;
   std::shared_ptr<const affinity::OwnershipSnapshot> snapshot_;
   std::shared_ptr<const RouteState> route_;
+  std::vector<std::shared_ptr<const TlsContext>> tls_;  // what the workers serve now
+  std::vector<uv_fs_event_t*> tls_watches_;
+  std::vector<std::string> tls_file_names_;  // base names of the watched certificate files
+  uv_timer_t tls_debounce_{};
   uint64_t route_version_ = 0;
   std::unique_ptr<affinity::Extractor> admin_extractor_;  // a user name from the route API
   bool shutting_down_ = false;

@@ -94,6 +94,13 @@ void Worker::publish(std::shared_ptr<const RouteState> state) {
   uv_async_send(&async_);
 }
 
+void Worker::publish_tls(std::vector<std::shared_ptr<const TlsContext>> contexts) {
+  std::lock_guard<std::mutex> lock(mailbox_mutex_);
+  if (mailbox_closed_) return;
+  mailbox_tls_ = std::move(contexts);
+  uv_async_send(&async_);
+}
+
 void Worker::post(bool drain, bool stop) {
   // Sent under the lock so the worker cannot close async_ between the check and the send.
   std::lock_guard<std::mutex> lock(mailbox_mutex_);
@@ -110,9 +117,11 @@ void Worker::join() {
 void Worker::on_async() {
   bool drain, stop;
   std::shared_ptr<const RouteState> route;
+  std::vector<std::shared_ptr<const TlsContext>> tls;
   {
     std::lock_guard<std::mutex> lock(mailbox_mutex_);
     route = std::move(mailbox_route_);
+    tls.swap(mailbox_tls_);
     drain = drain_requested_;
     stop = stop_requested_;
     drain_requested_ = false;
@@ -121,6 +130,9 @@ void Worker::on_async() {
   // The old state is released here, on this thread; requests already routed keep their
   // candidate lists, which do not point into it.
   if (route) swap_route_state(std::move(route));
+  // listeners_ holds the open listeners in configuration order (all of them, or none once
+  // draining started).
+  for (size_t i = 0; i < tls.size() && i < listeners_.size(); ++i) listeners_[i]->set_tls(std::move(tls[i]));
   if (drain && !draining_) {
     draining_ = true;
     stop_listeners();

@@ -35,6 +35,8 @@ class Worker {
 
   // Control thread: a new routing state; the worker swaps to it at its next loop turn.
   void publish(std::shared_ptr<const RouteState> state);
+  // Control thread: reloaded TLS contexts, one per configured listener (null = unchanged).
+  void publish_tls(std::vector<std::shared_ptr<const TlsContext>> contexts);
 
   // Control thread: start the thread and wait until its listeners are bound (or failed).
   bool start(std::string& error);
@@ -108,7 +110,8 @@ class Worker {
   bool drain_requested_ = false;
   bool stop_requested_ = false;
   bool mailbox_closed_ = false;
-  std::shared_ptr<const RouteState> mailbox_route_;  // async_ is closing: sending to it would abort libuv
+  std::shared_ptr<const RouteState> mailbox_route_;
+  std::vector<std::shared_ptr<const TlsContext>> mailbox_tls_;  // async_ is closing: sending to it would abort libuv
 
   std::mutex start_mutex_;
   std::condition_variable start_cv_;
