@@ -104,9 +104,11 @@ void DownstreamConnection::pause_reading(uint8_t reason) {
 void DownstreamConnection::resume_reading(uint8_t reason) {
   pause_reasons_ &= static_cast<uint8_t>(~reason);
   update_read_state();
-  // Plaintext the engine decrypted but we did not take while paused: no socket read will
-  // come for it.
-  if (tls_ && pause_reasons_ == 0 && !draining_tls_ && tls_->buffered_ciphertext_in() > 0) drain_tls();
+  // Plaintext the engine holds but we did not take while paused: no socket read will come
+  // for it. Never while parsing (whoever called the parser drains when it returns) and never
+  // ahead of older pipelined bytes still held in pending_ (they are parsed first).
+  if (tls_ && pause_reasons_ == 0 && !draining_tls_ && !parsing_ && pending_.empty() && tls_->input_pending())
+    drain_tls();
 }
 
 void DownstreamConnection::update_read_state() {
@@ -241,7 +243,9 @@ void DownstreamConnection::process(Slice data) {
 
 void DownstreamConnection::feed(Slice data) {
   input_ = data;
+  parsing_ = true;
   llhttp_errno_t err = llhttp_execute(&parser_, data.data(), data.size());
+  parsing_ = false;
   input_.reset();
   if (state_ == State::closed || state_ == State::closing) return;
   if (err == HPE_OK) {
@@ -493,11 +497,14 @@ void DownstreamConnection::on_exchange_done() {
 }
 
 void DownstreamConnection::start_next_request() {
-  resume_reading(kPausePipeline);
+  // Bytes that arrived first are parsed first: the held pipelined input, then whatever the
+  // socket (or the TLS engine) has since.
   if (!pending_.empty()) {
     Slice next = std::move(pending_);
     feed(std::move(next));
+    if (state_ == State::closed || state_ == State::closing) return;
   }
+  if (pending_.empty()) resume_reading(kPausePipeline);
   if (state_ == State::idle && timer_purpose_ == Timer::next_request) arm_timer(Timer::idle);
 }
 

@@ -134,6 +134,7 @@ class DownstreamConnection {
   std::unique_ptr<TlsEngine> tls_;
   bool tls_input_seen_ = false;
   bool draining_tls_ = false;
+  bool parsing_ = false;          // inside llhttp_execute
   bool tls_counted_ = false;
   bool redirect_to_https_ = false;
   bool check_host_ = false;

@@ -63,6 +63,10 @@ TlsEngine::~TlsEngine() {
   SSL_free(ssl_);  // before buffers_ goes: the BIO points at it
 }
 
+bool TlsEngine::input_pending() const {
+  return buffers_.input_bytes() > 0 || (ssl_ && SSL_pending(ssl_) > 0);
+}
+
 bool TlsEngine::looks_like_http(const char* data, size_t len) {
   // Methods are tokens; in practice upper-case letters, '-' or '_' ("M-SEARCH"), at most ~20.
   constexpr size_t kMaxMethod = 24;

@@ -76,6 +76,9 @@ class TlsEngine {
   }
   size_t take_ciphertext(std::string& out);  // appends a copy (tests, plaintext fallbacks)
   size_t buffered_ciphertext_in() const { return buffers_.input_bytes(); }
+  // Input not yet handed out as plaintext: ciphertext not yet decrypted, or records OpenSSL
+  // decrypted and holds. A connection that paused reading must drain this when it resumes.
+  bool input_pending() const;
 
   bool handshake_done() const { return handshake_done_; }
   TlsStatus status() const { return status_; }  // sticky closed / error, else ok
