@@ -19,6 +19,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -28,7 +29,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import HttpClient, Sprayer  # noqa: E402
+from harness import HttpClient, Sprayer, wait_until  # noqa: E402
 
 OPENSSL = shutil.which("openssl")
 CURL = shutil.which("curl")
@@ -769,6 +770,55 @@ class TlsTest(harness.TestCase):
         self.assertGreaterEqual(f1, 1)
         # A failed handshake is not counted as a completed one.
         self.assertEqual(h1, h0 + 1, f"handshakes went from {h0} to {h1} with one good handshake")
+
+
+class TlsReloadTest(harness.TestCase):
+    """Certificates change without a restart: a replaced file is picked up by itself, a broken
+    one is refused while the working certificate keeps serving, and SIGHUP reloads too."""
+
+    def test_certificates_reload_without_restart(self):
+        pki = Pki(scratch_folder("tls-reload-pki"))
+        live = scratch_folder("tls-reload-live")
+        cert, key = os.path.join(live, "cert.pem"), os.path.join(live, "cert.key")
+
+        def install(src_cert, src_key):
+            # Key first, then certificate, each by rename (as certificate tools do).
+            for src, dst in ((src_key, key), (src_cert, cert)):
+                with open(src, "rb") as f:
+                    data = f.read()
+                with open(dst + ".tmp", "wb") as f:
+                    f.write(data)
+                os.replace(dst + ".tmp", dst)
+
+        install(pki.pool1, pki.pool1_key)
+        pool = harness.pool(1)
+        port = harness.free_port()
+        config = harness.sprayer_config(pool, workers=2, port=port)
+        config["listeners"] = [{"name": "https", "address": f"127.0.0.1:{port}",
+                                "tls": {"certificates": [{"cert": cert, "key": key}]}}]
+        sprayer = Sprayer(config).start()
+        try:
+            def served():
+                return SClient(port, servername="pool1.other.test", ca=pki.ca).leaf(pki)
+
+            self.assertEqual(served(), "pool1")
+            install(pki.wild_ec, pki.wild_ec_key)
+            wait_until(lambda: served() == "wild-ec", 10, interval=0.1, what="the replaced certificate to be served")
+
+            with open(cert, "w") as f:
+                f.write("not a certificate\n")
+            wait_until(lambda: "refused" in sprayer.stderr_text(), 10, interval=0.1,
+                       what="the broken certificate to be refused")
+            self.assertIn("cert.pem", sprayer.stderr_text())
+            self.assertEqual(served(), "wild-ec", "the working certificate must stay after a refused reload")
+
+            install(pki.pool1, pki.pool1_key)
+            os.kill(sprayer.pid, signal.SIGHUP)
+            wait_until(lambda: served() == "pool1", 10, interval=0.1, what="SIGHUP to load the restored certificate")
+            sprayer.assert_alive()
+        finally:
+            sprayer.stop()
+            pool.stop()
 
 
 if __name__ == "__main__":
