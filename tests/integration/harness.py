@@ -123,6 +123,15 @@ def _spawn(argv, stdout, stderr):
     return proc
 
 
+def read_text(path):
+    """A log file's text so far ("" when it does not exist yet)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
 def scratch_path(name):
     """A unique file path in the run's scratch directory."""
     fd, path = tempfile.mkstemp(prefix=name + "-", dir=_reaper.scratch_dir())
@@ -614,11 +623,7 @@ class Poolsim:
                 time.sleep(0.01)
 
     def stderr_text(self):
-        try:
-            with open(self.stderr_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
+        return read_text(self.stderr_path)
 
     def kill(self, sig=signal.SIGKILL):
         if self.proc is not None and self.proc.poll() is None:
@@ -1069,11 +1074,7 @@ class Sprayer:
         return self.proc.poll()
 
     def stderr_text(self):
-        try:
-            with open(self.stderr_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
+        return read_text(self.stderr_path)
 
     def diagnostics(self, tail=6000):
         with open(self.config_path) as f:

@@ -183,22 +183,8 @@ void PoolMembership::claim(const std::string& user_key) {
   bool changed = true;
   bool written = found ? db_->cas_owner(user_key, options_.id, epoch, row.epoch, changed)
                        : db_->upsert_owner(user_key, options_.id, epoch);
-  if (!written) {
-    abort_transaction();
-    return;
-  }
-  if (!changed) {
-    db_->rollback();
-    ++stats_.lost_races;
-    reread(user_key);
-    return;
-  }
-  if (!db_->commit()) {
-    abort_transaction();
-    return;
-  }
+  if (!finish_write(user_key, written, changed, epoch)) return;
   ++stats_.claims;
-  apply(user_key, options_.id, epoch);
   if (options_.verbose) {
     std::fprintf(stderr, "poolsim %s: claimed %s at epoch %lld\n", options_.id.c_str(), user_key.c_str(),
                  static_cast<long long>(epoch));
@@ -233,26 +219,33 @@ void PoolMembership::take_over(const std::string& user_key, const std::string& d
     return;
   }
   bool changed = false;
-  if (!db_->cas_owner(user_key, options_.id, epoch, expected_epoch, changed)) {
-    abort_transaction();
-    return;
-  }
-  if (!changed) {
-    db_->rollback();
-    ++stats_.lost_races;
-    reread(user_key);
-    return;
-  }
-  if (!db_->commit()) {
-    abort_transaction();
-    return;
-  }
+  bool written = db_->cas_owner(user_key, options_.id, epoch, expected_epoch, changed);
+  if (!finish_write(user_key, written, changed, epoch)) return;
   ++stats_.takeovers;
-  apply(user_key, options_.id, epoch);
   if (options_.verbose) {
     std::fprintf(stderr, "poolsim %s: took over %s from %s at epoch %lld\n", options_.id.c_str(),
                  user_key.c_str(), dead_owner.c_str(), static_cast<long long>(epoch));
   }
+}
+
+bool PoolMembership::finish_write(const std::string& user_key, bool written, bool changed, int64_t epoch) {
+  if (!written) {
+    abort_transaction();
+    return false;
+  }
+  if (!changed) {
+    // Someone else's write landed between our read and our compare-and-set.
+    db_->rollback();
+    ++stats_.lost_races;
+    reread(user_key);
+    return false;
+  }
+  if (!db_->commit()) {
+    abort_transaction();
+    return false;
+  }
+  apply(user_key, options_.id, epoch);
+  return true;
 }
 
 void PoolMembership::reread(const std::string& user_key) {

@@ -89,6 +89,9 @@ class PoolMembership {
   void take_over(const std::string& user_key, const std::string& dead_owner, int64_t expected_epoch);
   // Re-reads one user after a lost race, so the cache names the winner.
   void reread(const std::string& user_key);
+  // The end of a claim or takeover write: commit and apply it, or roll back and learn why.
+  // True when this server now owns the user.
+  bool finish_write(const std::string& user_key, bool written, bool changed, int64_t epoch);
   // A failed call inside a transaction: roll back, count, log once per failure streak.
   void abort_transaction();
   void note_failure();

@@ -20,6 +20,7 @@
 
 #include "affinity/ownership_source.h"
 #include "affinity/snapshot_cache.h"
+#include "tests/unit/test_loop.h"
 
 using namespace sprayer::affinity;
 using namespace std::chrono_literals;
@@ -28,36 +29,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// A private loop driven with UV_RUN_ONCE until a predicate holds or a deadline passes.
-class TestLoop {
- public:
-  TestLoop() {
-    uv_loop_init(&loop_);
-    uv_timer_init(&loop_, &deadline_);
-  }
-  uv_loop_t* get() { return &loop_; }
-
-  template <class Pred>
-  bool run_until(Pred pred, std::chrono::milliseconds limit) {
-    const auto end = Clock::now() + limit;
-    // Wakes UV_RUN_ONCE at the deadline even when nothing else happens.
-    uv_timer_start(&deadline_, [](uv_timer_t*) {}, static_cast<std::uint64_t>(limit.count()), 0);
-    while (!pred() && Clock::now() < end) uv_run(&loop_, UV_RUN_ONCE);
-    uv_timer_stop(&deadline_);
-    return pred();
-  }
-
-  // Closes the helper timer and runs the loop dry; 0 when nothing was left open.
-  int close() {
-    uv_close(reinterpret_cast<uv_handle_t*>(&deadline_), nullptr);
-    uv_run(&loop_, UV_RUN_DEFAULT);
-    return uv_loop_close(&loop_);
-  }
-
- private:
-  uv_loop_t loop_{};
-  uv_timer_t deadline_{};
-};
+using sprayer::test::TestLoop;
 
 struct TempDir {
   std::string path;

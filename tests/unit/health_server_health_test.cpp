@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "health/server_health.h"
+#include "tests/unit/health_results.h"
 
 using namespace sprayer::health;
 using namespace std::chrono_literals;
@@ -16,15 +17,8 @@ using Outcome = CheckResult::Outcome;
 
 namespace {
 
-const TimePoint kT0 = TimePoint{} + 1h;
-
-CheckResult pass(std::optional<int> availability = std::nullopt) {
-  CheckResult r;
-  r.outcome = Outcome::pass;
-  r.status = 200;
-  r.availability = availability;
-  return r;
-}
+using sprayer::test::kT0;
+using sprayer::test::pass;
 
 CheckResult fail(Outcome outcome = Outcome::fail_status) {
   CheckResult r = failed_check(outcome, 800ms);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "health/health_view.h"
+#include "tests/unit/health_results.h"
 
 using namespace sprayer::health;
 using namespace std::chrono_literals;
@@ -17,15 +18,8 @@ using Outcome = CheckResult::Outcome;
 
 namespace {
 
-const TimePoint kT0 = TimePoint{} + 1h;
-
-CheckResult pass(std::optional<int> availability = std::nullopt) {
-  CheckResult r;
-  r.outcome = Outcome::pass;
-  r.status = 200;
-  r.availability = availability;
-  return r;
-}
+using sprayer::test::kT0;
+using sprayer::test::pass;
 
 CheckResult fail() { return failed_check(Outcome::fail_connect, 10ms); }
 
