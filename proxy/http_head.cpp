@@ -2,6 +2,7 @@
 #include "proxy/http_head.h"
 
 #include <cstdio>
+#include <iterator>
 
 namespace sprayer::proxy {
 namespace {
@@ -96,15 +97,30 @@ bool has_token(std::string_view list, std::string_view token) {
   return false;
 }
 
-bool is_hop_by_hop(const HttpHead& head, std::string_view name) {
+HopByHop::HopByHop(const HttpHead& head) : head_(&head) {
+  for (size_t i = head.find("connection"); i != HttpHead::npos; i = head.find("connection", i + 1)) {
+    if (count_ == std::size(connection_)) {
+      count_ = std::size(connection_) + 1;  // too many to keep: contains() scans the head
+      break;
+    }
+    connection_[count_++] = head.value(i);
+  }
+}
+
+bool HopByHop::contains(std::string_view name) const {
   static constexpr std::string_view fixed[] = {"connection", "keep-alive", "proxy-connection", "te",
                                                "upgrade", "proxy-authorization", "proxy-authenticate"};
   for (auto f : fixed)
     if (iequals(name, f)) return true;
   // Transfer-Encoding and Content-Length stay: bodies are forwarded with their framing intact.
   if (iequals(name, "transfer-encoding") || iequals(name, "content-length")) return false;
-  for (size_t i = head.find("connection"); i != HttpHead::npos; i = head.find("connection", i + 1))
-    if (has_token(head.value(i), name)) return true;
+  if (count_ <= std::size(connection_)) {
+    for (size_t i = 0; i < count_; ++i)
+      if (has_token(connection_[i], name)) return true;
+    return false;
+  }
+  for (size_t i = head_->find("connection"); i != HttpHead::npos; i = head_->find("connection", i + 1))
+    if (has_token(head_->value(i), name)) return true;
   return false;
 }
 
@@ -147,6 +163,7 @@ void build_upstream_request(const HttpHead& head, const ForwardOptions& o, std::
   std::string_view host;
   std::string xff;
   std::string via;
+  const HopByHop hop_by_hop(head);
   for (size_t i = 0; i < head.count(); ++i) {
     std::string_view name = head.name(i);
     std::string_view value = head.value(i);
@@ -154,7 +171,7 @@ void build_upstream_request(const HttpHead& head, const ForwardOptions& o, std::
       if (iequals(name, "upgrade")) append_field(out, name, value);
       continue;
     }
-    if (is_hop_by_hop(head, name)) continue;
+    if (hop_by_hop.contains(name)) continue;
     if (iequals(name, "host")) {
       if (host.empty()) host = value;
       if (!o.preserve_host) continue;
@@ -196,13 +213,14 @@ void build_downstream_response(const HttpHead& head, const ResponseOptions& o, s
   out.append(o.reason.empty() ? status_reason(o.status) : o.reason);
   out.append("\r\n");
   std::string via;
+  const HopByHop hop_by_hop(head);
   for (size_t i = 0; i < head.count(); ++i) {
     std::string_view name = head.name(i);
     if (o.upgrade && (iequals(name, "upgrade"))) {
       append_field(out, name, head.value(i));
       continue;
     }
-    if (is_hop_by_hop(head, name)) continue;
+    if (hop_by_hop.contains(name)) continue;
     if (!o.via.empty() && iequals(name, "via")) {
       if (!via.empty()) via.append(", ");
       via.append(head.value(i));

@@ -49,7 +49,17 @@ class HttpHead {
 bool has_token(std::string_view list, std::string_view token);
 
 // Headers that describe one hop and never travel further, plus those named in Connection.
-bool is_hop_by_hop(const HttpHead& head, std::string_view name);
+// Built once per head: the Connection values are collected once, not per field checked.
+class HopByHop {
+ public:
+  explicit HopByHop(const HttpHead& head);
+  bool contains(std::string_view name) const;
+
+ private:
+  std::string_view connection_[4];  // Connection field values (a head rarely has more than one)
+  size_t count_ = 0;
+  const HttpHead* head_;            // for the rare head with more Connection fields than fit
+};
 
 enum class TargetCheck { origin, absolute_same_host, asterisk, bad };
 

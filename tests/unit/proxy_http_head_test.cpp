@@ -175,3 +175,18 @@ TEST_CASE("error responses are complete and say close when asked") {
   CHECK(out.substr(body) == "Request Header Fields Too Large\n");
   CHECK(out.find("Content-Length: 32\r\n") != std::string::npos);
 }
+
+TEST_CASE("headers named in any of many Connection fields are dropped") {
+  HttpHead head = make_head({{"Host", "h"},
+                             {"Connection", "X-A"},
+                             {"Connection", "X-B"},
+                             {"Connection", "X-C"},
+                             {"Connection", "X-D"},
+                             {"Connection", "X-E"},
+                             {"X-A", "1"}, {"X-C", "1"}, {"X-E", "1"}, {"X-F", "kept"}});
+  std::string out = forward(head);
+  CHECK(out.find("X-A") == std::string::npos);
+  CHECK(out.find("X-C") == std::string::npos);
+  CHECK(out.find("X-E") == std::string::npos);
+  CHECK(out.find("X-F: kept\r\n") != std::string::npos);
+}
