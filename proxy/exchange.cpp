@@ -41,7 +41,6 @@ void Exchange::start(bool has_body, bool chunked, bool upgrade) {
   response_close_delimited_ = false;
   retried_stale_ = false;
   retried_next_ = false;
-  body_bytes_sent_ = 0;
   status_ = 0;
   attempt_ = 0;
   held_.clear();
@@ -198,7 +197,6 @@ void Exchange::put_copy(std::string_view bytes) {
 
 void Exchange::on_request_body(Slice data) {
   if (state_ == State::done || state_ == State::idle) return;
-  body_bytes_sent_ += data.size();
   if (chunked_request_) {
     // Re-frame: the server sees canonical chunks whatever framing the client used.
     std::string header;
@@ -301,8 +299,6 @@ int Exchange::on_response_head(UpstreamConnection& up) {
   WorkerStats::add(ds_.worker().stats().responses[status_class(status)]);
   return no_body ? 1 : 0;
 }
-
-void Exchange::on_informational_done() {}
 
 void Exchange::on_response_body(Slice data) {
   if (state_ != State::active) return;

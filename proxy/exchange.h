@@ -41,7 +41,6 @@ class Exchange {
   void on_connect_failed(UpstreamConnection& up, int status);
   int on_response_head(UpstreamConnection& up);  // 0, or 1 = no body, 2 = upgrade (llhttp)
   void on_response_body(Slice data);
-  void on_informational_done();
   void on_response_complete(UpstreamConnection& up);
   void on_upstream_error(UpstreamConnection& up, UpstreamError error);
   void on_upstream_tunnel_data(Slice data);
@@ -80,7 +79,6 @@ class Exchange {
   std::string user_key_;
   affinity::RouteReason reason_ = affinity::RouteReason::no_user;
   size_t attempt_ = 0;
-  uint64_t body_bytes_sent_ = 0;
   bool has_body_ = false;
   bool chunked_request_ = false;
   bool upgrade_ = false;

@@ -31,7 +31,6 @@ class StreamWriter {
 
   void add_copy(std::string_view bytes);
   void add(Slice slice);
-  bool has_batch() const { return !parts_.empty(); }
   size_t batch_bytes() const { return batch_bytes_; }
   // Sends the batch. Returns 0 or a libuv error (the owner closes the connection).
   int flush();

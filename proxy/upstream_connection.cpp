@@ -94,8 +94,6 @@ void UpstreamConnection::begin_response(bool head_request) {
   response_byte_seen_ = false;
   response_done_ = false;
   keep_alive_ = false;
-  clean_end_ = false;
-  header_too_large_ = false;
   head_.clear();
   llhttp_init(&parser_, HTTP_RESPONSE, &settings_);
   parser_.data = this;

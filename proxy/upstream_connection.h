@@ -39,7 +39,6 @@ class UpstreamConnection {
   bool reused() const { return requests_ > 1; }
   bool response_byte_seen() const { return response_byte_seen_; }
   bool keep_alive() const { return keep_alive_; }
-  bool clean_end() const { return clean_end_; }
   int status() const { return parser_.status_code; }
   const HttpHead& head() const { return head_; }
   llhttp_t& parser() { return parser_; }
@@ -92,8 +91,6 @@ class UpstreamConnection {
   bool response_byte_seen_ = false;
   bool response_done_ = false;
   bool keep_alive_ = false;
-  bool clean_end_ = false;
-  bool header_too_large_ = false;
   bool counted_ = false;
   int handles_open_ = 0;
   uint32_t requests_ = 0;
