@@ -21,11 +21,13 @@ struct Endpoint {
   std::string host;
   uint16_t port = 0;
   std::string to_string() const;  // "host:port", IPv6 hosts in brackets
+  bool operator==(const Endpoint&) const = default;
 };
 
 struct TlsCertificateConfig {
   std::string cert;          // PEM chain, leaf first
   std::string key;           // PEM private key (unencrypted)
+  bool operator==(const TlsCertificateConfig&) const = default;
 };
 
 // TLS on a listener. Defaults follow the widely used "intermediate" profile.
@@ -42,6 +44,7 @@ struct TlsConfig {
   std::string ticket_key_file;                     // shared by both members of a pair; empty = random
   uint32_t session_cache_size = 20480;
   Duration session_timeout{std::chrono::hours(24)};
+  bool operator==(const TlsConfig&) const = default;
 };
 
 struct ListenerConfig {
@@ -51,12 +54,14 @@ struct ListenerConfig {
   TlsConfig tls;
   bool redirect_to_https = false;  // plain listener answering 308 to https://host/path
   uint16_t https_port = 443;       // the port in those redirects (443 = none written)
+  bool operator==(const ListenerConfig&) const = default;
 };
 
 struct ServerConfig {
   std::string id;            // pool server id (as in pool_server.server_id), unique
   Endpoint address;
   uint32_t weight = 1;       // 1..1000
+  bool operator==(const ServerConfig&) const = default;
 };
 
 struct TimeoutConfig {
@@ -68,6 +73,7 @@ struct TimeoutConfig {
   Duration upstream_response{std::chrono::minutes(35)};  // request sent → first response byte / between bytes
   Duration upstream_idle{std::chrono::seconds(30)};      // idle pooled keep-alive connection
   Duration drain{std::chrono::seconds(30)};              // SIGTERM: in-flight requests may finish this long
+  bool operator==(const TimeoutConfig&) const = default;
 };
 
 struct LimitConfig {
@@ -76,11 +82,13 @@ struct LimitConfig {
   uint32_t max_header_count = 100;
   uint32_t max_uri_length = 8 * 1024;
   uint64_t max_body_bytes = 0;         // request body; 0 = no limit (413 beyond it)
+  bool operator==(const LimitConfig&) const = default;
 };
 
 struct UpstreamConfig {
   uint32_t max_idle_per_server = 64;   // pooled idle connections per server per worker
   uint32_t max_requests_per_connection = 0;  // 0 = unlimited
+  bool operator==(const UpstreamConfig&) const = default;
 };
 
 struct HttpConfig {
@@ -90,18 +98,21 @@ struct HttpConfig {
   bool allow_upgrade = false;          // pass Upgrade requests (e.g. websocket) through
   uint32_t buffer_high_watermark = 256 * 1024;  // bytes queued to a peer before reading pauses
   uint32_t buffer_low_watermark = 64 * 1024;    // resume below this
+  bool operator==(const HttpConfig&) const = default;
 };
 
 struct AdminConfig {
   bool enabled = true;
   Endpoint address{"127.0.0.1", 9100};
   std::string token;                   // bearer token for state-changing API calls; empty = none
+  bool operator==(const AdminConfig&) const = default;
 };
 
 // How the user is found in a request (affinity/extract.h has the semantics).
 struct ExtractorStepConfig {
   std::string kind;   // activesync_query | activesync_base64 | basic_auth | traveler_url | header | cookie | query
   std::string name;   // for header, cookie and query
+  bool operator==(const ExtractorStepConfig&) const = default;
 };
 
 struct AffinityConfig {
@@ -113,6 +124,7 @@ struct AffinityConfig {
   bool strip_domain = true;            // DOMAIN\user and user@domain -> user
   bool notes_canonical = true;         // CN=Jane Doe/O=Acme -> jane doe
   std::vector<std::pair<std::string, std::string>> map;  // alias -> user key, after the rest
+  bool operator==(const AffinityConfig&) const = default;
 };
 
 enum class OwnershipSourceKind { none, sqlite, postgresql };
@@ -131,6 +143,7 @@ struct OwnershipConfig {
   Duration reconnect_max{std::chrono::seconds(30)};
   Duration stale_after{std::chrono::seconds(30)};
   std::string cache_file;              // last-known-good snapshot; empty = none
+  bool operator==(const OwnershipConfig&) const = default;
 };
 
 // Active and passive health checks of the pool servers (health/ has the semantics).
@@ -148,12 +161,14 @@ struct HealthConfig {
   uint32_t passive_failures = 3;                   // consecutive data-path failures that eject; 0 = off
   Duration min_hold{2000};                         // a server that went down stays down this long...
   Duration max_hold{30000};                        // ...doubling for repeated downs, up to this
+  bool operator==(const HealthConfig&) const = default;
 };
 
 enum class LogLevel { debug, info, warn, error };
 
 struct LogConfig {
   LogLevel level = LogLevel::info;
+  bool operator==(const LogConfig&) const = default;
 };
 
 struct Config {
