@@ -48,7 +48,10 @@ ActiveChecker::ActiveChecker(uv_loop_t* loop, HealthTracker& tracker, const Cloc
 
 ActiveChecker::~ActiveChecker() = default;
 
-void ActiveChecker::set_targets(std::vector<Target> targets) { targets_ = std::move(targets); }
+void ActiveChecker::set_targets(std::vector<Target> targets) {
+  targets_ = std::move(targets);
+  schedule();  // a reload may have added servers whose first check is due sooner
+}
 
 void ActiveChecker::start() {
   uv_timer_init(loop_, &timer_);

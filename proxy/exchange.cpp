@@ -74,7 +74,11 @@ void Exchange::start(bool has_body, bool chunked, bool upgrade) {
                                  worker.next_spread());
   reason_ = route.decision.reason;
   WorkerStats::add(worker.stats().routed[static_cast<size_t>(reason_)]);
-  candidates_.assign(route.decision.candidates.begin(), route.decision.candidates.end());
+  // Kept as slots (the worker's pool numbers), which a reload never reassigns: a retry after a
+  // reload still goes to the server that was chosen.
+  const RouteState& route_state = worker.route_state();
+  candidates_.clear();
+  for (uint16_t index : route.decision.candidates) candidates_.push_back(route_state.slots[index]);
   size_t n = candidates_.size();
 
   ForwardOptions options;
@@ -90,7 +94,7 @@ void Exchange::start(bool has_body, bool chunked, bool upgrade) {
   request_head_.clear();
   if (!options.preserve_host && n > 0) {
     // The Host for the first candidate; retries rebuild below if needed.
-    options.upstream_host = worker.runtime().servers[candidates_[0]].host_port;
+    options.upstream_host = worker.upstream_pool(candidates_[0]).target().host_port;
   }
   build_upstream_request(ds_.head(), options, request_head_);
   try_next_candidate();
@@ -99,13 +103,14 @@ void Exchange::start(bool has_body, bool chunked, bool upgrade) {
 void Exchange::try_next_candidate() {
   Worker& worker = ds_.worker();
   while (attempt_ < candidates_.size()) {
-    size_t server = candidates_[attempt_++];
+    UpstreamPool& pool = worker.upstream_pool(candidates_[attempt_++]);
+    if (pool.retired()) continue;  // removed by a reload after this request was routed
     bool reused = false;
     int error = 0;
-    UpstreamConnection* up = worker.upstream_pool(server).acquire(reused, error);
+    UpstreamConnection* up = pool.acquire(reused, error);
     if (!up) {
       WorkerStats::add(worker.stats().upstream_connect_failures);
-      LOG_DEBUG("upstream %s: cannot connect: %s", worker.runtime().servers[server].id.c_str(), uv_strerror(error));
+      LOG_DEBUG("upstream %s: cannot connect: %s", pool.target().id.c_str(), uv_strerror(error));
       continue;
     }
     attach(up);

@@ -75,7 +75,7 @@ class Exchange {
   // keep-alive connection (no response byte) can be sent again. Dropped at the response.
   std::string replay_;
   bool replayable_ = true;
-  std::vector<uint16_t> candidates_;
+  std::vector<uint32_t> candidates_;  // server slots, in retry order
   std::string user_key_;
   affinity::RouteReason reason_ = affinity::RouteReason::no_user;
   size_t attempt_ = 0;

@@ -15,7 +15,7 @@ namespace sprayer::proxy {
 enum class PassiveOutcome : uint8_t { success, connect, reset, timeout, status_5xx };
 
 struct PassiveEvent {
-  uint16_t server;
+  uint16_t server;  // the server's slot (ServerTarget::slot)
   PassiveOutcome outcome;
 };
 
@@ -45,7 +45,8 @@ class PassiveReporter {
  public:
   PassiveReporter(HealthEvents* events, size_t servers) : events_(events), failing_(servers, false) {}
   void report(uint16_t server, PassiveOutcome outcome) {
-    if (!events_ || server >= failing_.size()) return;
+    if (!events_) return;
+    if (server >= failing_.size()) failing_.resize(server + 1u, false);  // a server added by reload
     bool failure = outcome != PassiveOutcome::success;
     if (!failure && !failing_[server]) return;
     failing_[server] = failure;

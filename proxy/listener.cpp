@@ -86,6 +86,16 @@ int Listener::open(std::string& error) {
   return 0;
 }
 
+void Listener::reconfigure(const conf::ListenerConfig& config, std::shared_ptr<const TlsContext> tls) {
+  config_ = config;
+  tls_ = std::move(tls);
+  name_ = config.name;
+  if (config.backlog != backlog_ && fd_ >= 0 && !closing_) {
+    backlog_ = config.backlog;
+    ::listen(fd_, static_cast<int>(backlog_));  // Linux applies a new backlog to a listening socket
+  }
+}
+
 void Listener::pause() {
   if (paused_ || closing_) return;
   paused_ = true;

@@ -30,6 +30,10 @@ class Listener {
   const std::string& name() const { return name_; }
   // New connections get the new certificates; established ones keep the context they have.
   void set_tls(std::shared_ptr<const TlsContext> tls) { if (tls_ && tls) tls_ = std::move(tls); }
+  // Reload kept this listener's address (so its socket): new settings and TLS (null = plain)
+  // for the connections accepted from now on.
+  void reconfigure(const conf::ListenerConfig& config, std::shared_ptr<const TlsContext> tls);
+  const conf::Endpoint& address() const { return address_; }
 
  private:
   ~Listener() = default;
@@ -38,7 +42,7 @@ class Listener {
   void on_readable();
 
   Worker& worker_;
-  const conf::ListenerConfig& config_;
+  conf::ListenerConfig config_;  // a copy: the Config it came from may be replaced by a reload
   std::shared_ptr<const TlsContext> tls_;
   std::string name_;
   conf::Endpoint address_;

@@ -32,6 +32,7 @@ std::shared_ptr<const RouteState> RouteState::make(const Runtime& runtime,
       }
     }
     state->servers.push_back(view);
+    state->slots.push_back(runtime.servers[i].slot);
   }
   state->owner_map = affinity::ServerIndexMap(state->snapshot->server_ids(), state->servers);
   return state;

@@ -32,6 +32,7 @@ struct RouteState {
   std::shared_ptr<const health::HealthView> health;             // may be null
   std::vector<std::string> ids;
   std::vector<affinity::ServerView> servers;
+  std::vector<uint32_t> slots;         // index in `servers` -> ServerTarget::slot (the worker's pool)
   affinity::ServerIndexMap owner_map;  // snapshot server index -> index in `servers`
 };
 

@@ -86,6 +86,7 @@ bool resolve_servers(const conf::Config& config, std::vector<ServerTarget>& out,
     }
     std::memcpy(&target.addr, result->ai_addr, result->ai_addrlen);
     freeaddrinfo(result);
+    target.slot = static_cast<uint32_t>(out.size());
     out.push_back(std::move(target));
   }
   return true;

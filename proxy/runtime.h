@@ -23,6 +23,10 @@ struct ServerTarget {
   std::string host_port;            // for the Host header when preserve_host is off, and logs
   sockaddr_storage addr{};
   uint32_t weight = 1;
+  // Stable for the process's life: the index of this server's upstream pools in every
+  // worker. A reload keeps it for a server whose id and address stay; a new or moved
+  // server gets a new one, so requests in flight never switch servers under them.
+  uint32_t slot = 0;
 };
 
 struct Runtime {

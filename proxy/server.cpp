@@ -34,6 +34,7 @@ int Server::run() {
     LOG_ERROR("%s", error.c_str());
     return 1;
   }
+  next_slot_ = static_cast<uint32_t>(runtime->servers.size());
   runtime_ = runtime;
 
   uv_loop_init(&loop_);
@@ -81,6 +82,8 @@ int Server::run() {
   shutdown_timer_.data = this;
   uv_timer_init(&loop_, &tls_debounce_);
   tls_debounce_.data = this;
+  uv_timer_init(&loop_, &pending_timer_);
+  pending_timer_.data = this;
   watch_tls_files();
 
   std::string listeners;
@@ -115,9 +118,9 @@ void Server::on_signal(int signum) {
       begin_shutdown();
       return;
     case SIGHUP:
-      // Certificates, keys and ticket keys are reloaded; the rest of the configuration is
-      // read at start only (live reload of the whole file comes later).
-      reload_tls("SIGHUP");
+      // The whole file, certificates included. A file that is refused still lets a rotated
+      // certificate in: SIGHUP has always meant "reload the certificates".
+      if (!reload_config("SIGHUP").applied && !shutting_down_) reload_tls("SIGHUP, running configuration");
       return;
     case SIGUSR1:
       return;  // log reopening comes with the access log
@@ -170,19 +173,7 @@ void Server::start_ownership_source() {
 
 void Server::start_health() {
   const conf::HealthConfig& hc = config_->health;
-  health::HealthSpec spec;
-  spec.check.path = hc.path;
-  spec.check.expected_statuses.assign(hc.expect_status.begin(), hc.expect_status.end());
-  spec.check.body_contains = hc.expect_body;
-  spec.check.availability_header = hc.availability_header;
-  spec.check.interval = hc.interval;
-  spec.check.timeout = hc.timeout;
-  spec.check.rise = static_cast<int>(hc.rise);
-  spec.check.fall = static_cast<int>(hc.fall);
-  spec.passive.consecutive_failures = static_cast<int>(hc.passive_failures);
-  spec.passive.min_hold = hc.min_hold;
-  spec.passive.max_hold = std::max(hc.max_hold, hc.min_hold);
-  tracker_ = std::make_unique<health::HealthTracker>(spec, random_);
+  tracker_ = std::make_unique<health::HealthTracker>(health_spec(hc), random_);
   std::vector<std::string> ids;
   for (const auto& s : runtime_->servers) ids.push_back(s.id);
   tracker_->set_servers(ids, clock_.now());
@@ -205,8 +196,11 @@ void Server::on_passive_events(const std::vector<PassiveEvent>& events) {
   bool changed = false;
   auto now = clock_.now();
   for (const auto& e : events) {
-    if (e.server >= runtime_->servers.size()) continue;
-    const std::string& id = runtime_->servers[e.server].id;
+    // Events carry the server's slot; one removed by a reload since is no longer tracked.
+    auto target = std::find_if(runtime_->servers.begin(), runtime_->servers.end(),
+                               [&](const ServerTarget& s) { return s.slot == e.server; });
+    if (target == runtime_->servers.end()) continue;
+    const std::string& id = target->id;
     switch (e.outcome) {
       case PassiveOutcome::success: changed = tracker_->on_passive_success(id, now) || changed; break;
       case PassiveOutcome::connect:
@@ -226,8 +220,9 @@ void Server::on_passive_events(const std::vector<PassiveEvent>& events) {
   if (changed) publish_route();
 }
 
-void Server::publish_route() {
-  std::shared_ptr<const health::HealthView> view = tracker_ ? tracker_->view() : nullptr;
+void Server::publish_route(std::shared_ptr<const Runtime> runtime) {
+  // Servers a reload added show as down until their first check passes, in the log too.
+  std::shared_ptr<const health::HealthView> view = hide_pending(tracker_ ? tracker_->view() : nullptr);
   if (view && published_health_ && view != published_health_) {
     // Say what changed for the operator: one line per server whose state moved.
     for (const auto& entry : view->servers) {
@@ -242,7 +237,12 @@ void Server::publish_route() {
   }
   published_health_ = view;
   route_ = RouteState::make(*runtime_, snapshot_, view, ++route_version_);
-  for (auto& w : workers_) w->publish(route_);
+  for (auto& w : workers_) {
+    if (runtime)
+      w->publish_runtime(runtime, route_);
+    else
+      w->publish(route_);
+  }
 }
 
 bool Server::reload_tls(const char* why) {
@@ -331,11 +331,8 @@ void Server::on_shutdown_poll() {
   for (auto* h : {&sigterm_, &sigint_, &sighup_, &sigusr1_}) uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&shutdown_timer_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&tls_debounce_), nullptr);
-  for (auto* watch : tls_watches_)
-    uv_close(reinterpret_cast<uv_handle_t*>(watch), [](uv_handle_t* h) noexcept {
-      delete reinterpret_cast<uv_fs_event_t*>(h);
-    });
-  tls_watches_.clear();
+  uv_close(reinterpret_cast<uv_handle_t*>(&pending_timer_), nullptr);
+  unwatch_tls_files();
 }
 
 AdminResponse Server::handle_admin(const AdminRequest& request) {
@@ -356,6 +353,7 @@ AdminResponse Server::handle_admin(const AdminRequest& request) {
   }
   if (path == "/api/v1/ownership") return ownership_api();
   if (path == "/api/v1/servers") return servers_api();
+  if (path == "/api/v1/reload") return reload_api(request);
   if (path.substr(0, 16) == "/api/v1/servers/") return server_state_api(request, path.substr(16));
   return AdminResponse{404, "text/plain; charset=utf-8", "not found\n"};
 }
@@ -395,7 +393,7 @@ AdminResponse Server::servers_api() {
     const ServerTarget& target = runtime_->servers[i];
     const health::ServerHealth* h = tracker_ ? tracker_->find(target.id) : nullptr;
     int64_t active = 0;
-    for (const auto& w : workers_) active += w->active_upstreams(i);
+    for (const auto& w : workers_) active += w->active_upstreams(target.slot);
     if (i) out += ",";
     out += "{\"id\":";
     json_string(out, target.id);

@@ -15,6 +15,7 @@
 #include "health/clock.h"
 #include "health/health_view.h"
 #include "proxy/admin_server.h"
+#include "proxy/config_reload.h"
 #include "proxy/health_events.h"
 #include "proxy/metrics.h"
 #include "proxy/route_state.h"
@@ -37,12 +38,20 @@ class Server {
   void start_ownership_source();
   void start_health();
   void on_passive_events(const std::vector<PassiveEvent>& events);
-  void publish_route();
+  // With `runtime`: a reload's new runtime goes to the workers with the route built from it.
+  void publish_route(std::shared_ptr<const Runtime> runtime = nullptr);
   bool reload_tls(const char* why);
   void watch_tls_files();
   AdminResponse servers_api();
   AdminResponse server_state_api(const AdminRequest& request, std::string_view path);
   void on_signal(int signum);
+  // config_reload.cpp
+  ReloadOutcome reload_config(const char* why);
+  AdminResponse reload_api(const AdminRequest& request);
+  void reload_health(const std::vector<ServerTarget>& servers, const conf::HealthConfig& config);
+  void unwatch_tls_files();
+  std::shared_ptr<const health::HealthView> hide_pending(std::shared_ptr<const health::HealthView> view) const;
+  void on_pending_poll();
   void begin_shutdown();
   void on_shutdown_poll();
 
@@ -74,6 +83,9 @@ class Server {
   uv_timer_t tls_debounce_{};
   uint64_t route_version_ = 0;
   std::unique_ptr<affinity::Extractor> admin_extractor_;  // a user name from the route API
+  uint32_t next_slot_ = 0;                   // the next ServerTarget::slot a reload hands out
+  std::vector<std::string> pending_servers_;  // added by reload, no traffic until a check passes
+  uv_timer_t pending_timer_{};
   bool shutting_down_ = false;
   bool forced_ = false;
 };

@@ -73,7 +73,7 @@ void UpstreamConnection::handle_connect(int status) {
   uv_timer_stop(&timer_);
   timer_purpose_ = Timer::none;
   if (status != 0) {
-    LOG_DEBUG("upstream %s: connect failed: %s", worker_.runtime().servers[server_index()].id.c_str(),
+    LOG_DEBUG("upstream %s: connect failed: %s", pool_.target().id.c_str(),
               uv_strerror(status));
     fail(kFailConnect);
     return;
@@ -229,7 +229,7 @@ void UpstreamConnection::handle_read(ssize_t nread, const uv_buf_t* buf) {
     }
     return;
   }
-  LOG_DEBUG("upstream %s: bad response: %s", worker_.runtime().servers[server_index()].id.c_str(),
+  LOG_DEBUG("upstream %s: bad response: %s", pool_.target().id.c_str(),
             llhttp_errno_name(err));
   fail(kFailBad);
 }

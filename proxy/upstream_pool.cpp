@@ -1,6 +1,8 @@
 // Per-worker keep-alive pool for one server.
 #include "proxy/upstream_pool.h"
 
+#include <uv.h>
+
 #include <algorithm>
 
 #include "proxy/upstream_connection.h"
@@ -19,9 +21,12 @@ UpstreamConnection* UpstreamPool::acquire(bool& reused, int& error) {
     }
   }
   reused = false;
+  if (retired_) {
+    error = UV_ECANCELED;
+    return nullptr;
+  }
   auto* connection = new UpstreamConnection(worker_, *this);
-  const auto& target = worker_.runtime().servers[server_index_];
-  error = connection->connect(reinterpret_cast<const sockaddr*>(&target.addr));
+  error = connection->connect(reinterpret_cast<const sockaddr*>(&target_.addr));
   if (error != 0) {
     connection->close();
     return nullptr;
@@ -34,7 +39,7 @@ void UpstreamPool::release(UpstreamConnection* connection) {
   active_.erase(connection);
   const auto& config = worker_.config();
   uint32_t max_requests = config.upstream.max_requests_per_connection;
-  if (idle_.size() >= config.upstream.max_idle_per_server || worker_.draining() ||
+  if (retired_ || idle_.size() >= config.upstream.max_idle_per_server || worker_.draining() ||
       (max_requests != 0 && connection->requests() >= max_requests)) {
     connection->close();
     return;
@@ -56,6 +61,11 @@ void UpstreamPool::on_closed(UpstreamConnection* connection) {
 void UpstreamPool::fail_active() {
   std::vector<UpstreamConnection*> victims(active_.begin(), active_.end());
   for (auto* connection : victims) connection->fail_server_down();
+  close_idle();
+}
+
+void UpstreamPool::retire() {
+  retired_ = true;
   close_idle();
 }
 

@@ -6,6 +6,8 @@
 #include <unordered_set>
 #include <vector>
 
+#include "proxy/runtime.h"
+
 namespace sprayer::proxy {
 
 class UpstreamConnection;
@@ -13,7 +15,10 @@ class Worker;
 
 class UpstreamPool {
  public:
-  UpstreamPool(Worker& worker, size_t server_index) : worker_(worker), server_index_(server_index) {}
+  // `target` is copied: a pool outlives the Runtime it was made from when a reload removes
+  // its server while requests are still in flight on it.
+  UpstreamPool(Worker& worker, ServerTarget target)
+      : worker_(worker), server_index_(target.slot), target_(std::move(target)) {}
 
   // An idle connection ready for a request, or a new one that is connecting (null if the
   // connect could not even start; the error is in `error`).
@@ -27,12 +32,18 @@ class UpstreamPool {
   void fail_active();
   size_t active_count() const { return active_.size(); }
 
-  size_t server_index() const { return server_index_; }
+  size_t server_index() const { return server_index_; }  // the server's slot
+  const ServerTarget& target() const { return target_; }
+  // Reload removed the server: no new connection, no idle reuse; those in flight finish.
+  void retire();
+  bool retired() const { return retired_; }
   size_t idle_count() const { return idle_.size(); }
 
  private:
   Worker& worker_;
   size_t server_index_;
+  ServerTarget target_;
+  bool retired_ = false;
   std::vector<UpstreamConnection*> idle_;
   std::unordered_set<UpstreamConnection*> active_;  // attached to a request
 };

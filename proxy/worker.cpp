@@ -22,8 +22,6 @@ Worker::Worker(int index, std::shared_ptr<const Runtime> runtime, std::atomic<in
       route_state_(RouteState::make(*runtime_, nullptr, nullptr, 0)),
       extractor_(runtime_->extractor),
       passive_(health_events, runtime_->servers.size()),
-      server_count_(runtime_->servers.size()),
-      active_upstreams_(new std::atomic<int64_t>[runtime_->servers.size()]()),
       process_connections_(process_connections) {}
 
 Worker::~Worker() { join(); }
@@ -43,7 +41,10 @@ void Worker::run() {
   uv_timer_init(&loop_, &tick_);
   tick_.data = this;
   uv_timer_start(&tick_, [](uv_timer_t* h) noexcept { static_cast<Worker*>(h->data)->on_tick(); }, kTickMs, kTickMs);
-  for (size_t i = 0; i < runtime_->servers.size(); ++i) pools_.push_back(std::make_unique<UpstreamPool>(*this, i));
+  for (const auto& server : runtime_->servers) {
+    if (server.slot >= pools_.size()) pools_.resize(server.slot + 1u);
+    pools_[server.slot] = std::make_unique<UpstreamPool>(*this, server);
+  }
 
   std::string error;
   const auto& listener_configs = runtime_->config->listeners;
@@ -101,6 +102,17 @@ void Worker::publish_tls(std::vector<std::shared_ptr<const TlsContext>> contexts
   uv_async_send(&async_);
 }
 
+void Worker::publish_runtime(std::shared_ptr<const Runtime> runtime, std::shared_ptr<const RouteState> state) {
+  std::lock_guard<std::mutex> lock(mailbox_mutex_);
+  if (mailbox_closed_) return;
+  mailbox_runtime_ = std::move(runtime);
+  mailbox_route_ = std::move(state);
+  // The runtime carries its listeners' TLS contexts, newer than any queued TLS reload (whose
+  // order is the old listener list's).
+  mailbox_tls_.clear();
+  uv_async_send(&async_);
+}
+
 void Worker::post(bool drain, bool stop) {
   // Sent under the lock so the worker cannot close async_ between the check and the send.
   std::lock_guard<std::mutex> lock(mailbox_mutex_);
@@ -117,26 +129,32 @@ void Worker::join() {
 void Worker::on_async() {
   bool drain, stop;
   std::shared_ptr<const RouteState> route;
+  std::shared_ptr<const Runtime> runtime;
   std::vector<std::shared_ptr<const TlsContext>> tls;
   {
     std::lock_guard<std::mutex> lock(mailbox_mutex_);
     route = std::move(mailbox_route_);
+    runtime = std::move(mailbox_runtime_);
     tls.swap(mailbox_tls_);
     drain = drain_requested_;
     stop = stop_requested_;
     drain_requested_ = false;
     stop_requested_ = false;
   }
+  // The runtime first: the route state that came with it (or after it) indexes its servers.
+  if (runtime) apply_runtime(std::move(runtime));
   // The old state is released here, on this thread; requests already routed keep their
-  // candidate lists, which do not point into it.
+  // candidate lists (server slots), which do not point into it.
   if (route) swap_route_state(std::move(route));
-  // listeners_ holds the open listeners in configuration order (all of them, or none once
+  // listeners_ holds the listeners in configuration order (all of them, or none once
   // draining started).
-  for (size_t i = 0; i < tls.size() && i < listeners_.size(); ++i) listeners_[i]->set_tls(std::move(tls[i]));
+  for (size_t i = 0; i < tls.size() && i < listeners_.size(); ++i)
+    if (listeners_[i]) listeners_[i]->set_tls(std::move(tls[i]));
   if (drain && !draining_) {
     draining_ = true;
     stop_listeners();
-    for (auto& pool : pools_) pool->close_idle();
+    for (auto& pool : pools_)
+      if (pool) pool->close_idle();
     for (DownstreamConnection* c = connections_; c;) {
       DownstreamConnection* next = c->list_next_;
       c->begin_drain();
@@ -146,7 +164,8 @@ void Worker::on_async() {
   if (stop) {
     draining_ = true;
     stop_listeners();
-    for (auto& pool : pools_) pool->close_idle();
+    for (auto& pool : pools_)
+      if (pool) pool->close_idle();
     for (DownstreamConnection* c = connections_; c;) {
       DownstreamConnection* next = c->list_next_;
       c->close();
@@ -159,38 +178,109 @@ void Worker::on_async() {
 void Worker::swap_route_state(std::shared_ptr<const RouteState> next) {
   std::shared_ptr<const RouteState> previous = std::move(route_state_);
   route_state_ = std::move(next);
-  for (size_t i = 0; i < route_state_->servers.size() && i < pools_.size(); ++i) {
+  for (size_t i = 0; i < route_state_->servers.size(); ++i) {
+    uint32_t slot = route_state_->slots[i];
+    if (slot >= pools_.size() || !pools_[slot]) continue;
+    // The same server in the previous state, by slot (a reload may have changed the list).
+    size_t j = 0;
+    while (j < previous->slots.size() && previous->slots[j] != slot) ++j;
+    if (j == previous->slots.size()) continue;  // new with this state: nothing in flight yet
     // A server that went down (dead or hung) will not answer its parked requests: end them so
     // devices reconnect to a survivor. Maintenance only stops new requests; those in flight
     // finish, and the admin API shows when none is left.
     auto now_state = route_state_->servers[i].state;
-    auto before = previous->servers[i].state;
-    if (now_state == affinity::ServerState::down && before != affinity::ServerState::down) pools_[i]->fail_active();
+    auto before = previous->servers[j].state;
+    if (now_state == affinity::ServerState::down && before != affinity::ServerState::down) pools_[slot]->fail_active();
     if (now_state == affinity::ServerState::maintenance && before != affinity::ServerState::maintenance)
-      pools_[i]->close_idle();
+      pools_[slot]->close_idle();
   }
 }
 
+void Worker::apply_runtime(std::shared_ptr<const Runtime> next) {
+  std::vector<bool> in_next;
+  for (const auto& server : next->servers) {
+    if (server.slot >= pools_.size()) pools_.resize(server.slot + 1u);
+    if (server.slot >= in_next.size()) in_next.resize(server.slot + 1u, false);
+    in_next[server.slot] = true;
+    if (!pools_[server.slot]) pools_[server.slot] = std::make_unique<UpstreamPool>(*this, server);
+  }
+  // Removed servers: their requests in flight finish on their connections; nothing new.
+  for (const auto& server : runtime_->servers)
+    if ((server.slot >= in_next.size() || !in_next[server.slot]) && pools_[server.slot])
+      pools_[server.slot]->retire();
+  extractor_ = affinity::Extractor(next->extractor);
+  apply_listeners(*next);
+  // In-flight requests read timeouts and limits from here at their next step: they get the
+  // new values; nothing keeps a reference into the old Config.
+  runtime_ = std::move(next);
+}
+
+void Worker::apply_listeners(const Runtime& next) {
+  if (draining_) return;  // listeners are closed for good
+  const auto& configs = next.config->listeners;
+  std::vector<Listener*> fresh(configs.size(), nullptr);
+  std::vector<bool> kept(listeners_.size(), false);
+  for (size_t i = 0; i < configs.size(); ++i) {
+    auto tls = i < next.listener_tls.size() ? next.listener_tls[i] : nullptr;
+    for (size_t j = 0; j < listeners_.size(); ++j) {
+      if (kept[j] || !listeners_[j] || !(listeners_[j]->address() == configs[i].address)) continue;
+      // Same address: keep the socket, so no connection is refused during the reload.
+      kept[j] = true;
+      listeners_[j]->reconfigure(configs[i], tls);
+      fresh[i] = listeners_[j];
+      break;
+    }
+    if (fresh[i]) continue;
+    auto* listener = new Listener(*this, configs[i], std::move(tls));
+    std::string error;
+    if (listener->open(error) != 0) {
+      LOG_ERROR("worker %d: reload: %s", index_, error.c_str());
+      listener->close();
+      continue;
+    }
+    fresh[i] = listener;
+  }
+  // Only now, with every new socket bound, do the removed ones close.
+  for (size_t j = 0; j < listeners_.size(); ++j)
+    if (!kept[j] && listeners_[j]) listeners_[j]->close();
+  listeners_ = std::move(fresh);
+  if (at_connection_limit())
+    for (auto* listener : listeners_)
+      if (listener) listener->pause();
+}
+
 void Worker::on_tick() {
-  for (size_t i = 0; i < pools_.size(); ++i)
-    active_upstreams_[i].store(static_cast<int64_t>(pools_[i]->active_count()), std::memory_order_relaxed);
+  {
+    std::lock_guard<std::mutex> lock(active_mutex_);
+    active_upstreams_.resize(pools_.size());
+    for (size_t i = 0; i < pools_.size(); ++i)
+      active_upstreams_[i] = pools_[i] ? static_cast<int64_t>(pools_[i]->active_count()) : 0;
+  }
   if (draining_) {
     maybe_finish();
     return;
   }
   if (!at_connection_limit())
-    for (auto* listener : listeners_) listener->resume();
+    for (auto* listener : listeners_)
+      if (listener) listener->resume();
+}
+
+int64_t Worker::active_upstreams(size_t slot) const {
+  std::lock_guard<std::mutex> lock(active_mutex_);
+  return slot < active_upstreams_.size() ? active_upstreams_[slot] : 0;
 }
 
 void Worker::stop_listeners() {
-  for (auto* listener : listeners_) listener->close();
+  for (auto* listener : listeners_)
+    if (listener) listener->close();
   listeners_.clear();
 }
 
 void Worker::maybe_finish() {
   if (!draining_ || connection_count_ != 0) return;
   if (uv_is_closing(reinterpret_cast<uv_handle_t*>(&async_))) return;
-  for (auto& pool : pools_) pool->close_idle();
+  for (auto& pool : pools_)
+    if (pool) pool->close_idle();
   {
     std::lock_guard<std::mutex> lock(mailbox_mutex_);
     mailbox_closed_ = true;

@@ -37,6 +37,11 @@ class Worker {
   void publish(std::shared_ptr<const RouteState> state);
   // Control thread: reloaded TLS contexts, one per configured listener (null = unchanged).
   void publish_tls(std::vector<std::shared_ptr<const TlsContext>> contexts);
+  // Control thread, config reload: the new runtime (servers, listeners, settings) with the
+  // routing state built from it. Applied together at the next loop turn: listeners that
+  // keep their address keep their socket, new ones are bound before removed ones close,
+  // removed servers' requests in flight finish on their connections.
+  void publish_runtime(std::shared_ptr<const Runtime> runtime, std::shared_ptr<const RouteState> state);
 
   // Control thread: start the thread and wait until its listeners are bound (or failed).
   bool start(std::string& error);
@@ -56,7 +61,7 @@ class Worker {
   const conf::Config& config() const { return *runtime_->config; }
   WorkerStats& stats() { return stats_; }
   const WorkerStats& stats() const { return stats_; }
-  UpstreamPool& upstream_pool(size_t server_index) { return *pools_[server_index]; }
+  UpstreamPool& upstream_pool(size_t slot) { return *pools_[slot]; }
   bool draining() const { return draining_; }
   uint64_t next_spread() { return spread_++; }
   const RouteState& route_state() const { return *route_state_; }
@@ -64,10 +69,9 @@ class Worker {
   // Scratch space for the header view of one request (no allocation per request).
   std::vector<affinity::Header>& header_scratch() { return header_scratch_; }
   PassiveReporter& passive() { return passive_; }
-  // Requests in flight per server on this worker (read by the control thread for the API).
-  int64_t active_upstreams(size_t server) const {
-    return server < server_count_ ? active_upstreams_[server].load(std::memory_order_relaxed) : 0;
-  }
+  // Requests in flight per server slot on this worker, as of its last tick (read by the
+  // control thread for the API).
+  int64_t active_upstreams(size_t slot) const;
   size_t connection_count() const { return connection_count_; }
 
   // Process-wide downstream connection count, for max_connections.
@@ -82,6 +86,8 @@ class Worker {
   void stop_listeners();
   void maybe_finish();
   void swap_route_state(std::shared_ptr<const RouteState> next);
+  void apply_runtime(std::shared_ptr<const Runtime> next);
+  void apply_listeners(const Runtime& next);
   void post(bool drain, bool stop);
 
   int index_;
@@ -90,8 +96,8 @@ class Worker {
   affinity::Extractor extractor_;
   std::vector<affinity::Header> header_scratch_;
   PassiveReporter passive_;
-  size_t server_count_;
-  std::unique_ptr<std::atomic<int64_t>[]> active_upstreams_;
+  mutable std::mutex active_mutex_;      // the tick and the API only, never the data path
+  std::vector<int64_t> active_upstreams_;  // by slot
   std::atomic<int64_t>& process_connections_;
   uv_loop_t loop_{};
   uv_async_t async_{};
@@ -99,8 +105,8 @@ class Worker {
   std::thread thread_;
   BufferPool buffers_;
   WorkerStats stats_;
-  std::vector<Listener*> listeners_;
-  std::vector<std::unique_ptr<UpstreamPool>> pools_;
+  std::vector<Listener*> listeners_;  // in configuration order; null where a reload's bind failed
+  std::vector<std::unique_ptr<UpstreamPool>> pools_;  // by server slot; null for slots never seen
   DownstreamConnection* connections_ = nullptr;  // intrusive list
   size_t connection_count_ = 0;
   uint64_t spread_ = 0;
@@ -111,6 +117,7 @@ class Worker {
   bool stop_requested_ = false;
   bool mailbox_closed_ = false;
   std::shared_ptr<const RouteState> mailbox_route_;
+  std::shared_ptr<const Runtime> mailbox_runtime_;
   std::vector<std::shared_ptr<const TlsContext>> mailbox_tls_;  // async_ is closing: sending to it would abort libuv
 
   std::mutex start_mutex_;
