@@ -235,8 +235,9 @@ void Server::on_pending_poll() {
   std::erase_if(pending_servers_, [&](const std::string& id) {
     const health::ServerHealth* h = tracker_ ? tracker_->find(id) : nullptr;
     if (h && h->liveness() == health::Liveness::checking) return false;
-    LOG_INFO("server %s: first check %s", id.c_str(),
-             h && h->liveness() == health::Liveness::up ? "passed, now taking traffic" : "failed, down until checks pass");
+    bool up = h && h->liveness() == health::Liveness::up;
+    LOG_INFO("server %s: first checks %s", id.c_str(),
+             up ? "passed, now taking traffic" : "failed, down until checks pass");
     return true;
   });
   if (pending_servers_.empty()) uv_timer_stop(&pending_timer_);
