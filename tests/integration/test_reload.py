@@ -12,13 +12,15 @@ b) the seed 000 workflow under steady load: a 4th server is added, checked befor
    normally; zero failed requests over the whole run;
 c) a listener is added by reload and accepts; a keep-alive connection on the old port keeps
    working; the listener is removed again and its port closes;
-d) reloads in a row (API and SIGHUP) under load fail no request.
+d) reloads in a row (API and SIGHUP) under load, removing and adding back a server, fail no
+   request.
 """
 import contextlib
 import json
 import os
 import random
 import signal
+import socket
 import threading
 import time
 
@@ -296,6 +298,20 @@ class ReloadTest(TestCase):
         self.assertStatus(old.request("GET", sync_target("cc3")), 200, "old port, same connection, after")
         self.assertStatus(self.sprayer.request("GET", sync_target("cc4")), 200, "old port, new connection")
 
+        # A new listener whose port another process holds: refused whole, nothing changes.
+        holder = socket.socket()
+        self.addCleanup(holder.close)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        held_port = holder.getsockname()[1]
+        blocked = json.loads(json.dumps(config))
+        blocked["listeners"].append({"name": "blocked", "address": f"127.0.0.1:{held_port}"})
+        blocked["timeouts"]["upstream_connect"] = "900ms"
+        answer = self.reload(blocked, expect=422)
+        self.assertFalse(answer["applied"])
+        self.assertIn(f"listener blocked: cannot listen on 127.0.0.1:{held_port}", answer["errors"][0])
+        self.assertStatus(harness.http_request(port2, "GET", sync_target("cc6")), 200, "second port after a refusal")
+
         # And away again: the port closes, the old connection still works.
         answer = self.reload(self.config)
         self.assertEqual(answer["changes"], "listeners -second", answer)
@@ -308,10 +324,13 @@ class ReloadTest(TestCase):
         load = Load(self.sprayer.port, threads=6).start()
         wait_until(lambda: load.count() >= 50, 10, what="load to run")
         reloads = 0
+        api_times = []
         for k in range(10):
             config = json.loads(json.dumps(self.config))
             config["timeouts"]["client_idle"] = f"{30 + k}s"
             config["servers"][k % 3]["weight"] = 1 + k % 4
+            if k % 4 in (1, 2):
+                del config["servers"][2]  # pool3 out while its requests are in flight, then back
             if k % 2:
                 self.write_config(config)
                 mark = self.sprayer.stderr_text().count("reload (SIGHUP): applied")
@@ -319,14 +338,17 @@ class ReloadTest(TestCase):
                 wait_until(lambda: self.sprayer.stderr_text().count("reload (SIGHUP): applied") > mark, 5,
                            what="the SIGHUP reload")
             else:
+                t0 = time.monotonic()
                 self.assertTrue(self.reload(config)["applied"])
+                api_times.append(time.monotonic() - t0)
             reloads += 1
             n = load.count()
             wait_until(lambda: load.count() >= n + 20, 10, what="load between reloads")
         load.stop()
         records = load.snapshot()
         self.assert_no_failures(records, f"across {reloads} reloads")
-        print(f"\n[reload under load] {reloads} reloads, {len(records)} requests, 0 failed")
+        print(f"\n[reload under load] {reloads} reloads, {len(records)} requests, 0 failed; "
+              f"POST /api/v1/reload answered in {min(api_times) * 1000:.1f}-{max(api_times) * 1000:.1f} ms")
 
 
 if __name__ == "__main__":
