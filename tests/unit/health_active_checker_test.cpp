@@ -112,3 +112,34 @@ TEST_CASE("active checks mark servers up and down on a real loop") {
   uv_run(&loop, UV_RUN_DEFAULT);
   CHECK(uv_loop_close(&loop) == 0);
 }
+
+TEST_CASE("a server added while the checker runs (reload) is checked without waiting for another event") {
+  FakeServer healthy("HTTP/1.1 200 OK\r\nContent-Length: 29\r\n\r\nTraveler server is available.");
+  HealthSpec spec;
+  spec.check.interval = 50ms;
+  spec.check.timeout = 300ms;
+  SplitMix64 random(11);
+  SteadyClock clock;
+  HealthTracker tracker(spec, random);
+
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  ActiveChecker checker(&loop, tracker, clock, nullptr);
+  checker.start();  // nothing to check: no timer armed
+  std::vector<std::string> ids{"added"};
+  tracker.set_servers(ids, clock.now());
+  checker.set_targets({target("added", healthy.port)});
+
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (std::chrono::steady_clock::now() < deadline && tracker.find("added")->liveness() != Liveness::up)
+    uv_run(&loop, UV_RUN_ONCE);
+  CHECK(tracker.find("added")->liveness() == Liveness::up);
+  CHECK(checker.checks_started() >= 1);
+
+  bool stopped = false;
+  checker.stop([&] { stopped = true; });
+  for (int i = 0; i < 100 && !stopped; ++i) uv_run(&loop, UV_RUN_ONCE);
+  CHECK(stopped);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(uv_loop_close(&loop) == 0);
+}
