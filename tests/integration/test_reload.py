@@ -201,6 +201,13 @@ class ReloadTest(TestCase):
         self.assertTrue(answer["applied"], answer)
         self.assertEqual(answer["needs_restart"], ["workers"])
         self.assertIn("timeouts", answer["changes"])
+
+        # An admin state set through the API survives a reload that keeps the server.
+        self.api("/api/v1/servers/pool2/drain", method="POST")
+        config["timeouts"]["upstream_connect"] = "800ms"
+        self.assertTrue(self.reload(config)["applied"])
+        self.assertEqual(self.servers()["pool2"]["admin"], "drain")
+        self.assertEqual(self.servers()["pool2"]["state"], "draining")
         self.assertStatus(self.sprayer.request("GET", sync_target("aa3")), 200, "after a good reload")
 
     # -- b) seed 000 -----------------------------------------------------------------------
@@ -275,6 +282,20 @@ class ReloadTest(TestCase):
         self.assert_no_failures(records, "during add, check, drain and remove")
         late = [r for r in records if r[0] > t_removed and r[4] == "pool3"]
         self.assertEqual(late, [], "requests reached the removed server")
+        # The standby of a pair, started fresh with the same file, routes every user the same.
+        fresh_config = self.with_servers(pool4_and_two)
+        fresh_config["listeners"] = [{"name": "http", "address": f"127.0.0.1:{harness.free_port()}"}]
+        fresh_config["admin"] = {"address": f"127.0.0.1:{harness.free_port()}"}
+        with Sprayer(fresh_config) as fresh:
+            def route(port, user):
+                resp = harness.http_request(port, "GET", f"/api/v1/route?user={user}", timeout=5)
+                return json.loads(resp.body)["candidates"]
+            wait_until(lambda: json.loads(harness.http_request(fresh.admin_port, "GET", "/api/v1/ownership").body)
+                       ["epoch"] >= 1, 10, what="the fresh sprayer's snapshot")
+            users = ["pinguser"] + [f"ld{i:04d}" for i in range(0, 400, 4)]
+            self.assertEqual([route(self.sprayer.admin_port, u) for u in users],
+                             [route(fresh.admin_port, u) for u in users],
+                             "a reloaded sprayer and a fresh one with the same file route differently")
         by = {}
         for r in records:
             by[r[4]] = by.get(r[4], 0) + 1
