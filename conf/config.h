@@ -1,5 +1,7 @@
 // Validated, immutable configuration of one sprayer instance. Built by conf::load_*,
 // then shared read-only as std::shared_ptr<const Config> (never through a global).
+// Every struct has a defaulted == (a reload compares configs key by key, conf/config_diff.h):
+// a new struct needs one too, or the diff does not compile.
 #pragma once
 
 #include <chrono>
