@@ -140,7 +140,9 @@ void Exchange::on_connected(UpstreamConnection& up) {
   held_.clear();
   held_bytes_ = 0;
   ds_.resume_reading(kPauseNotConnected);
-  flush_upstream();
+  // A pooled connection is attached while the request is still being parsed: its body
+  // usually follows in the same read, and both go out in one write when parsing returns.
+  if (!ds_.parsing()) flush_upstream();
 }
 
 void Exchange::report(const UpstreamConnection& up, int outcome) {
@@ -213,7 +215,7 @@ void Exchange::on_request_complete() {
   if (state_ == State::done || state_ == State::idle) return;
   if (chunked_request_) put_copy("0\r\n\r\n");
   request_done_ = true;
-  flush_upstream();
+  if (!ds_.parsing()) flush_upstream();
   // The server answered before the request ended: now the connection can be released.
   if (state_ == State::done) return;
 }
