@@ -129,6 +129,7 @@ void Exchange::on_connected(UpstreamConnection& up) {
   if (&up != up_) return;
   state_ = State::active;
   up.begin_response(head_request_);
+  ds_.worker().upstream_pool(up.server_index()).on_request_sent(uv_now(ds_.worker().loop()));
   up.writer().add_copy(request_head_);
   // Bytes that arrived while connecting.
   for (auto& piece : held_) {

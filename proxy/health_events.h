@@ -12,7 +12,9 @@
 
 namespace sprayer::proxy {
 
-enum class PassiveOutcome : uint8_t { success, connect, reset, timeout, status_5xx };
+// stall: requests wait on the server and nothing has come back from it for
+// health.stall_after; a hint that hurries the next active check, not a failure by itself.
+enum class PassiveOutcome : uint8_t { success, connect, reset, timeout, status_5xx, stall };
 
 struct PassiveEvent {
   uint16_t server;
@@ -46,6 +48,10 @@ class PassiveReporter {
   PassiveReporter(HealthEvents* events, size_t servers) : events_(events), failing_(servers, false) {}
   void report(uint16_t server, PassiveOutcome outcome) {
     if (!events_ || server >= failing_.size()) return;
+    if (outcome == PassiveOutcome::stall) {
+      events_->report(PassiveEvent{server, outcome});
+      return;
+    }
     bool failure = outcome != PassiveOutcome::success;
     if (!failure && !failing_[server]) return;
     failing_[server] = failure;

@@ -197,6 +197,7 @@ void UpstreamConnection::handle_read(ssize_t nread, const uv_buf_t* buf) {
     close();
     return;
   }
+  pool_.on_bytes();
   if (state_ == State::tunnel) {
     if (exchange_) exchange_->on_upstream_tunnel_data(std::move(data));
     return;
