@@ -659,6 +659,8 @@ void Loader::read_health(const Item& item, HealthConfig& health) {
       {"rise", false, [&](const Item& v) { read_integer(v, 1, 100, health.rise); }},
       {"fall", false, [&](const Item& v) { read_integer(v, 1, 100, health.fall); }},
       {"passive_failures", false, [&](const Item& v) { read_integer(v, 0, 1000, health.passive_failures); }},
+      {"stall_after", false,
+       [&](const Item& v) { read_duration(v, Duration(0), std::chrono::minutes(10), health.stall_after); }},
       {"min_hold", false,
        [&](const Item& v) { read_duration(v, Duration(0), std::chrono::hours(1), health.min_hold); }},
       {"max_hold", false,

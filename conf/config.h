@@ -161,6 +161,7 @@ struct HealthConfig {
   uint32_t rise = 2;
   uint32_t fall = 2;
   uint32_t passive_failures = 3;                   // consecutive data-path failures that eject; 0 = off
+  Duration stall_after{300};                       // requests wait, nothing comes back: check now; 0 = off
   Duration min_hold{2000};                         // a server that went down stays down this long...
   Duration max_hold{30000};                        // ...doubling for repeated downs, up to this
   bool operator==(const HealthConfig&) const = default;

@@ -31,6 +31,8 @@ class ActiveChecker {
 
   void set_targets(std::vector<Target> targets);
   void start();
+  // The tracker's schedule moved outside a check (a stall hurried one): re-arm the timer.
+  void reschedule() { schedule(); }
   // Closes the timer and every check in flight; `done` runs once all handles are closed.
   void stop(std::function<void()> done);
 

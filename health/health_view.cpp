@@ -135,6 +135,15 @@ bool HealthTracker::on_passive_failure(std::string_view id, PassiveFailure kind,
   return slot && slot->health.on_passive_failure(kind, now) && publish();
 }
 
+bool HealthTracker::on_stall(std::string_view id, TimePoint now) {
+  Slot* slot = find_slot(id);
+  if (!slot) return false;
+  slot->health.on_stall(now);
+  if (slot->health.liveness() == Liveness::down || !slot->next_check || *slot->next_check <= now) return false;
+  slot->next_check = now;
+  return true;
+}
+
 bool HealthTracker::on_passive_success(std::string_view id, TimePoint now) {
   Slot* slot = find_slot(id);
   return slot && slot->health.on_passive_success(now) && publish();

@@ -63,6 +63,9 @@ class HealthTracker {
   bool on_check_result(std::string_view id, const CheckResult& result, TimePoint now);
   bool on_passive_failure(std::string_view id, PassiveFailure kind, TimePoint now);
   bool on_passive_success(std::string_view id, TimePoint now);
+  // A worker reported a stall (ServerHealth::on_stall): the server's next check is due now
+  // unless one is in flight. True when the check schedule moved (the checker re-arms).
+  bool on_stall(std::string_view id, TimePoint now);
   bool set_admin_state(std::string_view id, AdminState admin, TimePoint now);
   bool set_availability(std::string_view id, int availability);  // from the pool table
 

@@ -151,6 +151,16 @@ bool ServerHealth::on_check_result(const CheckResult& result, TimePoint now) {
   return settle(before, reason, now);
 }
 
+void ServerHealth::on_stall(TimePoint now) {
+  ++counters_.stalls;
+  last_failure_at_ = now;
+  if (liveness_ == Liveness::down) return;
+  if (fail_streak_ + 1 < fall_) {
+    ++fail_streak_;
+    pass_streak_ = 0;
+  }
+}
+
 bool ServerHealth::on_passive_failure(PassiveFailure kind, TimePoint now) {
   const RoutingKey before = routing_key();
   const auto kind_index = static_cast<std::size_t>(kind);

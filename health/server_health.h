@@ -44,6 +44,7 @@ struct HealthCounters {
   std::array<std::uint64_t, kPassiveFailureKinds> passive_failures{};  // by PassiveFailure
   std::uint64_t passive_successes = 0;
   std::uint64_t ejections = 0;    // passive ejections
+  std::uint64_t stalls = 0;       // stalls reported by workers
   std::uint64_t downs = 0;        // health-driven downs: `fall` failed checks plus ejections
   std::uint64_t transitions = 0;  // changes of state()
 };
@@ -69,6 +70,11 @@ class ServerHealth {
   // while real traffic fails is still ejected.
   bool on_passive_failure(PassiveFailure kind, TimePoint now);
   bool on_passive_success(TimePoint now);
+  // A worker saw a request wait on this server with nothing at all coming back from it for
+  // a while: the server may be hung (SIGSTOP, a stuck JVM). That counts as one failed check
+  // but never as the one that takes the server down: a quiet server holding long-polls looks
+  // the same, so only a real check can confirm it. The caller hurries that check.
+  void on_stall(TimePoint now);
   bool set_admin_state(AdminState admin, TimePoint now);
   // From the pool table; clamped to [-200, 100].
   bool set_table_availability(int availability);

@@ -64,8 +64,7 @@ int DownstreamConnection::init(int fd, const sockaddr_storage& peer, const conf:
   uv_tcp_init(worker_.loop(), &tcp_);
   tcp_.data = this;
   ++handles_open_;
-  uv_timer_init(worker_.loop(), &timer_);
-  timer_.data = this;
+  timer_.init(worker_.loop(), this, &DownstreamConnection::on_timer);
   ++handles_open_;
   uv_timer_init(worker_.loop(), &send_timer_);
   send_timer_.data = this;
@@ -248,6 +247,7 @@ void DownstreamConnection::feed(Slice data) {
   parsing_ = false;
   input_.reset();
   if (state_ == State::closed || state_ == State::closing) return;
+  if (state_ == State::reading_head && !timer_.pending()) arm_timer(Timer::head);
   if (err == HPE_OK) {
     exchange_.flush_upstream();
     return;
@@ -328,7 +328,10 @@ int DownstreamConnection::on_message_begin(llhttp_t* p) noexcept {
   self->in_value_ = false;
   self->request_complete_ = false;
   self->state_ = State::reading_head;
-  self->arm_timer(Timer::head);
+  // The head timer is armed at the end of feed(), and only for a head that did not arrive
+  // whole: most heads come in one read and never touch the timer.
+  self->timer_purpose_ = Timer::head;
+  self->timer_.clear();
   return 0;
 }
 
@@ -390,10 +393,10 @@ int DownstreamConnection::handle_headers_complete() {
     return reject(505, "HTTP version not supported");
   }
   std::string_view host;
-  size_t host_index = head_.find("host");
+  size_t host_index = head_.find(FieldKind::host);
   if (host_index != HttpHead::npos) {
     host = head_.value(host_index);
-    if (head_.find("host", host_index + 1) != HttpHead::npos) return reject(400, "duplicate Host");
+    if (head_.find(FieldKind::host, host_index + 1) != HttpHead::npos) return reject(400, "duplicate Host");
   } else if (parser_.http_minor >= 1) {
     return reject(400, "missing Host");
   }
@@ -416,7 +419,7 @@ int DownstreamConnection::handle_headers_complete() {
   if (max_body != 0 && (parser_.flags & F_CONTENT_LENGTH) && parser_.content_length > max_body)
     return reject(413, "request body over limits.max_body_bytes");
   body_bytes_ = 0;
-  bool upgrade = (parser_.flags & F_UPGRADE) != 0 && head_.find("upgrade") != HttpHead::npos;
+  bool upgrade = (parser_.flags & F_UPGRADE) != 0 && head_.find(FieldKind::upgrade) != HttpHead::npos;
   if (upgrade && !worker_.config().http.allow_upgrade) upgrade = false;
   if (!llhttp_should_keep_alive(&parser_) || worker_.draining()) close_after_response_ = true;
 
@@ -439,7 +442,7 @@ int DownstreamConnection::on_body(llhttp_t* p, const char* at, size_t len) noexc
   self->body_bytes_ += len;
   uint64_t max_body = self->worker_.config().limits.max_body_bytes;
   if (max_body != 0 && self->body_bytes_ > max_body) return self->reject(413, "request body over limits.max_body_bytes");
-  if (self->timer_purpose_ == Timer::body) uv_timer_again(&self->timer_);
+  if (self->timer_purpose_ == Timer::body) self->arm_timer(Timer::body);
   if (self->state_ != State::in_exchange) return 0;
   const char* base = self->input_.data();
   self->exchange_.on_request_body(self->input_.sub(static_cast<size_t>(at - base), len));
@@ -489,10 +492,15 @@ void DownstreamConnection::on_exchange_done() {
     return;
   }
   state_ = State::idle;
-  head_.release();
+  head_.clear();  // keeps its capacity for the next request on this connection
   target_.clear();
-  // Parse a pipelined request only from a fresh loop turn: the upstream that just finished
-  // is still inside its own callback chain.
+  if (pending_.empty() && !(pause_reasons_ & kPausePipeline) && !tls_) {
+    // Nothing held back: wait for the next request.
+    arm_timer(Timer::idle);
+    return;
+  }
+  // Parse a pipelined request (or decrypted input the TLS engine holds) only from a fresh
+  // loop turn: the upstream that just finished is still inside its own callback chain.
   arm_timer(Timer::next_request);
 }
 
@@ -509,7 +517,7 @@ void DownstreamConnection::start_next_request() {
 }
 
 void DownstreamConnection::send_redirect() {
-  size_t host_index = head_.find("host");
+  size_t host_index = head_.find(FieldKind::host);
   std::string_view host = host_index == HttpHead::npos ? std::string_view() : head_.value(host_index);
   // Keep the name, replace the port with the HTTPS one (IPv6 literals keep their brackets).
   size_t colon = host.rfind(':');
@@ -608,7 +616,7 @@ void DownstreamConnection::arm_timer(Timer purpose) {
   uint64_t ms = 0;
   switch (purpose) {
     case Timer::none:
-      uv_timer_stop(&timer_);
+      timer_.clear();
       return;
     case Timer::head: ms = static_cast<uint64_t>(t.client_header.count()); break;
     case Timer::idle: ms = static_cast<uint64_t>(t.client_idle.count()); break;
@@ -616,11 +624,12 @@ void DownstreamConnection::arm_timer(Timer purpose) {
     case Timer::linger: ms = kLingerMs; break;
     case Timer::next_request: ms = 0; break;
   }
-  uv_timer_start(&timer_, &DownstreamConnection::on_timer, ms, purpose == Timer::next_request ? 0 : ms);
+  timer_.set_in(ms);
 }
 
 void DownstreamConnection::on_timer(uv_timer_t* timer) noexcept {
-  static_cast<DownstreamConnection*>(timer->data)->handle_timer();
+  auto* self = static_cast<DownstreamConnection*>(timer->data);
+  if (self->timer_.expired()) self->handle_timer();
 }
 
 void DownstreamConnection::handle_timer() {
@@ -682,7 +691,7 @@ void DownstreamConnection::close() {
   pending_.reset();
   head_.release();
   writer_.discard();
-  for (auto* handle : {reinterpret_cast<uv_handle_t*>(&tcp_), reinterpret_cast<uv_handle_t*>(&timer_),
+  for (auto* handle : {reinterpret_cast<uv_handle_t*>(&tcp_), timer_.handle(),
                        reinterpret_cast<uv_handle_t*>(&send_timer_)}) {
     if (handle->loop && !uv_is_closing(handle)) uv_close(handle, &DownstreamConnection::on_close);
   }

@@ -13,6 +13,7 @@
 #include "conf/config.h"
 
 #include "proxy/buffer_pool.h"
+#include "proxy/deadline.h"
 #include "proxy/exchange.h"
 #include "proxy/http_head.h"
 #include "proxy/stream_writer.h"
@@ -37,6 +38,8 @@ class DownstreamConnection {
   std::string_view client_ip() const { return client_ip_; }
   std::string_view target() const { return target_; }
   bool is_tls() const { return tls_ != nullptr; }
+  // Inside llhttp_execute: what the request adds upstream is flushed once when it returns.
+  bool parsing() const { return parsing_; }
   bool request_complete() const { return request_complete_; }
   // The client gets "Connection: close" and the connection ends after this response.
   bool closing_after_response() const;
@@ -108,7 +111,7 @@ class DownstreamConnection {
   DownstreamConnection* list_prev_ = nullptr;
   DownstreamConnection* list_next_ = nullptr;
   uv_tcp_t tcp_{};
-  uv_timer_t timer_{};
+  Deadline timer_;
   uv_timer_t send_timer_{};
   uv_shutdown_t shutdown_req_{};
   llhttp_t parser_{};

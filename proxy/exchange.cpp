@@ -134,6 +134,7 @@ void Exchange::on_connected(UpstreamConnection& up) {
   if (&up != up_) return;
   state_ = State::active;
   up.begin_response(head_request_);
+  ds_.worker().upstream_pool(up.server_index()).on_request_sent(uv_now(ds_.worker().loop()));
   up.writer().add_copy(request_head_);
   // Bytes that arrived while connecting.
   for (auto& piece : held_) {
@@ -145,7 +146,9 @@ void Exchange::on_connected(UpstreamConnection& up) {
   held_.clear();
   held_bytes_ = 0;
   ds_.resume_reading(kPauseNotConnected);
-  flush_upstream();
+  // A pooled connection is attached while the request is still being parsed: its body
+  // usually follows in the same read, and both go out in one write when parsing returns.
+  if (!ds_.parsing()) flush_upstream();
 }
 
 void Exchange::report(const UpstreamConnection& up, int outcome) {
@@ -218,7 +221,7 @@ void Exchange::on_request_complete() {
   if (state_ == State::done || state_ == State::idle) return;
   if (chunked_request_) put_copy("0\r\n\r\n");
   request_done_ = true;
-  flush_upstream();
+  if (!ds_.parsing()) flush_upstream();
   // The server answered before the request ended: now the connection can be released.
   if (state_ == State::done) return;
 }

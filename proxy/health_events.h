@@ -12,7 +12,9 @@
 
 namespace sprayer::proxy {
 
-enum class PassiveOutcome : uint8_t { success, connect, reset, timeout, status_5xx };
+// stall: requests wait on the server and nothing has come back from it for
+// health.stall_after; a hint that hurries the next active check, not a failure by itself.
+enum class PassiveOutcome : uint8_t { success, connect, reset, timeout, status_5xx, stall };
 
 struct PassiveEvent {
   uint16_t server;  // the server's slot (ServerTarget::slot)
@@ -47,6 +49,10 @@ class PassiveReporter {
   void report(uint16_t server, PassiveOutcome outcome) {
     if (!events_) return;
     if (server >= failing_.size()) failing_.resize(server + 1u, false);  // a server added by reload
+    if (outcome == PassiveOutcome::stall) {
+      events_->report(PassiveEvent{server, outcome});
+      return;
+    }
     bool failure = outcome != PassiveOutcome::success;
     if (!failure && !failing_[server]) return;
     failing_[server] = failure;

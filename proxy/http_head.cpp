@@ -9,11 +9,6 @@ namespace {
 
 char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
 
-// Fields this proxy owns on the upstream side; a client's copies are replaced, not trusted.
-bool is_replaced_request_field(std::string_view name) {
-  return iequals(name, "x-forwarded-proto") || iequals(name, "x-forwarded-host");
-}
-
 void append_field(std::string& out, std::string_view name, std::string_view value) {
   out.append(name);
   out.append(": ");
@@ -28,6 +23,29 @@ bool iequals(std::string_view a, std::string_view b) {
   for (size_t i = 0; i < a.size(); ++i)
     if (lower(a[i]) != lower(b[i])) return false;
   return true;
+}
+
+FieldKind classify_field(std::string_view n) {
+  switch (n.size()) {
+    case 2: return iequals(n, "te") ? FieldKind::te : FieldKind::other;
+    case 3: return iequals(n, "via") ? FieldKind::via : FieldKind::other;
+    case 4: return iequals(n, "host") ? FieldKind::host : FieldKind::other;
+    case 7: return iequals(n, "upgrade") ? FieldKind::upgrade : FieldKind::other;
+    case 10:
+      if (iequals(n, "connection")) return FieldKind::connection;
+      return iequals(n, "keep-alive") ? FieldKind::keep_alive : FieldKind::other;
+    case 14: return iequals(n, "content-length") ? FieldKind::content_length : FieldKind::other;
+    case 15: return iequals(n, "x-forwarded-for") ? FieldKind::x_forwarded_for : FieldKind::other;
+    case 16:
+      if (iequals(n, "proxy-connection")) return FieldKind::proxy_connection;
+      return iequals(n, "x-forwarded-host") ? FieldKind::x_forwarded_host : FieldKind::other;
+    case 17:
+      if (iequals(n, "transfer-encoding")) return FieldKind::transfer_encoding;
+      return iequals(n, "x-forwarded-proto") ? FieldKind::x_forwarded_proto : FieldKind::other;
+    case 18: return iequals(n, "proxy-authenticate") ? FieldKind::proxy_authenticate : FieldKind::other;
+    case 19: return iequals(n, "proxy-authorization") ? FieldKind::proxy_authorization : FieldKind::other;
+    default: return FieldKind::other;
+  }
 }
 
 void HttpHead::clear() {
@@ -84,6 +102,12 @@ size_t HttpHead::find(std::string_view wanted, size_t from) const {
   return npos;
 }
 
+size_t HttpHead::find(FieldKind wanted, size_t from) const {
+  for (size_t i = from; i < fields_.size(); ++i)
+    if (kind(i) == wanted) return i;
+  return npos;
+}
+
 bool has_token(std::string_view list, std::string_view token) {
   while (!list.empty()) {
     size_t comma = list.find(',');
@@ -98,28 +122,70 @@ bool has_token(std::string_view list, std::string_view token) {
 }
 
 HopByHop::HopByHop(const HttpHead& head) : head_(&head) {
-  for (size_t i = head.find("connection"); i != HttpHead::npos; i = head.find("connection", i + 1)) {
-    if (count_ == std::size(connection_)) {
-      count_ = std::size(connection_) + 1;  // too many to keep: contains() scans the head
-      break;
+  for (size_t i = head.find(FieldKind::connection); i != HttpHead::npos; i = head.find(FieldKind::connection, i + 1)) {
+    std::string_view list = head.value(i);
+    while (!list.empty()) {
+      size_t comma = list.find(',');
+      std::string_view item = list.substr(0, comma);
+      while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+      while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+      if (!item.empty()) {
+        if (count_ == std::size(tokens_)) {
+          count_ = std::size(tokens_) + 1;  // too many to keep: named_in_connection() scans the head
+          return;
+        }
+        tokens_[count_++] = item;
+      }
+      if (comma == std::string_view::npos) break;
+      list.remove_prefix(comma + 1);
     }
-    connection_[count_++] = head.value(i);
+  }
+}
+
+bool HopByHop::contains(size_t field) const {
+  switch (head_->kind(field)) {
+    case FieldKind::connection:
+    case FieldKind::keep_alive:
+    case FieldKind::proxy_connection:
+    case FieldKind::te:
+    case FieldKind::upgrade:
+    case FieldKind::proxy_authorization:
+    case FieldKind::proxy_authenticate:
+      return true;
+    // Transfer-Encoding and Content-Length stay: bodies are forwarded with their framing intact.
+    case FieldKind::transfer_encoding:
+    case FieldKind::content_length:
+      return false;
+    default:
+      return count_ != 0 && named_in_connection(head_->name(field));
   }
 }
 
 bool HopByHop::contains(std::string_view name) const {
-  static constexpr std::string_view fixed[] = {"connection", "keep-alive", "proxy-connection", "te",
-                                               "upgrade", "proxy-authorization", "proxy-authenticate"};
-  for (auto f : fixed)
-    if (iequals(name, f)) return true;
-  // Transfer-Encoding and Content-Length stay: bodies are forwarded with their framing intact.
-  if (iequals(name, "transfer-encoding") || iequals(name, "content-length")) return false;
-  if (count_ <= std::size(connection_)) {
+  switch (classify_field(name)) {
+    case FieldKind::connection:
+    case FieldKind::keep_alive:
+    case FieldKind::proxy_connection:
+    case FieldKind::te:
+    case FieldKind::upgrade:
+    case FieldKind::proxy_authorization:
+    case FieldKind::proxy_authenticate:
+      return true;
+    case FieldKind::transfer_encoding:
+    case FieldKind::content_length:
+      return false;
+    default:
+      return count_ != 0 && named_in_connection(name);
+  }
+}
+
+bool HopByHop::named_in_connection(std::string_view name) const {
+  if (count_ <= std::size(tokens_)) {
     for (size_t i = 0; i < count_; ++i)
-      if (has_token(connection_[i], name)) return true;
+      if (iequals(tokens_[i], name)) return true;
     return false;
   }
-  for (size_t i = head_->find("connection"); i != HttpHead::npos; i = head_->find("connection", i + 1))
+  for (size_t i = head_->find(FieldKind::connection); i != HttpHead::npos; i = head_->find(FieldKind::connection, i + 1))
     if (has_token(head_->value(i), name)) return true;
   return false;
 }
@@ -155,6 +221,7 @@ TargetCheck check_target(std::string_view target, std::string_view host, std::st
 }
 
 void build_upstream_request(const HttpHead& head, const ForwardOptions& o, std::string& out) {
+  out.reserve(out.size() + head.bytes() + 4 * head.count() + o.target.size() + 192);
   out.append(o.method);
   out.push_back(' ');
   out.append(o.target);
@@ -165,35 +232,47 @@ void build_upstream_request(const HttpHead& head, const ForwardOptions& o, std::
   std::string via;
   const HopByHop hop_by_hop(head);
   for (size_t i = 0; i < head.count(); ++i) {
-    std::string_view name = head.name(i);
-    std::string_view value = head.value(i);
-    if (o.upgrade && (iequals(name, "upgrade") || iequals(name, "connection"))) {
-      if (iequals(name, "upgrade")) append_field(out, name, value);
+    FieldKind kind = head.kind(i);
+    if (o.upgrade && (kind == FieldKind::upgrade || kind == FieldKind::connection)) {
+      if (kind == FieldKind::upgrade) append_field(out, head.name(i), head.value(i));
       continue;
     }
-    if (hop_by_hop.contains(name)) continue;
-    if (iequals(name, "host")) {
-      if (host.empty()) host = value;
-      if (!o.preserve_host) continue;
-    } else if (o.x_forwarded && iequals(name, "x-forwarded-for")) {
-      if (!xff.empty()) xff.append(", ");
-      xff.append(value);
-      continue;
-    } else if (o.x_forwarded && is_replaced_request_field(name)) {
-      continue;
-    } else if (!o.via.empty() && iequals(name, "via")) {
-      if (!via.empty()) via.append(", ");
-      via.append(value);
-      continue;
+    if (hop_by_hop.contains(i)) continue;
+    switch (kind) {
+      case FieldKind::host:
+        if (host.empty()) host = head.value(i);
+        if (!o.preserve_host) continue;
+        break;
+      case FieldKind::x_forwarded_for:
+        if (!o.x_forwarded) break;
+        if (!xff.empty()) xff.append(", ");
+        xff.append(head.value(i));
+        continue;
+      case FieldKind::x_forwarded_proto:
+      case FieldKind::x_forwarded_host:
+        // Fields this proxy owns on the upstream side; a client's copies are replaced, not trusted.
+        if (o.x_forwarded) continue;
+        break;
+      case FieldKind::via:
+        if (o.via.empty()) break;
+        if (!via.empty()) via.append(", ");
+        via.append(head.value(i));
+        continue;
+      default:
+        break;
     }
-    append_field(out, name, value);
+    append_field(out, head.name(i), head.value(i));
   }
   if (!o.preserve_host) append_field(out, "Host", o.upstream_host);
   if (o.upgrade) append_field(out, "Connection", "upgrade");
   if (o.x_forwarded) {
-    if (!xff.empty()) xff.append(", ");
-    xff.append(o.client_ip);
-    append_field(out, "X-Forwarded-For", xff);
+    if (xff.empty()) {
+      append_field(out, "X-Forwarded-For", o.client_ip);
+    } else {
+      xff.append(", ");
+      xff.append(o.client_ip);
+      append_field(out, "X-Forwarded-For", xff);
+    }
     append_field(out, "X-Forwarded-Proto", o.proto);
     if (!host.empty()) append_field(out, "X-Forwarded-Host", host);
   }
@@ -207,26 +286,30 @@ void build_upstream_request(const HttpHead& head, const ForwardOptions& o, std::
 }
 
 void build_downstream_response(const HttpHead& head, const ResponseOptions& o, std::string& out) {
-  char status_line[64];
-  int n = std::snprintf(status_line, sizeof status_line, "HTTP/1.1 %03d ", o.status);
-  out.append(status_line, static_cast<size_t>(n));
+  out.reserve(out.size() + head.bytes() + 4 * head.count() + 128);
+  char status_line[] = "HTTP/1.1 000 ";
+  int status = o.status < 0 ? 0 : o.status % 1000;
+  status_line[9] = static_cast<char>('0' + status / 100);
+  status_line[10] = static_cast<char>('0' + status / 10 % 10);
+  status_line[11] = static_cast<char>('0' + status % 10);
+  out.append(status_line, sizeof status_line - 1);
   out.append(o.reason.empty() ? status_reason(o.status) : o.reason);
   out.append("\r\n");
   std::string via;
   const HopByHop hop_by_hop(head);
   for (size_t i = 0; i < head.count(); ++i) {
-    std::string_view name = head.name(i);
-    if (o.upgrade && (iequals(name, "upgrade"))) {
-      append_field(out, name, head.value(i));
+    FieldKind kind = head.kind(i);
+    if (o.upgrade && kind == FieldKind::upgrade) {
+      append_field(out, head.name(i), head.value(i));
       continue;
     }
-    if (hop_by_hop.contains(name)) continue;
-    if (!o.via.empty() && iequals(name, "via")) {
+    if (hop_by_hop.contains(i)) continue;
+    if (kind == FieldKind::via && !o.via.empty()) {
       if (!via.empty()) via.append(", ");
       via.append(head.value(i));
       continue;
     }
-    append_field(out, name, head.value(i));
+    append_field(out, head.name(i), head.value(i));
   }
   if (!o.via.empty()) {
     if (!via.empty()) via.append(", ");

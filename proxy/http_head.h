@@ -11,10 +11,33 @@ namespace sprayer::proxy {
 
 bool iequals(std::string_view a, std::string_view b);
 
+// The fields the proxy treats specially, recognised once per field instead of by repeated
+// case-insensitive comparisons in every rule.
+enum class FieldKind : uint8_t {
+  unclassified,
+  other,
+  host,
+  connection,
+  keep_alive,
+  proxy_connection,
+  te,
+  upgrade,
+  proxy_authorization,
+  proxy_authenticate,
+  transfer_encoding,
+  content_length,
+  x_forwarded_for,
+  x_forwarded_proto,
+  x_forwarded_host,
+  via,
+};
+FieldKind classify_field(std::string_view name);
+
 class HttpHead {
  public:
   struct Field {
     uint32_t name_off, name_len, value_off, value_len;
+    mutable FieldKind kind = FieldKind::unclassified;  // classified on first use
   };
 
   void clear();
@@ -30,8 +53,14 @@ class HttpHead {
   std::string_view start() const { return view(start_off_, start_len_); }
   std::string_view name(size_t i) const { return view(fields_[i].name_off, fields_[i].name_len); }
   std::string_view value(size_t i) const { return trimmed(view(fields_[i].value_off, fields_[i].value_len)); }
+  FieldKind kind(size_t i) const {
+    const Field& f = fields_[i];
+    if (f.kind == FieldKind::unclassified) f.kind = classify_field(name(i));
+    return f.kind;
+  }
   // First field with this name (case-insensitive), or npos.
   size_t find(std::string_view name, size_t from = 0) const;
+  size_t find(FieldKind kind, size_t from = 0) const;
   static constexpr size_t npos = static_cast<size_t>(-1);
 
  private:
@@ -54,11 +83,14 @@ class HopByHop {
  public:
   explicit HopByHop(const HttpHead& head);
   bool contains(std::string_view name) const;
+  bool contains(size_t field) const;  // field i of the head given to the constructor
 
  private:
-  std::string_view connection_[4];  // Connection field values (a head rarely has more than one)
-  size_t count_ = 0;
-  const HttpHead* head_;            // for the rare head with more Connection fields than fit
+  bool named_in_connection(std::string_view name) const;
+
+  std::string_view tokens_[8];  // the tokens of the Connection fields (rarely more than one or two)
+  size_t count_ = 0;            // over the array size: too many to keep, the head is scanned
+  const HttpHead* head_;
 };
 
 enum class TargetCheck { origin, absolute_same_host, asterisk, bad };

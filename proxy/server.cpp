@@ -215,6 +215,11 @@ void Server::on_passive_events(const std::vector<PassiveEvent>& events) {
       case PassiveOutcome::status_5xx:
         changed = tracker_->on_passive_failure(id, health::PassiveFailure::status_5xx, now) || changed;
         break;
+      case PassiveOutcome::stall:
+        LOG_INFO("server %s: requests wait and nothing came back for %lld ms: checking it now", id.c_str(),
+                 static_cast<long long>(runtime_->config->health.stall_after.count()));
+        if (tracker_->on_stall(id, now) && checker_) checker_->reschedule();
+        break;
     }
   }
   if (changed) publish_route();

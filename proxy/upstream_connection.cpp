@@ -36,8 +36,7 @@ UpstreamConnection::UpstreamConnection(Worker& worker, UpstreamPool& pool) : wor
   uv_tcp_init(worker_.loop(), &tcp_);
   tcp_.data = this;
   ++handles_open_;
-  uv_timer_init(worker_.loop(), &timer_);
-  timer_.data = this;
+  timer_.init(worker_.loop(), this, &UpstreamConnection::on_timer);
   ++handles_open_;
   writer_.init(reinterpret_cast<uv_stream_t*>(&tcp_), this, &UpstreamConnection::on_write_done);
   llhttp_init(&parser_, HTTP_RESPONSE, &settings_);
@@ -59,8 +58,7 @@ int UpstreamConnection::connect(const sockaddr* addr) {
   if (rc != 0) return rc;
   uv_tcp_nodelay(&tcp_, 1);
   timer_purpose_ = Timer::connect;
-  uint64_t ms = static_cast<uint64_t>(worker_.config().timeouts.upstream_connect.count());
-  uv_timer_start(&timer_, &UpstreamConnection::on_timer, ms, 0);
+  timer_.set_in(static_cast<uint64_t>(worker_.config().timeouts.upstream_connect.count()));
   return 0;
 }
 
@@ -70,7 +68,7 @@ void UpstreamConnection::on_connect(uv_connect_t* req, int status) noexcept {
 
 void UpstreamConnection::handle_connect(int status) {
   if (state_ == State::closed) return;
-  uv_timer_stop(&timer_);
+  timer_.clear();
   timer_purpose_ = Timer::none;
   if (status != 0) {
     LOG_DEBUG("upstream %s: connect failed: %s", pool_.target().id.c_str(),
@@ -104,14 +102,13 @@ void UpstreamConnection::begin_response(bool head_request) {
 
 void UpstreamConnection::arm_response_timer() {
   timer_purpose_ = Timer::response;
-  uint64_t ms = static_cast<uint64_t>(worker_.config().timeouts.upstream_response.count());
-  uv_timer_start(&timer_, &UpstreamConnection::on_timer, ms, ms);
+  timer_.set_in(static_cast<uint64_t>(worker_.config().timeouts.upstream_response.count()));
 }
 
 void UpstreamConnection::enter_tunnel() {
   state_ = State::tunnel;
   timer_purpose_ = Timer::none;
-  uv_timer_stop(&timer_);
+  timer_.clear();
 }
 
 bool UpstreamConnection::flush() {
@@ -127,12 +124,11 @@ bool UpstreamConnection::flush() {
 void UpstreamConnection::make_idle() {
   state_ = State::idle;
   exchange_ = nullptr;
-  head_.release();
+  head_.clear();  // keeps its capacity for the next response
   pause_reasons_ = 0;
   update_read_state();
   timer_purpose_ = Timer::idle;
-  uint64_t ms = static_cast<uint64_t>(worker_.config().timeouts.upstream_idle.count());
-  uv_timer_start(&timer_, &UpstreamConnection::on_timer, ms, 0);
+  timer_.set_in(static_cast<uint64_t>(worker_.config().timeouts.upstream_idle.count()));
 }
 
 void UpstreamConnection::pause_reading(uint8_t reason) {
@@ -201,11 +197,12 @@ void UpstreamConnection::handle_read(ssize_t nread, const uv_buf_t* buf) {
     close();
     return;
   }
+  pool_.on_bytes();
   if (state_ == State::tunnel) {
     if (exchange_) exchange_->on_upstream_tunnel_data(std::move(data));
     return;
   }
-  if (timer_purpose_ == Timer::response) uv_timer_again(&timer_);
+  if (timer_purpose_ == Timer::response) arm_response_timer();
   response_byte_seen_ = true;
   input_ = data;
   llhttp_errno_t err = llhttp_execute(&parser_, data.data(), data.size());
@@ -246,7 +243,8 @@ void UpstreamConnection::on_write_done(void* self, int status) noexcept {
 }
 
 void UpstreamConnection::on_timer(uv_timer_t* timer) noexcept {
-  static_cast<UpstreamConnection*>(timer->data)->handle_timer();
+  auto* self = static_cast<UpstreamConnection*>(timer->data);
+  if (self->timer_.expired()) self->handle_timer();
 }
 
 void UpstreamConnection::handle_timer() {
@@ -292,7 +290,7 @@ void UpstreamConnection::close() {
   exchange_ = nullptr;
   writer_.discard();
   head_.release();
-  for (auto* handle : {reinterpret_cast<uv_handle_t*>(&tcp_), reinterpret_cast<uv_handle_t*>(&timer_)}) {
+  for (auto* handle : {reinterpret_cast<uv_handle_t*>(&tcp_), timer_.handle()}) {
     if (!uv_is_closing(handle)) uv_close(handle, &UpstreamConnection::on_close);
   }
 }
@@ -354,7 +352,7 @@ int UpstreamConnection::on_message_complete(llhttp_t* p) noexcept {
   }
   self->response_done_ = true;
   self->keep_alive_ = llhttp_should_keep_alive(p) != 0;
-  uv_timer_stop(&self->timer_);
+  self->timer_.clear();
   self->timer_purpose_ = Timer::none;
   if (self->exchange_) self->exchange_->on_response_complete(*self);
   return HPE_PAUSED;

@@ -7,6 +7,7 @@
 #include <uv.h>
 
 #include "proxy/buffer_pool.h"
+#include "proxy/deadline.h"
 #include "proxy/http_head.h"
 #include "proxy/stream_writer.h"
 
@@ -78,7 +79,7 @@ class UpstreamConnection {
   Exchange* exchange_ = nullptr;
   uv_tcp_t tcp_{};
   uv_connect_t connect_req_{};
-  uv_timer_t timer_{};
+  Deadline timer_;
   llhttp_t parser_{};
   HttpHead head_;
   StreamWriter writer_;

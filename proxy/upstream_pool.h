@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <unordered_set>
 #include <vector>
 
@@ -37,6 +38,22 @@ class UpstreamPool {
   // Reload removed the server: no new connection, no idle reuse; those in flight finish.
   void retire();
   bool retired() const { return retired_; }
+
+  // Stall watch (health.stall_after): a request went out at `unanswered_since_` and no byte
+  // at all has come back from this server since. Cheap stores on the data path; the worker
+  // tick asks stalled() and reports once per silence.
+  void on_request_sent(uint64_t now_ms) {
+    if (unanswered_since_ == 0) unanswered_since_ = now_ms;
+  }
+  void on_bytes() {
+    unanswered_since_ = 0;
+    stall_reported_ = false;
+  }
+  bool stalled(uint64_t now_ms, uint64_t after_ms) {
+    if (unanswered_since_ == 0 || stall_reported_ || now_ms - unanswered_since_ < after_ms) return false;
+    stall_reported_ = true;
+    return true;
+  }
   size_t idle_count() const { return idle_.size(); }
 
  private:
@@ -46,6 +63,8 @@ class UpstreamPool {
   bool retired_ = false;
   std::vector<UpstreamConnection*> idle_;
   std::unordered_set<UpstreamConnection*> active_;  // attached to a request
+  uint64_t unanswered_since_ = 0;  // loop time in ms; 0 = nothing waits unanswered
+  bool stall_reported_ = false;
 };
 
 }  // namespace sprayer::proxy

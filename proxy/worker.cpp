@@ -256,6 +256,11 @@ void Worker::on_tick() {
     for (size_t i = 0; i < pools_.size(); ++i)
       active_upstreams_[i] = pools_[i] ? static_cast<int64_t>(pools_[i]->active_count()) : 0;
   }
+  if (uint64_t stall_ms = static_cast<uint64_t>(config().health.stall_after.count()); stall_ms > 0) {
+    uint64_t now = uv_now(&loop_);
+    for (size_t i = 0; i < pools_.size(); ++i)
+      if (pools_[i] && pools_[i]->stalled(now, stall_ms)) passive_.report(static_cast<uint16_t>(i), PassiveOutcome::stall);
+  }
   if (draining_) {
     maybe_finish();
     return;

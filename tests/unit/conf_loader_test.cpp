@@ -299,6 +299,20 @@ TEST_CASE("each log level is accepted") {
   }
 }
 
+TEST_CASE("health.stall_after: default, a value, 0 = off, and out of range") {
+  REQUIRE(load_with("").ok());
+  CHECK(load_with("").config->health.stall_after == conf::Duration(300));
+  auto set = load_with("health:\n  stall_after: 1s\n");
+  REQUIRE(set.ok());
+  CHECK(set.config->health.stall_after == conf::Duration(1000));
+  auto off = load_with("health:\n  stall_after: 0s\n");
+  REQUIRE(off.ok());
+  CHECK(off.config->health.stall_after == conf::Duration(0));
+  auto bad = load_with("health:\n  stall_after: 2h\n");
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.errors[0].to_string().find("health.stall_after") != std::string::npos);
+}
+
 TEST_CASE("sections left empty or with every key commented out keep their defaults") {
   conf::LoadResult result = load_with(
       "timeouts:\n"

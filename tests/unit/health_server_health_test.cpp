@@ -708,3 +708,48 @@ TEST_CASE("server: ServerState values match the router's enum") {
   CHECK(static_cast<int>(ServerState::maintenance) == 3);
   CHECK(sizeof(ServerState) == 1);
 }
+
+TEST_CASE("server: a stall counts as a failed check but never as the last one of fall") {
+  SUBCASE("fall 2: stall then one failed check takes the server down") {
+    TimePoint t = kT0;
+    ServerHealth h(no_hold(2, 2), t);
+    feed(h, t, pass(), 1);
+    REQUIRE(h.liveness() == Liveness::up);
+    h.on_stall(t);
+    CHECK(h.fail_streak() == 1);
+    CHECK(h.liveness() == Liveness::up);
+    h.on_stall(t);  // a second stall alone still does not take it down
+    CHECK(h.fail_streak() == 1);
+    CHECK(h.liveness() == Liveness::up);
+    CHECK(h.counters().stalls == 2);
+    feed(h, t, fail(Outcome::fail_timeout), 1);
+    CHECK(h.liveness() == Liveness::down);
+  }
+  SUBCASE("a passing check after a stall clears it: a quiet server holding Pings stays up") {
+    TimePoint t = kT0;
+    ServerHealth h(no_hold(2, 2), t);
+    feed(h, t, pass(), 1);
+    h.on_stall(t);
+    feed(h, t, pass(), 1);
+    CHECK(h.fail_streak() == 0);
+    feed(h, t, fail(Outcome::fail_timeout), 1);
+    CHECK(h.liveness() == Liveness::up);
+  }
+  SUBCASE("fall 1: a stall counts nothing, only the check decides") {
+    TimePoint t = kT0;
+    ServerHealth h(no_hold(2, 1), t);
+    feed(h, t, pass(), 1);
+    h.on_stall(t);
+    CHECK(h.fail_streak() == 0);
+    CHECK(h.liveness() == Liveness::up);
+  }
+  SUBCASE("a down server ignores stalls") {
+    TimePoint t = kT0;
+    ServerHealth h(no_hold(2, 2), t);
+    feed(h, t, fail(), 2);
+    REQUIRE(h.liveness() == Liveness::down);
+    feed(h, t, pass(), 1);
+    h.on_stall(t);
+    CHECK(h.pass_streak() == 1);
+  }
+}

@@ -429,3 +429,31 @@ TEST_CASE("tracker: scenario: drain and maintenance through the admin API") {
   CHECK(tracker.set_admin_state("t2", AdminState::ready, clock.now()));
   CHECK(tracker.view()->find("t2")->state == ServerState::up);
 }
+
+TEST_CASE("tracker: a stall makes the server's check due now, unless one is in flight or it is down") {
+  SplitMix64 random(1);
+  HealthTracker tracker(HealthSpec{}, random);
+  tracker.set_servers(kThree, kT0);
+  const TimePoint now = kT0 + 10ms;
+  REQUIRE(tracker.next_check_time("t1").has_value());
+  if (*tracker.next_check_time("t1") <= now) {
+    tracker.on_check_started("t1", now);
+    tracker.on_check_result("t1", pass(), now);
+  }
+  REQUIRE(*tracker.next_check_time("t1") > now);
+  const auto version = tracker.version();
+  CHECK(tracker.on_stall("t1", now));
+  CHECK(*tracker.next_check_time("t1") == now);
+  CHECK(tracker.due_checks(now) == std::vector<std::string>{"t1"});
+  CHECK(tracker.version() == version);  // a hint, not a routing change
+  CHECK_FALSE(tracker.on_stall("t1", now));  // already due
+
+  tracker.on_check_started("t2", now);
+  CHECK_FALSE(tracker.on_stall("t2", now));  // in flight: its answer decides
+  CHECK_FALSE(tracker.on_stall("t9", now));  // unknown
+
+  // Stall + a timed-out check = down with fall 2, one interval sooner than two checks.
+  tracker.on_check_started("t1", now);
+  CHECK(tracker.on_check_result("t1", failed_check(Outcome::fail_timeout, 800ms), now + 800ms));
+  CHECK(tracker.view()->find("t1")->state == ServerState::down);
+}
