@@ -51,6 +51,7 @@ struct ListenerConfig {
   TlsConfig tls;
   bool redirect_to_https = false;  // plain listener answering 308 to https://host/path
   uint16_t https_port = 443;       // the port in those redirects (443 = none written)
+  bool freebind = false;           // IP_FREEBIND: bind an address not (yet) on this host, e.g. a standby's VIP
 };
 
 struct ServerConfig {
@@ -130,6 +131,7 @@ struct OwnershipConfig {
   Duration reconnect_min{500};
   Duration reconnect_max{std::chrono::seconds(30)};
   Duration stale_after{std::chrono::seconds(30)};
+  Duration max_staleness{std::chrono::seconds(30)};  // /healthz is 503 past this without a good query; 0 = off
   std::string cache_file;              // last-known-good snapshot; empty = none
 };
 
