@@ -131,7 +131,7 @@ struct OwnershipConfig {
   Duration reconnect_min{500};
   Duration reconnect_max{std::chrono::seconds(30)};
   Duration stale_after{std::chrono::seconds(30)};
-  Duration max_staleness{std::chrono::seconds(30)};  // /healthz is 503 past this without a good query; 0 = off
+  Duration max_staleness{0};  // /healthz is 503 past this without a good query; 0 = off (a pair sets it)
   std::string cache_file;              // last-known-good snapshot; empty = none
 };
 

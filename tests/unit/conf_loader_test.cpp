@@ -1103,7 +1103,7 @@ TEST_CASE("active/standby pair keys: listeners[].freebind and ownership.max_stal
     conf::LoadResult result = load(std::string(minimal));
     REQUIRE(result.ok());
     CHECK_FALSE(result.config->listeners[0].freebind);
-    CHECK(result.config->ownership.max_staleness == 30s);
+    CHECK(result.config->ownership.max_staleness == 0ms);
   }
   conf::LoadResult result = load(
       "listeners:\n"
@@ -1114,11 +1114,11 @@ TEST_CASE("active/standby pair keys: listeners[].freebind and ownership.max_stal
       "  - id: pool1\n"
       "    address: 127.0.0.1:9001\n"
       "ownership:\n"
-      "  max_staleness: 0s\n");
+      "  max_staleness: 30s\n");
   INFO(all_errors(result));
   REQUIRE(result.ok());
   CHECK(result.config->listeners[0].freebind);
-  CHECK(result.config->ownership.max_staleness == 0ms);
+  CHECK(result.config->ownership.max_staleness == 30s);
   expect_error(
       "listeners:\n"
       "  - name: vip\n"
