@@ -126,7 +126,15 @@ def why_no_namespaces():
     made = subprocess.run([IP, "netns", "add", probe], capture_output=True, text=True)
     if made.returncode != 0:
         return f"cannot create a network namespace: {made.stderr.strip()}"
-    subprocess.run([IP, "netns", "del", probe], capture_output=True)
+    try:
+        # The link kinds the test network needs: a bridge, veth pairs, macvlan (keepalived's vmac).
+        for argv in (["link", "add", "br0", "type", "bridge"], ["link", "add", "v0", "type", "veth", "peer", "name", "v1"],
+                     ["link", "add", "link", "v0", "name", "m0", "type", "macvlan", "mode", "private"]):
+            step = subprocess.run([IP, "-n", probe, *argv], capture_output=True, text=True)
+            if step.returncode != 0:
+                return f"cannot create a {argv[-1] if argv[-1] != 'private' else 'macvlan'} link: {step.stderr.strip()}"
+    finally:
+        subprocess.run([IP, "netns", "del", probe], capture_output=True)
     return None
 
 
@@ -249,16 +257,18 @@ class PairTest(harness.TestCase):
         # keepalived's VRRP child, should its parent have died without taking it along.
         for pid_file in cls.ka_pids:
             with contextlib.suppress(OSError, ValueError):
-                pid = int(open(pid_file).read().strip())
+                with open(pid_file) as f:
+                    pid = int(f.read().strip())
                 with open(f"/proc/{pid}/cmdline", "rb") as f:
                     if b"keepalived" in f.read():
                         os.kill(pid, signal.SIGKILL)
         cls.procs = {}
         cls.net.destroy()
-        if os.environ.get("SPRAYER_KEEP_TMP"):
-            sys.stderr.write(f"[pair] logs kept in {cls.run_dir}\n")
-        else:
+        if not os.environ.get("SPRAYER_KEEP_TMP"):
             shutil.rmtree(cls.run_dir, ignore_errors=True)
+        elif not getattr(cls, "kept_said", False):
+            cls.kept_said = True
+            sys.stderr.write(f"[pair] logs kept in {cls.run_dir}\n")
 
     @classmethod
     def spawn(cls, name, role, argv, log):
@@ -330,6 +340,10 @@ class PairTest(harness.TestCase):
                                    what="keepalived A to take the VIP")
         harness.wait_until(lambda: cls.ready_backup("b"), 20.0, interval=0.1,
                            what="keepalived B to become a ready backup")
+        for role in ("a", "b"):
+            text = cls.log(f"keepalived-{role}")
+            for bad in ("disabling", "insecure", "Unknown keyword", "not found"):
+                assert bad not in text, f"keepalived {role} complains ({bad}):\n{text[-3000:]}"
         # The steady load, from the client namespace.
         cls.events_path = os.path.join(cls.run_dir, "events.jsonl")
         cls.stop_path = os.path.join(cls.run_dir, "stop-load")
