@@ -682,6 +682,7 @@ void Loader::read_listener(const Item& item, ListenerConfig& listener) {
          uint32_t port = listener.https_port;
          if (read_integer(v, 1, 65535, port)) listener.https_port = static_cast<uint16_t>(port);
        }},
+      {"freebind", false, [&](const Item& v) { read_bool(v, listener.freebind); }},
   });
   if (listener.tls.enabled && listener.redirect_to_https) {
     error(item, "redirect_to_https is for a plain listener; this one has tls");
@@ -991,6 +992,8 @@ void Loader::read_ownership(const Item& item, OwnershipConfig& ownership) {
       {"reconnect_min", false, interval(ownership.reconnect_min)},
       {"reconnect_max", false, interval(ownership.reconnect_max)},
       {"stale_after", false, interval(ownership.stale_after)},
+      {"max_staleness", false,
+       [&](const Item& v) { read_duration(v, Duration(0), max_timeout, ownership.max_staleness); }},
       {"cache_file", false, text(ownership.cache_file)},
   });
   check_ownership(ownership);

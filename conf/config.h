@@ -56,6 +56,7 @@ struct ListenerConfig {
   TlsConfig tls;
   bool redirect_to_https = false;  // plain listener answering 308 to https://host/path
   uint16_t https_port = 443;       // the port in those redirects (443 = none written)
+  bool freebind = false;           // IP_FREEBIND: bind an address not (yet) on this host, e.g. a standby's VIP
   bool operator==(const ListenerConfig&) const = default;
 };
 
@@ -144,6 +145,7 @@ struct OwnershipConfig {
   Duration reconnect_min{500};
   Duration reconnect_max{std::chrono::seconds(30)};
   Duration stale_after{std::chrono::seconds(30)};
+  Duration max_staleness{0};  // /healthz is 503 past this without a good query; 0 = off (a pair sets it)
   std::string cache_file;              // last-known-good snapshot; empty = none
   bool operator==(const OwnershipConfig&) const = default;
 };

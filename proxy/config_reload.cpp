@@ -98,6 +98,8 @@ bool probe_new_listeners(const conf::Config& running, const conf::Config& next, 
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     if (ss.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    // A standby's VIP is not on this host yet: the probe binds it the way the listener will.
+    if (listener.freebind) setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof one);
     int rc = ::bind(fd, reinterpret_cast<sockaddr*>(&ss), len);
     int err = errno;
     ::close(fd);

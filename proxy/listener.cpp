@@ -67,6 +67,15 @@ int Listener::open(std::string& error) {
   setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   setsockopt(fd_, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
   if (ss.ss_family == AF_INET6) setsockopt(fd_, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  // The standby of a pair listens on the virtual IP before keepalived gives it the address;
+  // IP_FREEBIND (per socket, IPv4 and IPv6) lets bind() accept it, with no system-wide sysctl.
+  if (config_.freebind && setsockopt(fd_, IPPROTO_IP, IP_FREEBIND, &one, sizeof one) != 0) {
+    int err = errno;
+    error = "listener " + name_ + ": IP_FREEBIND: " + std::strerror(err);
+    ::close(fd_);
+    fd_ = -1;
+    return -err;
+  }
   if (::bind(fd_, reinterpret_cast<sockaddr*>(&ss), len) != 0 || ::listen(fd_, static_cast<int>(backlog_)) != 0) {
     int err = errno;
     error = "listener " + name_ + ": cannot listen on " + address_.to_string() + ": " + std::strerror(err);

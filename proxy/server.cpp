@@ -6,6 +6,7 @@
 
 #include "proxy/json.h"
 #include "proxy/log.h"
+#include "proxy/self_health.h"
 #include "proxy/tls_context.h"
 
 namespace sprayer::proxy {
@@ -344,10 +345,8 @@ AdminResponse Server::handle_admin(const AdminRequest& request) {
   std::string_view path = request.target;
   path = path.substr(0, path.find('?'));
   if (path == "/healthz") {
-    if (shutting_down_) return AdminResponse{503, "text/plain; charset=utf-8", "draining\n"};
-    if (source_ && !snapshot_)
-      return AdminResponse{503, "text/plain; charset=utf-8", "no ownership snapshot yet (database and cache)\n"};
-    return AdminResponse{200, "text/plain; charset=utf-8", "ok\n"};
+    SelfHealth health = judge_self_health(self_health_input());
+    return AdminResponse{health.http_status(), "text/plain; charset=utf-8", health.reason + "\n"};
   }
   if (path == "/metrics") {
     return AdminResponse{200, "text/plain; version=0.0.4; charset=utf-8", render_metrics({collector_.get()})};
@@ -477,6 +476,27 @@ AdminResponse Server::ownership_api() {
   out += ",\"notifications\":" + std::to_string(st.counters.notifications);
   out += "}\n";
   return AdminResponse{200, "application/json", std::move(out)};
+}
+
+// The facts /healthz judges (proxy/self_health.h has the rules).
+SelfHealthInput Server::self_health_input() const {
+  SelfHealthInput in;
+  in.draining = shutting_down_;
+  in.listeners_up = !workers_.empty() && std::none_of(workers_.begin(), workers_.end(), [](const auto& w) {
+    return w->finished();
+  });
+  in.source_configured = source_ != nullptr;
+  in.snapshot_loaded = snapshot_ != nullptr;
+  if (source_) in.since_success = source_->status().since_success;
+  in.max_staleness = config_->ownership.max_staleness;
+  in.servers = runtime_->servers.size();
+  if (published_health_) {
+    for (const auto& entry : published_health_->servers)
+      if (entry.state == health::ServerState::up || entry.state == health::ServerState::draining) ++in.usable_servers;
+  } else {
+    in.usable_servers = in.servers;
+  }
+  return in;
 }
 
 }  // namespace sprayer::proxy

@@ -20,6 +20,7 @@
 #include "proxy/metrics.h"
 #include "proxy/route_state.h"
 #include "proxy/runtime.h"
+#include "proxy/self_health.h"
 #include "proxy/worker.h"
 
 namespace sprayer::proxy {
@@ -33,6 +34,7 @@ class Server {
 
  private:
   AdminResponse handle_admin(const AdminRequest& request);
+  SelfHealthInput self_health_input() const;
   AdminResponse route_api(std::string_view query);
   AdminResponse ownership_api();
   void start_ownership_source();

@@ -1111,3 +1111,39 @@ TEST_CASE("load_file reports an unreadable file with its name and the system's r
     CHECK(result.errors.front().message == std::string("cannot read: ") + std::strerror(EISDIR));
   }
 }
+
+TEST_CASE("active/standby pair keys: listeners[].freebind and ownership.max_staleness") {
+  {
+    conf::LoadResult result = load(std::string(minimal));
+    REQUIRE(result.ok());
+    CHECK_FALSE(result.config->listeners[0].freebind);
+    CHECK(result.config->ownership.max_staleness == 0ms);
+  }
+  conf::LoadResult result = load(
+      "listeners:\n"
+      "  - name: vip\n"
+      "    address: 192.0.2.10:443\n"
+      "    freebind: true\n"
+      "servers:\n"
+      "  - id: pool1\n"
+      "    address: 127.0.0.1:9001\n"
+      "ownership:\n"
+      "  max_staleness: 30s\n");
+  INFO(all_errors(result));
+  REQUIRE(result.ok());
+  CHECK(result.config->listeners[0].freebind);
+  CHECK(result.config->ownership.max_staleness == 30s);
+  expect_error(
+      "listeners:\n"
+      "  - name: vip\n"
+      "    address: 192.0.2.10:443\n"
+      "    freebind: sometimes\n"
+      "servers:\n"
+      "  - id: pool1\n"
+      "    address: 127.0.0.1:9001\n",
+      4, 15, "listeners[0].freebind", single_error(load(
+      "listeners:\n  - name: x\n    address: 127.0.0.1:1\n    redirect_to_https: sometimes\n"
+      "servers:\n  - id: pool1\n    address: 127.0.0.1:9001\n")).message);
+  check_error(single_error(load_with("ownership:\n  max_staleness: 25h\n")), 8, 18, "ownership.max_staleness",
+              "must be between 0s and 24h");
+}
