@@ -6,6 +6,8 @@
 #include <chrono>
 #include <cstring>
 
+#include "proxy/log.h"
+#include "proxy/tls_client_context.h"
 #include "proxy/tls_context.h"
 
 namespace sprayer::proxy {
@@ -62,6 +64,34 @@ bool load_listener_tls(const conf::Config& config, std::vector<std::shared_ptr<c
       return false;
     }
     out.push_back(loaded.context);
+  }
+  return true;
+}
+
+bool load_server_tls(const conf::Config& config, std::vector<ServerTarget>& out, std::string& error) {
+  for (size_t i = 0; i < config.servers.size() && i < out.size(); ++i) {
+    const conf::ServerConfig& server = config.servers[i];
+    out[i].tls = nullptr;
+    if (!server.tls.enabled) continue;
+    TlsClientSettings settings;
+    settings.server_id = server.id;
+    settings.host = server.address.host;
+    settings.sni = server.tls.sni;
+    settings.verify = server.tls.verify;
+    settings.ca_file = server.tls.ca_file;
+    settings.client_cert = server.tls.client_cert;
+    settings.client_key = server.tls.client_key;
+    settings.min_version = server.tls.min_version;
+    TlsClientLoadResult loaded = TlsClientContext::load(settings);
+    if (!loaded.ok()) {
+      error = "server " + server.id + ": tls: " + loaded.error;
+      return false;
+    }
+    if (!server.tls.verify)
+      LOG_WARN("server %s: TLS certificate verification is OFF (tls.verify: false): anyone on the path can "
+               "impersonate this server and read its traffic",
+               server.id.c_str());
+    out[i].tls = loaded.context;
   }
   return true;
 }

@@ -16,6 +16,7 @@
 
 namespace sprayer::proxy {
 
+class TlsClientContext;
 class TlsContext;
 
 struct ServerTarget {
@@ -23,6 +24,7 @@ struct ServerTarget {
   std::string host_port;            // for the Host header when preserve_host is off, and logs
   sockaddr_storage addr{};
   uint32_t weight = 1;
+  std::shared_ptr<const TlsClientContext> tls;  // null = plain HTTP to this server
 };
 
 struct Runtime {
@@ -38,6 +40,10 @@ struct Runtime {
 bool load_listener_tls(const conf::Config& config, std::vector<std::shared_ptr<const TlsContext>>& out,
                        std::string& error,
                        const std::vector<std::shared_ptr<const TlsContext>>* previous = nullptr);
+
+// Loads each server's client TLS settings into out[i].tls (control thread). An error names the
+// server and the file. Servers with verify: false are logged as a warning.
+bool load_server_tls(const conf::Config& config, std::vector<ServerTarget>& out, std::string& error);
 
 // The extractor settings a Config asks for (conf keeps its own plain types).
 affinity::ExtractorConfig extractor_config(const conf::AffinityConfig& config);
@@ -64,6 +70,9 @@ struct alignas(64) WorkerStats {
   std::atomic<uint64_t> malformed_users{0};
   std::atomic<uint64_t> tls_handshakes{0};
   std::atomic<uint64_t> tls_failures{0};
+  std::atomic<uint64_t> upstream_tls_handshakes{0};  // completed toward pool servers
+  std::atomic<uint64_t> upstream_tls_resumed{0};     // of those, abbreviated (session reused)
+  std::atomic<uint64_t> upstream_tls_failures{0};    // handshake or verification failed
 
   static void add(std::atomic<uint64_t>& c, uint64_t n = 1) { c.fetch_add(n, std::memory_order_relaxed); }
   static void add(std::atomic<int64_t>& c, int64_t n) { c.fetch_add(n, std::memory_order_relaxed); }

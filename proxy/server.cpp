@@ -30,7 +30,7 @@ int Server::run() {
     return 1;
   }
   tls_ = runtime->listener_tls;
-  if (!resolve_servers(*config_, runtime->servers, error)) {
+  if (!resolve_servers(*config_, runtime->servers, error) || !load_server_tls(*config_, runtime->servers, error)) {
     LOG_ERROR("%s", error.c_str());
     return 1;
   }

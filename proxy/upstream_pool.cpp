@@ -1,12 +1,23 @@
 // Per-worker keep-alive pool for one server.
 #include "proxy/upstream_pool.h"
 
+#include <openssl/ssl.h>
+
 #include <algorithm>
 
 #include "proxy/upstream_connection.h"
 #include "proxy/worker.h"
 
 namespace sprayer::proxy {
+
+UpstreamPool::~UpstreamPool() { SSL_SESSION_free(tls_session_); }
+
+void UpstreamPool::store_tls_session(SSL_SESSION* session) {
+  SSL_SESSION_free(tls_session_);
+  tls_session_ = session;
+}
+
+void UpstreamPool::drop_tls_session() { store_tls_session(nullptr); }
 
 UpstreamConnection* UpstreamPool::acquire(bool& reused, int& error) {
   while (!idle_.empty()) {

@@ -1,6 +1,10 @@
 // Idle keep-alive connections to one pool server, per worker (LIFO: the warmest first).
 #pragma once
 
+#include <openssl/types.h>
+
+typedef struct ssl_session_st SSL_SESSION;  // <openssl/ssl.h> without the whole header
+
 #include <atomic>
 #include <cstddef>
 #include <unordered_set>
@@ -14,6 +18,9 @@ class Worker;
 class UpstreamPool {
  public:
   UpstreamPool(Worker& worker, size_t server_index) : worker_(worker), server_index_(server_index) {}
+  ~UpstreamPool();
+  UpstreamPool(const UpstreamPool&) = delete;
+  UpstreamPool& operator=(const UpstreamPool&) = delete;
 
   // An idle connection ready for a request, or a new one that is connecting (null if the
   // connect could not even start; the error is in `error`).
@@ -30,11 +37,18 @@ class UpstreamPool {
   size_t server_index() const { return server_index_; }
   size_t idle_count() const { return idle_.size(); }
 
+  // The newest TLS session the server issued to this worker, offered by the next connection
+  // so that a reconnect costs an abbreviated handshake. Per worker: no lock.
+  SSL_SESSION* tls_session() const { return tls_session_; }
+  void store_tls_session(SSL_SESSION* session);  // takes the caller's reference
+  void drop_tls_session();
+
  private:
   Worker& worker_;
   size_t server_index_;
   std::vector<UpstreamConnection*> idle_;
   std::unordered_set<UpstreamConnection*> active_;  // attached to a request
+  SSL_SESSION* tls_session_ = nullptr;
 };
 
 }  // namespace sprayer::proxy
