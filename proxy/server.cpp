@@ -7,6 +7,7 @@
 #include "proxy/json.h"
 #include "proxy/log.h"
 #include "proxy/tls_context.h"
+#include "proxy/tls_probe.h"
 
 namespace sprayer::proxy {
 namespace {
@@ -193,9 +194,11 @@ void Server::start_health() {
     return;
   }
   std::vector<health::ActiveChecker::Target> targets;
-  for (const auto& s : runtime_->servers) targets.push_back({s.id, s.addr, s.host_port});
+  for (const auto& s : runtime_->servers) targets.push_back({s.id, s.addr, s.host_port, s.tls != nullptr});
   checker_ = std::make_unique<health::ActiveChecker>(&loop_, *tracker_, clock_, [this] { publish_route(); });
   checker_->set_targets(std::move(targets));
+  probe_tls_ = std::make_unique<TlsProbeFactory>(runtime_->servers);
+  checker_->set_tls_factory([this](const std::string& id) { return probe_tls_->make(id); });
   checker_stopped_ = false;
   checker_->start();
 }

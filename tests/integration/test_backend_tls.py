@@ -1,4 +1,4 @@
-"""TLS toward the pool servers (servers[].tls / upstream.tls).
+"""TLS toward the pool servers (servers[].tls / upstream.tls) and HTTPS health checks.
 
 poolsim serves HTTPS (--tls-cert/--tls-key, --tls-client-ca) and reports in X-Tls-* response
 headers what its side of the handshake saw (SNI, version, resumed, client certificate CN), which
@@ -222,6 +222,35 @@ class BackendTlsTest(harness.TestCase):
             self.assertStatus(resp, 200)
             self.assertEqual(checker.length, size)
             self.assertIsNone(checker.first_mismatch)
+
+    # ---- HTTPS health checks -----------------------------------------------------------------
+
+    def test_health_check_over_https(self):
+        good = self.keep(tls_poolsim(self.pki, "pool1"))
+        bad = self.keep(tls_poolsim(self.pki, "pool2", self.pki.wrong, self.pki.wrong_key))
+        health = {"interval": "100ms", "timeout": "500ms", "rise": 2, "fall": 2, "min_hold": "100ms",
+                  "max_hold": "200ms"}
+        sprayer = self.start_sprayer([good, bad], [None, None], health=health,
+                                     upstream={"tls": {"ca_file": self.pki.ca, "sni": "pool.test"}})
+        wait_until(lambda: self.state(sprayer, "pool1") == "up", 10, what="pool1 checked up over HTTPS")
+        wait_until(lambda: self.state(sprayer, "pool2") == "down", 10, what="pool2 (wrong CA) down")
+        self.assertIn("health check of pool2: TLS handshake failed", sprayer.stderr_text())
+
+        # pool1 stops: down. It comes back on the same port: up again after `rise` checks.
+        port = good.port
+        good.stop()
+        self.procs.remove(good)
+        wait_until(lambda: self.state(sprayer, "pool1") == "down", 10, what="pool1 down once stopped")
+        self.keep(tls_poolsim(self.pki, "pool1", port=port))
+        wait_until(lambda: self.state(sprayer, "pool1") == "up", 10, what="pool1 up again")
+
+        # pool2 gets a certificate from the right CA: up.
+        port = bad.port
+        bad.stop()
+        self.procs.remove(bad)
+        self.keep(tls_poolsim(self.pki, "pool2", port=port))
+        wait_until(lambda: self.state(sprayer, "pool2") == "up", 10, what="pool2 up with a good certificate")
+        self.assertIn("health check of pool2: TLS handshake succeeds again", sprayer.stderr_text())
 
     # ---- configuration -------------------------------------------------------------------------
 
