@@ -728,16 +728,20 @@ class TlsTest(harness.TestCase):
 
     def test_completed_handshake_without_request_is_closed(self):
         # client_header runs from the accept: a client that completes the handshake and then sends
-        # nothing is closed once it expires, and other connections are unaffected.
+        # nothing is closed once it expires, with close_notify (an orderly TLS close, not a
+        # truncation), and other connections are unaffected.
         ctx = ssl.create_default_context(cafile=self.pki.ca)
         raw = socket.create_connection(("127.0.0.1", self.tls_port), timeout=5)
         started = time.monotonic()
-        with ctx.wrap_socket(raw, server_hostname="mail.example.com") as s:
+        # suppress_ragged_eofs=False: a close without close_notify raises SSLEOFError.
+        with ctx.wrap_socket(raw, server_hostname="mail.example.com", suppress_ragged_eofs=False) as s:
             self.assertIn(s.version(), ("TLSv1.2", "TLSv1.3"))
             s.settimeout(CLIENT_HEADER_S + 5)
             try:
-                data = s.recv(1024)  # TLS 1.3 tickets are consumed inside; b"" at close
-            except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionResetError):
+                data = s.recv(1024)  # TLS 1.3 tickets are consumed inside; b"" after close_notify
+            except ssl.SSLEOFError:
+                self.fail("the idle TLS connection was closed without close_notify")
+            except (ssl.SSLZeroReturnError, ConnectionResetError):
                 data = b""
             except socket.timeout:
                 self.fail(f"idle TLS connection still open {CLIENT_HEADER_S + 5}s after connecting")
@@ -745,6 +749,25 @@ class TlsTest(harness.TestCase):
         self.assertEqual(data, b"", "unexpected application data on an idle connection")
         self.assertGreaterEqual(elapsed, CLIENT_HEADER_S - 0.5, f"closed after {elapsed:.2f}s, before client_header")
         self.normal_https_request("after an idle TLS connection")
+
+    def test_session_not_resumed_under_another_certificate(self):
+        # RFC 6066 3: a session made for pool1.other.test (its own certificate) must not be
+        # resumed for mail.example.com (the wildcard), and the reverse; the same name resumes.
+        for flag, version in (("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")):
+            for first, other in (("pool1.other.test", "mail.example.com"), ("mail.example.com", "pool1.other.test")):
+                sess = harness.scratch_path(f"sess-cross-{first}{flag}") + ".pem"
+                r = self.s_client(flag, servername=first, wait_for_session=sess)
+                self.assertTrue(r.session_seen, f"{version} {first}: no session\n{r.describe()}")
+                # s_client offers the session whatever name it sends (as a careless client may).
+                crossed = SClient(self.tls_port, flag, "-sess_in", sess, servername=other, ca=self.pki.ca)
+                self.assertEqual(crossed.rc, 0, crossed.describe())
+                self.assertEqual(crossed.new_or_reused, "New",
+                                 f"{version} session for {first} resumed under {other}\n{crossed.describe()}")
+                expected_leaf = "pool1" if other.startswith("pool1") else {"wild-ec", "wild-rsa"}
+                self.assertIn(crossed.leaf(self.pki), expected_leaf if isinstance(expected_leaf, set) else {expected_leaf},
+                              f"{other} must get its own certificate\n{crossed.describe()}")
+                same = self.s_client(flag, "-sess_in", sess, servername=first)
+                self.assertEqual(same.new_or_reused, "Reused", f"{version} {first} again\n{same.describe()}")
 
     # ---- metrics ------------------------------------------------------------------------------
 

@@ -1056,3 +1056,44 @@ TEST_CASE("tls client: IP literals are verified but never sent as SNI; bad setti
   version.min_version = "1.1";
   CHECK(contains(TlsClientContext::load(version).error, "min_version"));
 }
+
+TEST_CASE("tls resumption: a session made for one certificate's names is not resumed under another's") {
+  // RFC 6066 3. pool1.example.com has its own certificate; www.example.com gets the wildcard.
+  auto ctx = load_ok(standard_settings());
+  for (int max_version : {TLS1_2_VERSION, TLS1_3_VERSION}) {
+    for (bool no_ticket : {false, true}) {
+      if (max_version == TLS1_3_VERSION && no_ticket) continue;  // 1.3 resumes by ticket only
+      CAPTURE(max_version);
+      CAPTURE(no_ticket);
+      for (const char* first : {"pool1.example.com", "www.example.com"}) {
+        CAPTURE(first);
+        const char* other = std::string_view(first) == "www.example.com" ? "pool1.example.com" : "www.example.com";
+        SSL_SESSION* session =
+            handshake_and_keep_session(ctx, {.sni = first, .max_version = max_version, .no_ticket = no_ticket});
+        {
+          Session s(ctx, {.sni = other, .max_version = max_version, .no_ticket = no_ticket, .session = session});
+          s.pump();
+          REQUIRE(s.established());
+          CHECK_FALSE(s.server.session_reused());
+        }
+        {
+          Session s(ctx, {.sni = first, .max_version = max_version, .no_ticket = no_ticket, .session = session});
+          s.pump();
+          REQUIRE(s.established());
+          CHECK(s.server.session_reused());  // the same name still resumes
+        }
+        {
+          // Another name of the same certificate set resumes too (one wildcard certificate).
+          if (std::string_view(first) == "www.example.com") {
+            Session s(ctx, {.sni = "mail.example.com", .max_version = max_version, .no_ticket = no_ticket,
+                            .session = session});
+            s.pump();
+            REQUIRE(s.established());
+            CHECK(s.server.session_reused());
+          }
+        }
+        SSL_SESSION_free(session);
+      }
+    }
+  }
+}
