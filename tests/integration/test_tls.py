@@ -844,5 +844,94 @@ class TlsReloadTest(harness.TestCase):
             pool.stop()
 
 
+class TlsReloadUnderLoadTest(harness.TestCase):
+    """Issue #5: certificates replaced and SIGHUP sent several times while clients keep making
+    HTTPS requests (new connections and keep-alive ones): not one request fails, and new
+    connections get the new certificate."""
+
+    TIMEOUT = 90
+    THREADS = 4
+    RELOADS = 6
+
+    def test_reload_under_load_loses_no_request(self):
+        pki = Pki(scratch_folder("tls-load-pki"))
+        live = scratch_folder("tls-load-live")
+        cert, key = os.path.join(live, "cert.pem"), os.path.join(live, "cert.key")
+
+        def install(src_cert, src_key):
+            for src, dst in ((src_key, key), (src_cert, cert)):
+                with open(src, "rb") as f:
+                    data = f.read()
+                with open(dst + ".tmp", "wb") as f:
+                    f.write(data)
+                os.replace(dst + ".tmp", dst)
+
+        # Both cover mail.example.com: clients verify chain and name throughout.
+        versions = [(pki.wild_ec, pki.wild_ec_key, "wild-ec"), (pki.wild_rsa, pki.wild_rsa_key, "wild-rsa")]
+        install(*versions[0][:2])
+        pool = harness.pool(2)
+        port = harness.free_port()
+        config = harness.sprayer_config(pool, workers=2, port=port)
+        config["listeners"] = [{"name": "https", "address": f"127.0.0.1:{port}",
+                                "tls": {"certificates": [{"cert": cert, "key": key}]}}]
+        sprayer = Sprayer(config).start()
+        stop = threading.Event()
+        lock = threading.Lock()
+        counts = {"ok": 0, "connections": 0}
+        failures = []
+
+        def served_leaf():
+            ctx = ssl.create_default_context(cafile=pki.ca)
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+                    ctx.wrap_socket(raw, server_hostname="mail.example.com") as s:
+                return pki.fingerprints.get(hashlib.sha256(s.getpeercert(binary_form=True)).hexdigest())
+
+        def client_loop(n):
+            # Each connection makes 1..8 requests, so handshakes and keep-alive reuse mix.
+            rng = random.Random(n)
+            deadline = time.monotonic() + 60  # bounded even if the main thread never stops us
+            while not stop.is_set() and time.monotonic() < deadline:
+                try:
+                    with TlsHttpClient(port, pki.ca, timeout=10) as c:
+                        with lock:
+                            counts["connections"] += 1
+                        for _ in range(rng.randint(1, 8)):
+                            resp = c.request("GET", AS_PATH, host="mail.example.com")
+                            if resp.status != 200:
+                                raise AssertionError(f"status {resp.status}")
+                            with lock:
+                                counts["ok"] += 1
+                except Exception as e:  # noqa: BLE001 - every failure is counted and shown
+                    with lock:
+                        failures.append(f"{type(e).__name__}: {e}")
+
+        threads = [threading.Thread(target=client_loop, args=(i,), daemon=True) for i in range(self.THREADS)]
+        try:
+            self.assertEqual(served_leaf(), "wild-ec")
+            for t in threads:
+                t.start()
+            wait_until(lambda: counts["ok"] >= 50, 20, what="load to run")
+            for i in range(1, self.RELOADS + 1):
+                cert_file, key_file, name = versions[i % 2]
+                install(cert_file, key_file)
+                os.kill(sprayer.pid, signal.SIGHUP)
+                wait_until(lambda: served_leaf() == name, 10, interval=0.05,
+                           what=f"reload {i}: new connections to get {name}")
+                before = counts["ok"]
+                wait_until(lambda: counts["ok"] >= before + 20, 10, what=f"requests after reload {i}")
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(15)
+            sprayer.assert_alive()
+            sprayer.stop()
+            pool.stop()
+        self.assertEqual(failures, [], f"{len(failures)} failed requests during reloads "
+                                       f"(of {counts['ok'] + len(failures)})")
+        self.assertGreater(counts["connections"], 20)
+        sys.stderr.write(f"reload under load: {counts['ok']} requests on {counts['connections']} connections, "
+                         f"{self.RELOADS} reloads, 0 failures\n")
+
+
 if __name__ == "__main__":
     harness.main()
