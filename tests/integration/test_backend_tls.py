@@ -63,8 +63,10 @@ class Pki:
         return cert, key
 
 
-def tls_poolsim(pki, id, cert=None, key=None, client_ca=None, port=0):
+def tls_poolsim(pki, id, cert=None, key=None, client_ca=None, port=0, late_tickets=False):
     args = ["--tls-cert", cert or pki.server, "--tls-key", key or pki.server_key]
+    if late_tickets:
+        args.append("--tls-late-tickets")
     if client_ca:
         args += ["--tls-client-ca", client_ca]
     return Poolsim(id, port=port, args=args).start()
@@ -138,6 +140,19 @@ class BackendTlsTest(harness.TestCase):
         # was idle in the pool did not close it).
         self.assertEqual(metric(sprayer.admin_port, "sprayer_upstream_tls_handshakes_total"), 1)
         self.assertEqual(metric(sprayer.admin_port, "sprayer_upstream_tls_failures_total"), 0)
+
+    def test_tickets_arriving_on_idle_pooled_connections(self):
+        # The server sends a TLS 1.3 session ticket after every response, so it reaches the
+        # pooled connection while it is idle: read (not taken for a stray response byte), the
+        # connection stays reusable, and the newest ticket is the one offered next time.
+        pool = self.keep(tls_poolsim(self.pki, "pool1", late_tickets=True))
+        sprayer = self.start_sprayer([pool], [{"ca_file": self.pki.ca, "sni": "pool.test"}])
+        for i in range(5):
+            resp = sprayer.request("GET", "/poolsim/headers")  # a new client connection each time
+            self.assertStatus(resp, 200, f"request {i}")
+            self.assertEqual(resp.header("X-Tls-Resumed"), "0", "the pooled connection is reused, not redone")
+        self.assertEqual(metric(sprayer.admin_port, "sprayer_upstream_tls_handshakes_total"), 1)
+        self.assertEqual(metric(sprayer.admin_port, "sprayer_upstream_connections"), 1)
 
     def test_ip_address_server_verified_without_sni(self):
         pool = self.keep(tls_poolsim(self.pki, "pool1"))

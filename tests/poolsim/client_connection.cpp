@@ -898,6 +898,7 @@ void ClientConnection::pump_blob() {
 }
 
 void ClientConnection::finish_exchange() {
+  ticket_due_ = ssl_ != nullptr && server_.options().tls_late_tickets;
   if (!exchange_.keep_alive) {
     begin_close();
     return;
@@ -916,6 +917,13 @@ void ClientConnection::settle() {
     }
   }
   flush();
+  if (ticket_due_ && state_ == State::reading && SSL_version(ssl_) == TLS1_3_VERSION) {
+    // Queued behind the response: it reaches the client once the response is complete.
+    ticket_due_ = false;
+    if (SSL_new_session_ticket(ssl_) == 1) SSL_do_handshake(ssl_);
+    ERR_clear_error();
+    if (!send_tls_output()) return;
+  }
   update_reading();
 }
 

@@ -122,6 +122,7 @@ class ClientConnection {
   BIO* tls_in_ = nullptr;   // owned by ssl_
   BIO* tls_out_ = nullptr;  // owned by ssl_
   std::string plain_;       // decrypted bytes of the current read
+  bool ticket_due_ = false;  // --tls-late-tickets: a response went out, a ticket follows it
 };
 
 }  // namespace poolsim

@@ -27,7 +27,7 @@ bool parse_rate(std::string_view text, double& out) {
 std::string usage() {
   return "usage: poolsim --id ID --listen HOST:PORT [--ping-hold DURATION] [--latency-ms N]\n"
          "               [--error-rate F] [--unavailable] [--seed N] [--verbose]\n"
-         "               [--tls-cert PEM --tls-key PEM [--tls-client-ca PEM]]\n"
+         "               [--tls-cert PEM --tls-key PEM [--tls-client-ca PEM] [--tls-late-tickets]]\n"
          "               [--db sqlite:PATH|postgresql:CONNINFO [--advertise HOST:PORT] [--availability N]\n"
          "                [--heartbeat DURATION] [--stale-after DURATION] [--refresh DURATION] [--no-claim]]\n"
          "A stand-in for one HCL Traveler pool server (tests, demo, benchmarks).\n"
@@ -40,6 +40,8 @@ std::string usage() {
          "  --tls-cert/--tls-key  serve HTTPS with this certificate chain and key; responses carry\n"
          "                        X-Tls-Sni, X-Tls-Version, X-Tls-Resumed and X-Tls-Client\n"
          "  --tls-client-ca PEM   require a client certificate issued by this CA\n"
+         "  --tls-late-tickets    TLS 1.3: send a new session ticket after every response, when the\n"
+         "                        client's connection is idle (a keep-alive pool must read it)\n"
          "Pool duties (with --db only):\n"
          "  --db SPEC             the pool tables: sqlite:PATH or postgresql:CONNINFO (a libpq\n"
          "                        conninfo or postgresql:// URI); registers, heartbeats, claims users\n"
@@ -84,6 +86,8 @@ ParseOutcome parse_options(int argc, char** argv, Options& options, std::string&
       options.unavailable = true;
     } else if (name == "--verbose" || name == "-v") {
       options.verbose = true;
+    } else if (name == "--tls-late-tickets") {
+      options.tls_late_tickets = true;
     } else if (name == "--no-claim") {
       options.claim = false;
     } else if (name == "--db") {

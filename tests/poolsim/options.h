@@ -20,6 +20,7 @@ struct Options {
   std::string tls_cert;
   std::string tls_key;
   std::string tls_client_ca;
+  bool tls_late_tickets = false;  // TLS 1.3: one more session ticket after every response
 
   // Pool duties (all inert without --db): registration, heartbeats, claims, takeovers.
   std::string db;                     // "sqlite:PATH" | "postgresql:CONNINFO"; empty = none
