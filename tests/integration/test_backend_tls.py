@@ -193,6 +193,20 @@ class BackendTlsTest(harness.TestCase):
         self.assertIn("unable to get local issuer certificate", sprayer.stderr_text())
         sprayer.assert_alive()
 
+    def test_tls_and_plain_mixed_up_fail_cleanly(self):
+        # TLS configured for a plain HTTP server, and plain HTTP sent to an HTTPS one: an error
+        # response and a log line, never a hang or a crash.
+        plain = self.keep(Poolsim("plain1").start())
+        tls = self.keep(tls_poolsim(self.pki, "tls1"))
+        sprayer = self.start_sprayer([plain], [{"ca_file": self.pki.ca, "sni": "pool.test"}])
+        self.assertStatus(sprayer.request("GET", "/poolsim/headers"), (502, 503), "TLS to a plain server")
+        self.assertIn("upstream plain1: TLS handshake failed", sprayer.stderr_text())
+        other = self.start_sprayer([tls], [None])
+        self.assertStatus(other.request("GET", "/poolsim/headers"), (502, 503), "plain HTTP to a TLS server")
+        for s in (sprayer, other):
+            s.assert_alive()
+        self.assertEqual(tls.returncode, None, "poolsim survives plain HTTP on its TLS port")
+
     def test_verify_off_accepts_any_certificate_with_a_warning(self):
         bad = self.keep(tls_poolsim(self.pki, "pool1", self.pki.wrong, self.pki.wrong_key))
         sprayer = self.start_sprayer([bad], [{"verify": False}])
