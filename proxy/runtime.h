@@ -19,12 +19,18 @@ namespace sprayer::proxy {
 class TlsClientContext;
 class TlsContext;
 
+// A server's backend TLS context, replaced in place by a reload (SIGHUP): connections that
+// start afterwards use the new one, established ones keep theirs.
+struct ServerTls {
+  std::atomic<std::shared_ptr<const TlsClientContext>> context;
+};
+
 struct ServerTarget {
   std::string id;
   std::string host_port;            // for the Host header when preserve_host is off, and logs
   sockaddr_storage addr{};
   uint32_t weight = 1;
-  std::shared_ptr<const TlsClientContext> tls;  // null = plain HTTP to this server
+  std::shared_ptr<ServerTls> tls;  // null = plain HTTP to this server
 };
 
 struct Runtime {
@@ -44,6 +50,8 @@ bool load_listener_tls(const conf::Config& config, std::vector<std::shared_ptr<c
 // Loads each server's client TLS settings into out[i].tls (control thread). An error names the
 // server and the file. Servers with verify: false are logged as a warning.
 bool load_server_tls(const conf::Config& config, std::vector<ServerTarget>& out, std::string& error);
+// Reload: loads every TLS server's files again; only when all load are they swapped in.
+bool reload_server_tls(const conf::Config& config, const std::vector<ServerTarget>& servers, std::string& error);
 
 // The extractor settings a Config asks for (conf keeps its own plain types).
 affinity::ExtractorConfig extractor_config(const conf::AffinityConfig& config);

@@ -249,7 +249,16 @@ void Server::publish_route() {
 }
 
 bool Server::reload_tls(const char* why) {
-  if (std::none_of(tls_.begin(), tls_.end(), [](const auto& c) { return c != nullptr; })) return true;
+  bool servers_ok = true;
+  if (std::any_of(runtime_->servers.begin(), runtime_->servers.end(), [](const auto& s) { return s.tls != nullptr; })) {
+    std::string error;
+    servers_ok = reload_server_tls(*config_, runtime_->servers, error);
+    if (servers_ok)
+      LOG_INFO("backend TLS reload (%s): CA files and client certificates loaded", why);
+    else
+      LOG_ERROR("backend TLS reload (%s) refused, the current settings stay: %s", why, error.c_str());
+  }
+  if (std::none_of(tls_.begin(), tls_.end(), [](const auto& c) { return c != nullptr; })) return servers_ok;
   std::vector<std::shared_ptr<const TlsContext>> fresh;
   std::string error;
   if (!load_listener_tls(*config_, fresh, error, &tls_)) {
@@ -261,7 +270,7 @@ bool Server::reload_tls(const char* why) {
   tls_ = fresh;
   for (auto& w : workers_) w->publish_tls(fresh);
   LOG_INFO("TLS reload (%s): certificates and ticket keys loaded", why);
-  return true;
+  return servers_ok;
 }
 
 void Server::watch_tls_files() {

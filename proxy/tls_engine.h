@@ -96,6 +96,7 @@ class TlsEngine {
   bool session_reused() const;
 
   const std::shared_ptr<const TlsContext>& context() const { return context_; }
+  const std::shared_ptr<const TlsClientContext>& client_context() const { return client_context_; }
   SSL* native_handle() { return ssl_; }  // tests and diagnostics only
 
  private:

@@ -59,7 +59,7 @@ class EngineProbe final : public health::ProbeTls {
 std::unique_ptr<health::ProbeTls> TlsProbeFactory::make(const std::string& server_id) {
   for (const ServerTarget& s : servers_) {
     if (s.id != server_id || !s.tls) continue;
-    auto probe = std::make_unique<EngineProbe>(*this, server_id, s.tls, buffers_);
+    auto probe = std::make_unique<EngineProbe>(*this, server_id, s.tls->context.load(), buffers_);
     if (!probe->error().empty()) return nullptr;  // out of memory at creation
     return probe;
   }

@@ -58,7 +58,8 @@ size_t UpstreamConnection::server_index() const { return pool_.server_index(); }
 int UpstreamConnection::connect(const sockaddr* addr) {
   state_ = State::connecting;
   if (const auto& tls = worker_.runtime().servers[server_index()].tls) {
-    tls_ = std::make_unique<TlsEngine>(tls, worker_.buffers(), pool_.tls_session());
+    std::shared_ptr<const TlsClientContext> context = tls->context.load();
+    tls_ = std::make_unique<TlsEngine>(context, worker_.buffers(), pool_.tls_session(context));
     if (SSL* ssl = tls_->native_handle()) TlsClientContext::set_session_sink(ssl, &UpstreamConnection::on_tls_session, this);
     writer_.set_tls(tls_.get());
   }
@@ -126,7 +127,8 @@ void UpstreamConnection::advance_handshake() {
 }
 
 void UpstreamConnection::on_tls_session(void* self, SSL_SESSION* session) noexcept {
-  static_cast<UpstreamConnection*>(self)->pool_.store_tls_session(session);
+  auto* up = static_cast<UpstreamConnection*>(self);
+  up->pool_.store_tls_session(session, up->tls_->client_context());
 }
 
 void UpstreamConnection::attach(Exchange* exchange) {

@@ -7,11 +7,13 @@ typedef struct ssl_session_st SSL_SESSION;  // <openssl/ssl.h> without the whole
 
 #include <atomic>
 #include <cstddef>
+#include <memory>
 #include <unordered_set>
 #include <vector>
 
 namespace sprayer::proxy {
 
+class TlsClientContext;
 class UpstreamConnection;
 class Worker;
 
@@ -38,9 +40,13 @@ class UpstreamPool {
   size_t idle_count() const { return idle_.size(); }
 
   // The newest TLS session the server issued to this worker, offered by the next connection
-  // so that a reconnect costs an abbreviated handshake. Per worker: no lock.
-  SSL_SESSION* tls_session() const { return tls_session_; }
-  void store_tls_session(SSL_SESSION* session);  // takes the caller's reference
+  // so that a reconnect costs an abbreviated handshake. Per worker: no lock. Only a session made
+  // under `context` is returned: after a reload (a new CA, say) the server is verified afresh.
+  SSL_SESSION* tls_session(const std::shared_ptr<const TlsClientContext>& context) const {
+    return context == session_context_ ? tls_session_ : nullptr;
+  }
+  // Takes the caller's reference.
+  void store_tls_session(SSL_SESSION* session, std::shared_ptr<const TlsClientContext> context);
   void drop_tls_session();
 
  private:
@@ -49,6 +55,7 @@ class UpstreamPool {
   std::vector<UpstreamConnection*> idle_;
   std::unordered_set<UpstreamConnection*> active_;  // attached to a request
   SSL_SESSION* tls_session_ = nullptr;
+  std::shared_ptr<const TlsClientContext> session_context_;
 };
 
 }  // namespace sprayer::proxy

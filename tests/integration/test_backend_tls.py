@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -206,6 +207,37 @@ class BackendTlsTest(harness.TestCase):
         for s in (sprayer, other):
             s.assert_alive()
         self.assertEqual(tls.returncode, None, "poolsim survives plain HTTP on its TLS port")
+
+    def test_sighup_reloads_the_ca_file(self):
+        # The pool moves to a new CA: the ca_file is replaced and SIGHUP makes sprayer use it
+        # for new connections; a broken file is refused and the working CA stays.
+        pool = self.keep(tls_poolsim(self.pki, "pool1"))
+        ca = os.path.join(self.pki.dir, "live-ca.pem")
+        shutil.copy(self.pki.other_ca, ca)
+        # One request per upstream connection: each request connects (and verifies) anew.
+        sprayer = self.start_sprayer([pool], [{"ca_file": ca, "sni": "pool.test"}],
+                                     upstream={"max_requests_per_connection": 1})
+        self.assertStatus(sprayer.request("GET", "/poolsim/headers"), (502, 503), "the old CA does not fit")
+        shutil.copy(self.pki.ca, ca)
+        os.kill(sprayer.pid, signal.SIGHUP)
+        wait_until(lambda: sprayer.request("GET", "/poolsim/headers").status == 200, 10, interval=0.1,
+                   what="requests to pass with the reloaded CA")
+        self.assertIn("backend TLS reload (SIGHUP)", sprayer.stderr_text())
+        self.assertEqual(sprayer.request("GET", "/poolsim/headers").header("X-Tls-Resumed"), "1")
+        # Sessions made under the previous settings are not offered after a reload: the server
+        # is verified again by a full handshake.
+        reloads = sprayer.stderr_text().count("backend TLS reload (SIGHUP): ")
+        os.kill(sprayer.pid, signal.SIGHUP)
+        wait_until(lambda: sprayer.stderr_text().count("backend TLS reload (SIGHUP): ") > reloads, 10,
+                   interval=0.05, what="the second reload")
+        self.assertEqual(sprayer.request("GET", "/poolsim/headers").header("X-Tls-Resumed"), "0")
+        self.assertEqual(sprayer.request("GET", "/poolsim/headers").header("X-Tls-Resumed"), "1")
+        with open(ca, "w") as f:
+            f.write("not a certificate\n")
+        os.kill(sprayer.pid, signal.SIGHUP)
+        wait_until(lambda: "backend TLS reload (SIGHUP) refused" in sprayer.stderr_text(), 10, interval=0.1,
+                   what="the broken CA file to be refused")
+        self.assertStatus(sprayer.request("GET", "/poolsim/headers"), 200, "the working CA stays after a refused reload")
 
     def test_verify_off_accepts_any_certificate_with_a_warning(self):
         bad = self.keep(tls_poolsim(self.pki, "pool1", self.pki.wrong, self.pki.wrong_key))
