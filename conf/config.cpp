@@ -426,6 +426,9 @@ class Loader {
   // Relative file names in a config mean "next to the config file".
   std::string resolve_path(const std::string& path) const;
   void read_server(const Item& item, ServerConfig& server);
+  void read_upstream_tls(const Item& item, UpstreamTlsConfig& tls);
+  // servers[i].tls is read on top of upstream.tls, which may come later in the file.
+  void apply_server_tls(Config& config);
   void read_timeouts(const Item& item, TimeoutConfig& timeouts);
   void read_limits(const Item& item, LimitConfig& limits);
   void read_upstream(const Item& item, UpstreamConfig& upstream);
@@ -468,6 +471,7 @@ class Loader {
   std::vector<ConfigError> errors_;
   std::map<std::string, YAML::Mark> marks_;  // key path → where its value is written
   std::set<std::string> failed_;             // key paths that already have an error
+  std::map<std::string, Item> server_tls_;   // "servers[2]" → its tls block, read last
 };
 
 void Loader::error(const YAML::Mark& mark, const std::string& key, std::string message) {
@@ -494,6 +498,7 @@ LoadResult Loader::load(std::string_view yaml) {
   auto config = std::make_shared<Config>();
   config->source = file_;
   read_config(Item{root, "", root.IsNull() ? start : root.Mark()}, *config);
+  apply_server_tls(*config);
   check_listeners(*config);
   check_servers(*config);
   check_watermarks(*config);
@@ -755,7 +760,52 @@ void Loader::read_server(const Item& item, ServerConfig& server) {
       {"id", true, [&](const Item& v) { read_name(v, server.id); }},
       {"address", true, [&](const Item& v) { read_endpoint(v, false, server.address); }},
       {"weight", false, [&](const Item& v) { read_integer(v, 1, 1000, server.weight); }},
+      {"tls", false, [&](const Item& v) { server_tls_.emplace(item.path, v); }},
   });
+}
+
+void Loader::read_upstream_tls(const Item& item, UpstreamTlsConfig& tls) {
+  // As for listeners, writing a tls block turns TLS on unless it says "enabled: false".
+  tls.enabled = true;
+  static constexpr std::array<std::pair<std::string_view, std::string_view>, 2> versions{{
+      {"1.2", "1.2"},
+      {"1.3", "1.3"},
+  }};
+  auto file = [this](std::string& out) {
+    return [this, &out](const Item& v) {
+      if (read_string(v, out)) out = resolve_path(out);
+    };
+  };
+  read_map(item, {
+      {"enabled", false, [&](const Item& v) { read_bool(v, tls.enabled); }},
+      {"verify", false, [&](const Item& v) { read_bool(v, tls.verify); }},
+      {"ca_file", false, file(tls.ca_file)},
+      {"sni", false,
+       [&](const Item& v) {
+         if (read_string(v, tls.sni) &&
+             (tls.sni.size() > 253 || tls.sni.find_first_of(" \t/:@") != std::string::npos))
+           error(v, "must be a host name");
+       }},
+      {"client_cert", false, file(tls.client_cert)},
+      {"client_key", false, file(tls.client_key)},
+      {"min_version", false,
+       [&](const Item& v) {
+         std::string_view chosen;
+         if (read_choice(v, versions, chosen)) tls.min_version = std::string(chosen);
+       }},
+  });
+  if (tls.client_cert.empty() != tls.client_key.empty())
+    error(item, "client_cert and client_key must be given together");
+}
+
+void Loader::apply_server_tls(Config& config) {
+  for (size_t i = 0; i < config.servers.size(); ++i) {
+    ServerConfig& server = config.servers[i];
+    server.tls = config.upstream.tls;
+    auto it = server_tls_.find(index_path("servers", i));
+    if (it == server_tls_.end()) continue;
+    read_upstream_tls(it->second, server.tls);
+  }
 }
 
 void Loader::read_timeouts(const Item& item, TimeoutConfig& timeouts) {
@@ -796,6 +846,7 @@ void Loader::read_upstream(const Item& item, UpstreamConfig& upstream) {
        [&](const Item& v) {
          read_integer(v, 0, std::numeric_limits<uint32_t>::max(), upstream.max_requests_per_connection);
        }},
+      {"tls", false, [&](const Item& v) { read_upstream_tls(v, upstream.tls); }},
   });
 }
 

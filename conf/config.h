@@ -60,10 +60,24 @@ struct ListenerConfig {
   bool operator==(const ListenerConfig&) const = default;
 };
 
+// TLS toward pool servers (the client side). `upstream.tls` gives the defaults, a server's own
+// `tls` block overrides them key by key.
+struct UpstreamTlsConfig {
+  bool enabled = false;
+  bool verify = true;              // false: any certificate is accepted (logged loudly)
+  std::string ca_file;             // PEM bundle; empty = the system CA store
+  std::string sni;                 // name sent and verified; empty = the server's address host
+  std::string client_cert;         // PEM chain for servers that require a client certificate
+  std::string client_key;
+  std::string min_version = "1.2"; // "1.2" | "1.3"
+  bool operator==(const UpstreamTlsConfig&) const = default;
+};
+
 struct ServerConfig {
   std::string id;            // pool server id (as in pool_server.server_id), unique
   Endpoint address;
   uint32_t weight = 1;       // 1..1000
+  UpstreamTlsConfig tls;     // effective: upstream.tls with this server's overrides applied
   bool operator==(const ServerConfig&) const = default;
 };
 
@@ -91,6 +105,7 @@ struct LimitConfig {
 struct UpstreamConfig {
   uint32_t max_idle_per_server = 64;   // pooled idle connections per server per worker
   uint32_t max_requests_per_connection = 0;  // 0 = unlimited
+  UpstreamTlsConfig tls;               // defaults for every server
   bool operator==(const UpstreamConfig&) const = default;
 };
 

@@ -1,4 +1,4 @@
-// One probe = connect, send a GET, read status and the first max_body_bytes of the body
+// One probe = connect (and a TLS handshake for HTTPS), send a GET, read status and the first max_body_bytes of the body
 // (and the availability header), judge, close. Probes end exactly once: by answer, error or
 // deadline.
 #include "health/active_checker.h"
@@ -15,9 +15,10 @@ struct ActiveChecker::Probe {
   std::string id;
   uv_tcp_t tcp{};
   uv_connect_t connect_req{};
-  uv_write_t write_req{};
   uv_timer_t deadline{};
   llhttp_t parser{};
+  std::unique_ptr<ProbeTls> tls;  // HTTPS only
+  bool tls_ready = false;
   std::string request;
   std::string body;
   std::string header_field;
@@ -37,6 +38,14 @@ struct ActiveChecker::Probe {
 namespace {
 
 using Outcome = CheckResult::Outcome;
+
+// One write in flight; freed by its callback, which libuv runs (cancelled at worst) before
+// the probe's close callbacks.
+struct ProbeWrite {
+  uv_write_t req{};
+  ActiveChecker::Probe* probe = nullptr;
+  std::string bytes;
+};
 
 ActiveChecker::Probe* probe_of(llhttp_t* p) { return static_cast<ActiveChecker::Probe*>(p->data); }
 
@@ -151,6 +160,13 @@ void ActiveChecker::launch(const Target& target) {
   }, static_cast<uint64_t>(spec.timeout.count()), 0);
 
   probe->connect_req.data = probe;
+  if (target.tls) {
+    probe->tls = tls_factory_ ? tls_factory_(target.id) : nullptr;
+    if (!probe->tls) {
+      finish(probe, failed_check(Outcome::fail_connect, probe->elapsed()));
+      return;
+    }
+  }
   int rc = uv_tcp_connect(&probe->connect_req, &probe->tcp, reinterpret_cast<const sockaddr*>(&target.addr),
                           [](uv_connect_t* req, int status) noexcept {
     Probe* p = static_cast<Probe*>(req->data);
@@ -159,32 +175,101 @@ void ActiveChecker::launch(const Target& target) {
       p->owner->finish(p, failed_check(Outcome::fail_connect, p->elapsed()));
       return;
     }
-    uv_buf_t buf = uv_buf_init(p->request.data(), static_cast<unsigned>(p->request.size()));
-    p->write_req.data = p;
-    uv_write(&p->write_req, reinterpret_cast<uv_stream_t*>(&p->tcp), &buf, 1, [](uv_write_t* w, int st) noexcept {
-      Probe* q = static_cast<Probe*>(w->data);
-      if (st != 0 && !q->done) q->owner->finish(q, failed_check(Outcome::fail_reset, q->elapsed()));
-    });
-    uv_read_start(reinterpret_cast<uv_stream_t*>(&p->tcp),
-                  [](uv_handle_t* h, size_t, uv_buf_t* b) noexcept {
-                    Probe* q = static_cast<Probe*>(h->data);
-                    *b = uv_buf_init(q->buffer, sizeof q->buffer);
-                  },
-                  [](uv_stream_t* s, ssize_t n, const uv_buf_t* b) noexcept {
-                    Probe* q = static_cast<Probe*>(s->data);
-                    if (q->done) return;
-                    if (n < 0) {
-                      // A close-delimited answer ends here; anything else is a reset.
-                      if (n == UV_EOF && llhttp_finish(&q->parser) == HPE_OK && q->done) return;
-                      q->owner->finish(q, failed_check(Outcome::fail_reset, q->elapsed()));
-                      return;
-                    }
-                    llhttp_errno_t err = llhttp_execute(&q->parser, b->base, static_cast<size_t>(n));
-                    if (err != HPE_OK && err != HPE_PAUSED && !q->done)
-                      q->owner->finish(q, failed_check(Outcome::fail_reset, q->elapsed()));
-                  });
+    p->owner->on_connected(p);
   });
   if (rc != 0) finish(probe, failed_check(Outcome::fail_connect, probe->elapsed()));
+}
+
+void ActiveChecker::on_connected(Probe* probe) {
+  uv_read_start(reinterpret_cast<uv_stream_t*>(&probe->tcp),
+                [](uv_handle_t* h, size_t, uv_buf_t* b) noexcept {
+                  Probe* q = static_cast<Probe*>(h->data);
+                  *b = uv_buf_init(q->buffer, sizeof q->buffer);
+                },
+                [](uv_stream_t* s, ssize_t n, const uv_buf_t* b) noexcept {
+                  Probe* q = static_cast<Probe*>(s->data);
+                  if (q->done) return;
+                  if (n < 0) {
+                    if (q->tls && !q->tls_ready) {
+                      q->owner->finish(q, failed_check(Outcome::fail_connect, q->elapsed()));
+                      return;
+                    }
+                    // A close-delimited answer ends here; anything else is a reset.
+                    if (n == UV_EOF && llhttp_finish(&q->parser) == HPE_OK && q->done) return;
+                    q->owner->finish(q, failed_check(Outcome::fail_reset, q->elapsed()));
+                    return;
+                  }
+                  q->owner->on_bytes(q, b->base, static_cast<size_t>(n));
+                });
+  if (!probe->tls) {
+    send(probe, probe->request);
+    return;
+  }
+  on_bytes(probe, nullptr, 0);  // the ClientHello
+}
+
+void ActiveChecker::on_bytes(Probe* probe, const char* data, size_t len) {
+  if (!probe->tls) {
+    on_plaintext(probe, data, len);
+    return;
+  }
+  ProbeTls& tls = *probe->tls;
+  if (len > 0) tls.feed(data, len);
+  if (!probe->tls_ready) {
+    ProbeTls::Status status = tls.handshake();
+    send(probe, tls.take_output());
+    if (probe->done) return;
+    if (status == ProbeTls::Status::want_io) return;
+    if (status != ProbeTls::Status::ok) {
+      // Wrong CA, wrong name, expired, no client certificate: the server is not usable.
+      // The session's owner logs why (health/ does no logging of its own).
+      finish(probe, failed_check(Outcome::fail_connect, probe->elapsed()));
+      return;
+    }
+    probe->tls_ready = true;
+    if (tls.write(probe->request) != ProbeTls::Status::ok) {
+      finish(probe, failed_check(Outcome::fail_reset, probe->elapsed()));
+      return;
+    }
+    send(probe, tls.take_output());
+    if (probe->done) return;
+  }
+  std::string plain;
+  ProbeTls::Status status = tls.read(plain);
+  if (!plain.empty()) on_plaintext(probe, plain.data(), plain.size());
+  if (probe->done) return;
+  send(probe, tls.take_output());
+  if (probe->done) return;
+  if (status == ProbeTls::Status::closed) {
+    if (llhttp_finish(&probe->parser) == HPE_OK && probe->done) return;
+    finish(probe, failed_check(Outcome::fail_reset, probe->elapsed()));
+  } else if (status == ProbeTls::Status::error) {
+    finish(probe, failed_check(Outcome::fail_reset, probe->elapsed()));
+  }
+}
+
+void ActiveChecker::on_plaintext(Probe* probe, const char* data, size_t len) {
+  llhttp_errno_t err = llhttp_execute(&probe->parser, data, len);
+  if (err != HPE_OK && err != HPE_PAUSED && !probe->done)
+    finish(probe, failed_check(Outcome::fail_reset, probe->elapsed()));
+}
+
+void ActiveChecker::send(Probe* probe, std::string bytes) {
+  if (bytes.empty() || probe->done) return;
+  auto* w = new ProbeWrite;
+  w->probe = probe;
+  w->bytes = std::move(bytes);
+  w->req.data = w;
+  uv_buf_t buf = uv_buf_init(w->bytes.data(), static_cast<unsigned>(w->bytes.size()));
+  int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&probe->tcp), &buf, 1, [](uv_write_t* req, int st) noexcept {
+    std::unique_ptr<ProbeWrite> done(static_cast<ProbeWrite*>(req->data));
+    Probe* q = done->probe;
+    if (st != 0 && !q->done) q->owner->finish(q, failed_check(Outcome::fail_reset, q->elapsed()));
+  });
+  if (rc != 0) {
+    delete w;
+    finish(probe, failed_check(Outcome::fail_reset, probe->elapsed()));
+  }
 }
 
 void ActiveChecker::finish(Probe* probe, const CheckResult& result) {

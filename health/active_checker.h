@@ -12,6 +12,7 @@
 
 #include "health/clock.h"
 #include "health/health_view.h"
+#include "health/probe_tls.h"
 
 namespace sprayer::health {
 
@@ -21,6 +22,7 @@ class ActiveChecker {
     std::string id;
     sockaddr_storage addr{};
     std::string host;  // Host header: the server's host:port
+    bool tls = false;  // HTTPS: sessions come from the factory given to set_tls_factory
   };
 
   // on_change runs after a result that changed what routing sees (a new HealthView).
@@ -30,6 +32,7 @@ class ActiveChecker {
   ActiveChecker& operator=(const ActiveChecker&) = delete;
 
   void set_targets(std::vector<Target> targets);
+  void set_tls_factory(ProbeTlsFactory factory) { tls_factory_ = std::move(factory); }
   void start();
   // The tracker's schedule moved outside a check (a stall hurried one): re-arm the timer.
   void reschedule() { schedule(); }
@@ -47,12 +50,17 @@ class ActiveChecker {
   void finish(Probe* probe, const CheckResult& result);
   void probe_closed(Probe* probe);
   void maybe_done();
+  void on_connected(Probe* probe);
+  void on_bytes(Probe* probe, const char* data, size_t len);
+  void on_plaintext(Probe* probe, const char* data, size_t len);
+  void send(Probe* probe, std::string bytes);
 
   uv_loop_t* loop_;
   HealthTracker& tracker_;
   const Clock& clock_;
   std::function<void()> on_change_;
   std::vector<Target> targets_;
+  ProbeTlsFactory tls_factory_;
   uv_timer_t timer_{};
   bool timer_open_ = false;
   bool stopping_ = false;

@@ -163,7 +163,8 @@ ReloadOutcome Server::reload_config(const char* why) {
     previous.push_back(same != config_->listeners.end() && index < tls_.size() ? tls_[index] : nullptr);
   }
   bool ok = load_listener_tls(*next, runtime->listener_tls, error, &previous) &&
-            resolve_servers(*next, runtime->servers, error) && probe_new_listeners(*config_, *next, error);
+            resolve_servers(*next, runtime->servers, error) && load_server_tls(*next, runtime->servers, error) &&
+            probe_new_listeners(*config_, *next, error);
   if (!ok) {
     outcome.errors.push_back(config_->source + ": " + error);
     return refuse(422);
@@ -188,6 +189,8 @@ ReloadOutcome Server::reload_config(const char* why) {
   unwatch_tls_files();
   watch_tls_files();
   LOG_INFO("reload (%s): applied: %s", why, outcome.changes.c_str());
+  if (std::any_of(runtime->servers.begin(), runtime->servers.end(), [](const auto& s) { return s.tls != nullptr; }))
+    LOG_INFO("backend TLS reload (%s): CA files and client certificates loaded", why);
   if (!diff.needs_restart.empty()) {
     std::string keys;
     for (const auto& k : diff.needs_restart) keys += " " + k;

@@ -642,14 +642,14 @@ void DownstreamConnection::handle_timer() {
       start_next_request();
       return;
     case Timer::idle:
-      close();
+      close_between_requests();
       return;
     case Timer::head:
       WorkerStats::add(worker_.stats().timeouts);
       if (state_ == State::reading_head) {
         send_error_and_close(408);
       } else {
-        close();  // connected but never sent a byte
+        close_between_requests();  // connected (maybe handshaken) but never sent a request byte
       }
       return;
     case Timer::body:
@@ -678,10 +678,19 @@ void DownstreamConnection::on_send_timer(uv_timer_t* timer) noexcept {
 
 void DownstreamConnection::begin_drain() {
   if (state_ == State::idle) {
-    close();
+    close_between_requests();
     return;
   }
   close_after_response_ = true;
+}
+
+void DownstreamConnection::close_between_requests() {
+  if (state_ != State::closed && tls_ && tls_->handshake_done() && tls_->status() == TlsStatus::ok &&
+      writer_.in_flight() == 0) {
+    tls_->shutdown();
+    flush();  // one try-write of the alert; whatever the socket does not take, close drops
+  }
+  close();
 }
 
 void DownstreamConnection::close() {

@@ -74,6 +74,9 @@ class DownstreamConnection {
   void on_parse_error(llhttp_errno_t err, const char* pos, const Slice& data);
   void send_error_and_close(int status);
   void start_lingering_close();
+  // Between requests (idle timeout, drain): close_notify first, so the client sees an orderly
+  // TLS close rather than a truncation. Never mid-response, where it would hide one.
+  void close_between_requests();
   void start_next_request();
   void arm_timer(Timer purpose);
   void update_read_state();

@@ -85,6 +85,12 @@ std::vector<MetricFamily> WorkerStatsCollector::Collect() const {
           [](const WorkerStats& s) { return s.tls_handshakes.load(std::memory_order_relaxed); });
   counter("sprayer_tls_handshake_failures_total", "TLS connections that failed (bad handshake, plain HTTP, alerts).",
           [](const WorkerStats& s) { return s.tls_failures.load(std::memory_order_relaxed); });
+  counter("sprayer_upstream_tls_handshakes_total", "TLS handshakes completed with pool servers.",
+          [](const WorkerStats& s) { return s.upstream_tls_handshakes.load(std::memory_order_relaxed); });
+  counter("sprayer_upstream_tls_resumed_total", "TLS handshakes with pool servers that resumed a session.",
+          [](const WorkerStats& s) { return s.upstream_tls_resumed.load(std::memory_order_relaxed); });
+  counter("sprayer_upstream_tls_failures_total", "TLS handshakes with pool servers that failed (verification included).",
+          [](const WorkerStats& s) { return s.upstream_tls_failures.load(std::memory_order_relaxed); });
   counter("sprayer_malformed_users_total", "Requests whose user field could not be decoded.",
           [](const WorkerStats& s) { return s.malformed_users.load(std::memory_order_relaxed); });
   {

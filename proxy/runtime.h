@@ -16,7 +16,14 @@
 
 namespace sprayer::proxy {
 
+class TlsClientContext;
 class TlsContext;
+
+// A server's backend TLS context, replaced in place by a reload (SIGHUP): connections that
+// start afterwards use the new one, established ones keep theirs.
+struct ServerTls {
+  std::atomic<std::shared_ptr<const TlsClientContext>> context;
+};
 
 struct ServerTarget {
   std::string id;
@@ -27,6 +34,7 @@ struct ServerTarget {
   // worker. A reload keeps it for a server whose id and address stay; a new or moved
   // server gets a new one, so requests in flight never switch servers under them.
   uint32_t slot = 0;
+  std::shared_ptr<ServerTls> tls;  // null = plain HTTP to this server
 };
 
 struct Runtime {
@@ -42,6 +50,12 @@ struct Runtime {
 bool load_listener_tls(const conf::Config& config, std::vector<std::shared_ptr<const TlsContext>>& out,
                        std::string& error,
                        const std::vector<std::shared_ptr<const TlsContext>>* previous = nullptr);
+
+// Loads each server's client TLS settings into out[i].tls (control thread). An error names the
+// server and the file. Servers with verify: false are logged as a warning.
+bool load_server_tls(const conf::Config& config, std::vector<ServerTarget>& out, std::string& error);
+// Reload: loads every TLS server's files again; only when all load are they swapped in.
+bool reload_server_tls(const conf::Config& config, const std::vector<ServerTarget>& servers, std::string& error);
 
 // The extractor settings a Config asks for (conf keeps its own plain types).
 affinity::ExtractorConfig extractor_config(const conf::AffinityConfig& config);
@@ -68,6 +82,9 @@ struct alignas(64) WorkerStats {
   std::atomic<uint64_t> malformed_users{0};
   std::atomic<uint64_t> tls_handshakes{0};
   std::atomic<uint64_t> tls_failures{0};
+  std::atomic<uint64_t> upstream_tls_handshakes{0};  // completed toward pool servers
+  std::atomic<uint64_t> upstream_tls_resumed{0};     // of those, abbreviated (session reused)
+  std::atomic<uint64_t> upstream_tls_failures{0};    // handshake or verification failed
 
   static void add(std::atomic<uint64_t>& c, uint64_t n = 1) { c.fetch_add(n, std::memory_order_relaxed); }
   static void add(std::atomic<int64_t>& c, int64_t n) { c.fetch_add(n, std::memory_order_relaxed); }

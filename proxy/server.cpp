@@ -8,6 +8,7 @@
 #include "proxy/log.h"
 #include "proxy/self_health.h"
 #include "proxy/tls_context.h"
+#include "proxy/tls_probe.h"
 
 namespace sprayer::proxy {
 namespace {
@@ -31,7 +32,7 @@ int Server::run() {
     return 1;
   }
   tls_ = runtime->listener_tls;
-  if (!resolve_servers(*config_, runtime->servers, error)) {
+  if (!resolve_servers(*config_, runtime->servers, error) || !load_server_tls(*config_, runtime->servers, error)) {
     LOG_ERROR("%s", error.c_str());
     return 1;
   }
@@ -185,9 +186,11 @@ void Server::start_health() {
     return;
   }
   std::vector<health::ActiveChecker::Target> targets;
-  for (const auto& s : runtime_->servers) targets.push_back({s.id, s.addr, s.host_port});
+  for (const auto& s : runtime_->servers) targets.push_back({s.id, s.addr, s.host_port, s.tls != nullptr});
   checker_ = std::make_unique<health::ActiveChecker>(&loop_, *tracker_, clock_, [this] { publish_route(); });
   checker_->set_targets(std::move(targets));
+  probe_tls_ = std::make_unique<TlsProbeFactory>(runtime_->servers);
+  checker_->set_tls_factory([this](const std::string& id) { return probe_tls_->make(id); });
   checker_stopped_ = false;
   checker_->start();
 }
@@ -252,7 +255,16 @@ void Server::publish_route(std::shared_ptr<const Runtime> runtime) {
 }
 
 bool Server::reload_tls(const char* why) {
-  if (std::none_of(tls_.begin(), tls_.end(), [](const auto& c) { return c != nullptr; })) return true;
+  bool servers_ok = true;
+  if (std::any_of(runtime_->servers.begin(), runtime_->servers.end(), [](const auto& s) { return s.tls != nullptr; })) {
+    std::string error;
+    servers_ok = reload_server_tls(*config_, runtime_->servers, error);
+    if (servers_ok)
+      LOG_INFO("backend TLS reload (%s): CA files and client certificates loaded", why);
+    else
+      LOG_ERROR("backend TLS reload (%s) refused, the current settings stay: %s", why, error.c_str());
+  }
+  if (std::none_of(tls_.begin(), tls_.end(), [](const auto& c) { return c != nullptr; })) return servers_ok;
   std::vector<std::shared_ptr<const TlsContext>> fresh;
   std::string error;
   if (!load_listener_tls(*config_, fresh, error, &tls_)) {
@@ -264,7 +276,7 @@ bool Server::reload_tls(const char* why) {
   tls_ = fresh;
   for (auto& w : workers_) w->publish_tls(fresh);
   LOG_INFO("TLS reload (%s): certificates and ticket keys loaded", why);
-  return true;
+  return servers_ok;
 }
 
 void Server::watch_tls_files() {

@@ -25,6 +25,8 @@
 
 namespace sprayer::proxy {
 
+class TlsProbeFactory;
+
 class Server {
  public:
   explicit Server(std::shared_ptr<const conf::Config> config);
@@ -71,6 +73,7 @@ class Server {
   health::SteadyClock clock_;
   health::SplitMix64 random_{0x5eed5eedULL};
   std::unique_ptr<health::HealthTracker> tracker_;
+  std::unique_ptr<TlsProbeFactory> probe_tls_;  // HTTPS checks; outlives checker_
   std::unique_ptr<health::ActiveChecker> checker_;
   bool checker_stopped_ = true;
   HealthEvents health_events_;

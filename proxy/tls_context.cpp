@@ -19,9 +19,39 @@ namespace sprayer::proxy {
 
 namespace {
 
+// The session id context of a certificate set: "sprayer" and a digest of the set's names.
 // Sessions from either member of an active/standby pair (and from before a reload) must be
-// accepted by the other: OpenSSL refuses a session whose context id differs.
-constexpr unsigned char kSessionIdContext[] = "sprayer";
+// accepted by the other, so it depends on nothing else; and a session made under one name set
+// must not be resumed under another (RFC 6066 3): OpenSSL refuses a session whose context
+// differs, for session IDs and tickets, TLS 1.2 and 1.3 alike.
+std::string session_id_context(const std::vector<std::string>& names) {
+  std::string joined;
+  for (const std::string& n : names) joined.append(n).push_back('\n');
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  std::string out = "sprayer";
+  if (EVP_Digest(joined.data(), joined.size(), digest, &len, EVP_sha256(), nullptr) == 1)
+    out.append(reinterpret_cast<const char*>(digest), std::min<size_t>(len, SSL_MAX_SID_CTX_LENGTH - out.size()));
+  return out;
+}
+
+// The host name of a ClientHello's server_name extension (RFC 6066 3), or "".
+std::string client_hello_sni(SSL* ssl) {
+  const unsigned char* p = nullptr;
+  size_t len = 0;
+  if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &p, &len) != 1 || len < 2) return {};
+  size_t list = (size_t(p[0]) << 8) | p[1];
+  if (list + 2 > len) return {};
+  p += 2;
+  for (size_t i = 0; i + 3 <= list;) {
+    unsigned type = p[i];
+    size_t n = (size_t(p[i + 1]) << 8) | p[i + 2];
+    if (i + 3 + n > list) return {};
+    if (type == TLSEXT_NAMETYPE_host_name) return std::string(reinterpret_cast<const char*>(p + i + 3), n);
+    i += 3 + n;
+  }
+  return {};
+}
 
 struct BioFree {
   void operator()(BIO* b) const { BIO_free(b); }
@@ -288,10 +318,6 @@ bool TlsContext::configure(SSL_CTX* ctx, std::string& error) const {
     error = "groups: \"" + settings_.groups + "\" is invalid (" + openssl_reason() + ")";
     return false;
   }
-  if (!SSL_CTX_set_session_id_context(ctx, kSessionIdContext, sizeof kSessionIdContext - 1)) {
-    error = "session id context: " + openssl_reason();
-    return false;
-  }
   if (settings_.session_cache_size == 0) {
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
   } else {
@@ -303,6 +329,7 @@ bool TlsContext::configure(SSL_CTX* ctx, std::string& error) const {
   // Every set's SSL_CTX carries the callbacks: after SSL_set_SSL_CTX OpenSSL takes ALPN from
   // the new one, while tickets and the session cache stay on the one the SSL was made from.
   SSL_CTX_set_app_data(ctx, const_cast<TlsContext*>(this));
+  SSL_CTX_set_client_hello_cb(ctx, &TlsContext::on_client_hello, const_cast<TlsContext*>(this));
   SSL_CTX_set_tlsext_servername_callback(ctx, &TlsContext::on_servername);
   SSL_CTX_set_tlsext_servername_arg(ctx, const_cast<TlsContext*>(this));
   if (!alpn_wire_.empty()) SSL_CTX_set_alpn_select_cb(ctx, &TlsContext::on_alpn, const_cast<TlsContext*>(this));
@@ -354,6 +381,13 @@ bool TlsContext::add_certificate(const TlsCertificateFiles& files, std::chrono::
       SSL_CTX_free(ctx);
       return false;
     }
+    std::string sid = session_id_context(names);
+    if (!SSL_CTX_set_session_id_context(ctx, reinterpret_cast<const unsigned char*>(sid.data()),
+                                        static_cast<unsigned int>(sid.size()))) {
+      error = "session id context: " + openssl_reason();
+      SSL_CTX_free(ctx);
+      return false;
+    }
     sets_.push_back(CertificateSet{ctx, names, {}, {}});
     set = &sets_.back();
   }
@@ -392,6 +426,22 @@ bool TlsContext::reload_ticket_keys(std::string& error) const {
   return true;
 }
 
+// Picks the certificate set before OpenSSL looks at the offered session (the servername
+// callback comes after that), so the session is checked against the set's own id context.
+int TlsContext::on_client_hello(SSL* ssl, int*, void* arg) noexcept {
+  const auto* self = static_cast<const TlsContext*>(arg);
+  std::string name;
+  try {
+    name = client_hello_sni(ssl);
+  } catch (...) {
+    return SSL_CLIENT_HELLO_SUCCESS;  // out of memory: the servername callback decides later
+  }
+  if (name.empty()) return SSL_CLIENT_HELLO_SUCCESS;
+  size_t set = self->names_.find(name);
+  if (set != npos && set != 0 && SSL_get_SSL_CTX(ssl) != self->sets_[set].ctx) SSL_set_SSL_CTX(ssl, self->sets_[set].ctx);
+  return SSL_CLIENT_HELLO_SUCCESS;
+}
+
 int TlsContext::on_servername(SSL* ssl, int* alert, void* arg) noexcept {
   return static_cast<const TlsContext*>(arg)->select_certificate(ssl, alert);
 }
@@ -407,7 +457,7 @@ int TlsContext::select_certificate(SSL* ssl, int* alert) const {
     *alert = SSL_AD_UNRECOGNIZED_NAME;
     return SSL_TLSEXT_ERR_ALERT_FATAL;
   }
-  if (set != 0 && SSL_set_SSL_CTX(ssl, sets_[set].ctx) == nullptr) {
+  if (set != 0 && SSL_get_SSL_CTX(ssl) != sets_[set].ctx && SSL_set_SSL_CTX(ssl, sets_[set].ctx) == nullptr) {
     *alert = SSL_AD_INTERNAL_ERROR;
     return SSL_TLSEXT_ERR_ALERT_FATAL;
   }

@@ -100,6 +100,7 @@ class TlsContext {
   bool add_certificate(const TlsCertificateFiles& files, std::chrono::system_clock::time_point now,
                        std::string& error);
 
+  static int on_client_hello(SSL* ssl, int* alert, void* arg) noexcept;
   static int on_servername(SSL* ssl, int* alert, void* arg) noexcept;
   static int on_alpn(SSL* ssl, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
                      unsigned int inlen, void* arg) noexcept;

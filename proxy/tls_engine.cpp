@@ -44,7 +44,17 @@ const char* to_string(TlsStatus status) {
 TlsEngine::TlsEngine(std::shared_ptr<const TlsContext> context, BufferPool& pool)
     : context_(std::move(context)), pool_(pool), buffers_(pool) {
   ssl_ = context_->new_ssl();
-  BIO* bio = ssl_ ? context_->bio_method().new_bio(buffers_) : nullptr;
+  attach_bio(context_->bio_method());
+}
+
+TlsEngine::TlsEngine(std::shared_ptr<const TlsClientContext> context, BufferPool& pool, SSL_SESSION* session)
+    : client_context_(std::move(context)), pool_(pool), buffers_(pool) {
+  ssl_ = client_context_->new_ssl(session);
+  attach_bio(client_context_->bio_method());
+}
+
+void TlsEngine::attach_bio(const TlsBioMethod& method) {
+  BIO* bio = ssl_ ? method.new_bio(buffers_) : nullptr;
   if (!bio) {
     SSL_free(ssl_);
     ssl_ = nullptr;
@@ -103,6 +113,11 @@ TlsStatus TlsEngine::result(int ret, const char* operation) {
     }
     default: {
       std::string reason = error_queue_text();
+      if (client_context_) {
+        // "certificate verify failed" alone does not say which check: expiry, issuer, name.
+        long verify = SSL_get_verify_result(ssl_);
+        if (verify != X509_V_OK) reason.append(": ").append(X509_verify_cert_error_string(verify));
+      }
       return fail(std::string(operation) + ": " + (reason.empty() ? "failed" : reason));
     }
   }

@@ -12,6 +12,7 @@
 
 #include "proxy/buffer_pool.h"
 #include "proxy/tls_bio.h"
+#include "proxy/tls_client_context.h"
 #include "proxy/tls_context.h"
 
 namespace sprayer::proxy {
@@ -37,6 +38,9 @@ class TlsEngine {
   // Chunks for ciphertext and plaintext come from `pool` (the worker's). If OpenSSL cannot
   // allocate, status() is error from the start.
   TlsEngine(std::shared_ptr<const TlsContext> context, BufferPool& pool);
+  // Client side (toward a pool server): sends SNI, verifies the server as `context` says and
+  // offers `session` (optional) for resumption. The first handshake() sends the ClientHello.
+  TlsEngine(std::shared_ptr<const TlsClientContext> context, BufferPool& pool, SSL_SESSION* session);
   ~TlsEngine();
   TlsEngine(const TlsEngine&) = delete;
   TlsEngine& operator=(const TlsEngine&) = delete;
@@ -92,6 +96,7 @@ class TlsEngine {
   bool session_reused() const;
 
   const std::shared_ptr<const TlsContext>& context() const { return context_; }
+  const std::shared_ptr<const TlsClientContext>& client_context() const { return client_context_; }
   SSL* native_handle() { return ssl_; }  // tests and diagnostics only
 
  private:
@@ -99,7 +104,10 @@ class TlsEngine {
   TlsStatus fail(std::string message);
   TlsStatus ensure_handshake();
 
+  void attach_bio(const TlsBioMethod& method);
+
   std::shared_ptr<const TlsContext> context_;  // keeps the SSL_CTXs alive (hot reload)
+  std::shared_ptr<const TlsClientContext> client_context_;  // the same, client side
   BufferPool& pool_;
   TlsBioBuffers buffers_;
   SSL* ssl_ = nullptr;

@@ -1,4 +1,5 @@
-// Backend connection: connect with a deadline, response parsing, idle keep-alive in the pool.
+// Backend connection: connect (and TLS handshake) with a deadline, response parsing, idle
+// keep-alive in the pool.
 #include "proxy/upstream_connection.h"
 
 #include <cstring>
@@ -6,6 +7,7 @@
 #include "proxy/exchange.h"
 #include "proxy/log.h"
 #include "proxy/pause.h"
+#include "proxy/tls_engine.h"
 #include "proxy/upstream_pool.h"
 #include "proxy/worker.h"
 
@@ -47,12 +49,24 @@ UpstreamConnection::UpstreamConnection(Worker& worker, UpstreamPool& pool) : wor
 
 UpstreamConnection::~UpstreamConnection() {
   if (counted_) WorkerStats::add(worker_.stats().upstream_open, -1);
+  writer_.set_tls(nullptr);
 }
 
 size_t UpstreamConnection::server_index() const { return pool_.server_index(); }
 
 int UpstreamConnection::connect(const sockaddr* addr) {
   state_ = State::connecting;
+  // The server's TLS settings as of the current configuration (a reload may have changed
+  // them); the pool's own copy for a server a reload removed while requests still use it.
+  const std::shared_ptr<ServerTls>* server_tls = &pool_.target().tls;
+  for (const auto& s : worker_.runtime().servers)
+    if (s.slot == server_index()) server_tls = &s.tls;
+  if (const auto& tls = *server_tls) {
+    std::shared_ptr<const TlsClientContext> context = tls->context.load();
+    tls_ = std::make_unique<TlsEngine>(context, worker_.buffers(), pool_.tls_session(context));
+    if (SSL* ssl = tls_->native_handle()) TlsClientContext::set_session_sink(ssl, &UpstreamConnection::on_tls_session, this);
+    writer_.set_tls(tls_.get());
+  }
   connect_req_.data = this;
   int rc = uv_tcp_connect(&connect_req_, &tcp_, addr, &UpstreamConnection::on_connect);
   if (rc != 0) return rc;
@@ -68,17 +82,56 @@ void UpstreamConnection::on_connect(uv_connect_t* req, int status) noexcept {
 
 void UpstreamConnection::handle_connect(int status) {
   if (state_ == State::closed) return;
-  timer_.clear();
-  timer_purpose_ = Timer::none;
   if (status != 0) {
     LOG_DEBUG("upstream %s: connect failed: %s", pool_.target().id.c_str(),
               uv_strerror(status));
     fail(kFailConnect);
     return;
   }
+  if (!tls_) {
+    connected();
+    return;
+  }
+  // The connect deadline keeps running: it covers the handshake too.
+  state_ = State::handshaking;
+  update_read_state();
+  advance_handshake();
+}
+
+void UpstreamConnection::connected() {
+  timer_.clear();
+  timer_purpose_ = Timer::none;
   state_ = State::active;
   update_read_state();
   if (exchange_) exchange_->on_connected(*this);
+}
+
+void UpstreamConnection::advance_handshake() {
+  TlsStatus status = tls_->handshake();
+  // The ClientHello, or our second flight (certificate, finished), or an alert.
+  if (tls_->pending_ciphertext() > 0 && writer_.flush() != 0 && status == TlsStatus::ok) status = TlsStatus::error;
+  if (status == TlsStatus::want_io) return;
+  const std::string& id = pool_.target().id;
+  if (status != TlsStatus::ok) {
+    WorkerStats::add(worker_.stats().upstream_tls_failures);
+    std::string_view why = tls_->error().empty() ? std::string_view("connection closed during the handshake")
+                                                 : tls_->error();
+    LOG_WARN("upstream %s: TLS handshake failed: %.*s", id.c_str(), static_cast<int>(why.size()), why.data());
+    // A session the server refuses would fail the same way again.
+    pool_.drop_tls_session();
+    fail(kFailConnect);
+    return;
+  }
+  WorkerStats::add(worker_.stats().upstream_tls_handshakes);
+  if (tls_->session_reused()) WorkerStats::add(worker_.stats().upstream_tls_resumed);
+  LOG_DEBUG("upstream %s: TLS %.*s %s", id.c_str(), static_cast<int>(tls_->protocol().size()),
+            tls_->protocol().data(), tls_->session_reused() ? "resumed" : "full handshake");
+  connected();
+}
+
+void UpstreamConnection::on_tls_session(void* self, SSL_SESSION* session) noexcept {
+  auto* up = static_cast<UpstreamConnection*>(self);
+  up->pool_.store_tls_session(session, up->tls_->client_context());
 }
 
 void UpstreamConnection::attach(Exchange* exchange) {
@@ -142,7 +195,9 @@ void UpstreamConnection::resume_reading(uint8_t reason) {
 }
 
 void UpstreamConnection::update_read_state() {
-  bool want = (state_ == State::active || state_ == State::idle || state_ == State::tunnel) && pause_reasons_ == 0;
+  bool want = (state_ == State::active || state_ == State::idle || state_ == State::tunnel ||
+               state_ == State::handshaking) &&
+              pause_reasons_ == 0;
   if (want == reading_) return;
   reading_ = want;
   auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
@@ -164,34 +219,86 @@ void UpstreamConnection::on_read(uv_stream_t* stream, ssize_t nread, const uv_bu
 
 void UpstreamConnection::handle_read(ssize_t nread, const uv_buf_t* buf) {
   Chunk* chunk = buf->base ? reinterpret_cast<Chunk*>(buf->base) - 1 : nullptr;
-  if (nread == 0) {
+  if (nread <= 0) {
     if (chunk) BufferPool::unref(chunk);
-    return;
-  }
-  if (nread < 0) {
-    if (chunk) BufferPool::unref(chunk);
-    if (state_ == State::idle) {
-      close();
-      return;
-    }
-    if (state_ == State::tunnel) {
-      fail(kFailReset);
-      return;
-    }
-    if (nread == UV_EOF && response_byte_seen_ && !response_done_) {
-      // A response delimited by the close of the connection ends here.
-      llhttp_errno_t err = llhttp_finish(&parser_);
-      if (err == HPE_OK && response_done_) {
-        if (exchange_) exchange_->on_upstream_read_done();
-        close();
-        return;
-      }
-    }
-    if (!response_done_) fail(kFailReset);
+    if (nread < 0) handle_eof(nread);
     return;
   }
   Slice data(chunk, buf->base, static_cast<size_t>(nread));
   BufferPool::unref(chunk);
+  if (tls_) {
+    handle_tls_input(std::move(data));
+  } else {
+    handle_data(std::move(data));
+  }
+}
+
+void UpstreamConnection::handle_tls_input(Slice ciphertext) {
+  tls_->feed_ciphertext(std::move(ciphertext));
+  if (state_ == State::handshaking) {
+    advance_handshake();
+    if (state_ != State::active) return;
+  }
+  // Everything fed is decrypted now: a pooled idle connection must read the session tickets
+  // a TLS 1.3 server sends after the handshake (they yield no plaintext), and a response
+  // split over records is parsed piece by piece.
+  while (state_ != State::closed) {
+    Slice plain;
+    TlsStatus status = tls_->read_plaintext(plain);
+    if (status == TlsStatus::ok) {
+      handle_data(std::move(plain));
+      continue;
+    }
+    if (status == TlsStatus::closed) {
+      handle_eof(UV_EOF);  // close_notify: the server ends the connection
+      return;
+    }
+    if (status == TlsStatus::error) {
+      LOG_DEBUG("upstream %s: TLS: %.*s", pool_.target().id.c_str(),
+                static_cast<int>(tls_->error().size()), tls_->error().data());
+      if (state_ == State::idle) {
+        close();
+      } else {
+        fail(kFailReset);
+      }
+      return;
+    }
+    break;
+  }
+  // Replies OpenSSL owes the server (a key update) go out now.
+  if (state_ != State::closed && tls_->pending_ciphertext() > 0 && writer_.flush() != 0) fail(kFailReset);
+}
+
+void UpstreamConnection::handle_eof(ssize_t nread) {
+  if (state_ == State::idle) {
+    close();
+    return;
+  }
+  if (state_ == State::handshaking) {
+    WorkerStats::add(worker_.stats().upstream_tls_failures);
+    LOG_WARN("upstream %s: TLS handshake failed: the server closed the connection (%s)",
+             pool_.target().id.c_str(), uv_strerror(static_cast<int>(nread)));
+    pool_.drop_tls_session();
+    fail(kFailConnect);
+    return;
+  }
+  if (state_ == State::tunnel) {
+    fail(kFailReset);
+    return;
+  }
+  if (nread == UV_EOF && response_byte_seen_ && !response_done_) {
+    // A response delimited by the close of the connection ends here.
+    llhttp_errno_t err = llhttp_finish(&parser_);
+    if (err == HPE_OK && response_done_) {
+      if (exchange_) exchange_->on_upstream_read_done();
+      close();
+      return;
+    }
+  }
+  if (!response_done_) fail(kFailReset);
+}
+
+void UpstreamConnection::handle_data(Slice data) {
   if (state_ == State::idle) {
     // A server says nothing unasked; whatever this is, the connection is not reusable.
     close();
@@ -202,6 +309,7 @@ void UpstreamConnection::handle_read(ssize_t nread, const uv_buf_t* buf) {
     if (exchange_) exchange_->on_upstream_tunnel_data(std::move(data));
     return;
   }
+  if (state_ != State::active) return;
   if (timer_purpose_ == Timer::response) arm_response_timer();
   response_byte_seen_ = true;
   input_ = data;
@@ -269,7 +377,7 @@ void UpstreamConnection::fail(int kind) {
   State was = state_;
   close();
   if (!exchange) return;
-  if (kind == kFailConnect && was == State::connecting) {
+  if (kind == kFailConnect && (was == State::connecting || was == State::handshaking)) {
     exchange->on_connect_failed(*this, 0);
     return;
   }
@@ -286,9 +394,16 @@ void UpstreamConnection::fail_server_down() { fail(kFailServerDown); }
 void UpstreamConnection::close() {
   if (state_ == State::closed) return;
   pool_.on_closed(this);
+  bool tls_up = tls_ && tls_->handshake_done() && tls_->status() == TlsStatus::ok && state_ != State::handshaking;
   state_ = State::closed;
   exchange_ = nullptr;
   writer_.discard();
+  if (tls_up) {
+    // close_notify (idle timeout, pool full, draining): the server sees an orderly end, not a
+    // truncation. Best effort: what the socket does not take at once is dropped by the close.
+    tls_->shutdown();
+    writer_.flush();
+  }
   head_.release();
   for (auto* handle : {reinterpret_cast<uv_handle_t*>(&tcp_), timer_.handle()}) {
     if (!uv_is_closing(handle)) uv_close(handle, &UpstreamConnection::on_close);

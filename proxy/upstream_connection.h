@@ -4,7 +4,12 @@
 #pragma once
 
 #include <llhttp.h>
+#include <openssl/types.h>
+
+typedef struct ssl_session_st SSL_SESSION;  // <openssl/ssl.h> without the whole header
 #include <uv.h>
+
+#include <memory>
 
 #include "proxy/buffer_pool.h"
 #include "proxy/deadline.h"
@@ -14,12 +19,14 @@
 namespace sprayer::proxy {
 
 class Exchange;
+class TlsEngine;
 class UpstreamPool;
 class Worker;
 
 class UpstreamConnection {
  public:
-  enum class State { connecting, active, idle, tunnel, closed };
+  // handshaking: TCP is up, TLS is not yet; the connection is not "connected" until it is.
+  enum class State { connecting, handshaking, active, idle, tunnel, closed };
 
   UpstreamConnection(Worker& worker, UpstreamPool& pool);
   int connect(const sockaddr* addr);  // 0: the result comes to the exchange later
@@ -60,6 +67,12 @@ class UpstreamConnection {
   static void on_close(uv_handle_t* handle) noexcept;
   void handle_connect(int status);
   void handle_read(ssize_t nread, const uv_buf_t* buf);
+  void handle_eof(ssize_t nread);
+  void handle_data(Slice data);
+  void handle_tls_input(Slice ciphertext);
+  void advance_handshake();
+  void connected();
+  static void on_tls_session(void* self, SSL_SESSION* session) noexcept;
   void handle_timer();
 
   static int on_message_begin(llhttp_t* p) noexcept;
@@ -84,6 +97,7 @@ class UpstreamConnection {
   HttpHead head_;
   StreamWriter writer_;
   Slice input_;
+  std::unique_ptr<TlsEngine> tls_;  // null = plain HTTP
   State state_ = State::connecting;
   Timer timer_purpose_ = Timer::none;
   uint8_t pause_reasons_ = 0;

@@ -1,6 +1,7 @@
 // Per-worker keep-alive pool for one server.
 #include "proxy/upstream_pool.h"
 
+#include <openssl/ssl.h>
 #include <uv.h>
 
 #include <algorithm>
@@ -9,6 +10,16 @@
 #include "proxy/worker.h"
 
 namespace sprayer::proxy {
+
+UpstreamPool::~UpstreamPool() { SSL_SESSION_free(tls_session_); }
+
+void UpstreamPool::store_tls_session(SSL_SESSION* session, std::shared_ptr<const TlsClientContext> context) {
+  SSL_SESSION_free(tls_session_);
+  tls_session_ = session;
+  session_context_ = session ? std::move(context) : nullptr;
+}
+
+void UpstreamPool::drop_tls_session() { store_tls_session(nullptr, nullptr); }
 
 UpstreamConnection* UpstreamPool::acquire(bool& reused, int& error) {
   while (!idle_.empty()) {

@@ -1,9 +1,14 @@
 // Idle keep-alive connections to one pool server, per worker (LIFO: the warmest first).
 #pragma once
 
+#include <openssl/types.h>
+
+typedef struct ssl_session_st SSL_SESSION;  // <openssl/ssl.h> without the whole header
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <unordered_set>
 #include <vector>
 
@@ -11,6 +16,7 @@
 
 namespace sprayer::proxy {
 
+class TlsClientContext;
 class UpstreamConnection;
 class Worker;
 
@@ -20,6 +26,9 @@ class UpstreamPool {
   // its server while requests are still in flight on it.
   UpstreamPool(Worker& worker, ServerTarget target)
       : worker_(worker), server_index_(target.slot), target_(std::move(target)) {}
+  ~UpstreamPool();
+  UpstreamPool(const UpstreamPool&) = delete;
+  UpstreamPool& operator=(const UpstreamPool&) = delete;
 
   // An idle connection ready for a request, or a new one that is connecting (null if the
   // connect could not even start; the error is in `error`).
@@ -56,6 +65,16 @@ class UpstreamPool {
   }
   size_t idle_count() const { return idle_.size(); }
 
+  // The newest TLS session the server issued to this worker, offered by the next connection
+  // so that a reconnect costs an abbreviated handshake. Per worker: no lock. Only a session made
+  // under `context` is returned: after a reload (a new CA, say) the server is verified afresh.
+  SSL_SESSION* tls_session(const std::shared_ptr<const TlsClientContext>& context) const {
+    return context == session_context_ ? tls_session_ : nullptr;
+  }
+  // Takes the caller's reference.
+  void store_tls_session(SSL_SESSION* session, std::shared_ptr<const TlsClientContext> context);
+  void drop_tls_session();
+
  private:
   Worker& worker_;
   size_t server_index_;
@@ -65,6 +84,8 @@ class UpstreamPool {
   std::unordered_set<UpstreamConnection*> active_;  // attached to a request
   uint64_t unanswered_since_ = 0;  // loop time in ms; 0 = nothing waits unanswered
   bool stall_reported_ = false;
+  SSL_SESSION* tls_session_ = nullptr;
+  std::shared_ptr<const TlsClientContext> session_context_;
 };
 
 }  // namespace sprayer::proxy

@@ -728,16 +728,20 @@ class TlsTest(harness.TestCase):
 
     def test_completed_handshake_without_request_is_closed(self):
         # client_header runs from the accept: a client that completes the handshake and then sends
-        # nothing is closed once it expires, and other connections are unaffected.
+        # nothing is closed once it expires, with close_notify (an orderly TLS close, not a
+        # truncation), and other connections are unaffected.
         ctx = ssl.create_default_context(cafile=self.pki.ca)
         raw = socket.create_connection(("127.0.0.1", self.tls_port), timeout=5)
         started = time.monotonic()
-        with ctx.wrap_socket(raw, server_hostname="mail.example.com") as s:
+        # suppress_ragged_eofs=False: a close without close_notify raises SSLEOFError.
+        with ctx.wrap_socket(raw, server_hostname="mail.example.com", suppress_ragged_eofs=False) as s:
             self.assertIn(s.version(), ("TLSv1.2", "TLSv1.3"))
             s.settimeout(CLIENT_HEADER_S + 5)
             try:
-                data = s.recv(1024)  # TLS 1.3 tickets are consumed inside; b"" at close
-            except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionResetError):
+                data = s.recv(1024)  # TLS 1.3 tickets are consumed inside; b"" after close_notify
+            except ssl.SSLEOFError:
+                self.fail("the idle TLS connection was closed without close_notify")
+            except (ssl.SSLZeroReturnError, ConnectionResetError):
                 data = b""
             except socket.timeout:
                 self.fail(f"idle TLS connection still open {CLIENT_HEADER_S + 5}s after connecting")
@@ -745,6 +749,25 @@ class TlsTest(harness.TestCase):
         self.assertEqual(data, b"", "unexpected application data on an idle connection")
         self.assertGreaterEqual(elapsed, CLIENT_HEADER_S - 0.5, f"closed after {elapsed:.2f}s, before client_header")
         self.normal_https_request("after an idle TLS connection")
+
+    def test_session_not_resumed_under_another_certificate(self):
+        # RFC 6066 3: a session made for pool1.other.test (its own certificate) must not be
+        # resumed for mail.example.com (the wildcard), and the reverse; the same name resumes.
+        for flag, version in (("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")):
+            for first, other in (("pool1.other.test", "mail.example.com"), ("mail.example.com", "pool1.other.test")):
+                sess = harness.scratch_path(f"sess-cross-{first}{flag}") + ".pem"
+                r = self.s_client(flag, servername=first, wait_for_session=sess)
+                self.assertTrue(r.session_seen, f"{version} {first}: no session\n{r.describe()}")
+                # s_client offers the session whatever name it sends (as a careless client may).
+                crossed = SClient(self.tls_port, flag, "-sess_in", sess, servername=other, ca=self.pki.ca)
+                self.assertEqual(crossed.rc, 0, crossed.describe())
+                self.assertEqual(crossed.new_or_reused, "New",
+                                 f"{version} session for {first} resumed under {other}\n{crossed.describe()}")
+                expected_leaf = "pool1" if other.startswith("pool1") else {"wild-ec", "wild-rsa"}
+                self.assertIn(crossed.leaf(self.pki), expected_leaf if isinstance(expected_leaf, set) else {expected_leaf},
+                              f"{other} must get its own certificate\n{crossed.describe()}")
+                same = self.s_client(flag, "-sess_in", sess, servername=first)
+                self.assertEqual(same.new_or_reused, "Reused", f"{version} {first} again\n{same.describe()}")
 
     # ---- metrics ------------------------------------------------------------------------------
 
@@ -819,6 +842,95 @@ class TlsReloadTest(harness.TestCase):
         finally:
             sprayer.stop()
             pool.stop()
+
+
+class TlsReloadUnderLoadTest(harness.TestCase):
+    """Issue #5: certificates replaced and SIGHUP sent several times while clients keep making
+    HTTPS requests (new connections and keep-alive ones): not one request fails, and new
+    connections get the new certificate."""
+
+    TIMEOUT = 90
+    THREADS = 4
+    RELOADS = 6
+
+    def test_reload_under_load_loses_no_request(self):
+        pki = Pki(scratch_folder("tls-load-pki"))
+        live = scratch_folder("tls-load-live")
+        cert, key = os.path.join(live, "cert.pem"), os.path.join(live, "cert.key")
+
+        def install(src_cert, src_key):
+            for src, dst in ((src_key, key), (src_cert, cert)):
+                with open(src, "rb") as f:
+                    data = f.read()
+                with open(dst + ".tmp", "wb") as f:
+                    f.write(data)
+                os.replace(dst + ".tmp", dst)
+
+        # Both cover mail.example.com: clients verify chain and name throughout.
+        versions = [(pki.wild_ec, pki.wild_ec_key, "wild-ec"), (pki.wild_rsa, pki.wild_rsa_key, "wild-rsa")]
+        install(*versions[0][:2])
+        pool = harness.pool(2)
+        port = harness.free_port()
+        config = harness.sprayer_config(pool, workers=2, port=port)
+        config["listeners"] = [{"name": "https", "address": f"127.0.0.1:{port}",
+                                "tls": {"certificates": [{"cert": cert, "key": key}]}}]
+        sprayer = Sprayer(config).start()
+        stop = threading.Event()
+        lock = threading.Lock()
+        counts = {"ok": 0, "connections": 0}
+        failures = []
+
+        def served_leaf():
+            ctx = ssl.create_default_context(cafile=pki.ca)
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+                    ctx.wrap_socket(raw, server_hostname="mail.example.com") as s:
+                return pki.fingerprints.get(hashlib.sha256(s.getpeercert(binary_form=True)).hexdigest())
+
+        def client_loop(n):
+            # Each connection makes 1..8 requests, so handshakes and keep-alive reuse mix.
+            rng = random.Random(n)
+            deadline = time.monotonic() + 60  # bounded even if the main thread never stops us
+            while not stop.is_set() and time.monotonic() < deadline:
+                try:
+                    with TlsHttpClient(port, pki.ca, timeout=10) as c:
+                        with lock:
+                            counts["connections"] += 1
+                        for _ in range(rng.randint(1, 8)):
+                            resp = c.request("GET", AS_PATH, host="mail.example.com")
+                            if resp.status != 200:
+                                raise AssertionError(f"status {resp.status}")
+                            with lock:
+                                counts["ok"] += 1
+                except Exception as e:  # noqa: BLE001 - every failure is counted and shown
+                    with lock:
+                        failures.append(f"{type(e).__name__}: {e}")
+
+        threads = [threading.Thread(target=client_loop, args=(i,), daemon=True) for i in range(self.THREADS)]
+        try:
+            self.assertEqual(served_leaf(), "wild-ec")
+            for t in threads:
+                t.start()
+            wait_until(lambda: counts["ok"] >= 50, 20, what="load to run")
+            for i in range(1, self.RELOADS + 1):
+                cert_file, key_file, name = versions[i % 2]
+                install(cert_file, key_file)
+                os.kill(sprayer.pid, signal.SIGHUP)
+                wait_until(lambda: served_leaf() == name, 10, interval=0.05,
+                           what=f"reload {i}: new connections to get {name}")
+                before = counts["ok"]
+                wait_until(lambda: counts["ok"] >= before + 20, 10, what=f"requests after reload {i}")
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(15)
+            sprayer.assert_alive()
+            sprayer.stop()
+            pool.stop()
+        self.assertEqual(failures, [], f"{len(failures)} failed requests during reloads "
+                                       f"(of {counts['ok'] + len(failures)})")
+        self.assertGreater(counts["connections"], 20)
+        sys.stderr.write(f"reload under load: {counts['ok']} requests on {counts['connections']} connections, "
+                         f"{self.RELOADS} reloads, 0 failures\n")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,10 @@
 // response is fully queued, which keeps pipelined responses in order without a queue.
 #include "tests/poolsim/client_connection.h"
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
 #include <algorithm>
 #include <cstdio>
 
@@ -110,10 +114,26 @@ ClientConnection::ClientConnection(PoolServer& server) : server_(server) {
   server_.adopt(this);
 }
 
+ClientConnection::~ClientConnection() { SSL_free(ssl_); }
+
 void ClientConnection::accept(uv_stream_t* listener) {
   if (uv_accept(listener, reinterpret_cast<uv_stream_t*>(&tcp_)) != 0) {
     close();
     return;
+  }
+  if (SSL_CTX* ctx = server_.tls_context()) {
+    ssl_ = SSL_new(ctx);
+    tls_in_ = BIO_new(BIO_s_mem());
+    tls_out_ = BIO_new(BIO_s_mem());
+    if (!ssl_ || !tls_in_ || !tls_out_) {
+      BIO_free(tls_in_);
+      BIO_free(tls_out_);
+      close();
+      return;
+    }
+    BIO_set_mem_eof_return(tls_in_, -1);  // empty = "want more", not EOF
+    SSL_set_bio(ssl_, tls_in_, tls_out_);
+    SSL_set_accept_state(ssl_);
   }
   uv_tcp_nodelay(&tcp_, 1);
   resume_reading();
@@ -282,8 +302,83 @@ void ClientConnection::on_read(ssize_t nread, const char* data) {
     close();
     return;
   }
-  if (nread == 0 || state_ == State::closing) return;  // closing: discard until EOF
-  auto length = static_cast<size_t>(nread);
+  if (nread == 0) return;
+  if (ssl_) {
+    on_tls_read(data, static_cast<size_t>(nread));
+    return;
+  }
+  on_plaintext(data, static_cast<size_t>(nread));
+}
+
+void ClientConnection::on_tls_read(const char* data, size_t length) {
+  BIO_write(tls_in_, data, static_cast<int>(length));
+  plain_.clear();
+  bool peer_closed = false;
+  for (;;) {
+    char buffer[16 * 1024];
+    ERR_clear_error();
+    int n = SSL_read(ssl_, buffer, sizeof buffer);
+    if (n > 0) {
+      plain_.append(buffer, static_cast<size_t>(n));
+      continue;
+    }
+    int error = SSL_get_error(ssl_, n);
+    if (error == SSL_ERROR_WANT_READ) break;
+    if (error == SSL_ERROR_ZERO_RETURN) {
+      peer_closed = true;
+      break;
+    }
+    if (server_.options().verbose) {
+      char text[256];
+      ERR_error_string_n(ERR_peek_error(), text, sizeof text);
+      std::fprintf(stderr, "poolsim %s: TLS: %s\n", server_.options().id.c_str(), text);
+    }
+    ERR_clear_error();
+    send_tls_output();  // the alert
+    close();
+    return;
+  }
+  if (!send_tls_output()) return;
+  if (!plain_.empty()) {
+    std::string plain = std::move(plain_);
+    on_plaintext(plain.data(), plain.size());
+  }
+  if (peer_closed && state_ != State::closed) on_peer_eof();
+}
+
+bool ClientConnection::send_tls_output() {
+  if (state_ == State::closed || BIO_ctrl_pending(tls_out_) == 0) return true;
+  WriteRequest* request = server_.acquire_write();
+  request->data.resize(BIO_ctrl_pending(tls_out_));
+  int n = BIO_read(tls_out_, request->data.data(), static_cast<int>(request->data.size()));
+  request->data.resize(n > 0 ? static_cast<size_t>(n) : 0);
+  uv_buf_t buf = uv_buf_init(request->data.data(), static_cast<unsigned>(request->data.size()));
+  return write_raw(request, &buf, 1);
+}
+
+std::string ClientConnection::tls_details() const {
+  const char* sni = SSL_get_servername(ssl_, TLSEXT_NAMETYPE_host_name);
+  std::string out = "X-Tls-Sni: ";
+  out += sni ? sni : "-";
+  out += "\r\nX-Tls-Version: ";
+  out += SSL_get_version(ssl_);
+  out += "\r\nX-Tls-Resumed: ";
+  out += SSL_session_reused(ssl_) ? "1" : "0";
+  out += "\r\nX-Tls-Client: ";
+  X509* peer = SSL_get1_peer_certificate(ssl_);
+  std::string subject = "-";
+  if (peer) {
+    char cn[256] = {0};
+    if (X509_NAME_get_text_by_NID(X509_get_subject_name(peer), NID_commonName, cn, sizeof cn) > 0) subject = cn;
+    X509_free(peer);
+  }
+  out += subject;
+  out += "\r\n";
+  return out;
+}
+
+void ClientConnection::on_plaintext(const char* data, size_t length) {
+  if (state_ == State::closing || state_ == State::closed) return;  // closing: discard until EOF
   if (state_ == State::reading && in_.empty()) {
     size_t used = parse(data, length);
     if (used < length && (state_ == State::delaying || state_ == State::streaming)) {
@@ -760,6 +855,7 @@ void ClientConnection::append_head(uint64_t content_length) {
     out_ += "\r\n";
   }
   out_ += ex.extra_headers;
+  if (ssl_) out_ += tls_details();
   if (ex.blob && ex.blob_chunked) {
     out_ += "Transfer-Encoding: chunked\r\n";
   } else if (body_allowed(ex.status)) {
@@ -802,6 +898,7 @@ void ClientConnection::pump_blob() {
 }
 
 void ClientConnection::finish_exchange() {
+  ticket_due_ = ssl_ != nullptr && server_.options().tls_late_tickets;
   if (!exchange_.keep_alive) {
     begin_close();
     return;
@@ -820,6 +917,13 @@ void ClientConnection::settle() {
     }
   }
   flush();
+  if (ticket_due_ && state_ == State::reading && SSL_version(ssl_) == TLS1_3_VERSION) {
+    // Queued behind the response: it reaches the client once the response is complete.
+    ticket_due_ = false;
+    if (SSL_new_session_ticket(ssl_) == 1) SSL_do_handshake(ssl_);
+    ERR_clear_error();
+    if (!send_tls_output()) return;
+  }
   update_reading();
 }
 
@@ -844,6 +948,27 @@ void ClientConnection::flush() {
 }
 
 bool ClientConnection::write(WriteRequest* request, const uv_buf_t* bufs, unsigned count) {
+  if (!ssl_) return write_raw(request, bufs, count);
+  // Encrypt into the request: the plaintext it referenced (pattern, framing) is not needed
+  // once OpenSSL has it.
+  for (unsigned i = 0; i < count; ++i) {
+    if (bufs[i].len == 0) continue;
+    ERR_clear_error();
+    if (SSL_write(ssl_, bufs[i].base, static_cast<int>(bufs[i].len)) <= 0) {
+      server_.release_write(request);
+      close();
+      return false;
+    }
+  }
+  std::string cipher(BIO_ctrl_pending(tls_out_), '\0');
+  int n = BIO_read(tls_out_, cipher.data(), static_cast<int>(cipher.size()));
+  cipher.resize(n > 0 ? static_cast<size_t>(n) : 0);
+  request->data = std::move(cipher);
+  uv_buf_t buf = uv_buf_init(request->data.data(), static_cast<unsigned>(request->data.size()));
+  return write_raw(request, &buf, 1);
+}
+
+bool ClientConnection::write_raw(WriteRequest* request, const uv_buf_t* bufs, unsigned count) {
   request->req.data = request;
   request->owner = this;
   request->bytes = 0;
@@ -878,6 +1003,10 @@ void ClientConnection::begin_close() {
   uv_timer_stop(&delay_timer_);
   flush();
   if (state_ == State::closed) return;
+  if (ssl_ && SSL_is_init_finished(ssl_)) {
+    SSL_shutdown(ssl_);  // close_notify: the client knows the response was complete
+    if (!send_tls_output()) return;
+  }
   shutdown_req_.data = this;
   if (uv_shutdown(&shutdown_req_, reinterpret_cast<uv_stream_t*>(&tcp_), on_shutdown_cb) != 0) {
     close();

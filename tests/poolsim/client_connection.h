@@ -3,6 +3,7 @@
 #pragma once
 
 #include <llhttp.h>
+#include <openssl/types.h>
 #include <uv.h>
 
 #include <cstddef>
@@ -36,7 +37,7 @@ class ClientConnection {
     closed,     // uv_close called
   };
 
-  ~ClientConnection() = default;
+  ~ClientConnection();
 
   static const llhttp_settings_t kParserSettings;
   static int on_message_begin_cb(llhttp_t* parser) noexcept;
@@ -66,6 +67,11 @@ class ClientConnection {
   static void on_close_cb(uv_handle_t* handle) noexcept;
 
   void on_read(ssize_t nread, const char* data);
+  void on_plaintext(const char* data, size_t length);
+  void on_tls_read(const char* data, size_t length);
+  bool send_tls_output();  // ciphertext OpenSSL produced (handshake, alerts, close_notify)
+  bool write_raw(WriteRequest* request, const uv_buf_t* bufs, unsigned count);
+  std::string tls_details() const;
   void on_write(WriteRequest* request, int status);
   void on_shutdown(int status);
   void on_delay_timer();
@@ -111,6 +117,12 @@ class ClientConnection {
   std::string in_;   // input waiting while a response is pending (pipelining)
   std::string out_;  // bytes to write at the next flush
   size_t inflight_bytes_ = 0;  // written but not yet completed
+  // HTTPS (--tls-cert): the TLS session over memory BIOs; plain HTTP flows through it.
+  SSL* ssl_ = nullptr;
+  BIO* tls_in_ = nullptr;   // owned by ssl_
+  BIO* tls_out_ = nullptr;  // owned by ssl_
+  std::string plain_;       // decrypted bytes of the current read
+  bool ticket_due_ = false;  // --tls-late-tickets: a response went out, a ticket follows it
 };
 
 }  // namespace poolsim

@@ -27,6 +27,7 @@ bool parse_rate(std::string_view text, double& out) {
 std::string usage() {
   return "usage: poolsim --id ID --listen HOST:PORT [--ping-hold DURATION] [--latency-ms N]\n"
          "               [--error-rate F] [--unavailable] [--seed N] [--verbose]\n"
+         "               [--tls-cert PEM --tls-key PEM [--tls-client-ca PEM] [--tls-late-tickets]]\n"
          "               [--db sqlite:PATH|postgresql:CONNINFO [--advertise HOST:PORT] [--availability N]\n"
          "                [--heartbeat DURATION] [--stale-after DURATION] [--refresh DURATION] [--no-claim]]\n"
          "A stand-in for one HCL Traveler pool server (tests, demo, benchmarks).\n"
@@ -36,6 +37,11 @@ std::string usage() {
          "  --unavailable         getStatus reports 503 until POST /poolsim/available?value=1\n"
          "  --seed N              seed of the error-rate PRNG (default 1)\n"
          "  --verbose             log every request to stderr\n"
+         "  --tls-cert/--tls-key  serve HTTPS with this certificate chain and key; responses carry\n"
+         "                        X-Tls-Sni, X-Tls-Version, X-Tls-Resumed and X-Tls-Client\n"
+         "  --tls-client-ca PEM   require a client certificate issued by this CA\n"
+         "  --tls-late-tickets    TLS 1.3: send a new session ticket after every response, when the\n"
+         "                        client's connection is idle (a keep-alive pool must read it)\n"
          "Pool duties (with --db only):\n"
          "  --db SPEC             the pool tables: sqlite:PATH or postgresql:CONNINFO (a libpq\n"
          "                        conninfo or postgresql:// URI); registers, heartbeats, claims users\n"
@@ -80,6 +86,8 @@ ParseOutcome parse_options(int argc, char** argv, Options& options, std::string&
       options.unavailable = true;
     } else if (name == "--verbose" || name == "-v") {
       options.verbose = true;
+    } else if (name == "--tls-late-tickets") {
+      options.tls_late_tickets = true;
     } else if (name == "--no-claim") {
       options.claim = false;
     } else if (name == "--db") {
@@ -113,6 +121,11 @@ ParseOutcome parse_options(int argc, char** argv, Options& options, std::string&
         message = std::string(name) + ": not a positive duration (e.g. 1s, 200ms): " + std::string(v);
         return ParseOutcome::error;
       }
+    } else if (name == "--tls-cert" || name == "--tls-key" || name == "--tls-client-ca") {
+      if (!value(v)) return ParseOutcome::error;
+      std::string& out = name == "--tls-cert" ? options.tls_cert
+                         : name == "--tls-key" ? options.tls_key : options.tls_client_ca;
+      out = v;
     } else if (name == "--id") {
       if (!value(v)) return ParseOutcome::error;
       options.id = v;
@@ -149,6 +162,11 @@ ParseOutcome parse_options(int argc, char** argv, Options& options, std::string&
       message = "unknown argument: " + std::string(arg);
       return ParseOutcome::error;
     }
+  }
+  if (options.tls_cert.empty() != options.tls_key.empty() ||
+      (!options.tls_client_ca.empty() && options.tls_cert.empty())) {
+    message = "--tls-cert and --tls-key go together (and --tls-client-ca needs them)";
+    return ParseOutcome::error;
   }
   if (!have_id || !have_listen) {
     message = "--id and --listen are required";

@@ -15,6 +15,12 @@ struct Options {
   bool unavailable = false;        // getStatus answers 503 from the start
   uint64_t seed = 1;               // PRNG seed for --error-rate
   bool verbose = false;            // one stderr line per request
+  // HTTPS instead of HTTP (both files PEM). With a client CA, a client certificate it signed
+  // is required. Responses then say what the handshake saw (X-Tls-* headers).
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_client_ca;
+  bool tls_late_tickets = false;  // TLS 1.3: one more session ticket after every response
 
   // Pool duties (all inert without --db): registration, heartbeats, claims, takeovers.
   std::string db;                     // "sqlite:PATH" | "postgresql:CONNINFO"; empty = none

@@ -1,6 +1,9 @@
 // PoolServer: poolsim's listener, signal handling and shared per-process state (see pool_server.h).
 #include "tests/poolsim/pool_server.h"
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <utility>
@@ -86,9 +89,45 @@ PoolServer::PoolServer(uv_loop_t* loop, Options options)
 
 PoolServer::~PoolServer() {
   for (WriteRequest* request : spare_writes_) delete request;
+  SSL_CTX_free(tls_ctx_);
+}
+
+bool PoolServer::load_tls(std::string& error) {
+  auto reason = [] {
+    char buf[256];
+    ERR_error_string_n(ERR_get_error(), buf, sizeof buf);
+    ERR_clear_error();
+    return std::string(buf);
+  };
+  tls_ctx_ = SSL_CTX_new(TLS_server_method());
+  if (!tls_ctx_) {
+    error = "SSL_CTX_new: " + reason();
+    return false;
+  }
+  if (SSL_CTX_use_certificate_chain_file(tls_ctx_, options_.tls_cert.c_str()) != 1) {
+    error = "--tls-cert " + options_.tls_cert + ": " + reason();
+    return false;
+  }
+  if (SSL_CTX_use_PrivateKey_file(tls_ctx_, options_.tls_key.c_str(), SSL_FILETYPE_PEM) != 1 ||
+      SSL_CTX_check_private_key(tls_ctx_) != 1) {
+    error = "--tls-key " + options_.tls_key + ": " + reason();
+    return false;
+  }
+  // Needed for TLS 1.2 session-ID resumption once client certificates are verified.
+  static const unsigned char kContext[] = "poolsim";
+  SSL_CTX_set_session_id_context(tls_ctx_, kContext, sizeof kContext - 1);
+  if (!options_.tls_client_ca.empty()) {
+    if (SSL_CTX_load_verify_file(tls_ctx_, options_.tls_client_ca.c_str()) != 1) {
+      error = "--tls-client-ca " + options_.tls_client_ca + ": " + reason();
+      return false;
+    }
+    SSL_CTX_set_verify(tls_ctx_, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  }
+  return true;
 }
 
 bool PoolServer::start(std::string& error) {
+  if (!options_.tls_cert.empty() && !load_tls(error)) return false;
   sockaddr_storage addr{};
   if (!resolve_listen(options_.listen, addr, error)) return false;
   uv_tcp_init(loop_, &listener_);

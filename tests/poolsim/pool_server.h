@@ -3,6 +3,7 @@
 // --db, the pool membership).
 #pragma once
 
+#include <openssl/types.h>
 #include <uv.h>
 
 #include <array>
@@ -62,6 +63,7 @@ class PoolServer {
   void set_available(bool value) { available_ = value; }
   bool draw_injected_error();
   PoolMembership& membership() { return membership_; }
+  SSL_CTX* tls_context() const { return tls_ctx_; }  // null = plain HTTP
 
   // Reads are consumed before the next read starts, so one buffer serves every connection.
   uv_buf_t read_buffer();
@@ -78,6 +80,7 @@ class PoolServer {
   static void on_connection_cb(uv_stream_t* listener, int status) noexcept;
   static void on_signal_cb(uv_signal_t* handle, int signum) noexcept;
   void on_connection(int status);
+  bool load_tls(std::string& error);
 
   uv_loop_t* loop_;
   Options options_;
@@ -88,6 +91,7 @@ class PoolServer {
   bool shut_down_ = false;
   uint64_t prng_state_;
   PoolMembership membership_;  // after options_, which it reads
+  SSL_CTX* tls_ctx_ = nullptr;
   uv_tcp_t listener_{};
   uv_signal_t sigterm_{};
   uv_signal_t sigint_{};

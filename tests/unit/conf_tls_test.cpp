@@ -90,3 +90,74 @@ TEST_CASE("redirect_to_https belongs to plain listeners") {
   CHECK_FALSE(bad.ok());
   CHECK(errors_of(bad).find("redirect_to_https is for a plain listener") != std::string::npos);
 }
+
+// ---- backend TLS: upstream.tls defaults, servers[].tls overrides ------------------------------
+
+namespace {
+
+LoadResult load_servers(const std::string& yaml) {
+  return load_string("admin:\n  enabled: false\nlisteners:\n  - name: http\n    address: 127.0.0.1:8080\n" + yaml,
+                     "/etc/sprayer/sprayer.yaml");
+}
+
+}  // namespace
+
+TEST_CASE("backend tls: off by default, upstream.tls applies to every server, a server overrides key by key") {
+  auto plain = load_servers("servers:\n  - id: pool1\n    address: 127.0.0.1:9001\n");
+  REQUIRE_MESSAGE(plain.ok(), errors_of(plain));
+  CHECK_FALSE(plain.config->servers[0].tls.enabled);
+
+  // The servers come first in the file: the defaults still apply to them.
+  auto r = load_servers(R"(servers:
+  - id: pool1
+    address: pool1.acme.test:443
+  - id: pool2
+    address: 10.0.0.2:443
+    tls:
+      sni: pool2.acme.test
+      verify: false
+  - id: pool3
+    address: 10.0.0.3:80
+    tls:
+      enabled: false
+upstream:
+  tls:
+    ca_file: certs/pool-ca.pem
+    client_cert: certs/sprayer.pem
+    client_key: /keys/sprayer.key
+    min_version: "1.3"
+)");
+  REQUIRE_MESSAGE(r.ok(), errors_of(r));
+  const auto& s = r.config->servers;
+  CHECK(s[0].tls.enabled);
+  CHECK(s[0].tls.verify);
+  CHECK(s[0].tls.ca_file == "/etc/sprayer/certs/pool-ca.pem");
+  CHECK(s[0].tls.client_cert == "/etc/sprayer/certs/sprayer.pem");
+  CHECK(s[0].tls.client_key == "/keys/sprayer.key");
+  CHECK(s[0].tls.min_version == "1.3");
+  CHECK(s[0].tls.sni.empty());
+  CHECK(s[1].tls.enabled);
+  CHECK(s[1].tls.sni == "pool2.acme.test");
+  CHECK_FALSE(s[1].tls.verify);
+  CHECK(s[1].tls.ca_file == "/etc/sprayer/certs/pool-ca.pem");  // inherited
+  CHECK_FALSE(s[2].tls.enabled);
+}
+
+TEST_CASE("backend tls: errors name the key and the line") {
+  auto r = load_servers(R"(servers:
+  - id: pool1
+    address: 127.0.0.1:9001
+    tls:
+      client_cert: a.pem
+      sni: "not a host"
+      min_version: "1.0"
+      verfy: false
+)");
+  REQUIRE_FALSE(r.ok());
+  std::string all = errors_of(r);
+  INFO(all);
+  CHECK(all.find("servers[0].tls: client_cert and client_key must be given together") != std::string::npos);
+  CHECK(all.find("servers[0].tls.sni: must be a host name") != std::string::npos);
+  CHECK(all.find("sprayer.yaml:12:") != std::string::npos);  // min_version's line
+  CHECK(all.find("servers[0].tls.verfy: unknown key; did you mean \"verify\"?") != std::string::npos);
+}

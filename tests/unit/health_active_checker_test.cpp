@@ -143,3 +143,145 @@ TEST_CASE("a server added while the checker runs (reload) is checked without wai
   uv_run(&loop, UV_RUN_DEFAULT);
   CHECK(uv_loop_close(&loop) == 0);
 }
+
+namespace {
+
+// A stand-in for TLS: the client says "HELLO\n", the server "WELCOME\n" (or anything else, a
+// failed handshake); then plaintext passes unchanged. Enough to show the checker runs the
+// handshake before the request and judges the answer that comes through the session.
+class FakeTls final : public ProbeTls {
+ public:
+  Status handshake() override {
+    if (!hello_sent_) {
+      out_ += "HELLO\n";
+      hello_sent_ = true;
+    }
+    if (in_.size() < 8) return Status::want_io;
+    if (in_.compare(0, 8, "WELCOME\n") != 0) {
+      error_ = "refused";
+      return Status::error;
+    }
+    in_.erase(0, 8);
+    return Status::ok;
+  }
+  void feed(const char* data, size_t len) override { in_.append(data, len); }
+  Status read(std::string& plaintext) override {
+    plaintext += in_;
+    in_.clear();
+    return Status::want_io;
+  }
+  Status write(std::string_view plaintext) override {
+    out_.append(plaintext);
+    return Status::ok;
+  }
+  std::string take_output() override { return std::move(out_); }
+  std::string error() const override { return error_; }
+
+ private:
+  bool hello_sent_ = false;
+  std::string in_, out_, error_;
+};
+
+// Answers the fake handshake with `greeting`, then the request with `reply`.
+struct FakeTlsServer {
+  uint16_t port = 0;
+  int fd = -1;
+  std::atomic<bool> stop{false};
+  std::atomic<int> requests{0};
+  std::thread thread;
+  FakeTlsServer(std::string greeting, std::string reply) {
+    fd = listen_any(port);
+    thread = std::thread([this, greeting, reply] {
+      while (!stop) {
+        pollfd p{fd, POLLIN, 0};
+        if (poll(&p, 1, 20) <= 0) continue;
+        int c = accept(fd, nullptr, nullptr);
+        if (c < 0) continue;
+        std::string got;
+        auto read_until = [&](const char* marker) {
+          for (int i = 0; i < 100 && got.find(marker) == std::string::npos; ++i) {
+            pollfd q{c, POLLIN, 0};
+            if (poll(&q, 1, 20) <= 0) continue;
+            char buf[2048];
+            ssize_t n = recv(c, buf, sizeof buf, 0);
+            if (n <= 0) break;
+            got.append(buf, size_t(n));
+          }
+          return got.find(marker) != std::string::npos;
+        };
+        if (read_until("HELLO\n")) {
+          send(c, greeting.data(), greeting.size(), MSG_NOSIGNAL);
+          if (greeting == "WELCOME\n" && read_until("\r\n\r\n") && got.find("GET /traveler") != std::string::npos) {
+            ++requests;
+            send(c, reply.data(), reply.size(), MSG_NOSIGNAL);
+          }
+        }
+        close(c);
+      }
+    });
+  }
+  ~FakeTlsServer() {
+    stop = true;
+    thread.join();
+    close(fd);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("HTTPS checks: handshake through the injected session, then the request; failures mark down") {
+  const std::string ok_reply = "HTTP/1.1 200 OK\r\nContent-Length: 29\r\n\r\nTraveler server is available.";
+  FakeTlsServer good("WELCOME\n", ok_reply);
+  FakeTlsServer refusing("GO AWAY\n", ok_reply);
+  FakeServer plain_only(ok_reply);  // speaks HTTP at once: no handshake answer
+
+  HealthSpec spec;
+  spec.check.interval = 50ms;
+  spec.check.timeout = 300ms;
+  spec.check.rise = 1;
+  spec.check.fall = 2;
+  spec.passive.min_hold = 10ms;
+  SplitMix64 random(7);
+  SteadyClock clock;
+  HealthTracker tracker(spec, random);
+  std::vector<std::string> ids{"good", "refusing", "plain", "no-session"};
+  tracker.set_servers(ids, clock.now());
+
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  ActiveChecker checker(&loop, tracker, clock, [] {});
+  std::vector<ActiveChecker::Target> targets{target("good", good.port), target("refusing", refusing.port),
+                                             target("plain", plain_only.port), target("no-session", good.port)};
+  for (auto& t : targets) t.tls = true;
+  checker.set_targets(targets);
+  int sessions = 0;
+  checker.set_tls_factory([&](const std::string& id) -> std::unique_ptr<ProbeTls> {
+    if (id == "no-session") return nullptr;  // the proxy could not make one: a failed connect
+    ++sessions;
+    return std::make_unique<FakeTls>();
+  });
+  checker.start();
+
+  auto state = [&](const char* id) { return tracker.view()->find(id)->state; };
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (std::chrono::steady_clock::now() < deadline &&
+         !(state("refusing") == ServerState::down && state("plain") == ServerState::down &&
+           state("no-session") == ServerState::down && tracker.find("good")->counters().checks_passed >= 2))
+    uv_run(&loop, UV_RUN_ONCE);
+
+  CHECK(state("good") == ServerState::up);
+  CHECK(tracker.find("good")->counters().checks_passed >= 2);
+  CHECK(good.requests >= 2);
+  CHECK(state("refusing") == ServerState::down);
+  CHECK(refusing.requests == 0);  // no request after a failed handshake
+  CHECK(state("plain") == ServerState::down);
+  CHECK(state("no-session") == ServerState::down);
+  CHECK(sessions >= 6);
+
+  bool stopped = false;
+  checker.stop([&] { stopped = true; });
+  for (int i = 0; i < 100 && !stopped; ++i) uv_run(&loop, UV_RUN_ONCE);
+  CHECK(stopped);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(uv_loop_close(&loop) == 0);
+}

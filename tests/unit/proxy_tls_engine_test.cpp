@@ -907,3 +907,193 @@ TEST_CASE("tls reload: a connection keeps the context it started with") {
   s.pump();
   CHECK(s.server_received == "ping");
 }
+
+// ---- client side (toward pool servers) -------------------------------------------------------
+
+namespace {
+
+struct KeptSession {
+  SSL_SESSION* session = nullptr;
+  int issued = 0;
+  ~KeptSession() { SSL_SESSION_free(session); }
+  static void sink(void* owner, SSL_SESSION* s) noexcept {
+    auto* self = static_cast<KeptSession*>(owner);
+    SSL_SESSION_free(self->session);
+    self->session = s;
+    ++self->issued;
+  }
+};
+
+// A client engine and a server engine joined by memory.
+struct EnginePair {
+  BufferPool pool{16 * 1024, 64};
+  TlsEngine client;
+  TlsEngine server;
+  TlsStatus client_status = TlsStatus::ok;
+  std::string client_received, server_received;
+
+  EnginePair(std::shared_ptr<const TlsClientContext> c, std::shared_ptr<const TlsContext> s, KeptSession* kept)
+      : client(std::move(c), pool, kept ? kept->session : nullptr), server(std::move(s), pool) {
+    if (kept && client.native_handle()) TlsClientContext::set_session_sink(client.native_handle(), &KeptSession::sink, kept);
+  }
+
+  void pump() {
+    for (int round = 0; round < 100; ++round) {
+      bool moved = false;
+      client_status = client.handshake();
+      for (;;) {
+        Slice plain;
+        TlsStatus st = client.read_plaintext(plain);
+        if (st != TlsStatus::ok) {
+          if (st != TlsStatus::want_io) client_status = st;
+          break;
+        }
+        client_received.append(plain.data(), plain.size());
+      }
+      std::string bytes;
+      client.take_ciphertext(bytes);
+      if (!bytes.empty()) server.feed_ciphertext(bytes.data(), bytes.size()), moved = true;
+      for (;;) {
+        Slice plain;
+        if (server.read_plaintext(plain) != TlsStatus::ok) break;
+        server_received.append(plain.data(), plain.size());
+      }
+      bytes.clear();
+      server.take_ciphertext(bytes);
+      if (!bytes.empty()) client.feed_ciphertext(bytes.data(), bytes.size()), moved = true;
+      if (!moved) return;
+    }
+    FAIL("pump did not settle");
+  }
+};
+
+std::shared_ptr<const TlsClientContext> client_ok(TlsClientSettings s) {
+  TlsClientLoadResult r = TlsClientContext::load(s);
+  INFO(r.error);
+  REQUIRE(r.ok());
+  return r.context;
+}
+
+TlsClientSettings client_settings(std::string sni) {
+  TlsClientSettings s;
+  s.server_id = "pool1";
+  s.host = "10.0.0.1";
+  s.sni = std::move(sni);
+  s.ca_file = pki().ca_bundle;
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("tls client: verifies chain and name, sends SNI, exchanges data, resumes with the kept session") {
+  auto server_ctx = load_ok(standard_settings());
+  auto client_ctx = client_ok(client_settings("pool1.example.com"));
+  CHECK(client_ctx->sni() == "pool1.example.com");
+  KeptSession kept;
+  for (int max : {TLS1_3_VERSION, TLS1_2_VERSION}) {
+    CAPTURE(max);
+    SSL_SESSION_free(kept.session);
+    kept.session = nullptr;
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      EnginePair p(client_ctx, server_ctx, &kept);
+      SSL_set_max_proto_version(p.client.native_handle(), max);
+      p.pump();
+      INFO(p.client.error());
+      REQUIRE(p.client.handshake_done());
+      CHECK(p.server.sni() == "pool1.example.com");
+      CHECK(p.client.session_reused() == (attempt == 1));
+      REQUIRE(p.client.write_plaintext("GET / HTTP/1.1\r\n\r\n") == TlsStatus::ok);
+      REQUIRE(p.server.write_plaintext("HTTP/1.1 200 OK\r\n\r\n") == TlsStatus::ok);
+      p.pump();
+      CHECK(p.server_received == "GET / HTTP/1.1\r\n\r\n");
+      // TLS 1.3 tickets arrive after the handshake; they are read without producing bytes.
+      CHECK(p.client_received == "HTTP/1.1 200 OK\r\n\r\n");
+      CHECK(kept.session != nullptr);
+    }
+  }
+}
+
+TEST_CASE("tls client: a wrong name, an unknown CA or an IP address not in the certificate fail the handshake") {
+  auto server_ctx = load_ok(standard_settings());
+  struct Case {
+    TlsClientSettings settings;
+    const char* reason;
+  };
+  TlsClientSettings wrong_name = client_settings("pool1.example.org");
+  TlsClientSettings unknown_ca = client_settings("pool1.example.com");
+  unknown_ca.ca_file = pki().wild_ec;  // a leaf, not the CA
+  TlsClientSettings ip = client_settings("");
+  ip.host = "127.0.0.1";
+  for (const Case& c : {Case{wrong_name, "hostname mismatch"}, Case{unknown_ca, "certificate verify failed"},
+                        Case{ip, "IP address mismatch"}}) {
+    EnginePair p(client_ok(c.settings), server_ctx, nullptr);
+    p.pump();
+    INFO(c.reason, " / ", p.client.error());
+    CHECK_FALSE(p.client.handshake_done());
+    CHECK(p.client.status() == TlsStatus::error);
+    CHECK(contains(p.client.error(), c.reason));
+  }
+  // Without verification the same server is accepted.
+  TlsClientSettings off = client_settings("pool1.example.org");
+  off.verify = false;
+  EnginePair p(client_ok(off), server_ctx, nullptr);
+  p.pump();
+  CHECK(p.client.handshake_done());
+}
+
+TEST_CASE("tls client: IP literals are verified but never sent as SNI; bad settings are refused") {
+  TlsClientSettings ip = client_settings("");
+  ip.host = "127.0.0.1";
+  CHECK(client_ok(ip)->sni().empty());
+  CHECK(client_ok(ip)->verify_name() == "127.0.0.1");
+  TlsClientSettings missing = client_settings("x");
+  missing.ca_file = pki().dir + "/nope.pem";
+  CHECK(contains(TlsClientContext::load(missing).error, "nope.pem"));
+  TlsClientSettings half = client_settings("x");
+  half.client_cert = pki().wild_ec;
+  CHECK(contains(TlsClientContext::load(half).error, "client_key"));
+  TlsClientSettings version = client_settings("x");
+  version.min_version = "1.1";
+  CHECK(contains(TlsClientContext::load(version).error, "min_version"));
+}
+
+TEST_CASE("tls resumption: a session made for one certificate's names is not resumed under another's") {
+  // RFC 6066 3. pool1.example.com has its own certificate; www.example.com gets the wildcard.
+  auto ctx = load_ok(standard_settings());
+  for (int max_version : {TLS1_2_VERSION, TLS1_3_VERSION}) {
+    for (bool no_ticket : {false, true}) {
+      if (max_version == TLS1_3_VERSION && no_ticket) continue;  // 1.3 resumes by ticket only
+      CAPTURE(max_version);
+      CAPTURE(no_ticket);
+      for (const char* first : {"pool1.example.com", "www.example.com"}) {
+        CAPTURE(first);
+        const char* other = std::string_view(first) == "www.example.com" ? "pool1.example.com" : "www.example.com";
+        SSL_SESSION* session =
+            handshake_and_keep_session(ctx, {.sni = first, .max_version = max_version, .no_ticket = no_ticket});
+        {
+          Session s(ctx, {.sni = other, .max_version = max_version, .no_ticket = no_ticket, .session = session});
+          s.pump();
+          REQUIRE(s.established());
+          CHECK_FALSE(s.server.session_reused());
+        }
+        {
+          Session s(ctx, {.sni = first, .max_version = max_version, .no_ticket = no_ticket, .session = session});
+          s.pump();
+          REQUIRE(s.established());
+          CHECK(s.server.session_reused());  // the same name still resumes
+        }
+        {
+          // Another name of the same certificate set resumes too (one wildcard certificate).
+          if (std::string_view(first) == "www.example.com") {
+            Session s(ctx, {.sni = "mail.example.com", .max_version = max_version, .no_ticket = no_ticket,
+                            .session = session});
+            s.pump();
+            REQUIRE(s.established());
+            CHECK(s.server.session_reused());
+          }
+        }
+        SSL_SESSION_free(session);
+      }
+    }
+  }
+}
