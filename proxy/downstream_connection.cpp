@@ -466,6 +466,7 @@ bool DownstreamConnection::closing_after_response() const { return close_after_r
 bool DownstreamConnection::flush() {
   if (state_ == State::closed) return false;
   size_t before = writer_.in_flight();
+  bytes_written_ += writer_.batch_bytes();
   WorkerStats::add(worker_.stats().bytes_out, writer_.batch_bytes());
   int rc = writer_.flush();
   if (rc != 0) {
@@ -532,6 +533,7 @@ void DownstreamConnection::send_redirect() {
 void DownstreamConnection::fail_exchange(int status) {
   WorkerStats::add(worker_.stats().responses[status_class(status)]);
   send_error_and_close(status);
+  exchange_.record(status);
 }
 
 void DownstreamConnection::send_error_and_close(int status) {

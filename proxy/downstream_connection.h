@@ -37,6 +37,7 @@ class DownstreamConnection {
   std::string_view client_ip() const { return client_ip_; }
   std::string_view target() const { return target_; }
   bool is_tls() const { return tls_ != nullptr; }
+  uint64_t bytes_written() const { return bytes_written_; }  // to this client, all requests
   bool request_complete() const { return request_complete_; }
   // The client gets "Connection: close" and the connection ends after this response.
   bool closing_after_response() const;
@@ -131,6 +132,7 @@ class DownstreamConnection {
   bool value_at_input_end_ = false;
   bool in_value_ = false;  int error_status_ = 0;
   uint64_t body_bytes_ = 0;
+  uint64_t bytes_written_ = 0;
   std::unique_ptr<TlsEngine> tls_;
   bool tls_input_seen_ = false;
   bool draining_tls_ = false;

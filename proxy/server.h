@@ -41,6 +41,7 @@ class Server {
   bool reload_tls(const char* why);
   void watch_tls_files();
   AdminResponse servers_api();
+  ControlState control_state() const;
   AdminResponse server_state_api(const AdminRequest& request, std::string_view path);
   void on_signal(int signum);
   void begin_shutdown();
@@ -54,6 +55,9 @@ class Server {
   std::unique_ptr<AdminServer> admin_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<WorkerStatsCollector> collector_;
+  std::unique_ptr<ControlStateCollector> control_collector_;
+  std::shared_ptr<AccessLog> access_log_;
+  std::chrono::system_clock::time_point started_wall_;
   std::atomic<int64_t> connections_{0};
   std::chrono::steady_clock::time_point started_;
   std::chrono::steady_clock::time_point drain_deadline_;

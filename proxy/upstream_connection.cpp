@@ -116,6 +116,7 @@ void UpstreamConnection::enter_tunnel() {
 
 bool UpstreamConnection::flush() {
   if (state_ == State::closed) return false;
+  WorkerStats::add(worker_.stats().upstream_bytes_out, writer_.batch_bytes());
   int rc = writer_.flush();
   if (rc != 0) {
     fail(kFailReset);
@@ -172,6 +173,7 @@ void UpstreamConnection::handle_read(ssize_t nread, const uv_buf_t* buf) {
     if (chunk) BufferPool::unref(chunk);
     return;
   }
+  if (nread > 0) WorkerStats::add(worker_.stats().upstream_bytes_in, static_cast<uint64_t>(nread));
   if (nread < 0) {
     if (chunk) BufferPool::unref(chunk);
     if (state_ == State::idle) {

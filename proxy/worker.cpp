@@ -22,6 +22,7 @@ Worker::Worker(int index, std::shared_ptr<const Runtime> runtime, std::atomic<in
       route_state_(RouteState::make(*runtime_, nullptr, nullptr, 0)),
       extractor_(runtime_->extractor),
       passive_(health_events, runtime_->servers.size()),
+      access_log_(runtime_->access_log),
       server_count_(runtime_->servers.size()),
       active_upstreams_(new std::atomic<int64_t>[runtime_->servers.size()]()),
       process_connections_(process_connections) {}
@@ -77,6 +78,7 @@ void Worker::run() {
     if (!uv_is_closing(h)) uv_close(h, nullptr);
   }, nullptr);
   uv_run(&loop_, UV_RUN_DEFAULT);
+  flush_access_log();
   int rc = uv_loop_close(&loop_);
   loop_close_status_.store(rc);
   if (rc != 0) LOG_WARN("worker %d: loop closed with handles open: %s", index_, uv_strerror(rc));
@@ -171,7 +173,12 @@ void Worker::swap_route_state(std::shared_ptr<const RouteState> next) {
   }
 }
 
+void Worker::flush_access_log() {
+  if (uint64_t dropped = access_log_.flush()) WorkerStats::add(stats_.access_log_dropped, dropped);
+}
+
 void Worker::on_tick() {
+  flush_access_log();
   for (size_t i = 0; i < pools_.size(); ++i)
     active_upstreams_[i].store(static_cast<int64_t>(pools_[i]->active_count()), std::memory_order_relaxed);
   if (draining_) {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "affinity/extract.h"
+#include "proxy/access_log.h"
 #include "proxy/buffer_pool.h"
 #include "proxy/health_events.h"
 #include "proxy/route_state.h"
@@ -64,6 +65,9 @@ class Worker {
   // Scratch space for the header view of one request (no allocation per request).
   std::vector<affinity::Header>& header_scratch() { return header_scratch_; }
   PassiveReporter& passive() { return passive_; }
+  // This worker's access log lines (enabled() false when the log is off).
+  AccessLogBuffer& access_log() { return access_log_; }
+  void flush_access_log();
   // Requests in flight per server on this worker (read by the control thread for the API).
   int64_t active_upstreams(size_t server) const {
     return server < server_count_ ? active_upstreams_[server].load(std::memory_order_relaxed) : 0;
@@ -90,6 +94,7 @@ class Worker {
   affinity::Extractor extractor_;
   std::vector<affinity::Header> header_scratch_;
   PassiveReporter passive_;
+  AccessLogBuffer access_log_;
   size_t server_count_;
   std::unique_ptr<std::atomic<int64_t>[]> active_upstreams_;
   std::atomic<int64_t>& process_connections_;
