@@ -71,6 +71,9 @@ class DownstreamConnection {
   void feed(Slice data);
   void on_parse_error(llhttp_errno_t err, const char* pos, const Slice& data);
   void send_error_and_close(int status);
+  // Counts and logs a request sprayer answered itself, before any routing (a rejected
+  // head, an HTTPS redirect).
+  void record_local(int status);
   void start_lingering_close();
   void start_next_request();
   void arm_timer(Timer purpose);
@@ -133,6 +136,7 @@ class DownstreamConnection {
   bool in_value_ = false;  int error_status_ = 0;
   uint64_t body_bytes_ = 0;
   uint64_t bytes_written_ = 0;
+  uint64_t message_begin_ns_ = 0;  // when the current request's first byte was parsed
   std::unique_ptr<TlsEngine> tls_;
   bool tls_input_seen_ = false;
   bool draining_tls_ = false;

@@ -49,6 +49,8 @@ void Exchange::start(bool has_body, bool chunked, bool upgrade) {
   replay_.clear();
   replayable_ = true;
   recorded_ = false;
+  user_key_.clear();
+  reason_ = affinity::RouteReason::no_user;
   server_ = -1;
   start_ns_ = uv_hrtime();
   wall_start_ = std::chrono::system_clock::now();

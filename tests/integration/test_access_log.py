@@ -88,6 +88,15 @@ class AccessLogJsonTest(TestCase):
         self.assertEqual(ping["status"], 0)
         self.assertEqual(ping["user"], "bob")
         self.assertIsNone(ping["ttfb_ms"])
+        # A head sprayer rejects itself (no Host on HTTP/1.1): logged as answered locally.
+        with HttpClient(self.sprayer.port, timeout=5) as c:
+            c.send(b"GET /Microsoft-Server-ActiveSync?Cmd=Sync&User=zed HTTP/1.1\r\n\r\n")
+            self.assertStatus(c.read_response(), 400, "request without Host")
+        records = [json.loads(x) for x in self.wait_lines(self.log_path, start + 2, "the rejected head")[start:]]
+        bad = records[1]
+        self.assertEqual((bad["status"], bad["reason"], bad["server"]), (400, "local", None))
+        self.assertEqual(bad["method"], "GET")
+        self.assertTrue(bad["target"].startswith("/Microsoft-Server-ActiveSync"), bad)
 
     def test_c_sigusr1_reopens_after_rename(self):
         self.sprayer.request("GET", "/traveler?action=getStatus")
