@@ -6,7 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdio>
+#include <charconv>
 #include <cstring>
 #include <ctime>
 
@@ -22,21 +22,42 @@ void combined_string(std::string& out, std::string_view s) {
     out.push_back('-');
     return;
   }
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\' || c < 0x20 || c >= 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02X", c);
-      out.append(buf);
-    } else {
-      out.push_back(static_cast<char>(c));
-    }
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  size_t run = 0;  // pending bytes that need no escape, appended at once
+  for (size_t i = 0; i < s.size(); ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') continue;
+    out.append(s.data() + run, i - run);
+    run = i + 1;
+    const char escaped[4] = {'\\', 'x', kHex[c >> 4], kHex[c & 15]};
+    out.append(escaped, 4);
   }
+  out.append(s.data() + run, s.size() - run);
 }
 
+// Number formatting without printf: a line is formatted per request on a worker loop.
+void append_uint(std::string& out, uint64_t v) {
+  char buf[24];
+  auto res = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, res.ptr);
+}
+
+void append_padded(std::string& out, unsigned v, int width) {
+  char buf[12];
+  int n = 0;
+  do {
+    buf[n++] = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v != 0 || n < width);
+  while (n > 0) out.push_back(buf[--n]);
+}
+
+// Milliseconds with three decimals, rounded to the microsecond.
 void append_ms(std::string& out, int64_t ns) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.3f", static_cast<double>(ns) / 1e6);
-  out.append(buf);
+  uint64_t us = (static_cast<uint64_t>(ns < 0 ? 0 : ns) + 500) / 1000;
+  append_uint(out, us / 1000);
+  out.push_back('.');
+  append_padded(out, static_cast<unsigned>(us % 1000), 3);
 }
 
 void append_iso_time(std::string& out, std::chrono::system_clock::time_point t) {
@@ -44,10 +65,20 @@ void append_iso_time(std::string& out, std::chrono::system_clock::time_point t) 
   std::time_t secs = static_cast<std::time_t>(ms / 1000);
   std::tm tm{};
   gmtime_r(&secs, &tm);
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms % 1000));
-  out.append(buf);
+  append_padded(out, static_cast<unsigned>(tm.tm_year + 1900), 4);
+  out.push_back('-');
+  append_padded(out, static_cast<unsigned>(tm.tm_mon + 1), 2);
+  out.push_back('-');
+  append_padded(out, static_cast<unsigned>(tm.tm_mday), 2);
+  out.push_back('T');
+  append_padded(out, static_cast<unsigned>(tm.tm_hour), 2);
+  out.push_back(':');
+  append_padded(out, static_cast<unsigned>(tm.tm_min), 2);
+  out.push_back(':');
+  append_padded(out, static_cast<unsigned>(tm.tm_sec), 2);
+  out.push_back('.');
+  append_padded(out, static_cast<unsigned>(ms % 1000), 3);
+  out.push_back('Z');
 }
 
 void append_clf_time(std::string& out, std::chrono::system_clock::time_point t) {
@@ -56,10 +87,19 @@ void append_clf_time(std::string& out, std::chrono::system_clock::time_point t) 
   gmtime_r(&secs, &tm);
   static const char* months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                  "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "[%02d/%s/%04d:%02d:%02d:%02d +0000]", tm.tm_mday, months[tm.tm_mon],
-                tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
-  out.append(buf);
+  out.push_back('[');
+  append_padded(out, static_cast<unsigned>(tm.tm_mday), 2);
+  out.push_back('/');
+  out.append(months[tm.tm_mon]);
+  out.push_back('/');
+  append_padded(out, static_cast<unsigned>(tm.tm_year + 1900), 4);
+  out.push_back(':');
+  append_padded(out, static_cast<unsigned>(tm.tm_hour), 2);
+  out.push_back(':');
+  append_padded(out, static_cast<unsigned>(tm.tm_min), 2);
+  out.push_back(':');
+  append_padded(out, static_cast<unsigned>(tm.tm_sec), 2);
+  out.append(" +0000]");
 }
 
 }  // namespace
@@ -81,7 +121,8 @@ void format_access_line(conf::AccessLogFormat format, const AccessRecord& r, std
     json_string(out, r.target);
     out += ",\"protocol\":\"HTTP/1.";
     out += r.http_minor == 0 ? '0' : '1';
-    out += "\",\"status\":" + std::to_string(r.status);
+    out += "\",\"status\":";
+    append_uint(out, static_cast<uint64_t>(r.status < 0 ? 0 : r.status));
     out += ",\"server\":";
     if (r.server.empty())
       out += "null";
@@ -89,8 +130,10 @@ void format_access_line(conf::AccessLogFormat format, const AccessRecord& r, std
       json_string(out, r.server);
     out += ",\"reason\":";
     json_string(out, r.reason);
-    out += ",\"bytes_in\":" + std::to_string(r.bytes_in);
-    out += ",\"bytes_out\":" + std::to_string(r.bytes_out);
+    out += ",\"bytes_in\":";
+    append_uint(out, r.bytes_in);
+    out += ",\"bytes_out\":";
+    append_uint(out, r.bytes_out);
     out += ",\"duration_ms\":";
     append_ms(out, r.total_ns);
     out += ",\"connect_ms\":";
@@ -122,9 +165,12 @@ void format_access_line(conf::AccessLogFormat format, const AccessRecord& r, std
   out.push_back(' ');
   combined_string(out, r.target);
   out += r.http_minor == 0 ? " HTTP/1.0\" " : " HTTP/1.1\" ";
-  out += std::to_string(r.status);
+  append_uint(out, static_cast<uint64_t>(r.status < 0 ? 0 : r.status));
   out.push_back(' ');
-  out += r.bytes_out ? std::to_string(r.bytes_out) : std::string("-");
+  if (r.bytes_out)
+    append_uint(out, r.bytes_out);
+  else
+    out.push_back('-');
   out += " \"";
   combined_string(out, r.referer);
   out += "\" \"";
@@ -133,7 +179,8 @@ void format_access_line(conf::AccessLogFormat format, const AccessRecord& r, std
   combined_string(out, r.server);
   out += " reason=";
   combined_string(out, r.reason);
-  out += " in=" + std::to_string(r.bytes_in);
+  out += " in=";
+  append_uint(out, r.bytes_in);
   out += " total_ms=";
   append_ms(out, r.total_ns);
   out += " connect_ms=";

@@ -61,6 +61,17 @@ TEST_CASE("access log: json line carries every field") {
         "\"connect_ms\":1.000,\"ttfb_ms\":10.000,\"referer\":\"\",\"user_agent\":\"Apple-iPhone/1\\\"x\"}\n");
 }
 
+TEST_CASE("access log: json escapes quotes, backslashes and control bytes in client text") {
+  AccessRecord r = sample();
+  r.user_agent = std::string_view("a\"b\\c\nd\re\tf\x01g\x7fh", 15);
+  std::string out;
+  format_access_line(AccessLogFormat::json, r, out);
+  CHECK(out.find("\"user_agent\":\"a\\\"b\\\\c\\nd\\re\\tf\\u0001g\\u007fh\"}\n") != std::string::npos);
+  out.clear();
+  format_access_line(AccessLogFormat::combined, r, out);
+  CHECK(out.find("\"a\\x22b\\x5Cc\\x0Ad\\x0De\\x09f\\x01g\\x7Fh\"") != std::string::npos);
+}
+
 TEST_CASE("access log: json nulls for what was not there") {
   AccessRecord r = sample();
   r.user = {};
