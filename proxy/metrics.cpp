@@ -217,6 +217,8 @@ std::vector<MetricFamily> control_families(const ControlState& st) {
          static_cast<double>(st.epoch));
   single("sprayer_ownership_users", "Users with an owner in the snapshot being served.", MetricType::Gauge,
          static_cast<double>(st.users));
+  single("sprayer_ownership_snapshot_bytes", "Memory held by the ownership snapshot being served.",
+         MetricType::Gauge, static_cast<double>(st.snapshot_bytes));
   if (st.snapshot_age_seconds)
     single("sprayer_ownership_snapshot_age_seconds", "Seconds since the ownership source last answered.",
            MetricType::Gauge, *st.snapshot_age_seconds);

@@ -53,6 +53,7 @@ struct ControlState {
   std::string source_state;        // affinity::to_string(SourceState)
   int64_t epoch = 0;
   uint64_t users = 0;
+  uint64_t snapshot_bytes = 0;     // memory the snapshot being served holds
   std::optional<double> snapshot_age_seconds;  // since the last successful query
   bool stale = false;
   uint64_t source_errors = 0;

@@ -458,6 +458,7 @@ ControlState Server::control_state() const {
   } else {
     st.source_state = "none";
   }
+  if (snapshot_) st.snapshot_bytes = snapshot_->memory_bytes();
   return st;
 }
 

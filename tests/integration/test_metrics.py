@@ -118,6 +118,7 @@ class MetricsTest(TestCase):
         self.assertEqual(value(after, "sprayer_server_up", server="pool2"), 1)
         self.assertEqual(value(after, "sprayer_ownership_users"), len(USERS))
         self.assertGreater(value(after, "sprayer_ownership_epoch"), 0)
+        self.assertGreater(value(after, "sprayer_ownership_snapshot_bytes"), 0)
         self.assertEqual(value(after, "sprayer_ownership_source_state", state="ok"), 1)
         age = value(after, "sprayer_ownership_snapshot_age_seconds")
         self.assertIsNotNone(age)

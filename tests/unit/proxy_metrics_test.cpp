@@ -113,6 +113,7 @@ TEST_CASE("metrics: control state families") {
   st.epoch = 42;
   st.users = 10;
   st.snapshot_age_seconds = 3.5;
+  st.snapshot_bytes = 4096;
   st.stale = true;
   st.source_errors = 9;
   auto families = control_families(st);
@@ -129,6 +130,7 @@ TEST_CASE("metrics: control state families") {
   CHECK(out.find("sprayer_ownership_epoch 42") != std::string::npos);
   CHECK(out.find("sprayer_ownership_snapshot_age_seconds 3.5") != std::string::npos);
   CHECK(out.find("sprayer_ownership_stale 1") != std::string::npos);
+  CHECK(out.find("sprayer_ownership_snapshot_bytes 4096") != std::string::npos);
   CHECK(out.find("sprayer_ownership_source_errors_total 9") != std::string::npos);
 
   st.snapshot_age_seconds.reset();  // never answered: no age rather than a made-up one
