@@ -33,10 +33,6 @@ int Server::run() {
     return 1;
   }
   tls_ = runtime->listener_tls;
-  if (!resolve_servers(*config_, runtime->servers, error)) {
-    LOG_ERROR("%s", error.c_str());
-    return 1;
-  }
   if (config_->access_log.enabled) {
     access_log_ = AccessLog::open(config_->access_log, error);
     if (!access_log_) {
@@ -44,6 +40,10 @@ int Server::run() {
       return 1;
     }
     runtime->access_log = access_log_;
+  }
+  if (!resolve_servers(*config_, runtime->servers, error)) {
+    LOG_ERROR("%s", error.c_str());
+    return 1;
   }
   runtime_ = runtime;
 

@@ -12,6 +12,7 @@ namespace sprayer::proxy {
 namespace {
 
 constexpr uint64_t kTickMs = 100;
+constexpr uint64_t kAccessLogFlushMs = 100;
 
 }  // namespace
 
@@ -22,12 +23,15 @@ Worker::Worker(int index, std::shared_ptr<const Runtime> runtime, std::atomic<in
       route_state_(RouteState::make(*runtime_, nullptr, nullptr, 0)),
       extractor_(runtime_->extractor),
       passive_(health_events, runtime_->servers.size()),
-      access_log_(runtime_->access_log),
       server_count_(runtime_->servers.size()),
       active_upstreams_(new std::atomic<int64_t>[runtime_->servers.size()]()),
       process_connections_(process_connections) {}
 
 Worker::~Worker() { join(); }
+
+void Worker::flush_access_log() {
+  if (uint64_t dropped = access_log_.flush()) WorkerStats::add(stats_.access_log_dropped, dropped);
+}
 
 bool Worker::start(std::string& error) {
   thread_ = std::thread([this] { run(); });
@@ -69,6 +73,15 @@ void Worker::run() {
     mailbox_closed_ = true;
     uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&tick_), nullptr);
+  }
+
+  if (access_log_.enabled()) {
+    // Unreferenced: it must not keep the loop alive once the worker has drained.
+    uv_timer_init(&loop_, &access_log_timer_);
+    access_log_timer_.data = this;
+    uv_timer_start(&access_log_timer_, [](uv_timer_t* h) noexcept { static_cast<Worker*>(h->data)->flush_access_log(); },
+                   kAccessLogFlushMs, kAccessLogFlushMs);
+    uv_unref(reinterpret_cast<uv_handle_t*>(&access_log_timer_));
   }
 
   uv_run(&loop_, UV_RUN_DEFAULT);
@@ -173,12 +186,7 @@ void Worker::swap_route_state(std::shared_ptr<const RouteState> next) {
   }
 }
 
-void Worker::flush_access_log() {
-  if (uint64_t dropped = access_log_.flush()) WorkerStats::add(stats_.access_log_dropped, dropped);
-}
-
 void Worker::on_tick() {
-  flush_access_log();
   for (size_t i = 0; i < pools_.size(); ++i)
     active_upstreams_[i].store(static_cast<int64_t>(pools_[i]->active_count()), std::memory_order_relaxed);
   if (draining_) {

@@ -57,6 +57,8 @@ class Worker {
   const conf::Config& config() const { return *runtime_->config; }
   WorkerStats& stats() { return stats_; }
   const WorkerStats& stats() const { return stats_; }
+  // This worker's access log lines (enabled() false when the log is off).
+  AccessLogBuffer& access_log() { return access_log_; }
   UpstreamPool& upstream_pool(size_t server_index) { return *pools_[server_index]; }
   bool draining() const { return draining_; }
   uint64_t next_spread() { return spread_++; }
@@ -65,9 +67,6 @@ class Worker {
   // Scratch space for the header view of one request (no allocation per request).
   std::vector<affinity::Header>& header_scratch() { return header_scratch_; }
   PassiveReporter& passive() { return passive_; }
-  // This worker's access log lines (enabled() false when the log is off).
-  AccessLogBuffer& access_log() { return access_log_; }
-  void flush_access_log();
   // Requests in flight per server on this worker (read by the control thread for the API).
   int64_t active_upstreams(size_t server) const {
     return server < server_count_ ? active_upstreams_[server].load(std::memory_order_relaxed) : 0;
@@ -87,6 +86,7 @@ class Worker {
   void maybe_finish();
   void swap_route_state(std::shared_ptr<const RouteState> next);
   void post(bool drain, bool stop);
+  void flush_access_log();
 
   int index_;
   std::shared_ptr<const Runtime> runtime_;
@@ -94,7 +94,6 @@ class Worker {
   affinity::Extractor extractor_;
   std::vector<affinity::Header> header_scratch_;
   PassiveReporter passive_;
-  AccessLogBuffer access_log_;
   size_t server_count_;
   std::unique_ptr<std::atomic<int64_t>[]> active_upstreams_;
   std::atomic<int64_t>& process_connections_;
@@ -104,6 +103,8 @@ class Worker {
   std::thread thread_;
   BufferPool buffers_;
   WorkerStats stats_;
+  AccessLogBuffer access_log_{runtime_->access_log};
+  uv_timer_t access_log_timer_{};  // hands the buffer to the writer; unreferenced
   std::vector<Listener*> listeners_;
   std::vector<std::unique_ptr<UpstreamPool>> pools_;
   DownstreamConnection* connections_ = nullptr;  // intrusive list
