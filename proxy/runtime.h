@@ -81,6 +81,20 @@ inline constexpr size_t kStatRows = kStatServers + 2;     // servers, "other", "
 // Counters a worker bumps without locks (relaxed atomics, one cache-line-padded block per
 // worker); the control thread sums them when /metrics is scraped.
 struct alignas(64) WorkerStats {
+  // Finished requests by [server row][status class][reason] (see kStat* above).
+  std::atomic<uint64_t> finished[kStatRows][kStatusClasses][kRequestReasons]{};
+  LatencyHistogram request_seconds;   // head received → response queued
+  LatencyHistogram connect_seconds;   // new upstream connection: connect started → connected
+  LatencyHistogram ttfb_seconds;      // request sent upstream → response head received
+  std::atomic<uint64_t> upstream_bytes_in{0};   // response bytes read from pool servers
+  std::atomic<uint64_t> upstream_bytes_out{0};  // request bytes written to pool servers
+  std::atomic<uint64_t> access_log_dropped{0};  // lines dropped: the log writer fell behind
+
+  static size_t server_row(int server) {
+    if (server < 0) return kStatNoServer;
+    return static_cast<size_t>(server) < kStatServers ? static_cast<size_t>(server) : kStatServers;
+  }
+
   std::atomic<uint64_t> downstream_accepted{0};
   std::atomic<int64_t> downstream_open{0};
   std::atomic<int64_t> upstream_open{0};
@@ -97,19 +111,6 @@ struct alignas(64) WorkerStats {
   std::atomic<uint64_t> malformed_users{0};
   std::atomic<uint64_t> tls_handshakes{0};
   std::atomic<uint64_t> tls_failures{0};
-  // Finished requests by [server row][status class][reason] (see kStat* above).
-  std::atomic<uint64_t> finished[kStatRows][kStatusClasses][kRequestReasons]{};
-  LatencyHistogram request_seconds;   // head received → response queued
-  LatencyHistogram connect_seconds;   // new upstream connection: connect started → connected
-  LatencyHistogram ttfb_seconds;      // request sent upstream → response head received
-  std::atomic<uint64_t> upstream_bytes_in{0};   // response bytes read from pool servers
-  std::atomic<uint64_t> upstream_bytes_out{0};  // request bytes written to pool servers
-  std::atomic<uint64_t> access_log_dropped{0};  // lines dropped: the log writer fell behind
-
-  static size_t server_row(int server) {
-    if (server < 0) return kStatNoServer;
-    return static_cast<size_t>(server) < kStatServers ? static_cast<size_t>(server) : kStatServers;
-  }
 
   static void add(std::atomic<uint64_t>& c, uint64_t n = 1) { c.fetch_add(n, std::memory_order_relaxed); }
   static void add(std::atomic<int64_t>& c, int64_t n) { c.fetch_add(n, std::memory_order_relaxed); }

@@ -28,11 +28,6 @@ int Server::run() {
   runtime->config = config_;
   runtime->extractor = extractor_config(config_->affinity);
   std::string error;
-  if (!load_listener_tls(*config_, runtime->listener_tls, error)) {
-    LOG_ERROR("%s", error.c_str());
-    return 1;
-  }
-  tls_ = runtime->listener_tls;
   if (config_->access_log.enabled) {
     access_log_ = AccessLog::open(config_->access_log, error);
     if (!access_log_) {
@@ -41,6 +36,11 @@ int Server::run() {
     }
     runtime->access_log = access_log_;
   }
+  if (!load_listener_tls(*config_, runtime->listener_tls, error)) {
+    LOG_ERROR("%s", error.c_str());
+    return 1;
+  }
+  tls_ = runtime->listener_tls;
   if (!resolve_servers(*config_, runtime->servers, error)) {
     LOG_ERROR("%s", error.c_str());
     return 1;

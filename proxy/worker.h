@@ -52,13 +52,13 @@ class Worker {
 
   int index() const { return index_; }
   uv_loop_t* loop() { return &loop_; }
+  // This worker's access log lines (enabled() false when the log is off).
+  AccessLogBuffer& access_log() { return access_log_; }
   BufferPool& buffers() { return buffers_; }
   const Runtime& runtime() const { return *runtime_; }
   const conf::Config& config() const { return *runtime_->config; }
   WorkerStats& stats() { return stats_; }
   const WorkerStats& stats() const { return stats_; }
-  // This worker's access log lines (enabled() false when the log is off).
-  AccessLogBuffer& access_log() { return access_log_; }
   UpstreamPool& upstream_pool(size_t server_index) { return *pools_[server_index]; }
   bool draining() const { return draining_; }
   uint64_t next_spread() { return spread_++; }
@@ -100,11 +100,11 @@ class Worker {
   uv_loop_t loop_{};
   uv_async_t async_{};
   uv_timer_t tick_{};
+  AccessLogBuffer access_log_{runtime_->access_log};
+  uv_timer_t access_log_timer_{};  // hands the buffer to the writer; unreferenced
   std::thread thread_;
   BufferPool buffers_;
   WorkerStats stats_;
-  AccessLogBuffer access_log_{runtime_->access_log};
-  uv_timer_t access_log_timer_{};  // hands the buffer to the writer; unreferenced
   std::vector<Listener*> listeners_;
   std::vector<std::unique_ptr<UpstreamPool>> pools_;
   DownstreamConnection* connections_ = nullptr;  // intrusive list
