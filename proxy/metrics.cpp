@@ -114,7 +114,7 @@ std::vector<MetricFamily> worker_families(const std::vector<const WorkerStats*>&
   {
     // Only combinations that happened: servers x classes x reasons would be mostly zeros.
     MetricFamily f = family("sprayer_requests_completed_total",
-                            "Requests finished, by the server that answered, status class and route reason.",
+                            "Requests finished, by the server of the last attempt, status class and route reason.",
                             MetricType::Counter);
     static const char* classes[] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
     static const char* reasons[] = {"owner", "takeover", "new_user", "no_user", "unavailable", "retry", "local"};
