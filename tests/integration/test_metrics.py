@@ -98,7 +98,10 @@ class MetricsTest(TestCase):
     def test_b_values_follow_traffic_and_ownership(self):
         before = parse_metrics(self.scrape())
         self.send_users(4)
-        after = parse_metrics(self.scrape())
+        # A worker counts a request just after its last byte went out: wait for all 20.
+        want = (value(before, "sprayer_request_duration_seconds_count") or 0) + 20
+        after = wait_until(lambda: (lambda m: value(m, "sprayer_request_duration_seconds_count") >= want and m)(
+            parse_metrics(self.scrape())), 5, what="20 requests counted")
 
         def delta(name, **labels):
             return (value(after, name, **labels) or 0) - (value(before, name, **labels) or 0)
@@ -134,7 +137,9 @@ class MetricsTest(TestCase):
                 resp = c.request("POST", "/Microsoft-Server-ActiveSync?Cmd=Sync&User=dave&DeviceId=d1&DeviceType=x",
                                  body=b"x")
                 self.assertStatus(resp, 200, "dave taken over")
-            final = parse_metrics(self.scrape())
+            final = wait_until(lambda: (lambda m: value(m, "sprayer_requests_completed_total", server="pool1",
+                                                        code="2xx", reason="takeover") and m)(
+                parse_metrics(self.scrape())), 5, what="the takeover counted")
             self.assertEqual(value(final, "sprayer_requests_completed_total", server="pool1", code="2xx",
                                    reason="takeover"), 1)
             self.assertEqual(value(final, "sprayer_server_up", server="pool2"), 0)
