@@ -75,6 +75,9 @@ class KeyTable {
 
   std::size_t records() const noexcept { return records_; }
   std::size_t live() const noexcept { return records_ - tombstones_; }
+  // Live entries per server index; filled for base tables only (they are counted once,
+  // when built, so that a delta snapshot's counts cost O(overlay)).
+  const std::vector<std::size_t>& live_by_server() const noexcept { return live_by_server_; }
   std::size_t memory_bytes() const noexcept {
     return sizeof(*this) + slots_.capacity() * sizeof(Slot) + arena_.capacity();
   }
@@ -89,10 +92,20 @@ class KeyTable {
     return {arena_.data() + offset, slot.length};
   }
 
+  void count_live_by_server() {
+    live_by_server_.clear();
+    for (const Slot& slot : slots_) {
+      if (slot.length == 0 || slot.server == kTombstone) continue;
+      if (slot.server >= live_by_server_.size()) live_by_server_.resize(slot.server + 1u, 0);
+      ++live_by_server_[slot.server];
+    }
+  }
+
   SlotArray slots_;
   std::vector<char> arena_;  // keys longer than kInlineKey, back to back
   std::size_t records_ = 0;
   std::size_t tombstones_ = 0;
+  std::vector<std::size_t> live_by_server_;
 };
 
 class TableBuilder {
@@ -141,6 +154,7 @@ class TableBuilder {
     const std::size_t keep = dropping ? table_.live() : table_.records_;
     if (!dropping && table_.slots_.size() <= capacity_for(keep) + capacity_for(keep) / 4) {
       table_.arena_.shrink_to_fit();
+      if (drop_tombstones) table_.count_live_by_server();
       return std::make_shared<const KeyTable>(std::move(table_));
     }
     std::size_t arena_bytes = 0;
@@ -155,6 +169,7 @@ class TableBuilder {
       const std::uint64_t hash = hash_key(key);
       fill(out, free_slot(out.slots_, hash), key, static_cast<std::uint32_t>(hash), entry);
     });
+    if (drop_tombstones) out.count_live_by_server();
     return std::make_shared<const KeyTable>(std::move(out));
   }
 
@@ -275,17 +290,22 @@ std::shared_ptr<const detail::KeyTable> empty_table() {
 OwnershipSnapshot::OwnershipSnapshot(Passkey, std::shared_ptr<const detail::KeyTable> base,
                                      std::shared_ptr<const detail::KeyTable> overlay,
                                      std::vector<std::string> server_ids, std::int64_t epoch,
-                                     std::size_t size, std::size_t rejected_rows)
+                                     std::size_t size, std::size_t rejected_rows,
+                                     std::vector<std::size_t> owned)
     : base_(std::move(base)),
       overlay_(std::move(overlay)),
       server_ids_(std::move(server_ids)),
       epoch_(epoch),
       size_(size),
-      rejected_rows_(rejected_rows) {}
+      rejected_rows_(rejected_rows),
+      owned_(std::move(owned)) {
+  owned_.resize(server_ids_.size(), 0);
+}
 
 std::shared_ptr<const OwnershipSnapshot> OwnershipSnapshot::empty() {
   return std::make_shared<const OwnershipSnapshot>(Passkey{}, empty_table(), nullptr,
-                                                   std::vector<std::string>{}, 0, 0, 0);
+                                                   std::vector<std::string>{}, 0, 0, 0,
+                                                   std::vector<std::size_t>{});
 }
 
 std::optional<Owner> OwnershipSnapshot::find(std::string_view user_key) const noexcept {
@@ -356,18 +376,33 @@ std::shared_ptr<const OwnershipSnapshot> OwnershipSnapshot::with_delta(
     overlay->for_each(copy);
     std::shared_ptr<const detail::KeyTable> base = std::move(merged).finish(true);
     const std::size_t size = base->live();
+    std::vector<std::size_t> owned = base->live_by_server();
     return std::make_shared<const OwnershipSnapshot>(Passkey{}, std::move(base), nullptr,
-                                                     std::move(servers).take(), epoch, size, rejected);
+                                                     std::move(servers).take(), epoch, size, rejected,
+                                                     std::move(owned));
   }
 
   std::size_t size = base_->live();
+  std::vector<std::size_t> owned = base_->live_by_server();
+  auto count = [&owned](std::uint16_t server, int delta) {
+    if (server >= owned.size()) owned.resize(server + 1u, 0);
+    owned[server] = static_cast<std::size_t>(static_cast<std::ptrdiff_t>(owned[server]) + delta);
+  };
   overlay->for_each([&](std::string_view key, const detail::Entry& entry) {
-    if (base_->find(key, hash_key(key))) --size;
-    if (entry.live()) ++size;
+    // A base table holds no tombstones: an entry found there is a live owner.
+    if (const auto in_base = base_->find(key, hash_key(key))) {
+      --size;
+      count(in_base->server, -1);
+    }
+    if (entry.live()) {
+      ++size;
+      count(entry.server, +1);
+    }
   });
   if (overlay->records() == 0) overlay = nullptr;
   return std::make_shared<const OwnershipSnapshot>(Passkey{}, base_, std::move(overlay),
-                                                   std::move(servers).take(), epoch, size, rejected);
+                                                   std::move(servers).take(), epoch, size, rejected,
+                                                   std::move(owned));
 }
 
 SnapshotBuilder::SnapshotBuilder(std::size_t expected_rows)
@@ -395,9 +430,10 @@ std::shared_ptr<const OwnershipSnapshot> SnapshotBuilder::build() {
   auto state = std::exchange(state_, std::make_unique<detail::BuildState>(0));
   std::shared_ptr<const detail::KeyTable> base = std::move(state->table).finish(true);
   const std::size_t size = base->live();
+  std::vector<std::size_t> owned = base->live_by_server();
   return std::make_shared<const OwnershipSnapshot>(OwnershipSnapshot::Passkey{}, std::move(base),
                                                    nullptr, std::move(state->servers).take(),
-                                                   state->epoch, size, state->rejected);
+                                                   state->epoch, size, state->rejected, std::move(owned));
 }
 
 }  // namespace sprayer::affinity

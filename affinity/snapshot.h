@@ -59,7 +59,7 @@ class OwnershipSnapshot {
   OwnershipSnapshot(Passkey, std::shared_ptr<const detail::KeyTable> base,
                     std::shared_ptr<const detail::KeyTable> overlay,
                     std::vector<std::string> server_ids, std::int64_t epoch, std::size_t size,
-                    std::size_t rejected_rows);
+                    std::size_t rejected_rows, std::vector<std::size_t> owned);
 
   static std::shared_ptr<const OwnershipSnapshot> empty();
 
@@ -73,6 +73,12 @@ class OwnershipSnapshot {
   std::size_t size() const noexcept { return size_; }  // users with an owner
   std::size_t overlay_rows() const noexcept;            // rows (tombstones too) in the overlay
   std::size_t rejected_rows() const noexcept { return rejected_rows_; }
+  // Users owned per server (same order as server_ids()). Counted when the snapshot is
+  // built: O(rows) for a full build, O(overlay) for a delta.
+  std::span<const std::size_t> owned_by_server() const noexcept { return owned_; }
+  std::size_t owned_users(std::uint16_t server) const noexcept {
+    return server < owned_.size() ? owned_[server] : 0;
+  }
   std::size_t memory_bytes() const noexcept;            // heap bytes held (shared base included)
 
   // The next snapshot: this one plus `rows`. Shares the base table unless the overlay
@@ -89,6 +95,7 @@ class OwnershipSnapshot {
   std::int64_t epoch_ = 0;
   std::size_t size_ = 0;
   std::size_t rejected_rows_ = 0;
+  std::vector<std::size_t> owned_;
 };
 
 // Builds a full snapshot from a complete read of the table. Not thread-safe; use one

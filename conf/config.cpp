@@ -435,6 +435,7 @@ class Loader {
   void read_http(const Item& item, HttpConfig& http);
   void read_admin(const Item& item, AdminConfig& admin);
   void read_log(const Item& item, LogConfig& log);
+  void read_access_log(const Item& item, AccessLogConfig& access_log);
   void read_affinity(const Item& item, AffinityConfig& affinity);
   void read_extractors(const Item& item, std::vector<ExtractorStepConfig>& steps);
   void read_user_map(const Item& item, std::vector<std::pair<std::string, std::string>>& map);
@@ -621,6 +622,7 @@ void Loader::read_config(const Item& root, Config& config) {
       {"http", false, [&](const Item& v) { read_http(v, config.http); }},
       {"admin", false, [&](const Item& v) { read_admin(v, config.admin); }},
       {"log", false, [&](const Item& v) { read_log(v, config.log); }},
+      {"access_log", false, [&](const Item& v) { read_access_log(v, config.access_log); }},
       {"affinity", false, [&](const Item& v) { read_affinity(v, config.affinity); }},
       {"ownership", false, [&](const Item& v) { read_ownership(v, config.ownership); }},
       {"health", false, [&](const Item& v) { read_health(v, config.health); }},
@@ -890,6 +892,27 @@ void Loader::read_log(const Item& item, LogConfig& log) {
   }};
   read_map(item, {
       {"level", false, [&](const Item& v) { read_choice(v, levels, log.level); }},
+  });
+}
+
+void Loader::read_access_log(const Item& item, AccessLogConfig& access_log) {
+  static constexpr std::array<std::pair<std::string_view, AccessLogFormat>, 2> formats{{
+      {"json", AccessLogFormat::json},
+      {"combined", AccessLogFormat::combined},
+  }};
+  read_map(item, {
+      {"enabled", false, [&](const Item& v) { read_bool(v, access_log.enabled); }},
+      {"path", false,
+       [&](const Item& v) {
+         if (!read_string(v, access_log.path)) return;
+         if (access_log.path.empty())
+           error(v, "must be a file name or \"stderr\"");
+         else if (access_log.path != "stderr")
+           access_log.path = resolve_path(access_log.path);
+       }},
+      {"format", false, [&](const Item& v) { read_choice(v, formats, access_log.format); }},
+      {"max_queued_bytes", false,
+       [&](const Item& v) { read_size64(v, 64u << 10, uint64_t{1} << 32, access_log.max_queued_bytes); }},
   });
 }
 

@@ -191,6 +191,16 @@ struct LogConfig {
   bool operator==(const LogConfig&) const = default;
 };
 
+// One line per request, written by a thread of its own (never by a worker loop).
+enum class AccessLogFormat { json, combined };
+
+struct AccessLogConfig {
+  bool enabled = false;
+  std::string path = "stderr";        // a file (appended; reopened on SIGUSR1) or "stderr"
+  AccessLogFormat format = AccessLogFormat::json;
+  uint64_t max_queued_bytes = 16u << 20;  // past this, lines are dropped (and counted)
+};
+
 struct Config {
   std::string source;                  // file the config came from (for messages)
   uint32_t workers = 0;                // 0 = number of cores
@@ -202,6 +212,7 @@ struct Config {
   HttpConfig http;
   AdminConfig admin;
   LogConfig log;
+  AccessLogConfig access_log;
   AffinityConfig affinity;
   OwnershipConfig ownership;
   HealthConfig health;

@@ -177,6 +177,7 @@ ReloadOutcome Server::reload_config(const char* why) {
   outcome.needs_restart = diff.needs_restart;
   config_ = next;
   runtime_ = runtime;
+  remember_slots();
   tls_ = runtime->listener_tls;
   log::set_level(next->log.level);
   {

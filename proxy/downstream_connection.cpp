@@ -7,6 +7,7 @@
 
 #include <cstring>
 
+#include "proxy/access_log.h"
 #include "proxy/log.h"
 #include "proxy/pause.h"
 #include "proxy/tls_engine.h"
@@ -283,13 +284,41 @@ void DownstreamConnection::on_parse_error(llhttp_errno_t err, const char*, const
   LOG_DEBUG("client %s: bad request (%s: %s) -> %d", client_ip_, llhttp_errno_name(err),
             llhttp_get_error_reason(&parser_) ? llhttp_get_error_reason(&parser_) : "", status);
   if (state_ == State::in_exchange) {
+    // The client gets this status, not the "went away" an abort alone would record.
+    if (!exchange_.response_started()) exchange_.record(status);
     exchange_.abort();
     if (exchange_.response_started()) {
       close();
       return;
     }
+  } else {
+    record_local(status);
   }
   send_error_and_close(status);
+}
+
+void DownstreamConnection::record_local(int status) {
+  WorkerStats& stats = worker_.stats();
+  WorkerStats::add(stats.finished[kStatNoServer][status_class(status)][kReasonLocal]);
+  const uint64_t total = message_begin_ns_ ? uv_hrtime() - message_begin_ns_ : 0;
+  stats.request_seconds.observe(total);
+  AccessLogBuffer& log = worker_.access_log();
+  if (!log.enabled()) return;
+  AccessRecord r;
+  r.time = std::chrono::system_clock::now() -
+           std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::nanoseconds(total));
+  r.client_ip = client_ip_;
+  // The method is known once the target started; a head broken before that has neither.
+  bool started = !head_.start().empty();
+  r.method = started ? std::string_view(llhttp_method_name(static_cast<llhttp_method_t>(parser_.method)))
+                     : std::string_view("-");
+  r.target = !target_.empty() ? std::string_view(target_) : head_.start();
+  r.http_minor = parser_.http_minor;
+  r.reason = "local";
+  r.status = status;
+  r.bytes_in = head_.bytes();
+  r.total_ns = static_cast<int64_t>(total);
+  if (uint64_t dropped = log.add(r)) WorkerStats::add(stats.access_log_dropped, dropped);
 }
 
 void DownstreamConnection::handle_eof() {
@@ -323,6 +352,8 @@ int DownstreamConnection::reject(int status, const char* reason) {
 int DownstreamConnection::on_message_begin(llhttp_t* p) noexcept {
   auto* self = from(p);
   self->head_.clear();
+  self->target_.clear();
+  self->message_begin_ns_ = uv_hrtime();
   self->error_status_ = 0;
   self->value_complete_ = false;
   self->in_value_ = false;
@@ -469,6 +500,7 @@ bool DownstreamConnection::closing_after_response() const { return close_after_r
 bool DownstreamConnection::flush() {
   if (state_ == State::closed) return false;
   size_t before = writer_.in_flight();
+  bytes_written_ += writer_.batch_bytes();
   WorkerStats::add(worker_.stats().bytes_out, writer_.batch_bytes());
   int rc = writer_.flush();
   if (rc != 0) {
@@ -533,13 +565,16 @@ void DownstreamConnection::send_redirect() {
   response.append(kBody);
   writer_.add_copy(response);
   WorkerStats::add(worker_.stats().responses[3]);
-  if (!flush()) return;
+  bool flushed = flush();
+  record_local(308);
+  if (!flushed) return;
   on_exchange_done();
 }
 
 void DownstreamConnection::fail_exchange(int status) {
   WorkerStats::add(worker_.stats().responses[status_class(status)]);
   send_error_and_close(status);
+  exchange_.record(status);
 }
 
 void DownstreamConnection::send_error_and_close(int status) {

@@ -40,6 +40,7 @@ class DownstreamConnection {
   bool is_tls() const { return tls_ != nullptr; }
   // Inside llhttp_execute: what the request adds upstream is flushed once when it returns.
   bool parsing() const { return parsing_; }
+  uint64_t bytes_written() const { return bytes_written_; }  // to this client, all requests
   bool request_complete() const { return request_complete_; }
   // The client gets "Connection: close" and the connection ends after this response.
   bool closing_after_response() const;
@@ -73,6 +74,9 @@ class DownstreamConnection {
   void feed(Slice data);
   void on_parse_error(llhttp_errno_t err, const char* pos, const Slice& data);
   void send_error_and_close(int status);
+  // Counts and logs a request sprayer answered itself, before any routing (a rejected
+  // head, an HTTPS redirect).
+  void record_local(int status);
   void start_lingering_close();
   // Between requests (idle timeout, drain): close_notify first, so the client sees an orderly
   // TLS close rather than a truncation. Never mid-response, where it would hide one.
@@ -137,6 +141,8 @@ class DownstreamConnection {
   bool value_at_input_end_ = false;
   bool in_value_ = false;  int error_status_ = 0;
   uint64_t body_bytes_ = 0;
+  uint64_t bytes_written_ = 0;
+  uint64_t message_begin_ns_ = 0;  // when the current request's first byte was parsed
   std::unique_ptr<TlsEngine> tls_;
   bool tls_input_seen_ = false;
   bool draining_tls_ = false;

@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "affinity/request_view.h"
+#include "proxy/access_log.h"
 #include "proxy/downstream_connection.h"
 #include "proxy/health_events.h"
 #include "proxy/log.h"
@@ -47,6 +48,18 @@ void Exchange::start(bool has_body, bool chunked, bool upgrade) {
   held_bytes_ = 0;
   replay_.clear();
   replayable_ = true;
+  recorded_ = false;
+  user_key_.clear();
+  reason_ = affinity::RouteReason::no_user;
+  server_ = -1;
+  start_ns_ = uv_hrtime();
+  wall_start_ = std::chrono::system_clock::now();
+  connect_begin_ns_ = 0;
+  connect_ns_ = -1;
+  sent_ns_ = 0;
+  ttfb_ns_ = -1;
+  bytes_in_ = ds_.head().bytes();
+  bytes_out_start_ = ds_.bytes_written();
 
   llhttp_t& parser = ds_.parser();
   std::string_view method = llhttp_method_name(static_cast<llhttp_method_t>(parser.method));
@@ -114,6 +127,8 @@ void Exchange::try_next_candidate() {
       continue;
     }
     attach(up);
+    server_ = static_cast<int>(pool.server_index());
+    connect_begin_ns_ = reused ? 0 : uv_hrtime();
     if (reused) on_connected(*up);
     return;
   }
@@ -133,6 +148,12 @@ void Exchange::attach(UpstreamConnection* up) {
 void Exchange::on_connected(UpstreamConnection& up) {
   if (&up != up_) return;
   state_ = State::active;
+  sent_ns_ = uv_hrtime();
+  if (connect_begin_ns_ != 0) {
+    connect_ns_ = static_cast<int64_t>(sent_ns_ - connect_begin_ns_);
+    ds_.worker().stats().connect_seconds.observe(static_cast<uint64_t>(connect_ns_));
+    connect_begin_ns_ = 0;
+  }
   up.begin_response(head_request_);
   ds_.worker().upstream_pool(up.server_index()).on_request_sent(uv_now(ds_.worker().loop()));
   up.writer().add_copy(request_head_);
@@ -205,6 +226,7 @@ void Exchange::put_copy(std::string_view bytes) {
 
 void Exchange::on_request_body(Slice data) {
   if (state_ == State::done || state_ == State::idle) return;
+  bytes_in_ += data.size();
   if (chunked_request_) {
     // Re-frame: the server sees canonical chunks whatever framing the client used.
     std::string header;
@@ -253,6 +275,10 @@ int Exchange::on_response_head(UpstreamConnection& up) {
   llhttp_t& parser = up.parser();
   int status = parser.status_code;
   const conf::Config& config = ds_.worker().config();
+  if (ttfb_ns_ < 0 && sent_ns_ != 0 && (status >= 200 || status == 101)) {
+    ttfb_ns_ = static_cast<int64_t>(uv_hrtime() - sent_ns_);
+    ds_.worker().stats().ttfb_seconds.observe(static_cast<uint64_t>(ttfb_ns_));
+  }
   if (status < 200) {
     if (status == 101) {
       if (!upgrade_) {
@@ -340,7 +366,9 @@ void Exchange::on_response_complete(UpstreamConnection& up) {
 void Exchange::finish(bool reuse_upstream) {
   state_ = State::done;
   release_upstream(reuse_upstream);
-  if (!ds_.flush()) return;
+  bool flushed = ds_.flush();
+  record(status_);
+  if (!flushed) return;
   ds_.on_exchange_done();
 }
 
@@ -361,6 +389,7 @@ void Exchange::on_upstream_error(UpstreamConnection& up, UpstreamError error) {
   if (state_ == State::tunnel) {
     release_upstream(false);
     state_ = State::done;
+    record(status_);
     ds_.flush();
     ds_.close();
     return;
@@ -401,6 +430,7 @@ void Exchange::on_upstream_error(UpstreamConnection& up, UpstreamError error) {
   if (error == UpstreamError::timeout) WorkerStats::add(worker.stats().timeouts);
   if (response_started_) {
     // Part of the response is already with the client: all we can do is cut it short.
+    record(status_);
     ds_.flush();
     ds_.close();
     return;
@@ -437,6 +467,45 @@ void Exchange::abort() {
   held_bytes_ = 0;
   release_upstream(false);
   state_ = State::done;
+  record(response_started_ ? status_ : 0);
+}
+
+void Exchange::record(int status) {
+  if (recorded_) return;
+  recorded_ = true;
+  Worker& worker = ds_.worker();
+  WorkerStats& stats = worker.stats();
+  const uint64_t total = uv_hrtime() - start_ns_;
+  const bool retried = attempt_ > 1 || retried_stale_ || retried_next_;
+  const size_t reason = retried ? kReasonRetry : static_cast<size_t>(reason_);
+  WorkerStats::add(stats.finished[WorkerStats::server_row(server_)][status_class(status)][reason]);
+  stats.request_seconds.observe(total);
+  AccessLogBuffer& log = worker.access_log();
+  if (!log.enabled()) return;
+  const HttpHead& head = ds_.head();
+  auto header = [&head](std::string_view name) {
+    size_t i = head.find(name);
+    return i == HttpHead::npos ? std::string_view() : head.value(i);
+  };
+  AccessRecord r;
+  r.time = wall_start_;
+  r.client_ip = ds_.client_ip();
+  r.method = llhttp_method_name(static_cast<llhttp_method_t>(ds_.parser().method));
+  r.target = ds_.target();
+  r.http_minor = ds_.parser().http_minor;
+  r.user = user_key_;
+  const auto& servers = worker.runtime().servers;
+  if (server_ >= 0 && static_cast<size_t>(server_) < servers.size()) r.server = servers[server_].id;
+  r.reason = retried ? std::string_view("retry") : affinity::to_string(reason_);
+  r.status = status;
+  r.bytes_in = bytes_in_;
+  r.bytes_out = ds_.bytes_written() - bytes_out_start_;
+  r.total_ns = static_cast<int64_t>(total);
+  r.connect_ns = connect_ns_;
+  r.ttfb_ns = ttfb_ns_;
+  r.referer = header("referer");
+  r.user_agent = header("user-agent");
+  if (uint64_t dropped = log.add(r)) WorkerStats::add(stats.access_log_dropped, dropped);
 }
 
 }  // namespace sprayer::proxy

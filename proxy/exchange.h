@@ -3,6 +3,7 @@
 // retries the next candidate when a connect fails before any byte was sent.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -47,6 +48,11 @@ class Exchange {
   void on_upstream_drained();
   void on_upstream_read_done();     // flush what the read produced toward the client
 
+  // Once per request, when it ends (answered, failed, or the client left): counts the
+  // request by server, status class and reason, observes its latency, writes its access
+  // log line. Later calls for the same request do nothing.
+  void record(int status);
+
  private:
   struct Piece {
     Slice slice;
@@ -90,6 +96,17 @@ class Exchange {
   bool retried_stale_ = false;
   bool retried_next_ = false;
   int status_ = 0;
+  // Per-request accounting (record()).
+  bool recorded_ = true;            // nothing to record before the first start()
+  int server_ = -1;                 // the server of the last attempt
+  uint64_t start_ns_ = 0;
+  std::chrono::system_clock::time_point wall_start_{};
+  uint64_t connect_begin_ns_ = 0;   // a new upstream connection is being opened
+  int64_t connect_ns_ = -1;
+  uint64_t sent_ns_ = 0;
+  int64_t ttfb_ns_ = -1;
+  uint64_t bytes_in_ = 0;
+  uint64_t bytes_out_start_ = 0;
 };
 
 }  // namespace sprayer::proxy

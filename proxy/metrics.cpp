@@ -4,6 +4,7 @@
 #include <prometheus/metric_family.h>
 #include <prometheus/text_serializer.h>
 
+#include <limits>
 #include <sstream>
 
 #include "proxy/worker.h"
@@ -15,9 +16,9 @@ using prometheus::MetricFamily;
 using prometheus::MetricType;
 
 template <typename Get>
-double sum(const std::vector<std::unique_ptr<Worker>>& workers, Get get) {
+double sum(const std::vector<const WorkerStats*>& stats, Get get) {
   double total = 0;
-  for (const auto& w : workers) total += static_cast<double>(get(w->stats()));
+  for (const WorkerStats* w : stats) total += static_cast<double>(get(*w));
   return total;
 }
 
@@ -42,15 +43,22 @@ void add_value(MetricFamily& f, double value, std::vector<prometheus::ClientMetr
 }  // namespace
 
 std::vector<MetricFamily> WorkerStatsCollector::Collect() const {
+  std::vector<const WorkerStats*> stats;
+  for (const auto& w : workers_) stats.push_back(&w->stats());
+  return worker_families(stats, server_ids_ ? server_ids_() : std::vector<std::string>{});
+}
+
+std::vector<MetricFamily> worker_families(const std::vector<const WorkerStats*>& workers,
+                                          const std::vector<std::string>& server_ids) {
   std::vector<MetricFamily> out;
   auto counter = [&](const char* name, const char* help, auto get) {
     MetricFamily f = family(name, help, MetricType::Counter);
-    add_value(f, sum(workers_, get));
+    add_value(f, sum(workers, get));
     out.push_back(std::move(f));
   };
   auto gauge = [&](const char* name, const char* help, auto get) {
     MetricFamily f = family(name, help, MetricType::Gauge);
-    add_value(f, sum(workers_, get));
+    add_value(f, sum(workers, get));
     out.push_back(std::move(f));
   };
   counter("sprayer_downstream_connections_accepted_total", "Client connections accepted.",
@@ -65,7 +73,7 @@ std::vector<MetricFamily> WorkerStatsCollector::Collect() const {
     MetricFamily f = family("sprayer_responses_total", "Responses sent to clients, by status class.", MetricType::Counter);
     static const char* classes[] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
     for (int c = 1; c < 6; ++c)
-      add_value(f, sum(workers_, [c](const WorkerStats& s) { return s.responses[c].load(std::memory_order_relaxed); }),
+      add_value(f, sum(workers, [c](const WorkerStats& s) { return s.responses[c].load(std::memory_order_relaxed); }),
                 {{"code", classes[c]}});
     out.push_back(std::move(f));
   }
@@ -97,12 +105,139 @@ std::vector<MetricFamily> WorkerStatsCollector::Collect() const {
     MetricFamily f = family("sprayer_routed_requests_total", "Requests routed, by route reason.", MetricType::Counter);
     static const char* reasons[] = {"owner", "takeover", "new_user", "no_user", "unavailable"};
     for (int r = 0; r < 5; ++r)
-      add_value(f, sum(workers_, [r](const WorkerStats& s) { return s.routed[r].load(std::memory_order_relaxed); }),
+      add_value(f, sum(workers, [r](const WorkerStats& s) { return s.routed[r].load(std::memory_order_relaxed); }),
                 {{"reason", reasons[r]}});
     out.push_back(std::move(f));
   }
   counter("sprayer_accept_pauses_total", "Times accepting paused (connection limit or out of descriptors).",
           [](const WorkerStats& s) { return s.accept_paused.load(std::memory_order_relaxed); });
+  counter("sprayer_upstream_received_bytes_total", "Bytes read from pool servers.",
+          [](const WorkerStats& s) { return s.upstream_bytes_in.load(std::memory_order_relaxed); });
+  counter("sprayer_upstream_sent_bytes_total", "Bytes written to pool servers.",
+          [](const WorkerStats& s) { return s.upstream_bytes_out.load(std::memory_order_relaxed); });
+  counter("sprayer_access_log_dropped_lines_total", "Access log lines dropped because the writer fell behind.",
+          [](const WorkerStats& s) { return s.access_log_dropped.load(std::memory_order_relaxed); });
+  {
+    // Only combinations that happened: servers x classes x reasons would be mostly zeros.
+    MetricFamily f = family("sprayer_requests_completed_total",
+                            "Requests finished, by the server of the last attempt, status class and route reason.",
+                            MetricType::Counter);
+    static const char* classes[] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
+    static const char* reasons[] = {"owner", "takeover", "new_user", "no_user", "unavailable", "retry", "local"};
+    static_assert(sizeof(reasons) / sizeof(reasons[0]) == kRequestReasons);
+    for (size_t row = 0; row < kStatRows; ++row) {
+      for (size_t c = 0; c < kStatusClasses; ++c) {
+        for (size_t r = 0; r < kRequestReasons; ++r) {
+          double v = sum(workers, [&](const WorkerStats& s) { return s.finished[row][c][r].load(std::memory_order_relaxed); });
+          if (v == 0) continue;
+          std::string server;
+          if (row == kStatNoServer)
+            server = "none";
+          else if (row < kStatServers && row < server_ids.size())
+            server = server_ids[row];
+          else
+            server = "other";
+          add_value(f, v, {{"server", server}, {"code", classes[c]}, {"reason", reasons[r]}});
+        }
+      }
+    }
+    out.push_back(std::move(f));
+  }
+  auto histogram = [&](const char* name, const char* help, const LatencyHistogram WorkerStats::*member) {
+    MetricFamily f = family(name, help, MetricType::Histogram);
+    prometheus::ClientMetric m;
+    uint64_t cumulative = 0;
+    for (size_t i = 0; i <= kLatencyBuckets; ++i) {
+      for (const WorkerStats* w : workers) cumulative += (w->*member).buckets[i].load(std::memory_order_relaxed);
+      prometheus::ClientMetric::Bucket b;
+      b.cumulative_count = cumulative;
+      b.upper_bound = i < kLatencyBuckets ? kLatencyBounds[i] : std::numeric_limits<double>::infinity();
+      m.histogram.bucket.push_back(b);
+    }
+    uint64_t sum_ns = 0;
+    for (const WorkerStats* w : workers) sum_ns += (w->*member).sum_ns.load(std::memory_order_relaxed);
+    // The count is the +Inf bucket, so the two always agree even while workers write.
+    m.histogram.sample_count = cumulative;
+    m.histogram.sample_sum = static_cast<double>(sum_ns) / 1e9;
+    f.metric.push_back(std::move(m));
+    out.push_back(std::move(f));
+  };
+  histogram("sprayer_request_duration_seconds", "Whole request: head received to response queued to the client.",
+            &WorkerStats::request_seconds);
+  histogram("sprayer_upstream_connect_duration_seconds", "Opening a new connection to a pool server.",
+            &WorkerStats::connect_seconds);
+  histogram("sprayer_upstream_first_byte_seconds", "Request sent to a pool server until its response head.",
+            &WorkerStats::ttfb_seconds);
+  return out;
+}
+
+std::vector<MetricFamily> control_families(const ControlState& st) {
+  std::vector<MetricFamily> out;
+  auto single = [&](const char* name, const char* help, MetricType type, double v,
+                    std::vector<prometheus::ClientMetric::Label> labels = {}) {
+    MetricFamily f = family(name, help, type);
+    add_value(f, v, std::move(labels));
+    out.push_back(std::move(f));
+  };
+  single("sprayer_build_info", "Always 1; the version as a label.", MetricType::Gauge, 1, {{"version", st.version}});
+  single("sprayer_uptime_seconds", "Seconds since this sprayer started.", MetricType::Gauge, st.uptime_seconds);
+  single("sprayer_start_time_seconds", "Unix time this sprayer started.", MetricType::Gauge, st.start_time_seconds);
+  single("sprayer_shutting_down", "1 while a stop signal is draining connections.", MetricType::Gauge,
+         st.shutting_down ? 1 : 0);
+
+  auto per_server = [&](const char* name, const char* help, MetricType type, auto get) {
+    MetricFamily f = family(name, help, type);
+    for (const auto& s : st.servers) add_value(f, static_cast<double>(get(s)), {{"server", s.id}});
+    out.push_back(std::move(f));
+  };
+  per_server("sprayer_server_up", "1 if the server takes traffic (up or draining), 0 if down or in maintenance.",
+             MetricType::Gauge,
+             [](const ControlState::ServerRow& s) { return s.state == "up" || s.state == "draining" ? 1 : 0; });
+  {
+    MetricFamily f = family("sprayer_server_state", "The server's routing state: 1 for the current one.",
+                            MetricType::Gauge);
+    for (const auto& s : st.servers)
+      for (const char* state : {"up", "down", "draining", "maintenance"})
+        add_value(f, s.state == state ? 1 : 0, {{"server", s.id}, {"state", state}});
+    out.push_back(std::move(f));
+  }
+  per_server("sprayer_server_availability", "Traveler availability index (100 best, negative = constrained).",
+             MetricType::Gauge, [](const ControlState::ServerRow& s) { return s.availability; });
+  per_server("sprayer_server_owned_users", "Users the ownership snapshot gives to the server.", MetricType::Gauge,
+             [](const ControlState::ServerRow& s) { return s.owned_users; });
+  per_server("sprayer_server_ejections_total", "Times passive failures took the server out before a check did.",
+             MetricType::Counter, [](const ControlState::ServerRow& s) { return s.ejections; });
+  per_server("sprayer_server_active_requests", "Requests in flight to the server (sampled every 100 ms).",
+             MetricType::Gauge, [](const ControlState::ServerRow& s) { return s.active_requests; });
+
+  single("sprayer_ownership_source_configured", "1 if an ownership source (SQLite or PostgreSQL) is configured.",
+         MetricType::Gauge, st.source_configured ? 1 : 0);
+  {
+    MetricFamily f = family("sprayer_ownership_source_state", "The ownership source's state: 1 for the current one.",
+                            MetricType::Gauge);
+    for (const char* state : {"connecting", "ok", "degraded", "from_cache", "none"})
+      add_value(f, st.source_state == state ? 1 : 0, {{"state", state}});
+    out.push_back(std::move(f));
+  }
+  single("sprayer_ownership_epoch", "Epoch (pool change number) of the snapshot being served.", MetricType::Gauge,
+         static_cast<double>(st.epoch));
+  single("sprayer_ownership_users", "Users with an owner in the snapshot being served.", MetricType::Gauge,
+         static_cast<double>(st.users));
+  single("sprayer_ownership_snapshot_bytes", "Memory held by the ownership snapshot being served.",
+         MetricType::Gauge, static_cast<double>(st.snapshot_bytes));
+  if (st.snapshot_age_seconds)
+    single("sprayer_ownership_snapshot_age_seconds", "Seconds since the ownership source last answered.",
+           MetricType::Gauge, *st.snapshot_age_seconds);
+  single("sprayer_ownership_stale", "1 if the source has not answered within ownership.stale_after.",
+         MetricType::Gauge, st.stale ? 1 : 0);
+  single("sprayer_ownership_source_errors_total", "Failed ownership queries and connections.", MetricType::Counter,
+         static_cast<double>(st.source_errors));
+  single("sprayer_ownership_source_reconnects_total", "Reconnects to the ownership database.", MetricType::Counter,
+         static_cast<double>(st.source_reconnects));
+  single("sprayer_ownership_full_loads_total", "Full loads of the ownership table.", MetricType::Counter,
+         static_cast<double>(st.full_loads));
+  single("sprayer_ownership_deltas_applied_total", "Ownership deltas applied.", MetricType::Counter,
+         static_cast<double>(st.deltas_applied));
   return out;
 }
 

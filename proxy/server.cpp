@@ -4,9 +4,11 @@
 #include <algorithm>
 #include <thread>
 
+#include "proxy/access_log.h"
 #include "proxy/json.h"
 #include "proxy/log.h"
 #include "proxy/self_health.h"
+#include "proxy/status_page.h"
 #include "proxy/tls_context.h"
 #include "proxy/tls_probe.h"
 
@@ -23,10 +25,19 @@ Server::~Server() = default;
 
 int Server::run() {
   started_ = std::chrono::steady_clock::now();
+  started_wall_ = std::chrono::system_clock::now();
   auto runtime = std::make_shared<Runtime>();
   runtime->config = config_;
   runtime->extractor = extractor_config(config_->affinity);
   std::string error;
+  if (config_->access_log.enabled) {
+    access_log_ = AccessLog::open(config_->access_log, error);
+    if (!access_log_) {
+      LOG_ERROR("%s", error.c_str());
+      return 1;
+    }
+    runtime->access_log = access_log_;
+  }
   if (!load_listener_tls(*config_, runtime->listener_tls, error)) {
     LOG_ERROR("%s", error.c_str());
     return 1;
@@ -38,6 +49,7 @@ int Server::run() {
   }
   next_slot_ = static_cast<uint32_t>(runtime->servers.size());
   runtime_ = runtime;
+  remember_slots();
 
   uv_loop_init(&loop_);
   health_events_.open(&loop_, [this](const std::vector<PassiveEvent>& events) { on_passive_events(events); });
@@ -63,7 +75,8 @@ int Server::run() {
     admin_ = std::make_unique<AdminServer>(&loop_, [this](const AdminRequest& r) { return handle_admin(r); });
     if (admin_->listen(config_->admin.address, error) != 0) return fail_start(error);
   }
-  collector_ = std::make_unique<WorkerStatsCollector>(workers_);
+  collector_ = std::make_unique<WorkerStatsCollector>(workers_, [this] { return slot_ids_; });
+  control_collector_ = std::make_unique<ControlStateCollector>([this] { return control_state(); });
   {
     affinity::ExtractorConfig by_query = runtime_->extractor;
     by_query.order = {affinity::ExtractorStep{affinity::Source::query, "user"}};
@@ -101,6 +114,7 @@ int Server::run() {
   }, nullptr);
   uv_run(&loop_, UV_RUN_DEFAULT);
   uv_loop_close(&loop_);
+  if (access_log_) access_log_->flush();
   LOG_INFO("sprayer stopped%s", forced_ ? " (drain deadline passed; remaining connections were closed)" : "");
   return 0;
 }
@@ -125,7 +139,12 @@ void Server::on_signal(int signum) {
       if (!reload_config("SIGHUP").applied && !shutting_down_) reload_tls("SIGHUP, running configuration");
       return;
     case SIGUSR1:
-      return;  // log reopening comes with the access log
+      // logrotate renamed the access log: the writer thread opens the name again.
+      if (access_log_) {
+        access_log_->reopen();
+        LOG_INFO("SIGUSR1: access log reopened");
+      }
+      return;
   }
 }
 
@@ -361,8 +380,11 @@ AdminResponse Server::handle_admin(const AdminRequest& request) {
     return AdminResponse{health.http_status(), "text/plain; charset=utf-8", health.reason + "\n"};
   }
   if (path == "/metrics") {
-    return AdminResponse{200, "text/plain; version=0.0.4; charset=utf-8", render_metrics({collector_.get()})};
+    return AdminResponse{200, "text/plain; version=0.0.4; charset=utf-8",
+                         render_metrics({collector_.get(), control_collector_.get()})};
   }
+  if (path == "/status") return AdminResponse{200, "text/html; charset=utf-8", std::string(status_page_html())};
+  if (path == "/api/v1/status") return AdminResponse{200, "application/json", status_json(control_state())};
   if (path == "/api/v1/route") {
     size_t q = request.target.find('?');
     return route_api(q == std::string::npos ? std::string_view() : std::string_view(request.target).substr(q + 1));
@@ -401,6 +423,61 @@ AdminResponse Server::route_api(std::string_view query) {
   json_string(out, source_ ? affinity::to_string(source_->status().state) : std::string_view("none"));
   out += "}\n";
   return AdminResponse{200, "application/json", std::move(out)};
+}
+
+void Server::remember_slots() {
+  for (const auto& s : runtime_->servers) {
+    if (s.slot >= slot_ids_.size()) slot_ids_.resize(s.slot + 1u);
+    slot_ids_[s.slot] = s.id;
+  }
+}
+
+ControlState Server::control_state() const {
+  ControlState st;
+  auto now = std::chrono::steady_clock::now();
+  st.uptime_seconds = std::chrono::duration<double>(now - started_).count();
+  st.start_time_seconds = std::chrono::duration<double>(started_wall_.time_since_epoch()).count();
+  st.version = SPRAYER_VERSION;
+  st.shutting_down = shutting_down_;
+  for (const auto& w : workers_) {
+    st.downstream_connections += w->stats().downstream_open.load(std::memory_order_relaxed);
+    st.upstream_connections += w->stats().upstream_open.load(std::memory_order_relaxed);
+  }
+  for (size_t i = 0; i < runtime_->servers.size(); ++i) {
+    const ServerTarget& target = runtime_->servers[i];
+    ControlState::ServerRow row;
+    row.id = target.id;
+    row.state = "up";
+    if (const health::ServerHealth* h = tracker_ ? tracker_->find(target.id) : nullptr) {
+      row.state = std::string(health::to_string(h->state()));
+      row.availability = h->availability();
+      row.ejections = h->counters().ejections;
+    }
+    if (snapshot_) {
+      if (auto index = snapshot_->server_index(target.id)) row.owned_users = snapshot_->owned_users(*index);
+    }
+    for (const auto& w : workers_) row.active_requests += w->active_upstreams(target.slot);
+    st.servers.push_back(std::move(row));
+  }
+  st.source_configured = source_ != nullptr;
+  if (source_) {
+    affinity::SourceStatus status = source_->status();
+    st.source_state = std::string(affinity::to_string(status.state));
+    st.epoch = status.epoch;
+    st.users = status.users;
+    if (status.since_success)
+      st.snapshot_age_seconds = std::chrono::duration<double>(*status.since_success).count();
+    st.stale = status.stale;
+    st.source_errors = status.counters.errors;
+    st.source_reconnects = status.counters.reconnects;
+    st.full_loads = status.counters.full_loads;
+    st.deltas_applied = status.counters.deltas_applied;
+    st.source_last_error = status.last_error;
+  } else {
+    st.source_state = "none";
+  }
+  if (snapshot_) st.snapshot_bytes = snapshot_->memory_bytes();
+  return st;
 }
 
 AdminResponse Server::servers_api() {

@@ -47,6 +47,7 @@ class Server {
   bool reload_tls(const char* why);
   void watch_tls_files();
   AdminResponse servers_api();
+  ControlState control_state() const;
   AdminResponse server_state_api(const AdminRequest& request, std::string_view path);
   void on_signal(int signum);
   // config_reload.cpp
@@ -61,12 +62,19 @@ class Server {
 
   std::shared_ptr<const conf::Config> config_;
   std::shared_ptr<const Runtime> runtime_;
+  // Server id by slot, removed servers included (slots are never reused): per-server metric
+  // rows are kept by slot and named from here.
+  std::vector<std::string> slot_ids_;
+  void remember_slots();
   uv_loop_t loop_{};
   uv_signal_t sigterm_{}, sigint_{}, sighup_{}, sigusr1_{};
   uv_timer_t shutdown_timer_{};
   std::unique_ptr<AdminServer> admin_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<WorkerStatsCollector> collector_;
+  std::unique_ptr<ControlStateCollector> control_collector_;
+  std::shared_ptr<AccessLog> access_log_;
+  std::chrono::system_clock::time_point started_wall_;
   std::atomic<int64_t> connections_{0};
   std::chrono::steady_clock::time_point started_;
   std::chrono::steady_clock::time_point drain_deadline_;

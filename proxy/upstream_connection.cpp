@@ -166,6 +166,7 @@ void UpstreamConnection::enter_tunnel() {
 
 bool UpstreamConnection::flush() {
   if (state_ == State::closed) return false;
+  WorkerStats::add(worker_.stats().upstream_bytes_out, writer_.batch_bytes());
   int rc = writer_.flush();
   if (rc != 0) {
     fail(kFailReset);
@@ -224,6 +225,7 @@ void UpstreamConnection::handle_read(ssize_t nread, const uv_buf_t* buf) {
     if (nread < 0) handle_eof(nread);
     return;
   }
+  WorkerStats::add(worker_.stats().upstream_bytes_in, static_cast<uint64_t>(nread));
   Slice data(chunk, buf->base, static_cast<size_t>(nread));
   BufferPool::unref(chunk);
   if (tls_) {

@@ -12,6 +12,7 @@ namespace sprayer::proxy {
 namespace {
 
 constexpr uint64_t kTickMs = 100;
+constexpr uint64_t kAccessLogFlushMs = 100;
 
 }  // namespace
 
@@ -25,6 +26,10 @@ Worker::Worker(int index, std::shared_ptr<const Runtime> runtime, std::atomic<in
       process_connections_(process_connections) {}
 
 Worker::~Worker() { join(); }
+
+void Worker::flush_access_log() {
+  if (uint64_t dropped = access_log_.flush()) WorkerStats::add(stats_.access_log_dropped, dropped);
+}
 
 bool Worker::start(std::string& error) {
   thread_ = std::thread([this] { run(); });
@@ -71,6 +76,15 @@ void Worker::run() {
     uv_close(reinterpret_cast<uv_handle_t*>(&tick_), nullptr);
   }
 
+  if (access_log_.enabled()) {
+    // Unreferenced: it must not keep the loop alive once the worker has drained.
+    uv_timer_init(&loop_, &access_log_timer_);
+    access_log_timer_.data = this;
+    uv_timer_start(&access_log_timer_, [](uv_timer_t* h) noexcept { static_cast<Worker*>(h->data)->flush_access_log(); },
+                   kAccessLogFlushMs, kAccessLogFlushMs);
+    uv_unref(reinterpret_cast<uv_handle_t*>(&access_log_timer_));
+  }
+
   uv_run(&loop_, UV_RUN_DEFAULT);
 
   // Anything still open (forced stop) is closed here so the loop can be closed cleanly.
@@ -78,6 +92,7 @@ void Worker::run() {
     if (!uv_is_closing(h)) uv_close(h, nullptr);
   }, nullptr);
   uv_run(&loop_, UV_RUN_DEFAULT);
+  flush_access_log();
   int rc = uv_loop_close(&loop_);
   loop_close_status_.store(rc);
   if (rc != 0) LOG_WARN("worker %d: loop closed with handles open: %s", index_, uv_strerror(rc));

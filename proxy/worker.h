@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "affinity/extract.h"
+#include "proxy/access_log.h"
 #include "proxy/buffer_pool.h"
 #include "proxy/health_events.h"
 #include "proxy/route_state.h"
@@ -56,6 +57,8 @@ class Worker {
 
   int index() const { return index_; }
   uv_loop_t* loop() { return &loop_; }
+  // This worker's access log lines (enabled() false when the log is off).
+  AccessLogBuffer& access_log() { return access_log_; }
   BufferPool& buffers() { return buffers_; }
   const Runtime& runtime() const { return *runtime_; }
   const conf::Config& config() const { return *runtime_->config; }
@@ -89,6 +92,7 @@ class Worker {
   void apply_runtime(std::shared_ptr<const Runtime> next);
   void apply_listeners(const Runtime& next);
   void post(bool drain, bool stop);
+  void flush_access_log();
 
   int index_;
   std::shared_ptr<const Runtime> runtime_;
@@ -102,6 +106,8 @@ class Worker {
   uv_loop_t loop_{};
   uv_async_t async_{};
   uv_timer_t tick_{};
+  AccessLogBuffer access_log_{runtime_->access_log};
+  uv_timer_t access_log_timer_{};  // hands the buffer to the writer; unreferenced
   std::thread thread_;
   BufferPool buffers_;
   WorkerStats stats_;

@@ -5,7 +5,8 @@ set -euo pipefail
 
 build_pkgs=(build-essential cmake pkg-config libuv1-dev node-llhttp libssl-dev libyaml-cpp-dev
             prometheus-cpp-dev doctest-dev libsqlite3-dev libpq-dev python3 curl openssl)
-test_pkgs=(clang libclang-rt-14-dev procps iproute2 postgresql keepalived testssl.sh)
+test_pkgs=(clang libclang-rt-14-dev procps iproute2 postgresql keepalived testssl.sh prometheus chromium chromium-driver
+           logrotate)
 bench_pkgs=(wrk haproxy nginx util-linux)
 
 wanted=()

@@ -227,6 +227,38 @@ TEST_CASE("snapshot: the overlay is compacted into a new base past the policy") 
   }
 }
 
+TEST_CASE("snapshot: owned users per server follow builds, deltas and compaction") {
+  Rows rows;
+  rows.add("a", "s1", 1).add("b", "s1", 1).add("c", "s2", 1).add("d", std::nullopt, 1);
+  auto snapshot = build(rows);
+  REQUIRE(snapshot->server_ids().size() == 2);
+  CHECK(snapshot->owned_users(*snapshot->server_index("s1")) == 2);
+  CHECK(snapshot->owned_users(*snapshot->server_index("s2")) == 1);
+  CHECK(snapshot->owned_users(7) == 0);  // out of range: zero, not a crash
+
+  Rows delta;
+  delta.add("a", "s2", 2).add("b", std::nullopt, 2).add("e", "s3", 2).add("c", "s1", 0);  // c: stale
+  auto next = snapshot->with_delta(delta.views());
+  REQUIRE(next->overlay_rows() > 0);
+  CHECK(next->owned_users(*next->server_index("s1")) == 0);
+  CHECK(next->owned_users(*next->server_index("s2")) == 2);
+  CHECK(next->owned_users(*next->server_index("s3")) == 1);
+  // The old snapshot keeps its own counts.
+  CHECK(snapshot->owned_users(*snapshot->server_index("s1")) == 2);
+
+  DeltaPolicy compact_now;
+  compact_now.compact_min_rows = 0;
+  compact_now.compact_divisor = 1000000;
+  Rows more;
+  more.add("f", "s1", 3);
+  auto compacted = next->with_delta(more.views(), compact_now);
+  CHECK(compacted->overlay_rows() == 0);
+  CHECK(compacted->owned_users(*compacted->server_index("s1")) == 1);
+  CHECK(compacted->owned_users(*compacted->server_index("s2")) == 2);
+  CHECK(compacted->owned_users(*compacted->server_index("s3")) == 1);
+  CHECK(OwnershipSnapshot::empty()->owned_by_server().empty());
+}
+
 TEST_CASE("snapshot: random deltas agree with a reference model") {
   int compactions = 0;
   int overlays = 0;
@@ -280,8 +312,10 @@ TEST_CASE("snapshot: random deltas agree with a reference model") {
       if (n > 0) (snapshot->overlay_rows() == 0 ? compactions : overlays)++;
 
       std::size_t live = 0;
+      std::map<std::string, std::size_t> per_server;
       for (const auto& [key, m] : model) {
         if (m.server) ++live;
+        if (m.server) ++per_server[*m.server];
         const auto got = owner_id(*snapshot, key);
         if (got != m.server) {
           FAIL_CHECK("mismatch for " << key << " round " << round);
@@ -291,6 +325,11 @@ TEST_CASE("snapshot: random deltas agree with a reference model") {
       }
       REQUIRE(snapshot->size() == live);
       REQUIRE(snapshot->epoch() == epoch);
+      REQUIRE(snapshot->owned_by_server().size() == snapshot->server_ids().size());
+      for (std::size_t i = 0; i < snapshot->server_ids().size(); ++i) {
+        const auto it = per_server.find(snapshot->server_ids()[i]);
+        REQUIRE(snapshot->owned_by_server()[i] == (it == per_server.end() ? 0 : it->second));
+      }
     }
     for (int i = 3000; i < 3100; ++i) CHECK_FALSE(snapshot->find("user" + std::to_string(i)));
   }

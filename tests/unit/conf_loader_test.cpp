@@ -878,6 +878,28 @@ TEST_CASE("log.level") {
                     "expected one of: debug, info, warn, error");  // 4 edits away: no suggestion
 }
 
+TEST_CASE("access_log") {
+  conf::LoadResult defaults = load(minimal);
+  REQUIRE(defaults.ok());
+  CHECK_FALSE(defaults.config->access_log.enabled);
+  CHECK(defaults.config->access_log.path == "stderr");
+  CHECK(defaults.config->access_log.format == conf::AccessLogFormat::json);
+
+  conf::LoadResult set = load_with("access_log:\n  enabled: true\n  path: /var/log/sprayer/access.log\n"
+                                   "  format: combined\n  max_queued_bytes: 1MiB\n");
+  INFO(all_errors(set));
+  REQUIRE(set.ok());
+  CHECK(set.config->access_log.enabled);
+  CHECK(set.config->access_log.path == "/var/log/sprayer/access.log");
+  CHECK(set.config->access_log.format == conf::AccessLogFormat::combined);
+  CHECK(set.config->access_log.max_queued_bytes == (1u << 20));
+
+  expect_error_with("access_log:\n  format: clf\n", 8, 11, "access_log.format", "expected one of: json, combined");
+  expect_error_with("access_log:\n  path: \"\"\n", 8, 9, "access_log.path", "must be a file name or \"stderr\"");
+  expect_error_with("access_log:\n  rotate: daily\n", 8, 3, "access_log.rotate",
+                    "unknown key; expected one of: enabled, path, format, max_queued_bytes");
+}
+
 TEST_CASE("affinity.extractors") {
   SUBCASE("an empty list turns user extraction off") {
     conf::LoadResult result = load_with("affinity:\n  extractors: []\n");

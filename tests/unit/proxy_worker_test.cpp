@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -72,6 +73,15 @@ std::shared_ptr<proxy::Runtime> make_runtime(uint16_t listen_port, uint16_t serv
   return runtime;
 }
 
+// The worker counts a request just after its last byte went out: a client on another thread
+// can be faster than that.
+template <typename Pred>
+bool eventually(Pred pred) {
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (!pred() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+  return pred();
+}
+
 void stop_and_check(proxy::Worker& worker) {
   worker.begin_drain();
   auto deadline = std::chrono::steady_clock::now() + 5s;
@@ -121,6 +131,16 @@ TEST_CASE("worker forwards requests over keep-alive and drains cleanly") {
   CHECK(seen.find("Connection:") == std::string::npos);
   // Both requests came over one upstream connection (the server accepted only once).
   CHECK(worker.stats().requests.load() == 2);
+  // Both counted as finished by pool1 (index 0), 2xx, no user in the request; one new
+  // upstream connection (connect time observed once), two first bytes.
+  const auto no_user = static_cast<size_t>(affinity::RouteReason::no_user);
+  // The request histogram is the last thing a finished request touches.
+  CHECK(eventually([&] { return worker.stats().request_seconds.count.load() == 2; }));
+  CHECK(worker.stats().finished[0][2][no_user].load() == 2);
+  CHECK(worker.stats().ttfb_seconds.count.load() == 2);
+  CHECK(worker.stats().connect_seconds.count.load() == 1);
+  CHECK(worker.stats().upstream_bytes_in.load() > 0);
+  CHECK(worker.stats().upstream_bytes_out.load() >= seen.size());
   close(client);
   close(upstream);
   stop_and_check(worker);
@@ -140,8 +160,52 @@ TEST_CASE("a refused connect to every server answers 503 and closes") {
   CHECK(response.rfind("HTTP/1.1 503 ", 0) == 0);
   CHECK(response.find("Connection: close\r\n") != std::string::npos);
   CHECK(worker.stats().upstream_connect_failures.load() >= 1);
+  // Counted against the server of the last attempt, as a 5xx.
+  CHECK(eventually([&] { return worker.stats().request_seconds.count.load() == 1; }));
+  CHECK(worker.stats().finished[0][5][static_cast<size_t>(affinity::RouteReason::no_user)].load() == 1);
   close(client);
   stop_and_check(worker);
+}
+
+TEST_CASE("a worker writes access log lines through its buffer and hands them over by stop") {
+  uint16_t dead_port = free_port();
+  uint16_t port = free_port();
+  std::string path = "/tmp/sprayer-unit-worker-access-" + std::to_string(getpid()) + ".log";
+  std::remove(path.c_str());
+  conf::AccessLogConfig log_config;
+  log_config.enabled = true;
+  log_config.path = path;
+  std::string error;
+  auto runtime = make_runtime(port, dead_port);
+  runtime->access_log = proxy::AccessLog::open(log_config, error);
+  REQUIRE_MESSAGE(runtime->access_log, error);
+  auto log = runtime->access_log;
+  std::atomic<int64_t> connections{0};
+  {
+    proxy::Worker worker(0, runtime, connections);
+    REQUIRE(worker.start(error));
+    int client = connect_to(port);
+    const char* request = "GET /traveler?user=Jane HTTP/1.1\r\nHost: h\r\nAuthorization: Basic amFuZTpzZWNyZXQ=\r\n\r\n";
+    send(client, request, std::strlen(request), 0);
+    std::string response = read_until(client, "\n\n\n");
+    CHECK(response.rfind("HTTP/1.1 503 ", 0) == 0);
+    close(client);
+    stop_and_check(worker);  // the unreferenced flush timer does not hold the loop open
+  }
+  log->flush();
+  std::FILE* f = std::fopen(path.c_str(), "r");
+  REQUIRE(f);
+  char line[2048] = {0};
+  REQUIRE(std::fgets(line, sizeof line, f));
+  std::fclose(f);
+  std::string text(line);
+  CHECK(text.find("\"status\":503") != std::string::npos);
+  CHECK(text.find("\"server\":\"pool1\"") != std::string::npos);
+  CHECK(text.find("\"user\":\"jane\"") != std::string::npos);
+  CHECK(text.find("\"target\":\"/traveler?user=Jane\"") != std::string::npos);
+  CHECK(text.find("amFuZTpzZWNyZXQ") == std::string::npos);
+  CHECK(text.find("secret") == std::string::npos);
+  std::remove(path.c_str());
 }
 
 TEST_CASE("a listener that cannot bind fails start with the reason") {
