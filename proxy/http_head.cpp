@@ -3,6 +3,7 @@
 
 #include <cstdio>
 #include <iterator>
+#include <optional>
 
 namespace sprayer::proxy {
 namespace {
@@ -142,8 +143,12 @@ HopByHop::HopByHop(const HttpHead& head) : head_(&head) {
   }
 }
 
-bool HopByHop::contains(size_t field) const {
-  switch (head_->kind(field)) {
+namespace {
+
+// Whether a field of this kind is hop-by-hop whatever Connection says: yes, no, or "ask the
+// Connection tokens" (nullopt).
+std::optional<bool> fixed_hop_by_hop(FieldKind kind) {
+  switch (kind) {
     case FieldKind::connection:
     case FieldKind::keep_alive:
     case FieldKind::proxy_connection:
@@ -157,26 +162,20 @@ bool HopByHop::contains(size_t field) const {
     case FieldKind::content_length:
       return false;
     default:
-      return count_ != 0 && named_in_connection(head_->name(field));
+      return std::nullopt;
   }
 }
 
+}  // namespace
+
+bool HopByHop::contains(size_t field) const {
+  if (auto fixed = fixed_hop_by_hop(head_->kind(field))) return *fixed;
+  return count_ != 0 && named_in_connection(head_->name(field));
+}
+
 bool HopByHop::contains(std::string_view name) const {
-  switch (classify_field(name)) {
-    case FieldKind::connection:
-    case FieldKind::keep_alive:
-    case FieldKind::proxy_connection:
-    case FieldKind::te:
-    case FieldKind::upgrade:
-    case FieldKind::proxy_authorization:
-    case FieldKind::proxy_authenticate:
-      return true;
-    case FieldKind::transfer_encoding:
-    case FieldKind::content_length:
-      return false;
-    default:
-      return count_ != 0 && named_in_connection(name);
-  }
+  if (auto fixed = fixed_hop_by_hop(classify_field(name))) return *fixed;
+  return count_ != 0 && named_in_connection(name);
 }
 
 bool HopByHop::named_in_connection(std::string_view name) const {
