@@ -146,6 +146,71 @@ class WaitTimeout(AssertionError):
     pass
 
 
+class SyncLoad:
+    """Closed-loop keep-alive clients posting ActiveSync Syncs through sprayer until stop().
+
+    pick(rng) -> (fields, target): the tuple recorded for the request and its target. Each
+    request is recorded as (start, end, *fields, status, served_by); a request that raised is
+    recorded with status "-1 <exception>" (never 200). Every thread stops after `bound` seconds
+    even if stop() is never called."""
+
+    def __init__(self, port, pick, threads=4, bound=120.0):
+        self.port = port
+        self.pick = pick
+        self.threads = threads
+        self.bound = bound
+        self.stop_flag = threading.Event()
+        self.records = []
+        self.lock = threading.Lock()
+        self.workers = []
+
+    def _run(self, seed):
+        rng = random.Random(seed)
+        client = None
+        deadline = time.monotonic() + self.bound
+        while not self.stop_flag.is_set() and time.monotonic() < deadline:
+            fields, target = self.pick(rng)
+            start = time.monotonic()
+            status, served = 0, None
+            try:
+                if client is None:
+                    client = HttpClient(self.port, timeout=10)
+                resp = client.request("POST", target, body=b"sync")
+                status, served = resp.status, resp.header("X-Served-By")
+                if resp.has_token("Connection", "close"):
+                    client.close()
+                    client = None
+            except Exception as e:  # recorded as a failure, with its reason
+                status = f"-1 {e!r}"[:200]
+                with contextlib.suppress(Exception):
+                    client.close()
+                client = None
+            with self.lock:
+                self.records.append((start, time.monotonic(), *fields, status, served))
+        if client is not None:
+            client.close()
+
+    def start(self):
+        for k in range(self.threads):
+            t = threading.Thread(target=self._run, args=(k,), daemon=True)
+            t.start()
+            self.workers.append(t)
+        return self
+
+    def stop(self):
+        self.stop_flag.set()
+        for t in self.workers:
+            t.join(30)
+
+    def snapshot(self):
+        with self.lock:
+            return list(self.records)
+
+    def count(self):
+        with self.lock:
+            return len(self.records)
+
+
 def wait_until(pred, timeout, interval=0.02, what="condition"):
     """Polls pred() until it returns a truthy value (returned) or raises at the deadline.
 

@@ -13,10 +13,8 @@
 import collections
 import contextlib
 import json
-import random
 import signal
 import sys
-import threading
 import time
 
 import harness
@@ -37,61 +35,15 @@ def table_owner(i):
     return SERVERS[(i * 7 + i // 3) % 3]
 
 
-class Load:
-    """Closed-loop clients over all users and both devices; records every request."""
-
-    def __init__(self, sprayer, threads=6, users=USERS):
-        self.sprayer = sprayer
-        self.threads = threads
-        self.users = users
-        self.stop_flag = threading.Event()
-        self.records = []  # (start, end, user index, device, status, served_by)
-        self.lock = threading.Lock()
-        self.workers = []
-
-    def _run(self, seed):
-        rng = random.Random(seed)
-        client = None
-        deadline = time.monotonic() + 120  # bounded even if stop() is never called
-        while not self.stop_flag.is_set() and time.monotonic() < deadline:
-            i = rng.randrange(self.users)
-            device = rng.choice("AB")
-            start = time.monotonic()
-            status, served = 0, None
-            try:
-                if client is None:
-                    client = self.sprayer.client(timeout=10)
-                resp = client.request("POST", f"/Microsoft-Server-ActiveSync?Cmd=Sync&User={user_name(i)}"
-                                              f"&DeviceId={device}{i}&DeviceType=iPhone", body=b"sync")
-                status, served = resp.status, resp.header("X-Served-By")
-                if resp.has_token("Connection", "close"):
-                    client.close()
-                    client = None
-            except Exception:
-                status = -1
-                with contextlib.suppress(Exception):
-                    client.close()
-                client = None
-            with self.lock:
-                self.records.append((start, time.monotonic(), i, device, status, served))
-        if client is not None:
-            client.close()
-
-    def start(self):
-        for k in range(self.threads):
-            t = threading.Thread(target=self._run, args=(k,), daemon=True)
-            t.start()
-            self.workers.append(t)
-        return self
-
-    def stop(self):
-        self.stop_flag.set()
-        for t in self.workers:
-            t.join(30)
-
-    def snapshot(self):
-        with self.lock:
-            return list(self.records)
+def Load(sprayer, threads=6, users=USERS):
+    """Closed-loop clients over all users and both devices; records (start, end, user index,
+    device, status, served_by) for every request."""
+    def pick(rng):
+        i = rng.randrange(users)
+        device = rng.choice("AB")
+        return (i, device), (f"/Microsoft-Server-ActiveSync?Cmd=Sync&User={user_name(i)}"
+                             f"&DeviceId={device}{i}&DeviceType=iPhone")
+    return harness.SyncLoad(sprayer.port, pick, threads=threads)
 
 
 class FailoverBase:

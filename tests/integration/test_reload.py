@@ -18,7 +18,6 @@ d) reloads in a row (API and SIGHUP) under load, removing and adding back a serv
 import contextlib
 import json
 import os
-import random
 import signal
 import socket
 import threading
@@ -36,63 +35,12 @@ def sync_target(user, device="A"):
             f"&DeviceType=iPhone")
 
 
-class Load:
+def Load(port, threads=4, users=400):
     """Closed-loop clients over `users` users; records (start, end, user, status, served_by)."""
-
-    def __init__(self, port, threads=4, users=400):
-        self.port = port
-        self.threads = threads
-        self.users = users
-        self.stop_flag = threading.Event()
-        self.records = []
-        self.lock = threading.Lock()
-        self.workers = []
-
-    def _run(self, seed):
-        rng = random.Random(seed)
-        client = None
-        deadline = time.monotonic() + 120  # bounded even if stop() is never called
-        while not self.stop_flag.is_set() and time.monotonic() < deadline:
-            user = f"ld{rng.randrange(self.users):04d}"
-            start = time.monotonic()
-            status, served = 0, None
-            try:
-                if client is None:
-                    client = harness.HttpClient(self.port, timeout=10)
-                resp = client.request("POST", sync_target(user), body=b"sync")
-                status, served = resp.status, resp.header("X-Served-By")
-                if resp.has_token("Connection", "close"):
-                    client.close()
-                    client = None
-            except Exception as e:  # recorded as a failure, with its reason
-                status = f"-1 {e!r}"[:200]
-                with contextlib.suppress(Exception):
-                    client.close()
-                client = None
-            with self.lock:
-                self.records.append((start, time.monotonic(), user, status, served))
-        if client is not None:
-            client.close()
-
-    def start(self):
-        for k in range(self.threads):
-            t = threading.Thread(target=self._run, args=(k,), daemon=True)
-            t.start()
-            self.workers.append(t)
-        return self
-
-    def stop(self):
-        self.stop_flag.set()
-        for t in self.workers:
-            t.join(30)
-
-    def snapshot(self):
-        with self.lock:
-            return list(self.records)
-
-    def count(self):
-        with self.lock:
-            return len(self.records)
+    def pick(rng):
+        user = f"ld{rng.randrange(users):04d}"
+        return (user,), sync_target(user)
+    return harness.SyncLoad(port, pick, threads=threads)
 
 
 class ReloadTest(TestCase):
