@@ -208,6 +208,34 @@ class BackendTlsTest(harness.TestCase):
             s.assert_alive()
         self.assertEqual(tls.returncode, None, "poolsim survives plain HTTP on its TLS port")
 
+    def test_a_reload_that_reorders_servers_keeps_each_servers_tls_and_metric_name(self):
+        # Servers keep their pool slot across reloads while their place in the file moves: TLS
+        # settings and per-server metrics must follow the server, not its position.
+        tls = self.keep(tls_poolsim(self.pki, "tlspool"))
+        plain = self.keep(Poolsim("plainpool").start())
+        sprayer = self.start_sprayer([tls], [{"ca_file": self.pki.ca, "sni": "pool.test"}])
+        self.assertStatus(sprayer.request("GET", "/poolsim/headers?User=u0"), 200, "HTTPS to tlspool")
+        config = harness.sprayer_config([plain, tls], workers=1, port=sprayer.port, admin_port=sprayer.admin_port,
+                                        timeouts={"upstream_connect": "1s", "upstream_response": "5s"},
+                                        health={"enabled": False})
+        config["servers"][1]["tls"] = {"ca_file": self.pki.ca, "sni": "pool.test"}
+        with open(sprayer.config_path, "w") as f:
+            f.write(harness.to_yaml(config))
+        os.kill(sprayer.pid, signal.SIGHUP)
+        wait_until(lambda: "reload (SIGHUP): applied" in sprayer.stderr_text(), 10, interval=0.05, what="the reload")
+        served = {}
+        for i in range(40):  # new connections each time: both servers, each over its own protocol
+            resp = sprayer.request("GET", f"/poolsim/headers?User=user{i}", headers=[("Connection", "close")])
+            self.assertStatus(resp, 200, f"user{i} after the reload")
+            served[resp.header("X-Served-By")] = resp.header("X-Tls-Version")
+        self.assertEqual(set(served), {"tlspool", "plainpool"}, "both servers were used")
+        self.assertTrue(served["tlspool"], "tlspool is still reached over TLS")
+        self.assertFalse(served["plainpool"], "plainpool is reached in plain HTTP")
+        text = harness.http_request(sprayer.admin_port, "GET", "/metrics", timeout=5).body.decode()
+        rows = re.findall(r'^sprayer_requests_completed_total\{server="([^"]+)"', text, re.M)
+        self.assertIn("tlspool", rows)
+        self.assertIn("plainpool", rows)
+
     def test_sighup_reloads_the_ca_file(self):
         # The pool moves to a new CA: the ca_file is replaced and SIGHUP makes sprayer use it
         # for new connections; a broken file is refused and the working CA stays.
