@@ -752,6 +752,7 @@ void Loader::read_tls(const Item& item, TlsConfig& tls) {
        }},
       {"session_cache_size", false,
        [&](const Item& v) { read_integer(v, 0, 10'000'000, tls.session_cache_size); }},
+      {"session_tickets", false, [&](const Item& v) { read_bool(v, tls.session_tickets); }},
       {"session_timeout", false,
        [&](const Item& v) { read_duration(v, std::chrono::seconds(1), std::chrono::hours(7 * 24), tls.session_timeout); }},
   });

@@ -45,6 +45,7 @@ struct TlsConfig {
   bool check_host = false;                         // the Host header must name the SNI host
   std::string ticket_key_file;                     // shared by both members of a pair; empty = random
   uint32_t session_cache_size = 20480;
+  bool session_tickets = true;                     // false: no resumption by tickets
   Duration session_timeout{std::chrono::hours(24)};
   bool operator==(const TlsConfig&) const = default;
 };

@@ -325,6 +325,10 @@ bool TlsContext::configure(SSL_CTX* ctx, std::string& error) const {
     SSL_CTX_sess_set_cache_size(ctx, static_cast<long>(settings_.session_cache_size));
   }
   SSL_CTX_set_timeout(ctx, static_cast<long>(settings_.session_timeout.count()));
+  if (!settings_.session_tickets) {
+    SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+    SSL_CTX_set_num_tickets(ctx, 0);  // TLS 1.3 would still send tickets without this
+  }
 
   // Every set's SSL_CTX carries the callbacks: after SSL_set_SSL_CTX OpenSSL takes ALPN from
   // the new one, while tickets and the session cache stay on the one the SSL was made from.

@@ -44,6 +44,7 @@ struct TlsSettings {
   bool strict_sni = false;
   std::string ticket_key_file;  // see tls_ticket_keys.h; empty = random keys in memory
   uint32_t session_cache_size = 20480;  // server-side session-ID cache (TLS 1.2); 0 = off
+  bool session_tickets = true;           // false: no tickets issued or accepted (TLS 1.2 and 1.3)
   std::chrono::seconds session_timeout{std::chrono::hours(24)};  // cache entries and tickets
 };
 

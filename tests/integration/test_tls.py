@@ -567,6 +567,30 @@ class TlsTest(harness.TestCase):
     # ---- session resumption ---------------------------------------------------------------
 
     @harness.timeout(90)
+    def test_resumption_off_means_full_handshakes(self):
+        # session_tickets: false and session_cache_size: 0 (the handshake benchmark's setting):
+        # no ticket is issued in either version, and a TLS 1.2 session ID is not resumed.
+        tls_port, http_port, admin_port = harness.free_port(), harness.free_port(), harness.free_port()
+        config = tls_config(self.pki, self.pool, tls_port, http_port, admin_port, self.pki.tickets,
+                            session_tickets=False, session_cache_size=0)
+        sprayer = Sprayer(config).start()
+        try:
+            sess = harness.scratch_path("sess-off") + ".pem"
+            first = SClient(tls_port, "-tls1_2", "-sess_out", sess, servername="mail.example.com", ca=self.pki.ca)
+            self.assertEqual(first.rc, 0, first.describe())
+            self.assertNotIn("TLS session ticket:", first.out, first.describe())
+            # s_client writes no session file for a session it cannot resume; if it wrote one,
+            # offering it must still end in a full handshake.
+            if os.path.exists(sess) and os.path.getsize(sess) > 0:
+                again = SClient(tls_port, "-tls1_2", "-sess_in", sess, servername="mail.example.com", ca=self.pki.ca)
+                self.assertEqual(again.rc, 0, again.describe())
+                self.assertEqual(again.new_or_reused, "New", again.describe())
+            v13 = SClient(tls_port, "-tls1_3", servername="mail.example.com", ca=self.pki.ca)
+            self.assertEqual(v13.rc, 0, v13.describe())
+            self.assertNotIn(TICKET_MARKER, v13.out, v13.describe())
+        finally:
+            sprayer.stop()
+
     def test_session_resumption_across_restart(self):
         tls_port, http_port, admin_port = harness.free_port(), harness.free_port(), harness.free_port()
         config = tls_config(self.pki, self.pool, tls_port, http_port, admin_port, self.pki.tickets)
