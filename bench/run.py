@@ -42,7 +42,7 @@ LUA = os.path.join(ROOT, "bench", "lua")
 USERS = 10000
 NCPU = os.cpu_count() or 1
 CPU_PROXY = "0"
-CPU_OTHERS = f"1-{NCPU - 1}" if NCPU > 1 else "0"
+CPU_OTHERS = (f"1-{NCPU - 1}" if NCPU > 2 else "1") if NCPU > 1 else "0"
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -67,10 +67,15 @@ def wait_port(port, timeout=15.0):
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
-def cpu_seconds(pid):
+def cpu_times(pid):
+    """(utime, stime) in seconds: /proc/PID/stat fields 14 and 15, all threads."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14 and 15)
+    return int(fields[11]) / TICK, int(fields[12]) / TICK
+
+
+def cpu_seconds(pid):
+    return sum(cpu_times(pid))
 
 
 def rss_kib(pid):
@@ -171,8 +176,9 @@ class Pool:
 # ---- proxies ---------------------------------------------------------------------------
 
 class Proxy:
-    def __init__(self, name, pool, work, tls=None):
+    def __init__(self, name, pool, work, tls=None, resumption=True):
         self.name = name
+        self.resumption = resumption  # False: every TLS connection makes a full handshake
         self.pool = pool
         self.work = os.path.join(work, name)
         os.makedirs(self.work, exist_ok=True)
@@ -214,6 +220,8 @@ class Sprayer(Proxy):
         tls = ""
         if self.tls:
             tls = f"    tls:\n      certificates:\n        - cert: {self.tls[0]}\n          key: {self.tls[1]}\n"
+            if not self.resumption:
+                tls += "      session_tickets: false\n      session_cache_size: 0\n"
         path = os.path.join(self.work, "sprayer.yaml")
         with open(path, "w") as f:
             f.write(f"""workers: 1
@@ -252,8 +260,8 @@ log:
 
 
 class Haproxy(Proxy):
-    def __init__(self, name, pool, work, tls=None, mode="hash"):
-        super().__init__(name, pool, work, tls)
+    def __init__(self, name, pool, work, tls=None, mode="hash", resumption=True):
+        super().__init__(name, pool, work, tls, resumption)
         self.mode = mode
         self.socket = os.path.join(self.work, "admin.sock")
         self.map = os.path.join(self.work, "users.map")
@@ -262,6 +270,8 @@ class Haproxy(Proxy):
         bind = f"bind 127.0.0.1:{self.port}"
         if self.tls:
             bind += f" ssl crt {self.tls[2]} alpn http/1.1"
+            if not self.resumption:
+                bind += " no-tls-tickets"
         servers = "".join(f"    server {sid} 127.0.0.1:{self.pool.ports[sid]} check inter 1s fall 2 rise 2\n"
                           for sid in self.pool.ids)
         if self.mode == "map":
@@ -279,7 +289,7 @@ class Haproxy(Proxy):
     nbthread 1
     maxconn 9500
     tune.ssl.default-dh-param 2048
-    stats socket {self.socket} mode 600 level admin
+{"" if self.resumption else "    tune.ssl.cachesize 0" + chr(10)}    stats socket {self.socket} mode 600 level admin
 defaults
     mode http
     timeout connect 2s
@@ -321,6 +331,8 @@ class Nginx(Proxy):
         if self.tls:
             listen += " ssl"
             ssl_lines = f"        ssl_certificate {self.tls[0]};\n        ssl_certificate_key {self.tls[1]};\n"
+            if not self.resumption:
+                ssl_lines += "        ssl_session_tickets off;\n        ssl_session_cache off;\n"
         path = os.path.join(self.work, "nginx.conf")
         with open(path, "w") as f:
             f.write(f"""worker_processes 1;
@@ -357,17 +369,17 @@ http {{
         return ["nginx", "-c", path, "-p", self.work]
 
 
-def make_proxies(names, pool, work, tls=None):
+def make_proxies(names, pool, work, tls=None, resumption=True):
     made = []
     for name in names:
         if name == "sprayer":
-            made.append(Sprayer(name, pool, work, tls))
+            made.append(Sprayer(name, pool, work, tls, resumption))
         elif name == "haproxy-hash":
-            made.append(Haproxy(name, pool, work, tls, "hash"))
+            made.append(Haproxy(name, pool, work, tls, "hash", resumption))
         elif name == "haproxy-map":
-            made.append(Haproxy(name, pool, work, tls, "map"))
+            made.append(Haproxy(name, pool, work, tls, "map", resumption))
         elif name == "nginx":
-            made.append(Nginx(name, pool, work, tls))
+            made.append(Nginx(name, pool, work, tls, resumption))
     return made
 
 
@@ -397,10 +409,11 @@ def wrk(url, seconds, connections, script, threads=1):
 def measure_wrk(proxy, seconds, connections, script):
     pid = proxy.pid()
     wrk(proxy.url(), 2, connections, script)  # warm-up: pools, caches, TLS session state
-    c0 = cpu_seconds(pid)
+    u0, s0 = cpu_times(pid)
     r = wrk(proxy.url(), seconds, connections, script)
-    c1 = cpu_seconds(pid)
-    r["cpu_us"] = (c1 - c0) * 1e6 / max(1, r["requests"])
+    u1, s1 = cpu_times(pid)
+    r["cpu_us"] = (u1 - u0 + s1 - s0) * 1e6 / max(1, r["requests"])
+    r["user_us"] = (u1 - u0) * 1e6 / max(1, r["requests"])
     r["rss_mib"] = rss_kib(pid) / 1024
     return r
 
@@ -409,8 +422,8 @@ def alternate(proxies, rep):
     return proxies if rep % 2 == 0 else list(reversed(proxies))
 
 
-def run_throughput(title, names, pool, work, args, connections, script, tls=None, keep_running=True):
-    proxies = make_proxies(names, pool, work, tls)
+def run_throughput(title, names, pool, work, args, connections, script, tls=None, resumption=True):
+    proxies = make_proxies(names, pool, work, tls, resumption)
     results = {p.name: [] for p in proxies}
     try:
         for p in proxies:
@@ -429,8 +442,8 @@ def run_throughput(title, names, pool, work, args, connections, script, tls=None
 
 def throughput_table(title, results, per="request"):
     lines = [f"### {title}", "",
-             f"| proxy | req/s | p50 ms | p99 ms | CPU µs per {per} | RSS MiB | errors | sprayer ÷ peer (CPU/{per}) |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"| proxy | req/s | p50 ms | p99 ms | CPU µs per {per} | of which user | RSS MiB | errors | sprayer ÷ peer (CPU/{per}) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     base = results.get("sprayer", [])
     for name, runs in results.items():
         ratio = "–"
@@ -438,7 +451,7 @@ def throughput_table(title, results, per="request"):
             ratios = [b["cpu_us"] / r["cpu_us"] for b, r in zip(base, runs) if r["cpu_us"] > 0]
             ratio = fmt(ratios)
         lines.append(f"| {name} | {fmt([r['rps'] for r in runs], 0)} | {fmt([r['p50'] for r in runs])} | "
-                     f"{fmt([r['p99'] for r in runs])} | {fmt([r['cpu_us'] for r in runs])} | "
+                     f"{fmt([r['p99'] for r in runs])} | {fmt([r['cpu_us'] for r in runs])} | {fmt([r['user_us'] for r in runs])} | "
                      f"{fmt([r['rss_mib'] for r in runs], 1)} | {sum(r['errors'] for r in runs)} | {ratio} |")
     lines.append("")
     return lines
@@ -643,9 +656,10 @@ def main():
         if 4 in scenarios:
             for kind in ("ecdsa", "rsa"):
                 r = run_throughput(f"4. TLS handshakes {kind}", peers[:2] + ["nginx"], pool, work, args, 50,
-                                   "activesync_close.lua", certs[kind])
-                lines += throughput_table(f"4. TLS full handshakes, {kind.upper()}: a new connection per request "
-                                          "(req/s = handshakes/s)", r, per="handshake")
+                                   "activesync_close.lua", certs[kind], resumption=False)
+                lines += throughput_table(f"4. TLS full handshakes, {kind.upper()}: a new connection per request, "
+                                          "tickets and session cache off on every proxy (req/s = handshakes/s)",
+                                          r, per="handshake")
         if 5 in scenarios:
             levels = [int(x) for x in args.parked.split(",")]
             lines += run_parked("5. Parked long-polls, plain", ["sprayer", "haproxy-hash", "nginx"], pool, work, levels)
