@@ -452,7 +452,8 @@ int DownstreamConnection::handle_headers_complete() {
   body_bytes_ = 0;
   bool upgrade = (parser_.flags & F_UPGRADE) != 0 && head_.find(FieldKind::upgrade) != HttpHead::npos;
   if (upgrade && !worker_.config().http.allow_upgrade) upgrade = false;
-  if (!llhttp_should_keep_alive(&parser_) || worker_.draining()) close_after_response_ = true;
+  client_asked_close_ = !llhttp_should_keep_alive(&parser_);
+  if (client_asked_close_ || worker_.draining()) close_after_response_ = true;
 
   state_ = State::in_exchange;
   arm_timer(has_body ? Timer::body : Timer::none);
@@ -520,6 +521,13 @@ void DownstreamConnection::on_exchange_done() {
   if (closing_after_response() || !request_complete_) {
     // Unread request body (the server answered early) or the client asked to close.
     state_ = State::closing;
+    if (client_asked_close_ && request_complete_ && pending_.empty() && !tls_ && writer_.idle()) {
+      // The client said this was its last request, it was read whole and the answer is
+      // written: the FIN follows the response and no input can be lost, so no lingering
+      // (saves a shutdown, a read and an epoll round trip per such connection).
+      close();
+      return;
+    }
     start_lingering_close();
     return;
   }

@@ -134,6 +134,7 @@ class DownstreamConnection {
   bool reading_ = false;
   bool request_complete_ = false;
   bool close_after_response_ = false;
+  bool client_asked_close_ = false;  // Connection: close (or HTTP/1.0 without keep-alive)
   bool value_complete_ = false;  // the last header event finished a value
   // Where the next piece of the current value must start if it is the same line; any
   // other start means llhttp skipped a CRLF: obsolete line folding.

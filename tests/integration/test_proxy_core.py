@@ -5,6 +5,7 @@ rewriting. Run with `python3 test_proxy_core.py` (SPRAYER_BIN and POOLSIM_BIN fr
 import collections
 import contextlib
 import os
+import re
 import socket
 import sys
 import threading
@@ -366,6 +367,33 @@ class ProxyCoreTest(harness.TestCase):
 def _blob_fnv(sim, size):
     with HttpClient(sim.port, timeout=30) as c:
         return c.request("HEAD", f"/poolsim/blob?size={size}").header("X-Blob-Fnv1a64")
+
+
+class ClientCloseTest(harness.TestCase):
+    """A client that asks to close gets its answer, then the connection is closed at once:
+    no lingering half-close (that is kept for closes sprayer decides, where input may follow)."""
+    TIMEOUT = 30.0
+
+    def test_connection_closed_at_once_after_the_last_request(self):
+        pool = harness.pool(1)
+        self.addCleanup(pool.stop)
+        sprayer = Sprayer(harness.sprayer_config(pool, workers=1)).start()
+        self.addCleanup(sprayer.stop)
+
+        def open_connections():
+            text = harness.http_request(sprayer.admin_port, "GET", "/metrics", timeout=5).body.decode()
+            m = re.search(r"^sprayer_downstream_connections (\S+)$", text, re.M)
+            return float(m.group(1)) if m else -1
+
+        with harness.HttpClient(sprayer.port) as c:
+            resp = c.request("GET", "/traveler?action=getStatus", {"Connection": "close"})
+            self.assertStatus(resp, 200, "Connection: close")
+            self.assertTrue(c.wait_closed(3), "no EOF after the response to Connection: close")
+            # The client keeps its socket: a lingering close would hold sprayer's side for 2 s.
+            started = time.monotonic()
+            harness.wait_until(lambda: open_connections() == 0, 1.0, interval=0.02,
+                               what="sprayer to close its side at once (not after the 2 s linger)")
+            self.assertLess(time.monotonic() - started, 1.0)
 
 
 if __name__ == "__main__":
