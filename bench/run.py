@@ -330,7 +330,9 @@ class Nginx(Proxy):
         ssl_lines = ""
         if self.tls:
             listen += " ssl"
-            ssl_lines = f"        ssl_certificate {self.tls[0]};\n        ssl_certificate_key {self.tls[1]};\n"
+            # nginx 1.22 leaves TLS 1.3 off unless asked: the same protocols as the others.
+            ssl_lines = (f"        ssl_certificate {self.tls[0]};\n        ssl_certificate_key {self.tls[1]};\n"
+                         "        ssl_protocols TLSv1.2 TLSv1.3;\n")
             if not self.resumption:
                 ssl_lines += "        ssl_session_tickets off;\n        ssl_session_cache off;\n"
         path = os.path.join(self.work, "nginx.conf")
