@@ -26,6 +26,8 @@ namespace {
 
 using sprayer::test::free_port;
 using sprayer::test::listen_any;
+using sprayer::test::connect_to;
+using sprayer::test::read_until;
 
 proxy::ServerTarget target(const std::string& id, uint16_t port, uint32_t slot = 0) {
   proxy::ServerTarget t;
@@ -44,34 +46,6 @@ conf::ListenerConfig listener(const std::string& name, uint16_t port) {
   l.name = name;
   l.address = {"127.0.0.1", port};
   return l;
-}
-
-int connect_to(uint16_t port) {
-  for (int i = 0; i < 250; ++i) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    timeval tv{5, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(port);
-    if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) return fd;
-    close(fd);
-    std::this_thread::sleep_for(20ms);
-  }
-  FAIL("cannot connect");
-  return -1;
-}
-
-std::string read_until(int fd, std::string_view until) {
-  std::string got;
-  char buf[4096];
-  while (got.find(until) == std::string::npos) {
-    ssize_t n = recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) break;
-    got.append(buf, static_cast<size_t>(n));
-  }
-  return got;
 }
 
 void send_all(int fd, std::string_view data) { REQUIRE(send(fd, data.data(), data.size(), 0) == ssize_t(data.size())); }

@@ -23,36 +23,8 @@ namespace {
 
 using sprayer::test::listen_any;
 using sprayer::test::free_port;
-
-
-
-int connect_to(uint16_t port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  timeval tv{5, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(port);
-  for (int i = 0; i < 100; ++i) {
-    if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) return fd;
-    std::this_thread::sleep_for(20ms);
-  }
-  FAIL("cannot connect");
-  return -1;
-}
-
-// Reads until `until` appears (or EOF / timeout); returns everything read.
-std::string read_until(int fd, std::string_view until) {
-  std::string got;
-  char buf[4096];
-  while (got.find(until) == std::string::npos) {
-    ssize_t n = recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) break;
-    got.append(buf, static_cast<size_t>(n));
-  }
-  return got;
-}
+using sprayer::test::connect_to;
+using sprayer::test::read_until;
 
 std::shared_ptr<proxy::Runtime> make_runtime(uint16_t listen_port, uint16_t server_port) {
   auto config = std::make_shared<conf::Config>();

@@ -7,7 +7,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdint>
+#include <string>
+#include <string_view>
+#include <thread>
 
 namespace sprayer::test {
 
@@ -30,6 +34,37 @@ inline uint16_t free_port() {
   uint16_t port = 0;
   close(listen_any(port));
   return port;
+}
+
+// A blocking client connected to 127.0.0.1:port (5 s receive timeout), retried for up to 5 s
+// while the listener comes up; each attempt uses a fresh socket.
+inline int connect_to(uint16_t port) {
+  for (int i = 0; i < 250; ++i) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    timeval tv{5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(port);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) return fd;
+    close(fd);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  FAIL("cannot connect");
+  return -1;
+}
+
+// Reads until `until` appears (or EOF / timeout); returns everything read.
+inline std::string read_until(int fd, std::string_view until) {
+  std::string got;
+  char buf[4096];
+  while (got.find(until) == std::string::npos) {
+    ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    got.append(buf, static_cast<size_t>(n));
+  }
+  return got;
 }
 
 }  // namespace sprayer::test
