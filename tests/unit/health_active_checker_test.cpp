@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <thread>
 
@@ -25,32 +26,42 @@ namespace {
 using sprayer::test::listen_any;
 
 
-// Answers every connection with `reply` until `stop`.
-struct FakeServer {
+// Accepts connections on loopback until destroyed; `serve` handles each one and closes it.
+struct FakeListener {
   uint16_t port = 0;
   int fd = -1;
   std::atomic<bool> stop{false};
   std::thread thread;
-  explicit FakeServer(std::string reply) {
+  explicit FakeListener(std::function<void(int)> serve) {
     fd = listen_any(port);
-    thread = std::thread([this, reply] {
+    thread = std::thread([this, serve = std::move(serve)] {
       while (!stop) {
         pollfd p{fd, POLLIN, 0};
         if (poll(&p, 1, 20) <= 0) continue;
         int c = accept(fd, nullptr, nullptr);
         if (c < 0) continue;
-        char buf[2048];
-        recv(c, buf, sizeof buf, 0);
-        send(c, reply.data(), reply.size(), MSG_NOSIGNAL);
+        serve(c);
         close(c);
       }
     });
   }
-  ~FakeServer() {
+  ~FakeListener() {
     stop = true;
     thread.join();
     close(fd);
   }
+};
+
+// Answers every connection with `reply`.
+struct FakeServer {
+  FakeListener listener;
+  uint16_t& port = listener.port;
+  explicit FakeServer(std::string reply)
+      : listener([reply](int c) {
+          char buf[2048];
+          recv(c, buf, sizeof buf, 0);
+          send(c, reply.data(), reply.size(), MSG_NOSIGNAL);
+        }) {}
 };
 
 ActiveChecker::Target target(const std::string& id, uint16_t port) {
@@ -184,47 +195,31 @@ class FakeTls final : public ProbeTls {
 
 // Answers the fake handshake with `greeting`, then the request with `reply`.
 struct FakeTlsServer {
-  uint16_t port = 0;
-  int fd = -1;
-  std::atomic<bool> stop{false};
   std::atomic<int> requests{0};
-  std::thread thread;
-  FakeTlsServer(std::string greeting, std::string reply) {
-    fd = listen_any(port);
-    thread = std::thread([this, greeting, reply] {
-      while (!stop) {
-        pollfd p{fd, POLLIN, 0};
-        if (poll(&p, 1, 20) <= 0) continue;
-        int c = accept(fd, nullptr, nullptr);
-        if (c < 0) continue;
-        std::string got;
-        auto read_until = [&](const char* marker) {
-          for (int i = 0; i < 100 && got.find(marker) == std::string::npos; ++i) {
-            pollfd q{c, POLLIN, 0};
-            if (poll(&q, 1, 20) <= 0) continue;
-            char buf[2048];
-            ssize_t n = recv(c, buf, sizeof buf, 0);
-            if (n <= 0) break;
-            got.append(buf, size_t(n));
+  FakeListener listener;
+  uint16_t& port = listener.port;
+  FakeTlsServer(std::string greeting, std::string reply)
+      : listener([this, greeting, reply](int c) {
+          std::string got;
+          auto read_until = [&](const char* marker) {
+            for (int i = 0; i < 100 && got.find(marker) == std::string::npos; ++i) {
+              pollfd q{c, POLLIN, 0};
+              if (poll(&q, 1, 20) <= 0) continue;
+              char buf[2048];
+              ssize_t n = recv(c, buf, sizeof buf, 0);
+              if (n <= 0) break;
+              got.append(buf, size_t(n));
+            }
+            return got.find(marker) != std::string::npos;
+          };
+          if (read_until("HELLO\n")) {
+            send(c, greeting.data(), greeting.size(), MSG_NOSIGNAL);
+            if (greeting == "WELCOME\n" && read_until("\r\n\r\n") && got.find("GET /traveler") != std::string::npos) {
+              ++requests;
+              send(c, reply.data(), reply.size(), MSG_NOSIGNAL);
+            }
           }
-          return got.find(marker) != std::string::npos;
-        };
-        if (read_until("HELLO\n")) {
-          send(c, greeting.data(), greeting.size(), MSG_NOSIGNAL);
-          if (greeting == "WELCOME\n" && read_until("\r\n\r\n") && got.find("GET /traveler") != std::string::npos) {
-            ++requests;
-            send(c, reply.data(), reply.size(), MSG_NOSIGNAL);
-          }
-        }
-        close(c);
-      }
-    });
-  }
-  ~FakeTlsServer() {
-    stop = true;
-    thread.join();
-    close(fd);
-  }
+        }) {}
 };
 
 }  // namespace
