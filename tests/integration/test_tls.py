@@ -819,6 +819,17 @@ class TlsTest(harness.TestCase):
         self.assertEqual(h1, h0 + 1, f"handshakes went from {h0} to {h1} with one good handshake")
 
 
+def install_pair(src_cert, src_key, cert, key):
+    """Puts a certificate and key in place the way certificate tools do: key first, then
+    certificate, each written aside and renamed over the old file."""
+    for src, dst in ((src_key, key), (src_cert, cert)):
+        with open(src, "rb") as f:
+            data = f.read()
+        with open(dst + ".tmp", "wb") as f:
+            f.write(data)
+        os.replace(dst + ".tmp", dst)
+
+
 class TlsReloadTest(harness.TestCase):
     """Certificates change without a restart: a replaced file is picked up by itself, a broken
     one is refused while the working certificate keeps serving, and SIGHUP reloads too."""
@@ -829,13 +840,7 @@ class TlsReloadTest(harness.TestCase):
         cert, key = os.path.join(live, "cert.pem"), os.path.join(live, "cert.key")
 
         def install(src_cert, src_key):
-            # Key first, then certificate, each by rename (as certificate tools do).
-            for src, dst in ((src_key, key), (src_cert, cert)):
-                with open(src, "rb") as f:
-                    data = f.read()
-                with open(dst + ".tmp", "wb") as f:
-                    f.write(data)
-                os.replace(dst + ".tmp", dst)
+            install_pair(src_cert, src_key, cert, key)
 
         install(pki.pool1, pki.pool1_key)
         pool = harness.pool(1)
@@ -883,12 +888,7 @@ class TlsReloadUnderLoadTest(harness.TestCase):
         cert, key = os.path.join(live, "cert.pem"), os.path.join(live, "cert.key")
 
         def install(src_cert, src_key):
-            for src, dst in ((src_key, key), (src_cert, cert)):
-                with open(src, "rb") as f:
-                    data = f.read()
-                with open(dst + ".tmp", "wb") as f:
-                    f.write(data)
-                os.replace(dst + ".tmp", dst)
+            install_pair(src_cert, src_key, cert, key)
 
         # Both cover mail.example.com: clients verify chain and name throughout.
         versions = [(pki.wild_ec, pki.wild_ec_key, "wild-ec"), (pki.wild_rsa, pki.wild_rsa_key, "wild-rsa")]
