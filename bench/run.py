@@ -36,7 +36,7 @@ import urllib.request
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 BUILD = os.environ.get("BUILD_DIR", os.path.join(ROOT, "build"))
-SPRAYER = os.path.join(BUILD, "proxy", "sprayer")
+SPRAYER = os.environ.get("SPRAYER_BIN", os.path.join(BUILD, "proxy", "sprayer"))
 POOLSIM = os.path.join(BUILD, "tests", "poolsim", "poolsim")
 LUA = os.path.join(ROOT, "bench", "lua")
 USERS = 10000

@@ -169,6 +169,8 @@ TlsStatus TlsEngine::read_plaintext(Slice& out) {
       break;
     }
     filled += n;
+    // Everything fed has been decrypted: stop without the call that would only say so.
+    if (buffers_.input_bytes() == 0 && SSL_has_pending(ssl_) == 0) break;
   }
   if (filled == 0) {
     BufferPool::unref(chunk);
