@@ -753,6 +753,13 @@ void Loader::read_tls(const Item& item, TlsConfig& tls) {
       {"session_cache_size", false,
        [&](const Item& v) { read_integer(v, 0, 10'000'000, tls.session_cache_size); }},
       {"session_tickets", false, [&](const Item& v) { read_bool(v, tls.session_tickets); }},
+      {"record_layer", false,
+       [&](const Item& v) {
+         static constexpr std::array<std::pair<std::string_view, std::string_view>, 2> layers{
+             {{"sprayer", "sprayer"}, {"openssl", "openssl"}}};
+         std::string_view chosen;
+         if (read_choice(v, layers, chosen)) tls.record_layer = std::string(chosen);
+       }},
       {"session_timeout", false,
        [&](const Item& v) { read_duration(v, std::chrono::seconds(1), std::chrono::hours(7 * 24), tls.session_timeout); }},
   });

@@ -47,6 +47,7 @@ struct TlsConfig {
   uint32_t session_cache_size = 20480;
   bool session_tickets = true;                     // false: no resumption by tickets
   Duration session_timeout{std::chrono::hours(24)};
+  std::string record_layer = "sprayer";            // "sprayer" | "openssl": who protects TLS 1.3 records
   bool operator==(const TlsConfig&) const = default;
 };
 

@@ -57,6 +57,7 @@ bool load_listener_tls(const conf::Config& config, std::vector<std::shared_ptr<c
     settings.ticket_key_file = tc.ticket_key_file;
     settings.session_cache_size = tc.session_cache_size;
     settings.session_tickets = tc.session_tickets;
+    settings.own_records = tc.record_layer == "sprayer";
     settings.session_timeout = std::chrono::duration_cast<std::chrono::seconds>(tc.session_timeout);
     const TlsContext* before = previous && index < previous->size() ? (*previous)[index].get() : nullptr;
     TlsLoadResult loaded = TlsContext::load(settings, std::chrono::system_clock::now(), before);

@@ -105,7 +105,40 @@ size_t TlsBioBuffers::read_input(char* out, size_t cap) {
   return done;
 }
 
+size_t TlsBioBuffers::peek_input(char* out, size_t len) const {
+  size_t done = 0;
+  size_t off = in_off_;
+  for (const Slice& s : in_) {
+    if (done == len) break;
+    size_t n = std::min(len - done, s.size() - off);
+    std::memcpy(out + done, s.data() + off, n);
+    done += n;
+    off = 0;
+  }
+  return done;
+}
+
+void TlsBioBuffers::count_records(const char* data, size_t len) {
+  while (len > 0) {
+    if (out_body_left_ > 0) {
+      size_t n = std::min<size_t>(len, out_body_left_);
+      out_body_left_ -= static_cast<uint32_t>(n);
+      data += n;
+      len -= n;
+      continue;
+    }
+    out_header_[out_header_have_++] = static_cast<unsigned char>(*data++);
+    --len;
+    if (out_header_have_ == 5) {
+      out_header_have_ = 0;
+      out_body_left_ = (uint32_t(out_header_[3]) << 8) | out_header_[4];
+      ++out_records_;
+    }
+  }
+}
+
 void TlsBioBuffers::write_output(const char* data, size_t len) {
+  count_records(data, len);
   while (len > 0) {
     if (out_.empty() || out_.back().len == out_.back().chunk->capacity) {
       Chunk* chunk = pool_.acquire();

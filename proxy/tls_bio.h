@@ -25,9 +25,14 @@ class TlsBioBuffers {
   void push_input_copy(const char* data, size_t len);
   size_t input_bytes() const { return in_bytes_; }
   size_t read_input(char* out, size_t cap);  // BIO read side; 0 = nothing buffered
+  size_t peek_input(char* out, size_t len) const;  // copies up to len bytes without consuming
 
   void write_output(const char* data, size_t len);  // BIO write side; may throw bad_alloc
   size_t output_bytes() const { return out_bytes_; }
+  // TLS records written so far (headers are followed through the stream), and whether the
+  // output ends between records. The engine learns from these how many records OpenSSL sent.
+  uint64_t output_records() const { return out_records_; }
+  bool output_at_record_boundary() const { return out_header_have_ == 0 && out_body_left_ == 0; }
   // Hands every pending output byte to sink(Slice) in order; returns how many.
   template <class Sink>
   size_t take_output(Sink&& sink) {
@@ -53,8 +58,14 @@ class TlsBioBuffers {
   std::vector<Slice> in_;
   size_t in_off_ = 0;  // consumed bytes of in_.front()
   size_t in_bytes_ = 0;
+  void count_records(const char* data, size_t len);
+
   std::vector<OutChunk> out_;
   size_t out_bytes_ = 0;
+  uint64_t out_records_ = 0;
+  uint32_t out_body_left_ = 0;  // bytes of the current record's body still to come
+  uint8_t out_header_have_ = 0;
+  unsigned char out_header_[5] = {};
 };
 
 // Owns the BIO_METHOD (one per TlsContext, shared by its engines) whose callbacks route an

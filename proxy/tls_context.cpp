@@ -2,6 +2,8 @@
 // here throws across OpenSSL or aborts on bad input.
 #include "proxy/tls_context.h"
 
+#include "proxy/tls_engine.h"
+
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
@@ -337,6 +339,8 @@ bool TlsContext::configure(SSL_CTX* ctx, std::string& error) const {
   SSL_CTX_set_tlsext_servername_callback(ctx, &TlsContext::on_servername);
   SSL_CTX_set_tlsext_servername_arg(ctx, const_cast<TlsContext*>(this));
   if (!alpn_wire_.empty()) SSL_CTX_set_alpn_select_cb(ctx, &TlsContext::on_alpn, const_cast<TlsContext*>(this));
+  // The engine takes its TLS 1.3 traffic secrets from here to run its own record layer.
+  if (settings_.own_records) SSL_CTX_set_keylog_callback(ctx, &TlsEngine::on_keylog);
   if (!SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, &TlsContext::on_ticket_key)) {
     error = "ticket key callback: " + openssl_reason();
     return false;

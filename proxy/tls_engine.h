@@ -14,6 +14,7 @@
 #include "proxy/tls_bio.h"
 #include "proxy/tls_client_context.h"
 #include "proxy/tls_context.h"
+#include "proxy/tls_records.h"
 
 namespace sprayer::proxy {
 
@@ -95,9 +96,18 @@ class TlsEngine {
   std::string_view cipher() const;    // "TLS_AES_128_GCM_SHA256"
   bool session_reused() const;
 
+  // A server connection on TLS 1.3 leaves OpenSSL once its handshake is done (unless the
+  // listener says `record_layer: openssl`): records are then sealed and opened by TlsRecords
+  // and the SSL object is freed. True from then on.
+  bool own_records() const { return records_ != nullptr; }
+
+  // Installed by TlsContext as the keylog callback: hands the engine of `ssl` its TLS 1.3
+  // application traffic secrets.
+  static void on_keylog(const SSL* ssl, const char* line) noexcept;
+
   const std::shared_ptr<const TlsContext>& context() const { return context_; }
   const std::shared_ptr<const TlsClientContext>& client_context() const { return client_context_; }
-  SSL* native_handle() { return ssl_; }  // tests and diagnostics only
+  SSL* native_handle() { return ssl_; }  // tests and diagnostics only; null once own_records()
 
  private:
   TlsStatus result(int ret, const char* operation);
@@ -105,6 +115,18 @@ class TlsEngine {
   TlsStatus ensure_handshake();
 
   void attach_bio(const TlsBioMethod& method);
+
+  // The own record layer (server, TLS 1.3): taking over from OpenSSL, and the data path.
+  struct Secrets {
+    std::string client, server;
+  };
+  static int ex_index();
+  void take_over_records(uint64_t records_sent);
+  TlsStatus read_records(Slice& out);
+  TlsStatus write_records(const char* data, size_t len);
+  bool seal_record(uint8_t type, const char* data, size_t len);
+  bool handle_post_handshake(const char* data, size_t len);
+  TlsStatus fatal_alert(uint8_t description, std::string message);
 
   std::shared_ptr<const TlsContext> context_;  // keeps the SSL_CTXs alive (hot reload)
   std::shared_ptr<const TlsClientContext> client_context_;  // the same, client side
@@ -114,6 +136,14 @@ class TlsEngine {
   TlsStatus status_ = TlsStatus::ok;
   bool handshake_done_ = false;
   std::string error_;
+
+  std::unique_ptr<Secrets> secrets_;     // during a TLS 1.3 handshake only
+  std::unique_ptr<TlsRecords> records_;  // after it, instead of ssl_
+  std::string handshake_bytes_;          // a post-handshake message split across records
+  std::string sni_, alpn_;               // kept from the SSL for logs
+  const char* cipher_name_ = nullptr;    // static in libssl
+  bool reused_ = false;
+  bool close_sent_ = false;
 };
 
 }  // namespace sprayer::proxy

@@ -175,6 +175,7 @@ struct ClientOptions {
   int max_version = TLS1_3_VERSION;
   std::string sigalgs{};  // restrict the certificate types the client accepts (TLS 1.3)
   std::string ciphers{};  // TLS 1.2 list
+  std::string suites{};   // TLS 1.3 list
   std::vector<std::string> alpn{"http/1.1"};
   bool verify = true;  // chain to the test CAs and name == sni
   bool no_ticket = false;
@@ -198,6 +199,7 @@ struct Client {
     SSL_CTX_set_max_proto_version(ctx, o.max_version);
     if (!o.sigalgs.empty()) REQUIRE(SSL_CTX_set1_sigalgs_list(ctx, o.sigalgs.c_str()) == 1);
     if (!o.ciphers.empty()) REQUIRE(SSL_CTX_set_cipher_list(ctx, o.ciphers.c_str()) == 1);
+    if (!o.suites.empty()) REQUIRE(SSL_CTX_set_ciphersuites(ctx, o.suites.c_str()) == 1);
     if (o.no_ticket) SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
     if (o.verify) {
       REQUIRE(SSL_CTX_load_verify_locations(ctx, pki().ca_bundle.c_str(), nullptr) == 1);
@@ -726,6 +728,160 @@ TEST_CASE("tls data: a head and its body slices go out as full records, not a re
   uv_close(reinterpret_cast<uv_handle_t*>(&pipe), nullptr);
   CHECK(loop.close() == 0);
   close(fds[1]);
+}
+
+// ---- the own TLS 1.3 record layer ----------------------------------------------------------
+
+namespace {
+
+// Requests and responses of growing size, up to several records each way.
+void exchange_data(Session& s) {
+  for (size_t size : {size_t(1), size_t(300), size_t(16384), size_t(16385), size_t(70000)}) {
+    CAPTURE(size);
+    std::string up(size, 'u'), down(size, 'd');
+    up.back() = '!';
+    s.server_received.clear();
+    s.client.received.clear();
+    s.client.write(up);
+    s.pump();
+    CHECK(s.server_received == up);
+    REQUIRE(s.server.write_plaintext(down) == TlsStatus::ok);
+    s.pump();
+    CHECK(s.client.received == down);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("tls records: a TLS 1.3 connection leaves OpenSSL after its handshake, for every suite") {
+  auto ctx = load_ok(standard_settings());
+  for (const char* suite : {"TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"}) {
+    CAPTURE(suite);
+    Session s(ctx, {.sni = "pool1.example.com", .suites = suite});
+    s.pump();
+    REQUIRE(s.established());
+    CHECK(s.server.own_records());
+    CHECK(s.server.native_handle() == nullptr);
+    CHECK(s.server.cipher() == suite);
+    CHECK(s.server.protocol() == "TLSv1.3");
+    CHECK(s.server.sni() == "pool1.example.com");
+    CHECK(s.server.alpn() == "http/1.1");
+    exchange_data(s);
+    CHECK(s.pool.outstanding() == 0);
+    // The tickets OpenSSL sent before it left count in the sequence: they were usable.
+    SSL_SESSION* session = SSL_get1_session(s.client.ssl);
+    REQUIRE(session);
+    CHECK(SSL_SESSION_is_resumable(session));
+    Session again(ctx, {.sni = "pool1.example.com", .suites = suite, .session = session});
+    again.pump();
+    REQUIRE(again.established());
+    CHECK(again.server.session_reused());
+    CHECK(again.server.own_records());
+    exchange_data(again);
+    SSL_SESSION_free(session);
+  }
+}
+
+TEST_CASE("tls records: TLS 1.2, and record_layer openssl, stay on OpenSSL") {
+  {
+    Session s(load_ok(standard_settings()), {.sni = "pool1.example.com", .max_version = TLS1_2_VERSION});
+    s.pump();
+    REQUIRE(s.established());
+    CHECK_FALSE(s.server.own_records());
+    CHECK(s.server.native_handle() != nullptr);
+    exchange_data(s);
+  }
+  {
+    TlsSettings settings = standard_settings();
+    settings.own_records = false;
+    Session s(load_ok(settings), {.sni = "pool1.example.com"});
+    s.pump();
+    REQUIRE(s.established());
+    CHECK_FALSE(s.server.own_records());
+    CHECK(s.server.protocol() == "TLSv1.3");
+    exchange_data(s);
+  }
+}
+
+TEST_CASE("tls records: KeyUpdate from the client, answered when requested") {
+  Session s(load_ok(standard_settings()), {.sni = "pool1.example.com"});
+  s.pump();
+  REQUIRE(s.established());
+  REQUIRE(s.server.own_records());
+  for (int type : {SSL_KEY_UPDATE_REQUESTED, SSL_KEY_UPDATE_NOT_REQUESTED, SSL_KEY_UPDATE_REQUESTED}) {
+    CAPTURE(type);
+    REQUIRE(SSL_key_update(s.client.ssl, type) == 1);
+    s.client.write("after the update");  // the update goes out first, then this under the new key
+    s.server_received.clear();
+    s.client.received.clear();
+    s.pump();
+    CHECK(s.server_received == "after the update");
+    CHECK(s.server.status() == TlsStatus::ok);
+    REQUIRE(s.server.write_plaintext("answer") == TlsStatus::ok);
+    s.pump();
+    CHECK(s.client.received == "answer");
+    CHECK_FALSE(s.client.failed);
+  }
+}
+
+TEST_CASE("tls records: a tampered record fails the connection with bad_record_mac") {
+  Session s(load_ok(standard_settings()), {.sni = "pool1.example.com"});
+  s.pump();
+  REQUIRE(s.established());
+  REQUIRE(s.server.own_records());
+  s.client.write("GET / HTTP/1.1\r\n\r\n");
+  char buf[4096];
+  int n = BIO_read(s.client.out, buf, sizeof buf);
+  REQUIRE(n > 20);
+  buf[n - 3] ^= 0x40;  // inside the tag
+  s.server.feed_ciphertext(buf, size_t(n));
+  Slice plain;
+  CHECK(s.server.read_plaintext(plain) == TlsStatus::error);
+  CHECK(plain.empty());
+  CHECK(s.server.error().find("decryption failed") != std::string::npos);
+  // The fatal alert reaches the client, sealed under the current key.
+  std::string alert;
+  s.server.take_ciphertext(alert);
+  REQUIRE_FALSE(alert.empty());
+  REQUIRE(BIO_write(s.client.in, alert.data(), int(alert.size())) == int(alert.size()));
+  s.client.step();
+  CHECK(s.client.failed);
+  CHECK(s.client.error.find("bad record mac") != std::string::npos);
+}
+
+TEST_CASE("tls records: unprotected and oversized records are fatal; close_notify both ways") {
+  auto ctx = load_ok(standard_settings());
+  auto fresh = [&] {
+    auto s = std::make_unique<Session>(ctx, ClientOptions{.sni = "pool1.example.com"});
+    s->pump();
+    REQUIRE(s->established());
+    REQUIRE(s->server.own_records());
+    return s;
+  };
+  Slice plain;
+  {
+    auto s = fresh();
+    const char ccs[] = {20, 3, 3, 0, 1, 1};  // change_cipher_spec after the handshake
+    s->server.feed_ciphertext(ccs, sizeof ccs);
+    CHECK(s->server.read_plaintext(plain) == TlsStatus::error);
+    CHECK(s->server.error().find("unprotected") != std::string::npos);
+  }
+  {
+    auto s = fresh();
+    const char big[] = {23, 3, 3, 0x41, 0x01};  // 2^14 + 257 bytes announced
+    s->server.feed_ciphertext(big, sizeof big);
+    CHECK(s->server.read_plaintext(plain) == TlsStatus::error);
+    CHECK(s->server.error().find("too long") != std::string::npos);
+  }
+  {
+    auto s = fresh();  // the client's close_notify
+    REQUIRE(SSL_shutdown(s->client.ssl) == 0);
+    s->pump();
+    CHECK(s->server.status() == TlsStatus::closed);
+    CHECK(s->server.shutdown() == TlsStatus::ok);
+    s->pump();
+    CHECK((SSL_get_shutdown(s->client.ssl) & SSL_RECEIVED_SHUTDOWN) != 0);
+  }
 }
 
 TEST_CASE("tls close: close_notify both ways") {
