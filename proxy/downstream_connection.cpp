@@ -187,6 +187,7 @@ void DownstreamConnection::drain_tls() {
   if (!tls_counted_ && tls_->handshake_done()) {
     tls_counted_ = true;
     WorkerStats::add(worker_.stats().tls_handshakes);
+    if (tls_->own_records()) WorkerStats::add(worker_.stats().tls_own_records);
   }
   // Handshake flights, session tickets and alerts go out even when no response is due.
   if (tls_->pending_ciphertext() > 0 && !flush()) return;

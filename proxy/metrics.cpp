@@ -93,6 +93,9 @@ std::vector<MetricFamily> worker_families(const std::vector<const WorkerStats*>&
           [](const WorkerStats& s) { return s.tls_handshakes.load(std::memory_order_relaxed); });
   counter("sprayer_tls_handshake_failures_total", "TLS connections that failed (bad handshake, plain HTTP, alerts).",
           [](const WorkerStats& s) { return s.tls_failures.load(std::memory_order_relaxed); });
+  counter("sprayer_tls_own_record_layer_total",
+          "TLS 1.3 client connections that left OpenSSL for sprayer's record layer after the handshake.",
+          [](const WorkerStats& s) { return s.tls_own_records.load(std::memory_order_relaxed); });
   counter("sprayer_upstream_tls_handshakes_total", "TLS handshakes completed with pool servers.",
           [](const WorkerStats& s) { return s.upstream_tls_handshakes.load(std::memory_order_relaxed); });
   counter("sprayer_upstream_tls_resumed_total", "TLS handshakes with pool servers that resumed a session.",

@@ -129,6 +129,7 @@ struct alignas(64) WorkerStats {
   std::atomic<uint64_t> malformed_users{0};
   std::atomic<uint64_t> tls_handshakes{0};
   std::atomic<uint64_t> tls_failures{0};
+  std::atomic<uint64_t> tls_own_records{0};  // TLS 1.3 connections handed to sprayer's record layer
   std::atomic<uint64_t> upstream_tls_handshakes{0};  // completed toward pool servers
   std::atomic<uint64_t> upstream_tls_resumed{0};     // of those, abbreviated (session reused)
   std::atomic<uint64_t> upstream_tls_failures{0};    // handshake or verification failed

@@ -798,9 +798,17 @@ class TlsTest(harness.TestCase):
     def test_tls_metrics(self):
         h0 = metric(self.admin_port, "sprayer_tls_handshakes_total")
         f0 = metric(self.admin_port, "sprayer_tls_handshake_failures_total")
-        self.assert_handshake(self.s_client(), context="handshake for the metrics")
+        o0 = metric(self.admin_port, "sprayer_tls_own_record_layer_total")
+        self.assert_handshake(self.s_client("-tls1_3"), context="handshake for the metrics")
         harness.wait_until(lambda: metric(self.admin_port, "sprayer_tls_handshakes_total") >= h0 + 1, 5,
                            what="sprayer_tls_handshakes_total to count the handshake")
+        # TLS 1.3 moved to sprayer's record layer; TLS 1.2 stays on OpenSSL.
+        self.assertEqual(metric(self.admin_port, "sprayer_tls_own_record_layer_total"), o0 + 1)
+        self.assert_handshake(self.s_client("-tls1_2"), context="TLS 1.2 handshake for the metrics")
+        harness.wait_until(lambda: metric(self.admin_port, "sprayer_tls_handshakes_total") >= h0 + 2, 5,
+                           what="sprayer_tls_handshakes_total to count the TLS 1.2 handshake")
+        self.assertEqual(metric(self.admin_port, "sprayer_tls_own_record_layer_total"), o0 + 1)
+        h0 += 1
         with HttpClient(self.tls_port, timeout=5) as c:
             self.assertStatus(c.request("GET", "/", host="mail.example.com"), 400, "plain HTTP")
         harness.wait_until(lambda: metric(self.admin_port, "sprayer_tls_handshake_failures_total") >= f0 + 1, 5,

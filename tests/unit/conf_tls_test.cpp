@@ -49,10 +49,12 @@ TEST_CASE("a tls section enables TLS and resolves relative paths next to the con
       ticket_key_file: tickets.key
       session_cache_size: 1000
       session_timeout: 2h
+      record_layer: openssl
 )");
   REQUIRE_MESSAGE(r.ok(), errors_of(r));
   const TlsConfig& tls = r.config->listeners[0].tls;
   CHECK(tls.enabled);
+  CHECK(tls.record_layer == "openssl");
   REQUIRE(tls.certificates.size() == 2);
   CHECK(tls.certificates[0].cert == "/etc/sprayer/certs/wild-rsa.pem");
   CHECK(tls.certificates[0].key == "/abs/wild-rsa.key");
@@ -68,9 +70,11 @@ TEST_CASE("a tls section enables TLS and resolves relative paths next to the con
 TEST_CASE("tls errors name line and key") {
   auto r = load(R"(    tls:
       min_version: "1.1"
+      record_layer: kernel
 )");
   REQUIRE_FALSE(r.ok());
   std::string all = errors_of(r);
+  CHECK(all.find("listeners[0].tls.record_layer") != std::string::npos);
   CHECK(all.find("listeners[0].tls.certificates: required key is missing") != std::string::npos);
   CHECK(all.find("/etc/sprayer/sprayer.yaml:10:") != std::string::npos);
   CHECK(all.find("listeners[0].tls.min_version") != std::string::npos);

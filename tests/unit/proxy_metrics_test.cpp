@@ -41,6 +41,7 @@ TEST_CASE("metrics: worker counters are summed over workers") {
   WorkerStats::add(a.downstream_open, 2);
   WorkerStats::add(b.downstream_open, -1);
   WorkerStats::add(a.tls_handshakes);
+  WorkerStats::add(b.tls_own_records);
   WorkerStats::add(b.tls_failures, 2);
   WorkerStats::add(a.upstream_bytes_in, 100);
   WorkerStats::add(b.upstream_bytes_out, 50);
@@ -48,6 +49,7 @@ TEST_CASE("metrics: worker counters are summed over workers") {
   CHECK(find(families, "sprayer_requests_total")->metric.at(0).counter.value == 7);
   CHECK(find(families, "sprayer_downstream_connections")->metric.at(0).gauge.value == 1);
   CHECK(find(families, "sprayer_tls_handshakes_total")->metric.at(0).counter.value == 1);
+  CHECK(find(families, "sprayer_tls_own_record_layer_total")->metric.at(0).counter.value == 1);
   CHECK(find(families, "sprayer_tls_handshake_failures_total")->metric.at(0).counter.value == 2);
   CHECK(find(families, "sprayer_upstream_received_bytes_total")->metric.at(0).counter.value == 100);
   CHECK(find(families, "sprayer_upstream_sent_bytes_total")->metric.at(0).counter.value == 50);
