@@ -91,6 +91,11 @@ bool TlsEngine::input_pending() const {
   return buffers_.input_bytes() > 0 || (ssl_ && SSL_pending(ssl_) > 0);
 }
 
+TlsEngine::Secrets::~Secrets() {
+  OPENSSL_cleanse(client.data(), client.size());
+  OPENSSL_cleanse(server.data(), server.size());
+}
+
 int TlsEngine::ex_index() {
   static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
   return index;
@@ -116,6 +121,7 @@ void TlsEngine::on_keylog(const SSL* ssl, const char* line) noexcept {
     if (!self->secrets_) self->secrets_ = std::make_unique<Secrets>();
     std::string& out = client ? self->secrets_->client : self->secrets_->server;
     out.clear();
+    out.reserve(48);  // no reallocation leaves a copy behind
     for (size_t i = 0; i < hex.size(); i += 2) {
       int hi = nibble(hex[i]), lo = nibble(hex[i + 1]);
       if (hi < 0 || lo < 0) {
@@ -141,8 +147,6 @@ void TlsEngine::take_over_records(uint64_t records_sent) {
   std::string error;
   std::unique_ptr<TlsRecords> records =
       TlsRecords::create(SSL_CIPHER_get_protocol_id(cipher), secrets->client, secrets->server, records_sent, error);
-  OPENSSL_cleanse(secrets->client.data(), secrets->client.size());
-  OPENSSL_cleanse(secrets->server.data(), secrets->server.size());
   if (!records) return;
   try {
     if (const char* name = SSL_get_servername(ssl_, TLSEXT_NAMETYPE_host_name)) sni_ = name;

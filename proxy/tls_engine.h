@@ -119,6 +119,7 @@ class TlsEngine {
   // The own record layer (server, TLS 1.3): taking over from OpenSSL, and the data path.
   struct Secrets {
     std::string client, server;
+    ~Secrets();  // wipes both
   };
   static int ex_index();
   void take_over_records(uint64_t records_sent);
