@@ -40,6 +40,9 @@ inline void clear_stale_errors() {
   if (ERR_peek_error() != 0) ERR_clear_error();
 }
 
+// A KeyUpdate message with update_not_requested (RFC 8446 4.6.3): type 24, length 1, value 0.
+constexpr char kKeyUpdateNotRequested[5] = {24, 0, 0, 1, 0};
+
 }  // namespace
 
 const char* to_string(TlsStatus status) {
@@ -175,8 +178,8 @@ TlsStatus TlsEngine::fatal_alert(uint8_t description, std::string message) {
 bool TlsEngine::seal_record(uint8_t type, const char* data, size_t len) {
   thread_local std::string sealed;  // one worker thread; at most one record
   if (records_->write_key_worn() && type != TlsRecords::kHandshake) {
-    static const char key_update[5] = {24, 0, 0, 1, 0};  // KeyUpdate, update_not_requested
-    if (!seal_record(TlsRecords::kHandshake, key_update, sizeof key_update) || !records_->update_write_key())
+    if (!seal_record(TlsRecords::kHandshake, kKeyUpdateNotRequested, sizeof kKeyUpdateNotRequested) ||
+        !records_->update_write_key())
       return false;
   }
   sealed.resize(TlsRecords::sealed_size(len));
@@ -234,8 +237,8 @@ bool TlsEngine::handle_post_handshake(const char* data, size_t len) {
       return false;
     }
     if (requested) {
-      static const char key_update[5] = {24, 0, 0, 1, 0};  // ours, update_not_requested
-      if (!seal_record(TlsRecords::kHandshake, key_update, sizeof key_update) || !records_->update_write_key()) {
+      if (!seal_record(TlsRecords::kHandshake, kKeyUpdateNotRequested, sizeof kKeyUpdateNotRequested) ||
+          !records_->update_write_key()) {
         fail("read: KeyUpdate failed");
         return false;
       }
