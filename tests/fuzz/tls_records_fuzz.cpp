@@ -1,0 +1,191 @@
+// libFuzzer target for the server's own TLS 1.3 record layer. Each input starts from a real
+// handshake with an OpenSSL client (memory BIOs); the input then becomes a series of records
+// sealed under the client's key (any inner plaintext: content, content type, padding, so the
+// parsing behind the AEAD is reached), raw bytes, writes and closes. Invariants trap: the
+// engine took over, never hands out more than it was given, and gives every chunk back.
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "proxy/buffer_pool.h"
+#include "proxy/tls_context.h"
+#include "proxy/tls_engine.h"
+#include "proxy/tls_records.h"
+
+namespace {
+
+using namespace sprayer::proxy;
+
+#define CHECK_OR_TRAP(cond) \
+  do {                      \
+    if (!(cond)) __builtin_trap(); \
+  } while (0)
+
+struct Secrets {
+  std::string client, server;
+};
+Secrets* capture = nullptr;  // the client's secrets, filled by its key-log callback
+
+void on_client_keylog(const SSL*, const char* line) {
+  std::string text(line);
+  std::string* out = nullptr;
+  if (text.rfind("CLIENT_TRAFFIC_SECRET_0 ", 0) == 0) out = &capture->client;
+  if (text.rfind("SERVER_TRAFFIC_SECRET_0 ", 0) == 0) out = &capture->server;
+  if (!out) return;
+  std::string hex = text.substr(text.rfind(' ') + 1);
+  out->clear();
+  for (size_t i = 0; i + 1 < hex.size(); i += 2) out->push_back(char(std::stoi(hex.substr(i, 2), nullptr, 16)));
+}
+
+struct Setup {
+  std::shared_ptr<const TlsContext> server;
+  SSL_CTX* client = nullptr;
+
+  Setup() {
+    char dir[] = "/tmp/sprayer-fuzz-XXXXXX";
+    CHECK_OR_TRAP(mkdtemp(dir));
+    EVP_PKEY* key = EVP_EC_gen("P-256");
+    X509* cert = X509_new();
+    X509_set_version(cert, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(cert), 1);
+    X509_gmtime_adj(X509_getm_notBefore(cert), -3600);
+    X509_gmtime_adj(X509_getm_notAfter(cert), 3600L * 24 * 365);
+    X509_set_pubkey(cert, key);
+    X509_NAME* name = X509_get_subject_name(cert);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("fuzz.example"), -1,
+                               -1, 0);
+    X509_set_issuer_name(cert, name);
+    CHECK_OR_TRAP(X509_sign(cert, key, EVP_sha256()) > 0);
+    std::string cert_path = std::string(dir) + "/cert.pem", key_path = std::string(dir) + "/key.pem";
+    FILE* f = std::fopen(cert_path.c_str(), "w");
+    PEM_write_X509(f, cert);
+    std::fclose(f);
+    f = std::fopen(key_path.c_str(), "w");
+    PEM_write_PrivateKey(f, key, nullptr, nullptr, 0, nullptr, nullptr);
+    std::fclose(f);
+    X509_free(cert);
+    EVP_PKEY_free(key);
+
+    TlsSettings settings;
+    settings.certificates.push_back(TlsCertificateFiles{cert_path, key_path});
+    TlsLoadResult loaded = TlsContext::load(settings, std::chrono::system_clock::now());
+    CHECK_OR_TRAP(loaded.ok());
+    server = loaded.context;
+    unlink(cert_path.c_str());
+    unlink(key_path.c_str());
+    rmdir(dir);
+
+    client = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_set_min_proto_version(client, TLS1_3_VERSION);
+    SSL_CTX_set_keylog_callback(client, on_client_keylog);
+    capture = new Secrets;
+  }
+};
+
+// Moves bytes between the client and the server until both are quiet (bounded).
+void pump(SSL* client, BIO* to_client, BIO* from_client, TlsEngine& server) {
+  for (int round = 0; round < 20; ++round) {
+    bool moved = false;
+    if (!SSL_is_init_finished(client)) SSL_do_handshake(client);
+    char buf[16384];
+    for (;;) {
+      size_t n = 0;
+      if (SSL_read_ex(client, buf, sizeof buf, &n) != 1) break;
+    }
+    int n;
+    while ((n = BIO_read(from_client, buf, sizeof buf)) > 0) {
+      server.feed_ciphertext(buf, size_t(n));
+      moved = true;
+    }
+    Slice plain;
+    while (server.read_plaintext(plain) == TlsStatus::ok) plain.reset();
+    std::string out;
+    if (server.take_ciphertext(out) > 0) {
+      BIO_write(to_client, out.data(), int(out.size()));
+      moved = true;
+    }
+    if (!moved) return;
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  static Setup setup;
+  BufferPool pool(16 * 1024, 8);
+  {
+    TlsEngine server(setup.server, pool);
+    SSL* client = SSL_new(setup.client);
+    BIO* to_client = BIO_new(BIO_s_mem());
+    BIO* from_client = BIO_new(BIO_s_mem());
+    SSL_set_bio(client, to_client, from_client);
+    SSL_set_connect_state(client);
+    *capture = Secrets{};
+    pump(client, to_client, from_client, server);
+    CHECK_OR_TRAP(server.handshake_done() && server.own_records());
+
+    std::string error;
+    uint16_t suite = SSL_CIPHER_get_protocol_id(SSL_get_current_cipher(client));
+    // The client's mirror: it writes under the client's secret, from sequence number 0.
+    std::unique_ptr<TlsRecords> mirror = TlsRecords::create(suite, capture->server, capture->client, 0, error);
+    CHECK_OR_TRAP(mirror);
+
+    size_t fed_plain = 0, got_plain = 0;
+    size_t at = 0;
+    std::string wire;
+    while (at < size) {
+      uint8_t op = data[at++];
+      size_t len = at < size ? data[at++] : 0;
+      if (op & 0x80) len = (len << 6) | (op & 0x3f);  // up to ~16 KB
+      if (len > size - at) len = size - at;
+      const char* bytes = reinterpret_cast<const char*>(data + at);
+      at += len;
+      switch (op & 0x03) {
+        case 0:  // raw bytes, as a broken or hostile client would send
+          server.feed_ciphertext(bytes, len);
+          break;
+        case 1:
+        case 2: {  // a sealed record; its last input byte is the inner content type (0 = padding)
+          if (len == 0 || len - 1 > TlsRecords::kMaxContent) break;
+          uint8_t type = static_cast<uint8_t>(bytes[len - 1]);
+          wire.resize(TlsRecords::sealed_size(len - 1));
+          size_t n = mirror->seal(type, bytes, len - 1, wire.data());
+          CHECK_OR_TRAP(n == wire.size());
+          std::string inner(bytes, len - 1);  // what the server finds inside: content, type, zeros
+          inner.push_back(static_cast<char>(type));
+          while (!inner.empty() && inner.back() == 0) inner.pop_back();
+          if (!inner.empty() && static_cast<uint8_t>(inner.back()) == TlsRecords::kApplicationData)
+            fed_plain += inner.size() - 1;
+          server.feed_ciphertext(wire.data(), n);
+          break;
+        }
+        case 3:  // the proxy answers, or closes
+          if (len == 0) server.shutdown();
+          else server.write_plaintext(bytes, len);
+          break;
+      }
+      Slice plain;
+      for (int i = 0; i < 64 && server.read_plaintext(plain) == TlsStatus::ok; ++i) {
+        CHECK_OR_TRAP(!plain.empty() && plain.size() <= pool.chunk_size());
+        got_plain += plain.size();
+        plain.reset();
+      }
+      std::string out;
+      server.take_ciphertext(out);
+    }
+    // Application data comes out at most once, and only from records that carried it.
+    CHECK_OR_TRAP(got_plain <= fed_plain);
+    SSL_free(client);
+  }
+  CHECK_OR_TRAP(pool.outstanding() == 0);
+  return 0;
+}
