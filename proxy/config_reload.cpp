@@ -132,6 +132,8 @@ ReloadOutcome Server::reload_config(const char* why) {
   ReloadOutcome outcome;
   auto refuse = [&](int status) {
     outcome.status = status;
+    ++reloads_refused_;
+    last_reload_ok_ = false;
     std::string reasons;
     for (const auto& e : outcome.errors) reasons += "\n  " + e;
     LOG_ERROR("reload (%s) of %s refused, the running configuration stays:%s", why, config_->source.c_str(),
@@ -173,6 +175,9 @@ ReloadOutcome Server::reload_config(const char* why) {
 
   // Everything is loaded: from here on nothing can fail.
   outcome.applied = true;
+  ++reloads_applied_;
+  last_reload_ok_ = true;
+  last_reload_success_ = std::chrono::system_clock::now();
   outcome.changes = diff.summary();
   outcome.needs_restart = diff.needs_restart;
   config_ = next;

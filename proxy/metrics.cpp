@@ -187,6 +187,20 @@ std::vector<MetricFamily> control_families(const ControlState& st) {
   single("sprayer_start_time_seconds", "Unix time this sprayer started.", MetricType::Gauge, st.start_time_seconds);
   single("sprayer_shutting_down", "1 while a stop signal is draining connections.", MetricType::Gauge,
          st.shutting_down ? 1 : 0);
+  {
+    MetricFamily f = family("sprayer_config_reloads_total",
+                            "Configuration reloads (SIGHUP, admin API) by result: applied or refused.",
+                            MetricType::Counter);
+    add_value(f, static_cast<double>(st.reloads_applied), {{"result", "applied"}});
+    add_value(f, static_cast<double>(st.reloads_refused), {{"result", "refused"}});
+    out.push_back(std::move(f));
+  }
+  single("sprayer_config_last_reload_successful",
+         "0 if the last reload was refused (the running configuration is not the file's), else 1.",
+         MetricType::Gauge, st.last_reload_ok ? 1 : 0);
+  single("sprayer_config_last_reload_success_timestamp_seconds",
+         "Unix time of the last applied reload (the start time before any).", MetricType::Gauge,
+         st.last_reload_success_seconds);
 
   auto per_server = [&](const char* name, const char* help, MetricType type, auto get) {
     MetricFamily f = family(name, help, type);

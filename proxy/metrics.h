@@ -62,6 +62,10 @@ struct ControlState {
   uint64_t deltas_applied = 0;
   bool shutting_down = false;
   std::string source_last_error;
+  uint64_t reloads_applied = 0;           // configuration reloads (SIGHUP, admin API)
+  uint64_t reloads_refused = 0;
+  bool last_reload_ok = true;             // no reload yet counts as fine
+  double last_reload_success_seconds = 0;  // Unix time; the start until a reload succeeds
   // For the status page only (the worker families export these).
   int64_t downstream_connections = 0;
   int64_t upstream_connections = 0;

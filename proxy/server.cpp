@@ -439,6 +439,11 @@ ControlState Server::control_state() const {
   st.start_time_seconds = std::chrono::duration<double>(started_wall_.time_since_epoch()).count();
   st.version = SPRAYER_VERSION;
   st.shutting_down = shutting_down_;
+  st.reloads_applied = reloads_applied_;
+  st.reloads_refused = reloads_refused_;
+  st.last_reload_ok = last_reload_ok_;
+  st.last_reload_success_seconds =
+      std::chrono::duration<double>(last_reload_success_.value_or(started_wall_).time_since_epoch()).count();
   for (const auto& w : workers_) {
     st.downstream_connections += w->stats().downstream_open.load(std::memory_order_relaxed);
     st.upstream_connections += w->stats().upstream_open.load(std::memory_order_relaxed);

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "affinity/extract.h"
@@ -97,6 +98,10 @@ class Server {
   uint64_t route_version_ = 0;
   std::unique_ptr<affinity::Extractor> admin_extractor_;  // a user name from the route API
   uint32_t next_slot_ = 0;                   // the next ServerTarget::slot a reload hands out
+  uint64_t reloads_applied_ = 0;
+  uint64_t reloads_refused_ = 0;
+  std::optional<std::chrono::system_clock::time_point> last_reload_success_;  // none yet: the start
+  bool last_reload_ok_ = true;
   std::vector<std::string> pending_servers_;  // added by reload, no traffic until a check passes
   uv_timer_t pending_timer_{};
   bool shutting_down_ = false;

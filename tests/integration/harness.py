@@ -12,6 +12,7 @@ import faulthandler
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -579,6 +580,19 @@ def http_request(port, method, target, headers=(), body=None, timeout=10.0, **kw
     """One request on a fresh connection."""
     with HttpClient(port, timeout=timeout) as client:
         return client.request(method, target, headers, body, timeout=timeout, **kw)
+
+
+def metric(port, name, **labels):
+    """The value of `name` on /metrics at `port`, from the series with these label values."""
+    resp = http_request(port, "GET", "/metrics", timeout=5)
+    if resp.status != 200:
+        raise AssertionError(f"/metrics: {resp.describe()}")
+    text = resp.body.decode()
+    for m in re.finditer(rf"^{re.escape(name)}(?:{{([^}}]*)}})?\s+(\S+)\s*$", text, re.M):
+        have = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1) or ""))
+        if all(have.get(k) == v for k, v in labels.items()):
+            return float(m.group(2))
+    raise AssertionError(f"/metrics has no {name} {labels or ''}:\n{text[:3000]}")
 
 
 def send_chunked(client, pieces):

@@ -73,12 +73,7 @@ def tls_poolsim(pki, id, cert=None, key=None, client_ca=None, port=0, late_ticke
     return Poolsim(id, port=port, args=args).start()
 
 
-def metric(port, name):
-    resp = harness.http_request(port, "GET", "/metrics", timeout=5)
-    m = re.search(rf"^{name}(?:{{[^}}]*}})? (\S+)$", resp.body.decode(), re.M)
-    if not m:
-        raise AssertionError(f"/metrics has no {name}")
-    return float(m.group(1))
+metric = harness.metric
 
 
 class BackendTlsTest(harness.TestCase):

@@ -123,6 +123,10 @@ class ReloadTest(TestCase):
         wait_until(lambda: "reload (admin API)" in self.sprayer.stderr_text() and "refused" in self.sprayer.stderr_text(),
                    5, what="the refusal in the log")
         self.assertStatus(self.sprayer.request("GET", sync_target("aa1")), 200, "after a refused reload")
+        port = self.sprayer.admin_port
+        self.assertGreaterEqual(harness.metric(port, "sprayer_config_reloads_total", result="refused"), 1)
+        self.assertEqual(harness.metric(port, "sprayer_config_last_reload_successful"), 0)
+        applied_before = harness.metric(port, "sprayer_config_reloads_total", result="applied")
         self.assertEqual(sorted(self.servers()), ["pool1", "pool2", "pool3"])
 
         # A wrong value, found at its line, via SIGHUP.
@@ -148,6 +152,10 @@ class ReloadTest(TestCase):
         answer = self.reload(config)
         self.assertTrue(answer["applied"], answer)
         self.assertEqual(answer["needs_restart"], ["workers"])
+        self.assertEqual(harness.metric(port, "sprayer_config_reloads_total", result="applied"), applied_before + 1)
+        self.assertEqual(harness.metric(port, "sprayer_config_last_reload_successful"), 1)
+        self.assertGreater(harness.metric(port, "sprayer_config_last_reload_success_timestamp_seconds"),
+                           harness.metric(port, "sprayer_start_time_seconds"))
         self.assertIn("timeouts", answer["changes"])
 
         # An admin state set through the API survives a reload that keeps the server.

@@ -228,14 +228,7 @@ def curl(*args, timeout=TOOL_TIMEOUT):
     return proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
 
 
-def metric(port, name):
-    resp = harness.http_request(port, "GET", "/metrics", timeout=5)
-    if resp.status != 200:
-        raise AssertionError(f"/metrics: {resp.describe()}")
-    m = re.search(rf"^{re.escape(name)}(?:{{[^}}]*}})?\s+(\S+)\s*$", resp.body.decode(), re.M)
-    if not m:
-        raise AssertionError(f"/metrics has no {name}:\n{resp.body.decode()[:3000]}")
-    return float(m.group(1))
+metric = harness.metric
 
 
 def tls_config(pki, pool, tls_port, http_port, admin_port, ticket_key_file, plain_port=None, **tls_extra):

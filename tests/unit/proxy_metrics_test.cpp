@@ -118,6 +118,10 @@ TEST_CASE("metrics: control state families") {
   st.snapshot_bytes = 4096;
   st.stale = true;
   st.source_errors = 9;
+  st.reloads_applied = 2;
+  st.reloads_refused = 1;
+  st.last_reload_ok = false;
+  st.last_reload_success_seconds = 1234.5;
   auto families = control_families(st);
   std::string out = text(families);
   CHECK(out.find("sprayer_build_info{version=\"1.2.3\"} 1") != std::string::npos);
@@ -134,6 +138,10 @@ TEST_CASE("metrics: control state families") {
   CHECK(out.find("sprayer_ownership_stale 1") != std::string::npos);
   CHECK(out.find("sprayer_ownership_snapshot_bytes 4096") != std::string::npos);
   CHECK(out.find("sprayer_ownership_source_errors_total 9") != std::string::npos);
+  CHECK(out.find("sprayer_config_reloads_total{result=\"applied\"} 2") != std::string::npos);
+  CHECK(out.find("sprayer_config_reloads_total{result=\"refused\"} 1") != std::string::npos);
+  CHECK(out.find("sprayer_config_last_reload_successful 0") != std::string::npos);
+  CHECK(out.find("sprayer_config_last_reload_success_timestamp_seconds 1234.5") != std::string::npos);
 
   st.snapshot_age_seconds.reset();  // never answered: no age rather than a made-up one
   CHECK(text(control_families(st)).find("sprayer_ownership_snapshot_age_seconds") == std::string::npos);
