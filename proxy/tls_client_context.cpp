@@ -7,27 +7,12 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "proxy/tls_context.h"
 #include "proxy/tls_ticket_keys.h"
 
 namespace sprayer::proxy {
 
 namespace {
-
-std::string openssl_reason() {
-  unsigned long e = ERR_peek_error();
-  std::string out = "unknown OpenSSL error";
-  if (e != 0) {
-    if (const char* reason = ERR_reason_error_string(e)) {
-      out = reason;
-    } else {
-      char buf[256];
-      ERR_error_string_n(e, buf, sizeof buf);
-      out = buf;
-    }
-  }
-  ERR_clear_error();
-  return out;
-}
 
 bool is_ip_literal(const std::string& host) {
   unsigned char buf[sizeof(in6_addr)];

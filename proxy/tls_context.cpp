@@ -72,23 +72,6 @@ using X509Ptr = std::unique_ptr<X509, X509Free>;
 using ChainPtr = std::unique_ptr<STACK_OF(X509), ChainFree>;
 using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyFree>;
 
-// The oldest queued OpenSSL error as short text ("no start line"); clears the queue.
-std::string openssl_reason() {
-  unsigned long e = ERR_peek_error();
-  std::string out;
-  if (e == 0) {
-    out = "unknown OpenSSL error";
-  } else if (const char* reason = ERR_reason_error_string(e)) {
-    out = reason;
-  } else {
-    char buf[256];
-    ERR_error_string_n(e, buf, sizeof buf);
-    out = buf;
-  }
-  ERR_clear_error();
-  return out;
-}
-
 std::string asn1_time_text(const ASN1_TIME* t) {
   BioPtr bio(BIO_new(BIO_s_mem()));
   if (!bio || ASN1_TIME_print(bio.get(), t) != 1) return "?";
@@ -233,6 +216,23 @@ bool set_mac_key(EVP_MAC_CTX* mac_ctx, const std::array<unsigned char, 32>& key)
 }
 
 }  // namespace
+
+// The oldest queued OpenSSL error as short text ("no start line"); clears the queue.
+std::string openssl_reason() {
+  unsigned long e = ERR_peek_error();
+  std::string out;
+  if (e == 0) {
+    out = "unknown OpenSSL error";
+  } else if (const char* reason = ERR_reason_error_string(e)) {
+    out = reason;
+  } else {
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof buf);
+    out = buf;
+  }
+  ERR_clear_error();
+  return out;
+}
 
 TlsContext::~TlsContext() {
   for (CertificateSet& set : sets_) SSL_CTX_free(set.ctx);

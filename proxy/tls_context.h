@@ -53,6 +53,9 @@ struct TlsSettings {
 
 class TlsContext;
 
+// The oldest queued OpenSSL error as short text ("no start line"); clears the queue.
+std::string openssl_reason();
+
 struct TlsLoadResult {
   std::shared_ptr<const TlsContext> context;  // null when error is set
   std::string error;                          // "<file>: <reason>" or "<setting>: <reason>"
