@@ -75,6 +75,43 @@ ActiveChecker::Target target(const std::string& id, uint16_t port) {
   return t;
 }
 
+// Checks every 50 ms with a 300 ms timeout; up after one pass, down after two failures.
+HealthSpec quick_spec() {
+  HealthSpec spec;
+  spec.check.interval = 50ms;
+  spec.check.timeout = 300ms;
+  spec.check.rise = 1;
+  spec.check.fall = 2;
+  spec.passive.min_hold = 10ms;
+  return spec;
+}
+
+// A tracker for `spec` and the private uv loop the checker under test runs on.
+struct CheckerLoop {
+  HealthSpec spec;
+  SplitMix64 random;
+  SteadyClock clock;
+  HealthTracker tracker{spec, random};
+  uv_loop_t loop{};
+
+  CheckerLoop(HealthSpec s, uint64_t seed) : spec(std::move(s)), random(seed) { uv_loop_init(&loop); }
+  ServerState state(const char* id) { return tracker.view()->find(id)->state; }
+  template <class Pred>
+  void run_until(Pred done) {
+    auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (std::chrono::steady_clock::now() < deadline && !done()) uv_run(&loop, UV_RUN_ONCE);
+  }
+  // Stops the checker; the stop completes and the loop closes with nothing left open.
+  void stop(ActiveChecker& checker) {
+    bool stopped = false;
+    checker.stop([&] { stopped = true; });
+    for (int i = 0; i < 100 && !stopped; ++i) uv_run(&loop, UV_RUN_ONCE);
+    CHECK(stopped);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK(uv_loop_close(&loop) == 0);
+  }
+};
+
 }  // namespace
 
 TEST_CASE("active checks mark servers up and down on a real loop") {
@@ -83,45 +120,27 @@ TEST_CASE("active checks mark servers up and down on a real loop") {
   uint16_t closed_port = 0;
   close(listen_any(closed_port));
 
-  HealthSpec spec;
-  spec.check.interval = 50ms;
-  spec.check.timeout = 300ms;
-  spec.check.rise = 1;
-  spec.check.fall = 2;
-  spec.passive.min_hold = 10ms;
-  SplitMix64 random(7);
-  SteadyClock clock;
-  HealthTracker tracker(spec, random);
+  CheckerLoop t(quick_spec(), 7);
   std::vector<std::string> ids{"good", "dead", "servlet"};
-  tracker.set_servers(ids, clock.now());
+  t.tracker.set_servers(ids, t.clock.now());
 
-  uv_loop_t loop;
-  uv_loop_init(&loop);
   int changes = 0;
-  ActiveChecker checker(&loop, tracker, clock, [&] { ++changes; });
+  ActiveChecker checker(&t.loop, t.tracker, t.clock, [&] { ++changes; });
   checker.set_targets({target("good", healthy.port), target("dead", closed_port), target("servlet", servlet_only.port)});
   checker.start();
 
-  auto state = [&](const char* id) { return tracker.view()->find(id)->state; };
-  auto deadline = std::chrono::steady_clock::now() + 5s;
-  while (std::chrono::steady_clock::now() < deadline &&
-         !(state("dead") == ServerState::down && state("servlet") == ServerState::down &&
-           tracker.find("good")->counters().checks_passed >= 2))
-    uv_run(&loop, UV_RUN_ONCE);
+  t.run_until([&] {
+    return t.state("dead") == ServerState::down && t.state("servlet") == ServerState::down &&
+           t.tracker.find("good")->counters().checks_passed >= 2;
+  });
 
-  CHECK(state("good") == ServerState::up);
-  CHECK(state("dead") == ServerState::down);
-  CHECK(state("servlet") == ServerState::down);
-  CHECK(tracker.find("good")->counters().checks_passed >= 2);
+  CHECK(t.state("good") == ServerState::up);
+  CHECK(t.state("dead") == ServerState::down);
+  CHECK(t.state("servlet") == ServerState::down);
+  CHECK(t.tracker.find("good")->counters().checks_passed >= 2);
   CHECK(changes >= 2);
   CHECK(checker.checks_started() >= 6);
-
-  bool stopped = false;
-  checker.stop([&] { stopped = true; });
-  for (int i = 0; i < 100 && !stopped; ++i) uv_run(&loop, UV_RUN_ONCE);
-  CHECK(stopped);
-  uv_run(&loop, UV_RUN_DEFAULT);
-  CHECK(uv_loop_close(&loop) == 0);
+  t.stop(checker);
 }
 
 TEST_CASE("a server added while the checker runs (reload) is checked without waiting for another event") {
@@ -129,30 +148,18 @@ TEST_CASE("a server added while the checker runs (reload) is checked without wai
   HealthSpec spec;
   spec.check.interval = 50ms;
   spec.check.timeout = 300ms;
-  SplitMix64 random(11);
-  SteadyClock clock;
-  HealthTracker tracker(spec, random);
+  CheckerLoop t(spec, 11);
 
-  uv_loop_t loop;
-  uv_loop_init(&loop);
-  ActiveChecker checker(&loop, tracker, clock, nullptr);
+  ActiveChecker checker(&t.loop, t.tracker, t.clock, nullptr);
   checker.start();  // nothing to check: no timer armed
   std::vector<std::string> ids{"added"};
-  tracker.set_servers(ids, clock.now());
+  t.tracker.set_servers(ids, t.clock.now());
   checker.set_targets({target("added", healthy.port)});
 
-  auto deadline = std::chrono::steady_clock::now() + 5s;
-  while (std::chrono::steady_clock::now() < deadline && tracker.find("added")->liveness() != Liveness::up)
-    uv_run(&loop, UV_RUN_ONCE);
-  CHECK(tracker.find("added")->liveness() == Liveness::up);
+  t.run_until([&] { return t.tracker.find("added")->liveness() == Liveness::up; });
+  CHECK(t.tracker.find("added")->liveness() == Liveness::up);
   CHECK(checker.checks_started() >= 1);
-
-  bool stopped = false;
-  checker.stop([&] { stopped = true; });
-  for (int i = 0; i < 100 && !stopped; ++i) uv_run(&loop, UV_RUN_ONCE);
-  CHECK(stopped);
-  uv_run(&loop, UV_RUN_DEFAULT);
-  CHECK(uv_loop_close(&loop) == 0);
+  t.stop(checker);
 }
 
 namespace {
@@ -230,21 +237,11 @@ TEST_CASE("HTTPS checks: handshake through the injected session, then the reques
   FakeTlsServer refusing("GO AWAY\n", ok_reply);
   FakeServer plain_only(ok_reply);  // speaks HTTP at once: no handshake answer
 
-  HealthSpec spec;
-  spec.check.interval = 50ms;
-  spec.check.timeout = 300ms;
-  spec.check.rise = 1;
-  spec.check.fall = 2;
-  spec.passive.min_hold = 10ms;
-  SplitMix64 random(7);
-  SteadyClock clock;
-  HealthTracker tracker(spec, random);
+  CheckerLoop c(quick_spec(), 7);
   std::vector<std::string> ids{"good", "refusing", "plain", "no-session"};
-  tracker.set_servers(ids, clock.now());
+  c.tracker.set_servers(ids, c.clock.now());
 
-  uv_loop_t loop;
-  uv_loop_init(&loop);
-  ActiveChecker checker(&loop, tracker, clock, [] {});
+  ActiveChecker checker(&c.loop, c.tracker, c.clock, [] {});
   std::vector<ActiveChecker::Target> targets{target("good", good.port), target("refusing", refusing.port),
                                              target("plain", plain_only.port), target("no-session", good.port)};
   for (auto& t : targets) t.tls = true;
@@ -257,26 +254,18 @@ TEST_CASE("HTTPS checks: handshake through the injected session, then the reques
   });
   checker.start();
 
-  auto state = [&](const char* id) { return tracker.view()->find(id)->state; };
-  auto deadline = std::chrono::steady_clock::now() + 5s;
-  while (std::chrono::steady_clock::now() < deadline &&
-         !(state("refusing") == ServerState::down && state("plain") == ServerState::down &&
-           state("no-session") == ServerState::down && tracker.find("good")->counters().checks_passed >= 2))
-    uv_run(&loop, UV_RUN_ONCE);
+  c.run_until([&] {
+    return c.state("refusing") == ServerState::down && c.state("plain") == ServerState::down &&
+           c.state("no-session") == ServerState::down && c.tracker.find("good")->counters().checks_passed >= 2;
+  });
 
-  CHECK(state("good") == ServerState::up);
-  CHECK(tracker.find("good")->counters().checks_passed >= 2);
+  CHECK(c.state("good") == ServerState::up);
+  CHECK(c.tracker.find("good")->counters().checks_passed >= 2);
   CHECK(good.requests >= 2);
-  CHECK(state("refusing") == ServerState::down);
+  CHECK(c.state("refusing") == ServerState::down);
   CHECK(refusing.requests == 0);  // no request after a failed handshake
-  CHECK(state("plain") == ServerState::down);
-  CHECK(state("no-session") == ServerState::down);
+  CHECK(c.state("plain") == ServerState::down);
+  CHECK(c.state("no-session") == ServerState::down);
   CHECK(sessions >= 6);
-
-  bool stopped = false;
-  checker.stop([&] { stopped = true; });
-  for (int i = 0; i < 100 && !stopped; ++i) uv_run(&loop, UV_RUN_ONCE);
-  CHECK(stopped);
-  uv_run(&loop, UV_RUN_DEFAULT);
-  CHECK(uv_loop_close(&loop) == 0);
+  c.stop(checker);
 }
