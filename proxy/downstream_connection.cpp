@@ -10,7 +10,7 @@
 #include "proxy/access_log.h"
 #include "proxy/log.h"
 #include "proxy/pause.h"
-#include "proxy/tls_engine.h"
+#include "proxy/tls/tls_engine.h"
 #include "proxy/worker.h"
 
 namespace sprayer::proxy {

@@ -7,10 +7,13 @@
 #include <string>
 
 #include "conf/config.h"
+
+#include "proxy/control/tls_loading.h"
+#include "proxy/config_adapters.h"
 #include "proxy/log.h"
 #include "proxy/runtime.h"
-#include "proxy/server.h"
-#include "proxy/tls_context.h"
+#include "proxy/control/control_loop.h"
+#include "proxy/tls/tls_context.h"
 
 namespace {
 
@@ -86,6 +89,6 @@ int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
   sprayer::log::set_level(loaded.config->log.level);
   raise_descriptor_limit(*loaded.config);
-  sprayer::proxy::Server server(loaded.config);
-  return server.run();
+  sprayer::proxy::ControlLoop control(loaded.config);
+  return control.run();
 }

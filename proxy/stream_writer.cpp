@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <memory>
 
-#include "proxy/tls_engine.h"
+#include "proxy/tls/tls_engine.h"
 
 namespace sprayer::proxy {
 

@@ -7,7 +7,7 @@
 #include "proxy/exchange.h"
 #include "proxy/log.h"
 #include "proxy/pause.h"
-#include "proxy/tls_engine.h"
+#include "proxy/tls/tls_engine.h"
 #include "proxy/upstream_pool.h"
 #include "proxy/worker.h"
 

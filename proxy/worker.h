@@ -19,6 +19,7 @@
 #include "proxy/health_events.h"
 #include "proxy/route_state.h"
 #include "proxy/runtime.h"
+#include "proxy/worker_stats.h"
 
 namespace sprayer::proxy {
 

@@ -17,9 +17,9 @@
 #include <string>
 
 #include "proxy/buffer_pool.h"
-#include "proxy/tls_context.h"
-#include "proxy/tls_engine.h"
-#include "proxy/tls_records.h"
+#include "proxy/tls/tls_context.h"
+#include "proxy/tls/tls_engine.h"
+#include "proxy/tls/tls_records.h"
 
 namespace {
 

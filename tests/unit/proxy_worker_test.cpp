@@ -14,6 +14,7 @@
 
 #include "tests/unit/test_sockets.h"
 
+#include "proxy/config_adapters.h"
 #include "proxy/worker.h"
 
 using namespace sprayer;

@@ -1,0 +1,20 @@
+// From the configuration to the parts of a Runtime: the extractor settings and the resolved
+// server list.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "affinity/extract.h"
+#include "conf/config.h"
+#include "proxy/runtime.h"
+
+namespace sprayer::proxy {
+
+// The extractor settings a Config asks for (conf keeps its own plain types).
+affinity::ExtractorConfig extractor_config(const conf::AffinityConfig& config);
+
+// Resolve every server address (blocking; control thread only). Errors name the server.
+bool resolve_servers(const conf::Config& config, std::vector<ServerTarget>& out, std::string& error);
+
+}  // namespace sprayer::proxy

@@ -1,0 +1,229 @@
+// The admin API's handlers on the control loop: /healthz, /metrics, /status, and the JSON
+// API (route, ownership, servers and their admin states, reload). The listener itself is
+// admin_server.*; these methods answer what it parsed.
+#include <algorithm>
+#include <string>
+
+#include "proxy/control/control_loop.h"
+#include "proxy/control/self_health.h"
+#include "proxy/control/status_page.h"
+#include "proxy/json.h"
+#include "proxy/log.h"
+
+namespace sprayer::proxy {
+
+AdminResponse ControlLoop::handle_admin(const AdminRequest& request) {
+  std::string_view path = request.target;
+  path = path.substr(0, path.find('?'));
+  if (path == "/healthz") {
+    SelfHealth health = judge_self_health(self_health_input());
+    return AdminResponse{health.http_status(), "text/plain; charset=utf-8", health.reason + "\n"};
+  }
+  if (path == "/metrics") {
+    return AdminResponse{200, "text/plain; version=0.0.4; charset=utf-8",
+                         render_metrics({collector_.get(), control_collector_.get()})};
+  }
+  if (path == "/status") return AdminResponse{200, "text/html; charset=utf-8", std::string(status_page_html())};
+  if (path == "/api/v1/status") return AdminResponse{200, "application/json", status_json(control_state())};
+  if (path == "/api/v1/route") {
+    size_t q = request.target.find('?');
+    return route_api(q == std::string::npos ? std::string_view() : std::string_view(request.target).substr(q + 1));
+  }
+  if (path == "/api/v1/ownership") return ownership_api();
+  if (path == "/api/v1/servers") return servers_api();
+  if (path == "/api/v1/reload") return reload_api(request);
+  if (path.substr(0, 16) == "/api/v1/servers/") return server_state_api(request, path.substr(16));
+  return AdminResponse{404, "text/plain; charset=utf-8", "not found\n"};
+}
+
+AdminResponse ControlLoop::route_api(std::string_view query) {
+  std::string target = "/api/v1/route?";
+  target.append(query);
+  affinity::RequestView view{"GET", target, {}};
+  affinity::ExtractResult user = admin_extractor_->extract(view);
+  if (!user.found())
+    return AdminResponse{400, "application/json", "{\"error\":\"give the user as ?user=NAME\"}\n"};
+  RouteResult result = route_user(*route_, user.user_key, user.key_hash, 0);
+  std::string out = "{\"user\":";
+  json_string(out, user.user_key);
+  out += ",\"owner\":";
+  if (result.owner)
+    json_string(out, route_->ids[*result.owner]);
+  else
+    out += "null";
+  out += ",\"reason\":";
+  json_string(out, affinity::to_string(result.decision.reason));
+  out += ",\"candidates\":[";
+  for (size_t i = 0; i < result.decision.candidates.size(); ++i) {
+    if (i) out += ",";
+    json_string(out, route_->ids[result.decision.candidates[i]]);
+  }
+  out += "],\"epoch\":" + std::to_string(route_->snapshot->epoch());
+  out += ",\"source\":";
+  json_string(out, source_ ? affinity::to_string(source_->status().state) : std::string_view("none"));
+  out += "}\n";
+  return AdminResponse{200, "application/json", std::move(out)};
+}
+
+ControlState ControlLoop::control_state() const {
+  ControlState st;
+  auto now = std::chrono::steady_clock::now();
+  st.uptime_seconds = std::chrono::duration<double>(now - started_).count();
+  st.start_time_seconds = std::chrono::duration<double>(started_wall_.time_since_epoch()).count();
+  st.version = SPRAYER_VERSION;
+  st.shutting_down = shutting_down_;
+  st.reloads_applied = reloads_applied_;
+  st.reloads_refused = reloads_refused_;
+  st.last_reload_ok = last_reload_ok_;
+  st.last_reload_success_seconds =
+      std::chrono::duration<double>(last_reload_success_.value_or(started_wall_).time_since_epoch()).count();
+  for (const auto& w : workers_) {
+    st.downstream_connections += w->stats().downstream_open.load(std::memory_order_relaxed);
+    st.upstream_connections += w->stats().upstream_open.load(std::memory_order_relaxed);
+  }
+  for (size_t i = 0; i < runtime_->servers.size(); ++i) {
+    const ServerTarget& target = runtime_->servers[i];
+    ControlState::ServerRow row;
+    row.id = target.id;
+    row.state = "up";
+    if (const health::ServerHealth* h = tracker_ ? tracker_->find(target.id) : nullptr) {
+      row.state = std::string(health::to_string(h->state()));
+      row.availability = h->availability();
+      row.ejections = h->counters().ejections;
+    }
+    if (snapshot_) {
+      if (auto index = snapshot_->server_index(target.id)) row.owned_users = snapshot_->owned_users(*index);
+    }
+    for (const auto& w : workers_) row.active_requests += w->active_upstreams(target.slot);
+    st.servers.push_back(std::move(row));
+  }
+  st.source_configured = source_ != nullptr;
+  if (source_) {
+    affinity::SourceStatus status = source_->status();
+    st.source_state = std::string(affinity::to_string(status.state));
+    st.epoch = status.epoch;
+    st.users = status.users;
+    if (status.since_success)
+      st.snapshot_age_seconds = std::chrono::duration<double>(*status.since_success).count();
+    st.stale = status.stale;
+    st.source_errors = status.counters.errors;
+    st.source_reconnects = status.counters.reconnects;
+    st.full_loads = status.counters.full_loads;
+    st.deltas_applied = status.counters.deltas_applied;
+    st.source_last_error = status.last_error;
+  } else {
+    st.source_state = "none";
+  }
+  if (snapshot_) st.snapshot_bytes = snapshot_->memory_bytes();
+  return st;
+}
+
+AdminResponse ControlLoop::servers_api() {
+  std::string out = "{\"servers\":[";
+  for (size_t i = 0; i < runtime_->servers.size(); ++i) {
+    const ServerTarget& target = runtime_->servers[i];
+    const health::ServerHealth* h = tracker_ ? tracker_->find(target.id) : nullptr;
+    int64_t active = 0;
+    for (const auto& w : workers_) active += w->active_upstreams(target.slot);
+    if (i) out += ",";
+    out += "{\"id\":";
+    json_string(out, target.id);
+    out += ",\"address\":";
+    json_string(out, target.host_port);
+    out += ",\"weight\":" + std::to_string(target.weight);
+    if (h) {
+      out += ",\"state\":";
+      json_string(out, health::to_string(h->state()));
+      out += ",\"checks\":";
+      json_string(out, health::to_string(h->liveness()));
+      out += ",\"admin\":";
+      json_string(out, health::to_string(h->admin_state()));
+      out += ",\"availability\":" + std::to_string(h->availability());
+      out += ",\"last_transition_reason\":";
+      json_string(out, health::to_string(h->last_transition_reason()));
+      out += ",\"ejections\":" + std::to_string(h->counters().ejections);
+    }
+    out += ",\"active_requests\":" + std::to_string(active);
+    out += "}";
+  }
+  out += "]}\n";
+  return AdminResponse{200, "application/json", std::move(out)};
+}
+
+AdminResponse ControlLoop::server_state_api(const AdminRequest& request, std::string_view rest) {
+  if (request.method != "POST")
+    return AdminResponse{405, "application/json", "{\"error\":\"use POST\"}\n"};
+  // State changes need the configured bearer token (none configured: the admin listener's
+  // own exposure, loopback by default, is the protection).
+  const std::string& token = config_->admin.token;
+  if (!token.empty()) {
+    if (request.authorization != "Bearer " + token)
+      return AdminResponse{401, "application/json", "{\"error\":\"bearer token required\"}\n"};
+  }
+  size_t slash = rest.find('/');
+  if (slash == std::string_view::npos)
+    return AdminResponse{404, "application/json", "{\"error\":\"use /api/v1/servers/ID/drain|maintenance|ready\"}\n"};
+  std::string id(rest.substr(0, slash));
+  std::string_view action = rest.substr(slash + 1);
+  health::AdminState state;
+  if (action == "drain")
+    state = health::AdminState::drain;
+  else if (action == "maintenance")
+    state = health::AdminState::maintenance;
+  else if (action == "ready")
+    state = health::AdminState::ready;
+  else
+    return AdminResponse{404, "application/json", "{\"error\":\"unknown action; use drain, maintenance or ready\"}\n"};
+  if (!tracker_ || !tracker_->find(id))
+    return AdminResponse{404, "application/json", "{\"error\":\"no such server\"}\n"};
+  LOG_INFO("admin: server %s set to %s", id.c_str(), std::string(action).c_str());
+  if (tracker_->set_admin_state(id, state, clock_.now())) publish_route();
+  return servers_api();
+}
+
+AdminResponse ControlLoop::ownership_api() {
+  std::string out = "{\"source\":";
+  if (!source_) {
+    out += "\"none\",\"epoch\":0,\"users\":0}\n";
+    return AdminResponse{200, "application/json", std::move(out)};
+  }
+  affinity::SourceStatus st = source_->status();
+  json_string(out, affinity::to_string(st.state));
+  out += ",\"epoch\":" + std::to_string(st.epoch);
+  out += ",\"users\":" + std::to_string(st.users);
+  out += ",\"stale\":" + std::string(st.stale ? "true" : "false");
+  out += ",\"since_success_ms\":";
+  out += st.since_success ? std::to_string(st.since_success->count()) : std::string("null");
+  out += ",\"last_error\":";
+  json_string(out, st.last_error);
+  out += ",\"full_loads\":" + std::to_string(st.counters.full_loads);
+  out += ",\"deltas_applied\":" + std::to_string(st.counters.deltas_applied);
+  out += ",\"errors\":" + std::to_string(st.counters.errors);
+  out += ",\"reconnects\":" + std::to_string(st.counters.reconnects);
+  out += ",\"notifications\":" + std::to_string(st.counters.notifications);
+  out += "}\n";
+  return AdminResponse{200, "application/json", std::move(out)};
+}
+
+// The facts /healthz judges (proxy/control/self_health.h has the rules).
+SelfHealthInput ControlLoop::self_health_input() const {
+  SelfHealthInput in;
+  in.draining = shutting_down_;
+  in.listeners_up = !workers_.empty() && std::none_of(workers_.begin(), workers_.end(), [](const auto& w) {
+    return w->finished();
+  });
+  in.source_configured = source_ != nullptr;
+  in.snapshot_loaded = snapshot_ != nullptr;
+  if (source_) in.since_success = source_->status().since_success;
+  in.max_staleness = config_->ownership.max_staleness;
+  in.servers = runtime_->servers.size();
+  if (published_health_) {
+    for (const auto& entry : published_health_->servers)
+      if (entry.state == health::ServerState::up || entry.state == health::ServerState::draining) ++in.usable_servers;
+  } else {
+    in.usable_servers = in.servers;
+  }
+  return in;
+}
+
+}  // namespace sprayer::proxy

@@ -1,0 +1,111 @@
+// The control thread: starts the workers, owns signals and the admin listener, and runs
+// the graceful drain on SIGTERM/SIGINT. Runs on the main thread's own uv loop.
+#pragma once
+
+#include <uv.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "affinity/extract.h"
+#include "affinity/ownership_source.h"
+#include "health/active_checker.h"
+#include "health/clock.h"
+#include "health/health_view.h"
+#include "proxy/control/admin_server.h"
+#include "proxy/control/config_reload.h"
+#include "proxy/health_events.h"
+#include "proxy/control/metrics.h"
+#include "proxy/route_state.h"
+#include "proxy/runtime.h"
+#include "proxy/control/self_health.h"
+#include "proxy/worker.h"
+
+namespace sprayer::proxy {
+
+class TlsProbeFactory;
+
+class ControlLoop {
+ public:
+  explicit ControlLoop(std::shared_ptr<const conf::Config> config);
+  ~ControlLoop();
+  // Blocks until shutdown; the process exit code.
+  int run();
+
+ private:
+  AdminResponse handle_admin(const AdminRequest& request);
+  SelfHealthInput self_health_input() const;
+  AdminResponse route_api(std::string_view query);
+  AdminResponse ownership_api();
+  void start_ownership_source();
+  void start_health();
+  void on_passive_events(const std::vector<PassiveEvent>& events);
+  // With `runtime`: a reload's new runtime goes to the workers with the route built from it.
+  void publish_route(std::shared_ptr<const Runtime> runtime = nullptr);
+  bool reload_tls(const char* why);
+  void watch_tls_files();
+  AdminResponse servers_api();
+  ControlState control_state() const;
+  AdminResponse server_state_api(const AdminRequest& request, std::string_view path);
+  void on_signal(int signum);
+  // config_reload.cpp
+  ReloadOutcome reload_config(const char* why);
+  AdminResponse reload_api(const AdminRequest& request);
+  void reload_health(const std::vector<ServerTarget>& servers, const conf::HealthConfig& config);
+  void unwatch_tls_files();
+  std::shared_ptr<const health::HealthView> hide_pending(std::shared_ptr<const health::HealthView> view) const;
+  void on_pending_poll();
+  void begin_shutdown();
+  void on_shutdown_poll();
+
+  std::shared_ptr<const conf::Config> config_;
+  std::shared_ptr<const Runtime> runtime_;
+  // Server id by slot, removed servers included (slots are never reused): per-server metric
+  // rows are kept by slot and named from here.
+  std::vector<std::string> slot_ids_;
+  void remember_slots();
+  uv_loop_t loop_{};
+  uv_signal_t sigterm_{}, sigint_{}, sighup_{}, sigusr1_{};
+  uv_timer_t shutdown_timer_{};
+  std::unique_ptr<AdminServer> admin_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::unique_ptr<WorkerStatsCollector> collector_;
+  std::unique_ptr<ControlStateCollector> control_collector_;
+  std::shared_ptr<AccessLog> access_log_;
+  std::chrono::system_clock::time_point started_wall_;
+  std::atomic<int64_t> connections_{0};
+  std::chrono::steady_clock::time_point started_;
+  std::chrono::steady_clock::time_point drain_deadline_;
+  health::SteadyClock clock_;
+  health::SplitMix64 random_{0x5eed5eedULL};
+  std::unique_ptr<health::HealthTracker> tracker_;
+  std::unique_ptr<TlsProbeFactory> probe_tls_;  // HTTPS checks; outlives checker_
+  std::unique_ptr<health::ActiveChecker> checker_;
+  bool checker_stopped_ = true;
+  HealthEvents health_events_;
+  std::shared_ptr<const health::HealthView> published_health_;
+  std::unique_ptr<affinity::OwnershipSource> source_;
+  bool source_stopped_ = true;
+  std::shared_ptr<const affinity::OwnershipSnapshot> snapshot_;
+  std::shared_ptr<const RouteState> route_;
+  std::vector<std::shared_ptr<const TlsContext>> tls_;  // what the workers serve now
+  std::vector<uv_fs_event_t*> tls_watches_;
+  std::vector<std::string> tls_file_names_;  // base names of the watched certificate files
+  uv_timer_t tls_debounce_{};
+  uint64_t route_version_ = 0;
+  std::unique_ptr<affinity::Extractor> admin_extractor_;  // a user name from the route API
+  uint32_t next_slot_ = 0;                   // the next ServerTarget::slot a reload hands out
+  uint64_t reloads_applied_ = 0;
+  uint64_t reloads_refused_ = 0;
+  std::optional<std::chrono::system_clock::time_point> last_reload_success_;  // none yet: the start
+  bool last_reload_ok_ = true;
+  std::vector<std::string> pending_servers_;  // added by reload, no traffic until a check passes
+  uv_timer_t pending_timer_{};
+  bool shutting_down_ = false;
+  bool forced_ = false;
+};
+
+}  // namespace sprayer::proxy

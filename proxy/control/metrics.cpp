@@ -1,0 +1,272 @@
+// Counter families summed over workers; names follow Prometheus conventions.
+#include "proxy/control/metrics.h"
+
+#include <prometheus/metric_family.h>
+#include <prometheus/text_serializer.h>
+
+#include <limits>
+#include <sstream>
+
+#include "proxy/worker.h"
+
+namespace sprayer::proxy {
+namespace {
+
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+
+template <typename Get>
+double sum(const std::vector<const WorkerStats*>& stats, Get get) {
+  double total = 0;
+  for (const WorkerStats* w : stats) total += static_cast<double>(get(*w));
+  return total;
+}
+
+MetricFamily family(std::string name, std::string help, MetricType type) {
+  MetricFamily f;
+  f.name = std::move(name);
+  f.help = std::move(help);
+  f.type = type;
+  return f;
+}
+
+void add_value(MetricFamily& f, double value, std::vector<prometheus::ClientMetric::Label> labels = {}) {
+  prometheus::ClientMetric m;
+  m.label = std::move(labels);
+  if (f.type == MetricType::Counter)
+    m.counter.value = value;
+  else
+    m.gauge.value = value;
+  f.metric.push_back(std::move(m));
+}
+
+}  // namespace
+
+std::vector<MetricFamily> WorkerStatsCollector::Collect() const {
+  std::vector<const WorkerStats*> stats;
+  for (const auto& w : workers_) stats.push_back(&w->stats());
+  return worker_families(stats, server_ids_ ? server_ids_() : std::vector<std::string>{});
+}
+
+std::vector<MetricFamily> worker_families(const std::vector<const WorkerStats*>& workers,
+                                          const std::vector<std::string>& server_ids) {
+  std::vector<MetricFamily> out;
+  auto counter = [&](const char* name, const char* help, auto get) {
+    MetricFamily f = family(name, help, MetricType::Counter);
+    add_value(f, sum(workers, get));
+    out.push_back(std::move(f));
+  };
+  auto gauge = [&](const char* name, const char* help, auto get) {
+    MetricFamily f = family(name, help, MetricType::Gauge);
+    add_value(f, sum(workers, get));
+    out.push_back(std::move(f));
+  };
+  counter("sprayer_downstream_connections_accepted_total", "Client connections accepted.",
+          [](const WorkerStats& s) { return s.downstream_accepted.load(std::memory_order_relaxed); });
+  gauge("sprayer_downstream_connections", "Open client connections.",
+        [](const WorkerStats& s) { return s.downstream_open.load(std::memory_order_relaxed); });
+  gauge("sprayer_upstream_connections", "Open connections to pool servers (active and idle).",
+        [](const WorkerStats& s) { return s.upstream_open.load(std::memory_order_relaxed); });
+  counter("sprayer_requests_total", "Requests received with a complete, valid head.",
+          [](const WorkerStats& s) { return s.requests.load(std::memory_order_relaxed); });
+  {
+    MetricFamily f = family("sprayer_responses_total", "Responses sent to clients, by status class.", MetricType::Counter);
+    static const char* classes[] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
+    for (int c = 1; c < 6; ++c)
+      add_value(f, sum(workers, [c](const WorkerStats& s) { return s.responses[c].load(std::memory_order_relaxed); }),
+                {{"code", classes[c]}});
+    out.push_back(std::move(f));
+  }
+  counter("sprayer_upstream_connect_failures_total", "Connects to pool servers that failed or timed out.",
+          [](const WorkerStats& s) { return s.upstream_connect_failures.load(std::memory_order_relaxed); });
+  counter("sprayer_upstream_retries_total", "Requests sent again to another candidate or a fresh connection.",
+          [](const WorkerStats& s) { return s.upstream_retries.load(std::memory_order_relaxed); });
+  counter("sprayer_bad_requests_total", "Requests rejected as malformed or over a limit.",
+          [](const WorkerStats& s) { return s.bad_requests.load(std::memory_order_relaxed); });
+  counter("sprayer_timeouts_total", "Client or upstream timeouts.",
+          [](const WorkerStats& s) { return s.timeouts.load(std::memory_order_relaxed); });
+  counter("sprayer_downstream_received_bytes_total", "Bytes read from clients.",
+          [](const WorkerStats& s) { return s.bytes_in.load(std::memory_order_relaxed); });
+  counter("sprayer_downstream_sent_bytes_total", "Bytes written to clients.",
+          [](const WorkerStats& s) { return s.bytes_out.load(std::memory_order_relaxed); });
+  counter("sprayer_tls_handshakes_total", "TLS handshakes completed with clients.",
+          [](const WorkerStats& s) { return s.tls_handshakes.load(std::memory_order_relaxed); });
+  counter("sprayer_tls_handshake_failures_total", "TLS connections that failed (bad handshake, plain HTTP, alerts).",
+          [](const WorkerStats& s) { return s.tls_failures.load(std::memory_order_relaxed); });
+  counter("sprayer_tls_own_record_layer_total",
+          "TLS 1.3 client connections that left OpenSSL for sprayer's record layer after the handshake.",
+          [](const WorkerStats& s) { return s.tls_own_records.load(std::memory_order_relaxed); });
+  counter("sprayer_upstream_tls_handshakes_total", "TLS handshakes completed with pool servers.",
+          [](const WorkerStats& s) { return s.upstream_tls_handshakes.load(std::memory_order_relaxed); });
+  counter("sprayer_upstream_tls_resumed_total", "TLS handshakes with pool servers that resumed a session.",
+          [](const WorkerStats& s) { return s.upstream_tls_resumed.load(std::memory_order_relaxed); });
+  counter("sprayer_upstream_tls_failures_total", "TLS handshakes with pool servers that failed (verification included).",
+          [](const WorkerStats& s) { return s.upstream_tls_failures.load(std::memory_order_relaxed); });
+  counter("sprayer_malformed_users_total", "Requests whose user field could not be decoded.",
+          [](const WorkerStats& s) { return s.malformed_users.load(std::memory_order_relaxed); });
+  {
+    MetricFamily f = family("sprayer_routed_requests_total", "Requests routed, by route reason.", MetricType::Counter);
+    static const char* reasons[] = {"owner", "takeover", "new_user", "no_user", "unavailable"};
+    for (int r = 0; r < 5; ++r)
+      add_value(f, sum(workers, [r](const WorkerStats& s) { return s.routed[r].load(std::memory_order_relaxed); }),
+                {{"reason", reasons[r]}});
+    out.push_back(std::move(f));
+  }
+  counter("sprayer_accept_pauses_total", "Times accepting paused (connection limit or out of descriptors).",
+          [](const WorkerStats& s) { return s.accept_paused.load(std::memory_order_relaxed); });
+  counter("sprayer_upstream_received_bytes_total", "Bytes read from pool servers.",
+          [](const WorkerStats& s) { return s.upstream_bytes_in.load(std::memory_order_relaxed); });
+  counter("sprayer_upstream_sent_bytes_total", "Bytes written to pool servers.",
+          [](const WorkerStats& s) { return s.upstream_bytes_out.load(std::memory_order_relaxed); });
+  counter("sprayer_access_log_dropped_lines_total", "Access log lines dropped because the writer fell behind.",
+          [](const WorkerStats& s) { return s.access_log_dropped.load(std::memory_order_relaxed); });
+  {
+    // Only combinations that happened: servers x classes x reasons would be mostly zeros.
+    MetricFamily f = family("sprayer_requests_completed_total",
+                            "Requests finished, by the server of the last attempt, status class and route reason.",
+                            MetricType::Counter);
+    static const char* classes[] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
+    static const char* reasons[] = {"owner", "takeover", "new_user", "no_user", "unavailable", "retry", "local"};
+    static_assert(sizeof(reasons) / sizeof(reasons[0]) == kRequestReasons);
+    for (size_t row = 0; row < kStatRows; ++row) {
+      for (size_t c = 0; c < kStatusClasses; ++c) {
+        for (size_t r = 0; r < kRequestReasons; ++r) {
+          double v = sum(workers, [&](const WorkerStats& s) { return s.finished[row][c][r].load(std::memory_order_relaxed); });
+          if (v == 0) continue;
+          std::string server;
+          if (row == kStatNoServer)
+            server = "none";
+          else if (row < kStatServers && row < server_ids.size())
+            server = server_ids[row];
+          else
+            server = "other";
+          add_value(f, v, {{"server", server}, {"code", classes[c]}, {"reason", reasons[r]}});
+        }
+      }
+    }
+    out.push_back(std::move(f));
+  }
+  auto histogram = [&](const char* name, const char* help, const LatencyHistogram WorkerStats::*member) {
+    MetricFamily f = family(name, help, MetricType::Histogram);
+    prometheus::ClientMetric m;
+    uint64_t cumulative = 0;
+    for (size_t i = 0; i <= kLatencyBuckets; ++i) {
+      for (const WorkerStats* w : workers) cumulative += (w->*member).buckets[i].load(std::memory_order_relaxed);
+      prometheus::ClientMetric::Bucket b;
+      b.cumulative_count = cumulative;
+      b.upper_bound = i < kLatencyBuckets ? kLatencyBounds[i] : std::numeric_limits<double>::infinity();
+      m.histogram.bucket.push_back(b);
+    }
+    uint64_t sum_ns = 0;
+    for (const WorkerStats* w : workers) sum_ns += (w->*member).sum_ns.load(std::memory_order_relaxed);
+    // The count is the +Inf bucket, so the two always agree even while workers write.
+    m.histogram.sample_count = cumulative;
+    m.histogram.sample_sum = static_cast<double>(sum_ns) / 1e9;
+    f.metric.push_back(std::move(m));
+    out.push_back(std::move(f));
+  };
+  histogram("sprayer_request_duration_seconds", "Whole request: head received to response queued to the client.",
+            &WorkerStats::request_seconds);
+  histogram("sprayer_upstream_connect_duration_seconds", "Opening a new connection to a pool server.",
+            &WorkerStats::connect_seconds);
+  histogram("sprayer_upstream_first_byte_seconds", "Request sent to a pool server until its response head.",
+            &WorkerStats::ttfb_seconds);
+  return out;
+}
+
+std::vector<MetricFamily> control_families(const ControlState& st) {
+  std::vector<MetricFamily> out;
+  auto single = [&](const char* name, const char* help, MetricType type, double v,
+                    std::vector<prometheus::ClientMetric::Label> labels = {}) {
+    MetricFamily f = family(name, help, type);
+    add_value(f, v, std::move(labels));
+    out.push_back(std::move(f));
+  };
+  single("sprayer_build_info", "Always 1; the version as a label.", MetricType::Gauge, 1, {{"version", st.version}});
+  single("sprayer_uptime_seconds", "Seconds since this sprayer started.", MetricType::Gauge, st.uptime_seconds);
+  single("sprayer_start_time_seconds", "Unix time this sprayer started.", MetricType::Gauge, st.start_time_seconds);
+  single("sprayer_shutting_down", "1 while a stop signal is draining connections.", MetricType::Gauge,
+         st.shutting_down ? 1 : 0);
+  {
+    MetricFamily f = family("sprayer_config_reloads_total",
+                            "Configuration reloads (SIGHUP, admin API) by result: applied or refused.",
+                            MetricType::Counter);
+    add_value(f, static_cast<double>(st.reloads_applied), {{"result", "applied"}});
+    add_value(f, static_cast<double>(st.reloads_refused), {{"result", "refused"}});
+    out.push_back(std::move(f));
+  }
+  single("sprayer_config_last_reload_successful",
+         "0 if the last reload was refused (the running configuration is not the file's), else 1.",
+         MetricType::Gauge, st.last_reload_ok ? 1 : 0);
+  single("sprayer_config_last_reload_success_timestamp_seconds",
+         "Unix time of the last applied reload (the start time before any).", MetricType::Gauge,
+         st.last_reload_success_seconds);
+
+  auto per_server = [&](const char* name, const char* help, MetricType type, auto get) {
+    MetricFamily f = family(name, help, type);
+    for (const auto& s : st.servers) add_value(f, static_cast<double>(get(s)), {{"server", s.id}});
+    out.push_back(std::move(f));
+  };
+  per_server("sprayer_server_up", "1 if the server takes traffic (up or draining), 0 if down or in maintenance.",
+             MetricType::Gauge,
+             [](const ControlState::ServerRow& s) { return s.state == "up" || s.state == "draining" ? 1 : 0; });
+  {
+    MetricFamily f = family("sprayer_server_state", "The server's routing state: 1 for the current one.",
+                            MetricType::Gauge);
+    for (const auto& s : st.servers)
+      for (const char* state : {"up", "down", "draining", "maintenance"})
+        add_value(f, s.state == state ? 1 : 0, {{"server", s.id}, {"state", state}});
+    out.push_back(std::move(f));
+  }
+  per_server("sprayer_server_availability", "Traveler availability index (100 best, negative = constrained).",
+             MetricType::Gauge, [](const ControlState::ServerRow& s) { return s.availability; });
+  per_server("sprayer_server_owned_users", "Users the ownership snapshot gives to the server.", MetricType::Gauge,
+             [](const ControlState::ServerRow& s) { return s.owned_users; });
+  per_server("sprayer_server_ejections_total", "Times passive failures took the server out before a check did.",
+             MetricType::Counter, [](const ControlState::ServerRow& s) { return s.ejections; });
+  per_server("sprayer_server_active_requests", "Requests in flight to the server (sampled every 100 ms).",
+             MetricType::Gauge, [](const ControlState::ServerRow& s) { return s.active_requests; });
+
+  single("sprayer_ownership_source_configured", "1 if an ownership source (SQLite or PostgreSQL) is configured.",
+         MetricType::Gauge, st.source_configured ? 1 : 0);
+  {
+    MetricFamily f = family("sprayer_ownership_source_state", "The ownership source's state: 1 for the current one.",
+                            MetricType::Gauge);
+    for (const char* state : {"connecting", "ok", "degraded", "from_cache", "none"})
+      add_value(f, st.source_state == state ? 1 : 0, {{"state", state}});
+    out.push_back(std::move(f));
+  }
+  single("sprayer_ownership_epoch", "Epoch (pool change number) of the snapshot being served.", MetricType::Gauge,
+         static_cast<double>(st.epoch));
+  single("sprayer_ownership_users", "Users with an owner in the snapshot being served.", MetricType::Gauge,
+         static_cast<double>(st.users));
+  single("sprayer_ownership_snapshot_bytes", "Memory held by the ownership snapshot being served.",
+         MetricType::Gauge, static_cast<double>(st.snapshot_bytes));
+  if (st.snapshot_age_seconds)
+    single("sprayer_ownership_snapshot_age_seconds", "Seconds since the ownership source last answered.",
+           MetricType::Gauge, *st.snapshot_age_seconds);
+  single("sprayer_ownership_stale", "1 if the source has not answered within ownership.stale_after.",
+         MetricType::Gauge, st.stale ? 1 : 0);
+  single("sprayer_ownership_source_errors_total", "Failed ownership queries and connections.", MetricType::Counter,
+         static_cast<double>(st.source_errors));
+  single("sprayer_ownership_source_reconnects_total", "Reconnects to the ownership database.", MetricType::Counter,
+         static_cast<double>(st.source_reconnects));
+  single("sprayer_ownership_full_loads_total", "Full loads of the ownership table.", MetricType::Counter,
+         static_cast<double>(st.full_loads));
+  single("sprayer_ownership_deltas_applied_total", "Ownership deltas applied.", MetricType::Counter,
+         static_cast<double>(st.deltas_applied));
+  return out;
+}
+
+std::string render_metrics(const std::vector<const prometheus::Collectable*>& collectables) {
+  std::vector<MetricFamily> families;
+  for (const auto* c : collectables) {
+    auto f = c->Collect();
+    families.insert(families.end(), std::make_move_iterator(f.begin()), std::make_move_iterator(f.end()));
+  }
+  std::ostringstream out;
+  prometheus::TextSerializer().Serialize(out, families);
+  return out.str();
+}
+
+}  // namespace sprayer::proxy

@@ -1,0 +1,89 @@
+// Prometheus exposition: sums the workers' lock-free counters at scrape time.
+#pragma once
+
+#include <prometheus/collectable.h>
+#include <prometheus/metric_family.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "proxy/runtime.h"
+#include "proxy/worker_stats.h"
+
+namespace sprayer::proxy {
+
+class Worker;
+
+class WorkerStatsCollector : public prometheus::Collectable {
+ public:
+  // server_ids: the label for each server row of WorkerStats::finished, read at scrape.
+  WorkerStatsCollector(const std::vector<std::unique_ptr<Worker>>& workers,
+                       std::function<std::vector<std::string>()> server_ids = {})
+      : workers_(workers), server_ids_(std::move(server_ids)) {}
+  std::vector<prometheus::MetricFamily> Collect() const override;
+
+ private:
+  const std::vector<std::unique_ptr<Worker>>& workers_;
+  std::function<std::vector<std::string>()> server_ids_;
+};
+
+// The sum of several workers' stats blocks, as families (what WorkerStatsCollector gives;
+// separate so unit tests can feed stats blocks without threads).
+std::vector<prometheus::MetricFamily> worker_families(const std::vector<const WorkerStats*>& stats,
+                                                      const std::vector<std::string>& server_ids);
+
+// What the control thread knows at scrape time: health, ownership, process.
+struct ControlState {
+  struct ServerRow {
+    std::string id;
+    std::string state;          // health::to_string(ServerState): up, down, draining, maintenance
+    int availability = 0;
+    uint64_t owned_users = 0;
+    uint64_t ejections = 0;
+    int64_t active_requests = 0;
+  };
+  std::vector<ServerRow> servers;
+  double uptime_seconds = 0;
+  double start_time_seconds = 0;   // Unix time
+  std::string version;
+  bool source_configured = false;
+  std::string source_state;        // affinity::to_string(SourceState)
+  int64_t epoch = 0;
+  uint64_t users = 0;
+  uint64_t snapshot_bytes = 0;     // memory the snapshot being served holds
+  std::optional<double> snapshot_age_seconds;  // since the last successful query
+  bool stale = false;
+  uint64_t source_errors = 0;
+  uint64_t source_reconnects = 0;
+  uint64_t full_loads = 0;
+  uint64_t deltas_applied = 0;
+  bool shutting_down = false;
+  std::string source_last_error;
+  uint64_t reloads_applied = 0;           // configuration reloads (SIGHUP, admin API)
+  uint64_t reloads_refused = 0;
+  bool last_reload_ok = true;             // no reload yet counts as fine
+  double last_reload_success_seconds = 0;  // Unix time; the start until a reload succeeds
+  // For the status page only (the worker families export these).
+  int64_t downstream_connections = 0;
+  int64_t upstream_connections = 0;
+};
+
+std::vector<prometheus::MetricFamily> control_families(const ControlState& state);
+
+class ControlStateCollector : public prometheus::Collectable {
+ public:
+  explicit ControlStateCollector(std::function<ControlState()> read) : read_(std::move(read)) {}
+  std::vector<prometheus::MetricFamily> Collect() const override { return control_families(read_()); }
+
+ private:
+  std::function<ControlState()> read_;
+};
+
+// The text exposition format of every family the collectors give.
+std::string render_metrics(const std::vector<const prometheus::Collectable*>& collectables);
+
+}  // namespace sprayer::proxy

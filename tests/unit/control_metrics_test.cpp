@@ -1,0 +1,148 @@
+// Unit tests for the metric families: worker counters summed over stats blocks, the
+// request matrix by server / status class / reason, histograms, and the control state.
+#include <doctest/doctest.h>
+
+#include <prometheus/text_serializer.h>
+
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "proxy/control/metrics.h"
+
+using namespace sprayer::proxy;
+
+namespace {
+
+const prometheus::MetricFamily* find(const std::vector<prometheus::MetricFamily>& families, const std::string& name) {
+  for (const auto& f : families)
+    if (f.name == name) return &f;
+  return nullptr;
+}
+
+std::string label(const prometheus::ClientMetric& m, const std::string& name) {
+  for (const auto& l : m.label)
+    if (l.name == name) return l.value;
+  return {};
+}
+
+std::string text(const std::vector<prometheus::MetricFamily>& families) {
+  std::ostringstream out;
+  prometheus::TextSerializer().Serialize(out, families);
+  return out.str();
+}
+
+}  // namespace
+
+TEST_CASE("metrics: worker counters are summed over workers") {
+  WorkerStats a, b;
+  WorkerStats::add(a.requests, 3);
+  WorkerStats::add(b.requests, 4);
+  WorkerStats::add(a.downstream_open, 2);
+  WorkerStats::add(b.downstream_open, -1);
+  WorkerStats::add(a.tls_handshakes);
+  WorkerStats::add(b.tls_own_records);
+  WorkerStats::add(b.tls_failures, 2);
+  WorkerStats::add(a.upstream_bytes_in, 100);
+  WorkerStats::add(b.upstream_bytes_out, 50);
+  auto families = worker_families({&a, &b}, {"s1", "s2"});
+  CHECK(find(families, "sprayer_requests_total")->metric.at(0).counter.value == 7);
+  CHECK(find(families, "sprayer_downstream_connections")->metric.at(0).gauge.value == 1);
+  CHECK(find(families, "sprayer_tls_handshakes_total")->metric.at(0).counter.value == 1);
+  CHECK(find(families, "sprayer_tls_own_record_layer_total")->metric.at(0).counter.value == 1);
+  CHECK(find(families, "sprayer_tls_handshake_failures_total")->metric.at(0).counter.value == 2);
+  CHECK(find(families, "sprayer_upstream_received_bytes_total")->metric.at(0).counter.value == 100);
+  CHECK(find(families, "sprayer_upstream_sent_bytes_total")->metric.at(0).counter.value == 50);
+}
+
+TEST_CASE("metrics: completed requests by server, status class and reason; only non-zero series") {
+  WorkerStats a, b;
+  WorkerStats::add(a.finished[WorkerStats::server_row(0)][2][0], 5);  // s1 2xx owner
+  WorkerStats::add(b.finished[WorkerStats::server_row(0)][2][0], 1);
+  WorkerStats::add(a.finished[WorkerStats::server_row(1)][5][kReasonRetry]);  // s2 5xx retry
+  WorkerStats::add(a.finished[WorkerStats::server_row(-1)][5][4]);  // none 5xx unavailable
+  WorkerStats::add(a.finished[WorkerStats::server_row(500)][3][1]);  // beyond kStatServers
+  auto families = worker_families({&a, &b}, {"s1", "s2"});
+  const auto* f = find(families, "sprayer_requests_completed_total");
+  REQUIRE(f);
+  REQUIRE(f->metric.size() == 4);
+  int seen = 0;
+  for (const auto& m : f->metric) {
+    std::string key = label(m, "server") + "/" + label(m, "code") + "/" + label(m, "reason");
+    if (key == "s1/2xx/owner") { CHECK(m.counter.value == 6); ++seen; }
+    if (key == "s2/5xx/retry") { CHECK(m.counter.value == 1); ++seen; }
+    if (key == "none/5xx/unavailable") { CHECK(m.counter.value == 1); ++seen; }
+    if (key == "other/3xx/takeover") { CHECK(m.counter.value == 1); ++seen; }
+  }
+  CHECK(seen == 4);
+}
+
+TEST_CASE("metrics: histograms are cumulative, summed over workers, count equals +Inf") {
+  WorkerStats a, b;
+  a.request_seconds.observe(200'000);         // 0.2 ms  -> first bucket (0.0005)
+  a.request_seconds.observe(3'000'000);       // 3 ms    -> 0.005
+  b.request_seconds.observe(2'000'000'000);   // 2 s     -> 2.5
+  b.request_seconds.observe(120'000'000'000); // 120 s   -> +Inf
+  auto families = worker_families({&a, &b}, {});
+  const auto* f = find(families, "sprayer_request_duration_seconds");
+  REQUIRE(f);
+  REQUIRE(f->type == prometheus::MetricType::Histogram);
+  const auto& h = f->metric.at(0).histogram;
+  CHECK(h.sample_count == 4);
+  CHECK(h.sample_sum == doctest::Approx(122.0032));
+  REQUIRE(h.bucket.size() == kLatencyBuckets + 1);
+  CHECK(h.bucket.front().upper_bound == 0.0005);
+  CHECK(h.bucket.front().cumulative_count == 1);
+  int checked = 0;
+  for (size_t i = 0; i < kLatencyBuckets; ++i) {
+    if (h.bucket[i].upper_bound == 0.005) { CHECK(h.bucket[i].cumulative_count == 2); ++checked; }
+    if (h.bucket[i].upper_bound == 2.5) { CHECK(h.bucket[i].cumulative_count == 3); ++checked; }
+    if (h.bucket[i].upper_bound == 60) { CHECK(h.bucket[i].cumulative_count == 3); ++checked; }
+  }
+  CHECK(checked == 3);
+  CHECK(h.bucket.back().cumulative_count == 4);
+  CHECK(text(families).find("sprayer_request_duration_seconds_bucket{le=\"+Inf\"} 4") != std::string::npos);
+}
+
+TEST_CASE("metrics: control state families") {
+  ControlState st;
+  st.version = "1.2.3";
+  st.uptime_seconds = 12;
+  st.servers.push_back({"s1", "up", 100, 7, 0, 2});
+  st.servers.push_back({"s2", "maintenance", -1, 3, 4, 0});
+  st.source_configured = true;
+  st.source_state = "degraded";
+  st.epoch = 42;
+  st.users = 10;
+  st.snapshot_age_seconds = 3.5;
+  st.snapshot_bytes = 4096;
+  st.stale = true;
+  st.source_errors = 9;
+  st.reloads_applied = 2;
+  st.reloads_refused = 1;
+  st.last_reload_ok = false;
+  st.last_reload_success_seconds = 1234.5;
+  auto families = control_families(st);
+  std::string out = text(families);
+  CHECK(out.find("sprayer_build_info{version=\"1.2.3\"} 1") != std::string::npos);
+  CHECK(out.find("sprayer_server_up{server=\"s1\"} 1") != std::string::npos);
+  CHECK(out.find("sprayer_server_up{server=\"s2\"} 0") != std::string::npos);
+  CHECK(out.find("sprayer_server_state{server=\"s2\",state=\"maintenance\"} 1") != std::string::npos);
+  CHECK(out.find("sprayer_server_state{server=\"s2\",state=\"up\"} 0") != std::string::npos);
+  CHECK(out.find("sprayer_server_owned_users{server=\"s1\"} 7") != std::string::npos);
+  CHECK(out.find("sprayer_server_availability{server=\"s2\"} -1") != std::string::npos);
+  CHECK(out.find("sprayer_server_ejections_total{server=\"s2\"} 4") != std::string::npos);
+  CHECK(out.find("sprayer_ownership_source_state{state=\"degraded\"} 1") != std::string::npos);
+  CHECK(out.find("sprayer_ownership_epoch 42") != std::string::npos);
+  CHECK(out.find("sprayer_ownership_snapshot_age_seconds 3.5") != std::string::npos);
+  CHECK(out.find("sprayer_ownership_stale 1") != std::string::npos);
+  CHECK(out.find("sprayer_ownership_snapshot_bytes 4096") != std::string::npos);
+  CHECK(out.find("sprayer_ownership_source_errors_total 9") != std::string::npos);
+  CHECK(out.find("sprayer_config_reloads_total{result=\"applied\"} 2") != std::string::npos);
+  CHECK(out.find("sprayer_config_reloads_total{result=\"refused\"} 1") != std::string::npos);
+  CHECK(out.find("sprayer_config_last_reload_successful 0") != std::string::npos);
+  CHECK(out.find("sprayer_config_last_reload_success_timestamp_seconds 1234.5") != std::string::npos);
+
+  st.snapshot_age_seconds.reset();  // never answered: no age rather than a made-up one
+  CHECK(text(control_families(st)).find("sprayer_ownership_snapshot_age_seconds") == std::string::npos);
+}

@@ -1,0 +1,77 @@
+// The stream writer sealing through a TLS engine: a response's head and body slices go out
+// as full records. Uses the TLS test helpers (tls_session.h).
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "proxy/stream_writer.h"
+#include "test_loop.h"
+#include "tests/unit/tls_session.h"
+
+using namespace sprayer::test::tls;
+
+TEST_CASE("tls data: a head and its body slices go out as full records, not a record per part") {
+  Session s(load_ok(standard_settings()), {.sni = "pool1.example.com"});
+  s.pump();
+  REQUIRE(s.established());
+  int fds[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, fds) == 0);
+  sprayer::test::TestLoop loop;
+  uv_pipe_t pipe;
+  REQUIRE(uv_pipe_init(loop.get(), &pipe, 0) == 0);
+  REQUIRE(uv_pipe_open(&pipe, fds[0]) == 0);
+  StreamWriter writer;
+  writer.init(reinterpret_cast<uv_stream_t*>(&pipe), nullptr, nullptr);
+  writer.set_tls(&s.server);
+
+  // Sends head + body parts and returns the lengths of the records that reached the socket.
+  auto send = [&](std::string_view head, const std::vector<std::string>& body) {
+    writer.add_copy(head);
+    for (const std::string& part : body) {
+      Chunk* chunk = s.pool.acquire();
+      REQUIRE(part.size() <= chunk->capacity);
+      std::memcpy(chunk->data(), part.data(), part.size());
+      writer.add(Slice(chunk, chunk->data(), part.size()));
+      BufferPool::unref(chunk);
+    }
+    REQUIRE(writer.flush() == 0);
+    REQUIRE(loop.run_until([&] { return writer.idle(); }, std::chrono::seconds(5)));
+    std::string wire;
+    char buf[65536];
+    ssize_t n;
+    while ((n = recv(fds[1], buf, sizeof buf, MSG_DONTWAIT)) > 0) wire.append(buf, size_t(n));
+    std::vector<size_t> records;
+    for (size_t at = 0; at + 5 <= wire.size();) {
+      CHECK(wire[at] == 23);  // application data
+      size_t len = (size_t(uint8_t(wire[at + 3])) << 8) | uint8_t(wire[at + 4]);
+      records.push_back(len);
+      at += 5 + len;
+    }
+    REQUIRE(BIO_write(s.client.in, wire.data(), int(wire.size())) == int(wire.size()));
+    s.client.received.clear();
+    s.client.step();
+    return records;
+  };
+
+  std::string head = "HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\n";
+  auto records = send(head, {"first ten.", "second ten", "third ten."});
+  CHECK(records.size() == 1);
+  CHECK(s.client.received == head + "first ten.second tenthird ten.");
+
+  // 40,000 body bytes in pool-sized slices: three records (16 KiB, 16 KiB, the rest).
+  std::vector<std::string> body;
+  for (size_t left = 40000; left > 0;) {
+    size_t n = std::min<size_t>(left, s.pool.chunk_size());
+    body.emplace_back(n, char('a' + body.size()));
+    left -= n;
+  }
+  records = send(head, body);
+  CHECK(records.size() == 3);
+  std::string expected = head;
+  for (const std::string& part : body) expected += part;
+  CHECK(s.client.received == expected);
+  CHECK(s.pool.outstanding() == 0);
+
+  uv_close(reinterpret_cast<uv_handle_t*>(&pipe), nullptr);
+  CHECK(loop.close() == 0);
+  close(fds[1]);
+}
