@@ -14,7 +14,7 @@ Peers:
   nginx         hash $arg_User consistent
 sprayer routes from the same ownership table (SQLite), 10,000 users spread over the servers.
 
-usage: bench/run.py [--seconds 10] [--reps 3] [--scenarios 1,2,3,4,5,6,7] [--out FILE]
+usage: bench/run.py [--seconds 10] [--reps 3] [--scenarios 1,2,3,4,5,6,7,8] [--out FILE]
 Run by bench/run.sh, which installs and builds what is needed.
 """
 import argparse
@@ -166,6 +166,9 @@ class Pool:
                 m = re.search(rb'"holds_started":\s*(\d+)', r.read())
                 total += int(m.group(1)) if m else 0
         return total
+
+    def pids(self):
+        return [p.pid for p in self.procs.values() if p.poll() is None]
 
     def stop(self):
         for p in self.procs.values():
@@ -408,14 +411,42 @@ def wrk(url, seconds, connections, script, threads=1):
             "errors": errors}
 
 
+def out_segments():
+    """TCP segments sent by the whole machine (/proc/net/snmp Tcp OutSegs): loopback traffic
+    counts once per segment, whoever sent it."""
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Tcp:")]
+    return int(rows[1][rows[0].index("OutSegs")])
+
+
+def children_cpu():
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def measure_wrk(proxy, seconds, connections, script):
+    """One measured wrk run: the proxy's CPU per request, and what its neighbours spend per
+    request behind it (wrk, and the pool servers): a proxy that makes them work harder is
+    not cheaper. Segments per request: TCP segments of the whole exchange (client, proxy,
+    servers) ÷ requests."""
     pid = proxy.pid()
     wrk(proxy.url(), 2, connections, script)  # warm-up: pools, caches, TLS session state
+    backends = proxy.pool.pids()
     u0, s0 = cpu_times(pid)
+    b0 = sum(cpu_seconds(p) for p in backends)
+    c0 = children_cpu()
+    seg0 = out_segments()
     r = wrk(proxy.url(), seconds, connections, script)
+    seg1 = out_segments()
+    c1 = children_cpu()
+    b1 = sum(cpu_seconds(p) for p in backends)
     u1, s1 = cpu_times(pid)
-    r["cpu_us"] = (u1 - u0 + s1 - s0) * 1e6 / max(1, r["requests"])
-    r["user_us"] = (u1 - u0) * 1e6 / max(1, r["requests"])
+    n = max(1, r["requests"])
+    r["cpu_us"] = (u1 - u0 + s1 - s0) * 1e6 / n
+    r["user_us"] = (u1 - u0) * 1e6 / n
+    r["client_us"] = (c1 - c0) * 1e6 / n
+    r["backend_us"] = (b1 - b0) * 1e6 / n
+    r["segments"] = (seg1 - seg0) / n
     r["rss_mib"] = rss_kib(pid) / 1024
     return r
 
@@ -444,17 +475,23 @@ def run_throughput(title, names, pool, work, args, connections, script, tls=None
 
 def throughput_table(title, results, per="request"):
     lines = [f"### {title}", "",
-             f"| proxy | req/s | p50 ms | p99 ms | CPU µs per {per} | of which user | RSS MiB | errors | sprayer ÷ peer (CPU/{per}) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"| proxy | req/s | p50 ms | p99 ms | CPU µs per {per} | of which user | wrk µs | servers µs | "
+             f"TCP segments | RSS MiB | errors | sprayer ÷ peer (CPU/{per}) | sprayer ÷ peer (wrk + servers) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     base = results.get("sprayer", [])
+    def neighbours(r):
+        return r["client_us"] + r["backend_us"]
+
     for name, runs in results.items():
-        ratio = "–"
+        ratio = around = "–"
         if name != "sprayer" and base:
-            ratios = [b["cpu_us"] / r["cpu_us"] for b, r in zip(base, runs) if r["cpu_us"] > 0]
-            ratio = fmt(ratios)
+            ratio = fmt([b["cpu_us"] / r["cpu_us"] for b, r in zip(base, runs) if r["cpu_us"] > 0])
+            around = fmt([neighbours(b) / neighbours(r) for b, r in zip(base, runs) if neighbours(r) > 0])
         lines.append(f"| {name} | {fmt([r['rps'] for r in runs], 0)} | {fmt([r['p50'] for r in runs])} | "
                      f"{fmt([r['p99'] for r in runs])} | {fmt([r['cpu_us'] for r in runs])} | {fmt([r['user_us'] for r in runs])} | "
-                     f"{fmt([r['rss_mib'] for r in runs], 1)} | {sum(r['errors'] for r in runs)} | {ratio} |")
+                     f"{fmt([r['client_us'] for r in runs])} | {fmt([r['backend_us'] for r in runs])} | "
+                     f"{fmt([r['segments'] for r in runs])} | "
+                     f"{fmt([r['rss_mib'] for r in runs], 1)} | {sum(r['errors'] for r in runs)} | {ratio} | {around} |")
     lines.append("")
     return lines
 
@@ -631,7 +668,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--scenarios", default="1,2,3,4,5,6,7")
+    ap.add_argument("--scenarios", default="1,2,3,4,5,6,7,8")
     ap.add_argument("--parked", default="2000,8000", help="parked connection levels")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", f"run-{datetime.date.today()}.md"))
     args = ap.parse_args()
@@ -645,15 +682,19 @@ def main():
     try:
         certs = make_certs(work) if scenarios & {3, 4, 5} else {}
         if 1 in scenarios:
-            r = run_throughput("1. keep-alive", peers, pool, work, args, 50, "activesync_users.lua")
-            lines += throughput_table("1. Plain HTTP keep-alive (50 connections, 10,000 users)", r)
+            r = run_throughput("1. keep-alive mix", peers, pool, work, args, 50, "activesync_mix.lua")
+            lines += throughput_table("1. Plain HTTP keep-alive, the phones' mix: 60 % POST Ping, 20 % POST Sync "
+                                      "(small bodies), 20 % GET (50 connections, 10,000 users)", r)
+        if 8 in scenarios:
+            r = run_throughput("8. keep-alive Sync", peers, pool, work, args, 50, "activesync_users.lua")
+            lines += throughput_table("8. Plain HTTP keep-alive, POST Sync only (50 connections, 10,000 users)", r)
         if 2 in scenarios:
             r = run_throughput("2. new connection", peers, pool, work, args, 50, "activesync_close.lua")
             lines += throughput_table("2. Plain HTTP, a new connection per request", r)
         if 3 in scenarios:
             for kind in ("ecdsa", "rsa"):
                 r = run_throughput(f"3. TLS keep-alive {kind}", peers[:2] + ["nginx"], pool, work, args, 50,
-                                   "activesync_users.lua", certs[kind])
+                                   "activesync_mix.lua", certs[kind])
                 lines += throughput_table(f"3. TLS keep-alive, {kind.upper()} ({'P-256' if kind == 'ecdsa' else '2048'})", r)
         if 4 in scenarios:
             for kind in ("ecdsa", "rsa"):
