@@ -618,7 +618,9 @@ void ClientConnection::plan_activesync() {
 
   // Ownership is decided at arrival, before anything can fail: X-Owner is what the table said
   // then, so a test can tell a misroute (X-Owner names a live server other than X-Served-By).
-  if (PoolMembership& membership = server_.membership(); membership.enabled()) {
+  if (server_.traveler().enabled()) {
+    plan_traveler(user);
+  } else if (PoolMembership& membership = server_.membership(); membership.enabled()) {
     if (std::string key = normalise_user(user); !key.empty()) {
       ex.extra_headers = "X-Owner: " + header_safe(membership.on_request(key)) + "\r\n";
     }
@@ -683,14 +685,16 @@ void ClientConnection::plan_stats() {
   const PoolMembership& membership = server_.membership();
   const PoolStats& pool = membership.stats();
   body += ",\"availability\":";
-  body += std::to_string(membership.availability());
+  TravelerPool& traveler = server_.traveler();
+  body += std::to_string(traveler.enabled() ? traveler.availability() : membership.availability());
   body += ",\"db\":";
-  if (membership.enabled()) {
-    append_json_string(body, membership.db_kind());
+  if (membership.enabled() || traveler.enabled()) {
+    append_json_string(body, traveler.enabled() ? traveler.db_kind() : membership.db_kind());
   } else {
     body += "null";
   }
-  body += membership.db_connected() ? ",\"db_connected\":true," : ",\"db_connected\":false,";
+  body += membership.db_connected() || traveler.db_connected() ? ",\"db_connected\":true,"
+                                                               : ",\"db_connected\":false,";
   append_json_field(body, "db_errors", pool.db_errors);
   body += ",";
   append_json_field(body, "heartbeats", pool.heartbeats);
@@ -712,6 +716,7 @@ void ClientConnection::plan_stats() {
   append_json_field(body, "cached_users", membership.cached_users());
   body += ",\"cached_epoch\":";
   body += std::to_string(membership.cached_epoch());
+  if (traveler.enabled()) append_traveler_stats(body);
   body += ",\"by_class\":{";
   for (size_t i = 0; i < kRouteCount; ++i) {
     if (i > 0) body += ",";
@@ -727,6 +732,10 @@ void ClientConnection::plan_pool_admin() {
   auto user = query_param(ex.query, "user");
   auto server = query_param(ex.query, "server");
   std::string key = user ? normalise_user(percent_decode(*user)) : std::string();
+  if (server_.traveler().enabled() && ex.method == HTTP_GET && !assign) {
+    plan_traveler_owner(key);
+    return;
+  }
   if (ex.method != (assign ? HTTP_POST : HTTP_GET)) {
     ex.status = 405;
     ex.extra_headers = assign ? "Allow: POST\r\n" : "Allow: GET\r\n";
@@ -779,15 +788,23 @@ void ClientConnection::plan_availability() {
     ex.body = "{\"error\":\"method not allowed\"}";
     return;
   }
-  if (ex.method == HTTP_POST) {
+  TravelerPool& traveler = server_.traveler();
+  if (ex.method == HTTP_POST && traveler.enabled() && value && *value == "model") {
+    traveler.unpin();
+  } else if (ex.method == HTTP_POST) {
     if (!value || !parse_int(*value, index) || index < -200 || index > 100) {
       ex.status = 400;
       ex.body = "{\"error\":\"value=N (-200..100) is required\"}";
       return;
     }
-    server_.membership().set_availability(index);
+    if (traveler.enabled()) {
+      traveler.set_availability(index);
+    } else {
+      server_.membership().set_availability(index);
+    }
   }
-  ex.body = "{\"availability\":" + std::to_string(server_.membership().availability()) + "}";
+  int64_t now = traveler.enabled() ? traveler.availability() : server_.membership().availability();
+  ex.body = "{\"availability\":" + std::to_string(now) + "}";
 }
 
 void ClientConnection::plan_headers() {

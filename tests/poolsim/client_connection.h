@@ -87,6 +87,10 @@ class ClientConnection {
   void plan_headers();
   void plan_pool_admin();
   void plan_availability();
+  // Traveler mode (client_traveler.cpp): the master monitor decision, stats and owner reads.
+  void plan_traveler(std::string& user);
+  void plan_traveler_owner(const std::string& key);
+  void append_traveler_stats(std::string& body) const;
   void emit_response();
   void append_head(uint64_t content_length);
   void pump_blob();

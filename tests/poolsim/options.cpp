@@ -5,6 +5,7 @@
 #include <string_view>
 
 #include "tests/poolsim/ownership_db.h"
+#include "tests/poolsim/sql_conn.h"
 #include "tests/poolsim/text.h"
 
 namespace poolsim {
@@ -30,6 +31,8 @@ std::string usage() {
          "               [--tls-cert PEM --tls-key PEM [--tls-client-ca PEM] [--tls-late-tickets]]\n"
          "               [--db sqlite:PATH|postgresql:CONNINFO [--advertise HOST:PORT] [--availability N]\n"
          "                [--heartbeat DURATION] [--stale-after DURATION] [--refresh DURATION] [--no-claim]]\n"
+         "               [--traveler [--table-schema default|pool] [--assignment-ttl DURATION]\n"
+         "                [--move-threshold N] [--capacity N [--jitter N]] [--hop-latency-ms N]]\n"
          "A stand-in for one HCL Traveler pool server (tests, demo, benchmarks).\n"
          "  --ping-hold DURATION  hold Cmd=Ping this long before answering (default 30s)\n"
          "  --latency-ms N        delay every response by N ms\n"
@@ -51,7 +54,25 @@ std::string usage() {
          "  --heartbeat DURATION  heartbeat period (default 1s)\n"
          "  --stale-after DURATION  an owner whose heartbeat is older is dead (default 3s)\n"
          "  --refresh DURATION    ownership cache refresh period (default 200ms)\n"
-         "  --no-claim            never claim or take over users\n";
+         "  --no-claim            never claim or take over users\n"
+         "Traveler mode (with --db): the pool decides, as an HCL Traveler HA pool does:\n"
+         "  --traveler            a user's first request (wherever it lands) assigns the master monitor\n"
+         "                        by availability index, possibly another server; a request reaching a\n"
+         "                        server that is not the master monitor is handed over (simulated: the\n"
+         "                        receiving server answers for it), counted as a hop in /poolsim/stats\n"
+         "                        and stamped X-Hop: 1 with X-Master-Monitor. Users are found as sprayer\n"
+         "                        finds them (plain and base64 ActiveSync queries, Basic auth, Traveler\n"
+         "                        URLs). --db also takes mariadb:host=H port=P user=U password=W dbname=D\n"
+         "  --table-schema S      default (user_owner with epochs, conf/sql/schema-*.sql) or pool\n"
+         "                        (tr_user_monitor/tr_pool_server, conf/sql/schema-pool-*.sql)\n"
+         "  --assignment-ttl D    an assignment without a connection for this long expires (default 24h)\n"
+         "  --move-threshold N    move a user at a connection when another server's index is N points\n"
+         "                        higher than its master monitor's (default 50; 0 = never)\n"
+         "  --capacity N          load model: index = 100 - 100 * users owned / N (+- --jitter), per\n"
+         "                        heartbeat, deterministic under --seed; without it the index is fixed\n"
+         "                        (--availability). POST /poolsim/availability?value=N pins it,\n"
+         "                        value=model gives it back to the model\n"
+         "  --hop-latency-ms N    delay every handed-over request by N ms (the hop's cost)\n";
 }
 
 ParseOutcome parse_options(int argc, char** argv, Options& options, std::string& message) {
@@ -88,11 +109,43 @@ ParseOutcome parse_options(int argc, char** argv, Options& options, std::string&
       options.verbose = true;
     } else if (name == "--tls-late-tickets") {
       options.tls_late_tickets = true;
+    } else if (name == "--traveler") {
+      options.traveler = true;
+    } else if (name == "--table-schema") {
+      if (!value(v)) return ParseOutcome::error;
+      if (v != "default" && v != "pool") {
+        message = "--table-schema: expected default or pool, got '" + std::string(v) + "'";
+        return ParseOutcome::error;
+      }
+      options.pool_schema = v == "pool";
+    } else if (name == "--assignment-ttl") {
+      if (!value(v)) return ParseOutcome::error;
+      if (!parse_duration_ms(v, options.assignment_ttl_ms) || options.assignment_ttl_ms == 0) {
+        message = "--assignment-ttl: not a positive duration (e.g. 24h, 3s): " + std::string(v);
+        return ParseOutcome::error;
+      }
+    } else if (name == "--move-threshold") {
+      if (!value(v)) return ParseOutcome::error;
+      if (!parse_int(v, options.move_threshold) || options.move_threshold < 0 || options.move_threshold > 300) {
+        message = "--move-threshold: not an integer in 0..300: " + std::string(v);
+        return ParseOutcome::error;
+      }
+    } else if (name == "--capacity" || name == "--jitter" || name == "--hop-latency-ms") {
+      if (!value(v)) return ParseOutcome::error;
+      uint64_t& out = name == "--capacity" ? options.capacity
+                      : name == "--jitter" ? options.jitter : options.hop_latency_ms;
+      if (!parse_uint(v, out) || (name == "--jitter" && out > 100)) {
+        message = std::string(name) + ": not an unsigned integer" + (name == "--jitter" ? " in 0..100" : "") +
+                  ": " + std::string(v);
+        return ParseOutcome::error;
+      }
     } else if (name == "--no-claim") {
       options.claim = false;
     } else if (name == "--db") {
       if (!value(v)) return ParseOutcome::error;
-      if (!valid_db_spec(v)) {
+      if (v.starts_with("mariadb:")) {
+        if (make_sql_conn(v, "check", message) == nullptr) return ParseOutcome::error;  // does not connect
+      } else if (!valid_db_spec(v)) {
         message = "--db: expected sqlite:PATH or postgresql:CONNINFO, got '" + std::string(v) + "'";
         return ParseOutcome::error;
       }
@@ -166,6 +219,14 @@ ParseOutcome parse_options(int argc, char** argv, Options& options, std::string&
   if (options.tls_cert.empty() != options.tls_key.empty() ||
       (!options.tls_client_ca.empty() && options.tls_cert.empty())) {
     message = "--tls-cert and --tls-key go together (and --tls-client-ca needs them)";
+    return ParseOutcome::error;
+  }
+  if (options.db.starts_with("mariadb:") && !options.traveler) {
+    message = "--db mariadb: needs --traveler";
+    return ParseOutcome::error;
+  }
+  if ((options.pool_schema || options.capacity > 0) && !options.traveler) {
+    message = "--table-schema pool and --capacity need --traveler";
     return ParseOutcome::error;
   }
   if (!have_id || !have_listen) {

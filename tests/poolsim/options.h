@@ -30,6 +30,15 @@ struct Options {
   uint64_t stale_after_ms = 3000;     // an owner whose heartbeat is older is dead
   uint64_t refresh_ms = 200;          // ownership cache refresh (epoch deltas) period
   bool claim = true;                  // --no-claim: never claim or take over users
+
+  // Traveler mode (--traveler): master monitors by availability index, hops (traveler_pool.h).
+  bool traveler = false;
+  bool pool_schema = false;                          // --table-schema pool: tr_user_monitor, tr_pool_server
+  uint64_t assignment_ttl_ms = 24ULL * 3600 * 1000;  // idle time after which an assignment expires
+  int64_t move_threshold = 50;                       // index points; 0 = never move
+  uint64_t capacity = 0;                             // load model: users at which the index is 0; 0 = fixed
+  uint64_t jitter = 0;                               // load model: +-N index points per heartbeat
+  uint64_t hop_latency_ms = 0;                       // added to every handed-over request
 };
 
 enum class ParseOutcome { run, help, error };

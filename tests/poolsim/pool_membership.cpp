@@ -10,7 +10,7 @@ namespace poolsim {
 
 PoolMembership::PoolMembership(uv_loop_t* loop, const Options& options)
     : loop_(loop), options_(options), availability_(options.availability) {
-  if (!options_.db.empty()) {
+  if (!options_.db.empty() && !options_.traveler) {  // --traveler: TravelerPool owns the tables
     std::string error;
     db_ = make_ownership_db(options_.db, options_.id, error);  // the spec was validated with the options
     if (db_ == nullptr) std::fprintf(stderr, "poolsim %s: %s\n", options_.id.c_str(), error.c_str());

@@ -78,6 +78,8 @@ PoolServer::PoolServer(uv_loop_t* loop, Options options)
       available_(!options_.unavailable),
       prng_state_(options_.seed),
       membership_(loop, options_),
+      traveler_(loop, options_),
+      extractor_(sprayer::affinity::ExtractorConfig{}),
       read_buffer_(kReadBufferSize),
       blob_pattern_(kBlobPiece + 256) {
   // Byte i of every blob is (i*31+7) & 0xff, so the pattern repeats every 256 bytes and any
@@ -152,7 +154,9 @@ bool PoolServer::start(std::string& error) {
   uv_signal_start(&sigint_, on_signal_cb, SIGINT);
 
   // Registered before the "listening" line, so a test that saw the line finds the row.
-  membership_.start(options_.advertise.empty() ? advertised(bound) : options_.advertise);
+  std::string address = options_.advertise.empty() ? advertised(bound) : options_.advertise;
+  membership_.start(address);
+  traveler_.start(address);
 
   // Tests wait for this exact line; with port 0 it is the only way to learn the port.
   std::printf("poolsim %s listening on %s\n", options_.id.c_str(), describe(bound).c_str());
@@ -164,6 +168,7 @@ void PoolServer::shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
   membership_.shutdown();
+  traveler_.shutdown();
   if (listening_) uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
   if (signals_installed_) {
     uv_close(reinterpret_cast<uv_handle_t*>(&sigterm_), nullptr);

@@ -14,7 +14,9 @@
 
 #include "tests/poolsim/exchange.h"
 #include "tests/poolsim/options.h"
+#include "affinity/extract.h"
 #include "tests/poolsim/pool_membership.h"
+#include "tests/poolsim/traveler_pool.h"
 
 namespace poolsim {
 
@@ -63,6 +65,9 @@ class PoolServer {
   void set_available(bool value) { available_ = value; }
   bool draw_injected_error();
   PoolMembership& membership() { return membership_; }
+  TravelerPool& traveler() { return traveler_; }
+  // sprayer's own user extraction (default order), so poolsim finds users as sprayer does.
+  const sprayer::affinity::Extractor& extractor() const { return extractor_; }
   SSL_CTX* tls_context() const { return tls_ctx_; }  // null = plain HTTP
 
   // Reads are consumed before the next read starts, so one buffer serves every connection.
@@ -91,6 +96,8 @@ class PoolServer {
   bool shut_down_ = false;
   uint64_t prng_state_;
   PoolMembership membership_;  // after options_, which it reads
+  TravelerPool traveler_;      // likewise
+  sprayer::affinity::Extractor extractor_;
   SSL_CTX* tls_ctx_ = nullptr;
   uv_tcp_t listener_{};
   uv_signal_t sigterm_{};

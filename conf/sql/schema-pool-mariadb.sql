@@ -1,0 +1,19 @@
+-- A pool-shaped ownership table (MariaDB), as a real Traveler HA pool keeps it: no epoch, a
+-- changed_at timestamp. poolsim writes it with --traveler --table-schema pool; readers detect
+-- changes by the changed_at watermark. Timestamps are TIMESTAMP(6), in UTC (sessions set time_zone = '+00:00').
+-- Beside it, the default schema (with epochs) is conf/sql/schema-*.sql.
+-- MariaDB 10.10+ (explicit_defaults_for_timestamp = ON): no column here updates itself.
+
+CREATE TABLE IF NOT EXISTS tr_user_monitor (
+  user_name       VARCHAR(255) PRIMARY KEY,
+  server_name     VARCHAR(255) NULL,         -- master monitor; NULL = none
+  last_connect_at TIMESTAMP(6) NOT NULL,     -- last device connection (UTC)
+  changed_at      TIMESTAMP(6) NOT NULL      -- UTC, set whenever server_name changes
+);
+
+CREATE TABLE IF NOT EXISTS tr_pool_server (
+  server_name        VARCHAR(255) PRIMARY KEY,
+  address            VARCHAR(255) NOT NULL,
+  availability_index INTEGER NOT NULL,
+  heartbeat_at       TIMESTAMP(6) NOT NULL
+);

@@ -1,0 +1,28 @@
+-- A pool-shaped ownership table (PostgreSQL), as a real Traveler HA pool keeps it: no epoch, a
+-- changed_at timestamp. poolsim writes it with --traveler --table-schema pool; readers detect
+-- changes by the changed_at watermark. Timestamps are timestamp (without zone), in UTC.
+-- Beside it, conf/sql/schema-postgresql.sql is the default schema (with epochs).
+
+CREATE TABLE IF NOT EXISTS tr_user_monitor (
+  user_name       VARCHAR(255) PRIMARY KEY,
+  server_name     VARCHAR(255) NULL,         -- master monitor; NULL = none
+  last_connect_at TIMESTAMP(6) NOT NULL,     -- last device connection (UTC)
+  changed_at      TIMESTAMP(6) NOT NULL      -- UTC, set whenever server_name changes
+);
+
+CREATE TABLE IF NOT EXISTS tr_pool_server (
+  server_name        VARCHAR(255) PRIMARY KEY,
+  address            VARCHAR(255) NOT NULL,
+  availability_index INTEGER NOT NULL,
+  heartbeat_at       TIMESTAMP(6) NOT NULL
+);
+
+-- A read-only role for sprayer (least privilege), as in schema-postgresql.sql.
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'sprayer') THEN
+    CREATE ROLE sprayer LOGIN;
+  END IF;
+END
+$$;
+GRANT SELECT ON tr_user_monitor, tr_pool_server TO sprayer;
