@@ -85,7 +85,9 @@ class MariaConn final : public SqlConn {
     unsigned timeout = 3;
     mysql_options(conn, MYSQL_OPT_CONNECT_TIMEOUT, &timeout);
     mysql_options(conn, MYSQL_SET_CHARSET_NAME, "utf8mb4");
-    if (mysql_real_connect(conn, options_.host.c_str(), options_.user.c_str(), options_.password.c_str(),
+    // The socket is used only without a host: a host means TCP, even 127.0.0.1.
+    const char* host = options_.unix_socket.empty() ? options_.host.c_str() : nullptr;
+    if (mysql_real_connect(conn, host, options_.user.c_str(), options_.password.c_str(),
                            options_.dbname.c_str(), options_.port,
                            options_.unix_socket.empty() ? nullptr : options_.unix_socket.c_str(), 0) == nullptr) {
       error_ = "connect: " + std::string(mysql_error(conn));
