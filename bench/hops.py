@@ -164,7 +164,7 @@ backend pool
 
 class Load:
     """Client threads; each walks its share of the users in order, one request per user per
-    cycle, on a keep-alive connection. Records (end time, hop, status)."""
+    cycle, on a keep-alive connection. Records (end time, hop, status, user)."""
 
     def __init__(self, port, users, threads, cycle_s):
         self.port, self.users, self.threads, self.cycle_s = port, users, threads, cycle_s
@@ -198,7 +198,7 @@ class Load:
                         conn.close()
                     conn = None
                 with self.lock:
-                    self.records.append((time.monotonic(), hop == "1", status))
+                    self.records.append((time.monotonic(), hop == "1", status, i))
             self.cycles[k] += 1
             rest = self.cycle_s - (time.monotonic() - started)
             if rest > 0:
@@ -285,6 +285,9 @@ def run_front(name, front, source, work, args):
                             ("fail", t_fail, t_move), ("move", t_move, t_end)):
             n, hops, failed = share(recs, a, b)
             out[phase] = {"requests": n, "hops": hops, "failed": failed, "seconds": b - a}
+        for phase, a, b in (("fail", t_fail, t_move), ("move", t_move, t_end)):
+            hopped = {r[3] for r in recs if a <= r[0] < b and r[1]}
+            out[phase]["users_hopped"] = len(hopped)
         out["fail"]["settled_s"] = settle_time(recs, t_fail, t_move)
         out["fail"]["settled_after_return_s"] = settle_time(recs, t_back, t_move)
         out["move"]["settled_s"] = settle_time(recs, t_move, t_end)
@@ -371,13 +374,15 @@ def main():
              f"200 ms, stale after 2 s), fresh tables per front-end, {args.users} users each syncing once per "
              f"cycle over {args.threads} keep-alive clients. A hop = the response said `X-Hop: 1` (the request "
              f"reached a server other than the user's master monitor).", "",
-             "| front-end | first requests | steady (one cycle, table read) | fail: hops | fail: failed | "
-             "fail: < 0.1 % after kill / after return | move: hops | move: < 0.1 % after | req/s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| front-end | first requests | steady (one cycle, table read) | cycle | fail: hops | users hopped | "
+             "fail: failed | fail: < 0.1 % after kill / after return | move: hops | users hopped | "
+             "move: < 0.1 % after | req/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         f, m = r["fail"], r["move"]
-        lines.append(f"| {r['front']} | {pct(r['first'])} | {pct(r['steady'])} | {pct(f)} | {f['failed']} | "
-                     f"{secs(f['settled_s'])} / {secs(f['settled_after_return_s'])} | {pct(m)} | "
+        lines.append(f"| {r['front']} | {pct(r['first'])} | {pct(r['steady'])} | {r['steady']['seconds']:.1f} s | "
+                     f"{pct(f)} | {f['users_hopped']} | {f['failed']} | "
+                     f"{secs(f['settled_s'])} / {secs(f['settled_after_return_s'])} | {pct(m)} | {m['users_hopped']} | "
                      f"{secs(m['settled_s'])} | {r['rps']:.0f} |")
     lines += ["", "Pool counters (sum over the three poolsims): " + "; ".join(
         f"{r['front']}: hops {r['pool']['hops']}, assigned {r['pool']['assigned']}, moved {r['pool']['moved']}, "

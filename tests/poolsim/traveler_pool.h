@@ -4,8 +4,8 @@
 // moved on a connection when its server is much less available than the best one, and
 // cleared after --assignment-ttl without a connection. A request reaching a server other than
 // the master monitor is handed over inside the pool: a hop, counted and stamped on the
-// response. The handover is simulated (see docs in options.cpp): the receiving server answers
-// on the master monitor's behalf, after --hop-latency-ms.
+// response. The handover is simulated (tests/poolsim/README.md says why): the receiving
+// server answers on the master monitor's behalf, after --hop-latency-ms.
 #pragma once
 
 #include <uv.h>
