@@ -1112,8 +1112,9 @@ def _port_of(address):
 class Sprayer:
     """One sprayer process running `config` (a dict in the sprayer YAML shape)."""
 
-    def __init__(self, config, start_timeout=10.0, args=()):
+    def __init__(self, config, start_timeout=10.0, args=(), binary=None):
         self.config = config
+        self.binary = binary or SPRAYER_BIN
         self.start_timeout = start_timeout
         self.args = list(args)
         self.proc = None
@@ -1126,7 +1127,7 @@ class Sprayer:
 
     def start(self):
         self._stderr = open(self.stderr_path, "wb")
-        self.proc = _spawn([SPRAYER_BIN, "-c", self.config_path, *self.args], self._stderr, self._stderr)
+        self.proc = _spawn([self.binary, "-c", self.config_path, *self.args], self._stderr, self._stderr)
         ports = [self.port] + ([self.admin_port] if self.admin_port else [])
 
         def ready():
