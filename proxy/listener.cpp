@@ -14,6 +14,7 @@
 
 #include "proxy/downstream_connection.h"
 #include "proxy/log.h"
+#include "proxy/port_owner.h"
 #include "proxy/worker.h"
 
 namespace sprayer::proxy {
@@ -41,6 +42,40 @@ bool make_sockaddr(const conf::Endpoint& ep, sockaddr_storage& ss, socklen_t& le
 }
 
 }  // namespace
+
+int probe_listener(const conf::ListenerConfig& config, std::string& error) {
+  sockaddr_storage ss;
+  socklen_t len = 0;
+  if (!make_sockaddr(config.address, ss, len)) {
+    error = "listener " + config.name + ": not a numeric address: " + config.address.host;
+    return -EINVAL;
+  }
+  int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    int err = errno;
+    error = "listener " + config.name + ": socket: " + std::strerror(err);
+    return -err;
+  }
+  int one = 1;
+  // SO_REUSEADDR: connections of an earlier run in TIME_WAIT do not count as taken.
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (ss.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  // A standby's VIP is not on this host yet: the probe binds it the way the listener will.
+  if (config.freebind) setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof one);
+  int rc = ::bind(fd, reinterpret_cast<sockaddr*>(&ss), len);
+  int err = errno;
+  ::close(fd);
+  if (rc == 0) return 0;
+  if (err == EADDRINUSE) {
+    std::string owner = describe_port_owner(config.address.port);
+    error = "listener " + config.name + ": cannot listen on " + config.address.to_string() + ": already in use" +
+            (owner.empty() ? std::string() : " by " + owner) +
+            "; sprayer does not share a port with another process (stop that one, or use another address)";
+  } else {
+    error = "listener " + config.name + ": cannot listen on " + config.address.to_string() + ": " + std::strerror(err);
+  }
+  return -err;
+}
 
 Listener::Listener(Worker& worker, const conf::ListenerConfig& config, std::shared_ptr<const TlsContext> tls)
     : worker_(worker),

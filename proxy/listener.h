@@ -1,6 +1,7 @@
 // A listening socket of one worker (SO_REUSEPORT, so every worker owns one per address).
 // Accepts with accept4 on a uv_poll so that accepting can be paused and resumed exactly:
-// at max_connections, and on EMFILE/ENFILE until descriptors free up.
+// at max_connections, and on EMFILE/ENFILE until descriptors free up. SO_REUSEPORT would
+// also let a second process join silently: probe_listener refuses an address taken.
 #pragma once
 
 #include <uv.h>
@@ -14,6 +15,11 @@ namespace sprayer::proxy {
 
 class Worker;
 class TlsContext;
+
+// Before this process's workers bind `config`: binds it once without SO_REUSEPORT, which
+// fails when any other socket listens there (another sprayer's workers included). 0, or a
+// negative errno with the reason in `error` (the address, and who holds it when findable).
+int probe_listener(const conf::ListenerConfig& config, std::string& error);
 
 class Listener {
  public:

@@ -21,12 +21,15 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-wait_port() {  # host port seconds
-  local deadline=$((SECONDS + $3))
-  until (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; do
-    [ $SECONDS -lt $deadline ] || { echo "demo: nothing listens on $1:$2 after $3 s" >&2; return 1; }
+# A port that answers is not enough: another process may hold it. Our process must be alive.
+wait_port() {  # pid name log host port seconds
+  local deadline=$((SECONDS + $6))
+  until (exec 3<>"/dev/tcp/$4/$5") 2>/dev/null; do
+    kill -0 "$1" 2>/dev/null || { echo "demo: $2 (pid $1) exited; its log ($3):" >&2; tail -20 "$3" >&2; return 1; }
+    [ $SECONDS -lt $deadline ] || { echo "demo: nothing listens on $4:$5 after $6 s" >&2; return 1; }
     sleep 0.1
   done
+  kill -0 "$1" 2>/dev/null || { echo "demo: $2 (pid $1) exited; its log ($3):" >&2; tail -20 "$3" >&2; return 1; }
 }
 
 # The pool's ownership table on the embedded default (SQLite), joined by the pool servers.
@@ -51,14 +54,24 @@ for i in 1 2 3; do
     >"$run_dir/pool$i.log" 2>&1 &
   pids+=($!)
 done
-for i in 1 2 3; do wait_port 127.0.0.1 "900$i" 10; done
+for i in 1 2 3; do wait_port "${pids[$((i - 1))]}" "pool$i" "$run_dir/pool$i.log" 127.0.0.1 "900$i" 10; done
 
-sed -e "s|@DB@|$db|" -e "s|@RUN@|$run_dir|g" "$root/conf/examples/demo.yaml" >"$run_dir/sprayer.yaml"
+# Every answer of this demo's sprayer carries this Via name: proof that port 8080 is ours.
+via="sprayer-demo-$$"
+sed -e "s|@DB@|$db|" -e "s|@RUN@|$run_dir|g" -e "s|@VIA@|$via|" "$root/conf/examples/demo.yaml" >"$run_dir/sprayer.yaml"
 "$root/build/proxy/sprayer" -c "$run_dir/sprayer.yaml" >"$run_dir/sprayer.log" 2>&1 &
-pids+=($!)
-wait_port 127.0.0.1 8080 10
-wait_port 127.0.0.1 8443 10
-wait_port 127.0.0.1 9100 10
+sprayer_pid=$!
+pids+=($sprayer_pid)
+for port in 8080 8443 9100; do wait_port "$sprayer_pid" sprayer "$run_dir/sprayer.log" 127.0.0.1 "$port" 10; done
+answer=$(curl -s -i --max-time 5 'http://127.0.0.1:8080/Microsoft-Server-ActiveSync?Cmd=Sync&User=demo&DeviceId=D0&DeviceType=demo' || true)
+if ! printf '%s' "$answer" | tr -d '\r' | grep -qi "^via: .*$via"; then
+  echo "demo: the answer on 127.0.0.1:8080 did not come from this demo's sprayer (pid $sprayer_pid):" >&2
+  printf '%s\n' "$answer" | head -12 >&2
+  exit 1
+fi
+for pid in "${pids[@]}"; do
+  kill -0 "$pid" 2>/dev/null || { echo "demo: process $pid exited during start-up (logs in $run_dir)" >&2; exit 1; }
+done
 
 cat <<TXT
 
@@ -84,8 +97,17 @@ Try:
 Press Ctrl-C to stop.
 TXT
 
-# Stay up while sprayer runs; a crash ends the demo with its log.
-while kill -0 "${pids[-1]}" 2>/dev/null; do sleep 1; done
-echo "sprayer exited; last log lines:" >&2
-tail -20 "$run_dir/sprayer.log" >&2
-exit 1
+# Stay up while every demo process runs; a crash ends the demo with its log.
+while true; do
+  for pid in "${pids[@]}"; do
+    kill -0 "$pid" 2>/dev/null && continue
+    if [ "$pid" = "$sprayer_pid" ]; then
+      echo "sprayer exited; last log lines:" >&2
+      tail -20 "$run_dir/sprayer.log" >&2
+    else
+      echo "a pool server (pid $pid) exited; logs in $run_dir" >&2
+    fi
+    exit 1
+  done
+  sleep 1
+done

@@ -17,6 +17,7 @@
 #include "conf/config_diff.h"
 #include "proxy/json.h"
 #include "proxy/config_adapters.h"
+#include "proxy/listener.h"
 #include "proxy/log.h"
 #include "proxy/control/control_loop.h"
 #include "proxy/tls/tls_context.h"
@@ -76,41 +77,7 @@ bool probe_new_listeners(const conf::Config& running, const conf::Config& next, 
     bool known = std::any_of(running.listeners.begin(), running.listeners.end(),
                              [&](const conf::ListenerConfig& r) { return r.address == listener.address; });
     if (known) continue;
-    sockaddr_storage ss{};
-    socklen_t len = 0;
-    auto* v4 = reinterpret_cast<sockaddr_in*>(&ss);
-    auto* v6 = reinterpret_cast<sockaddr_in6*>(&ss);
-    if (inet_pton(AF_INET, listener.address.host.c_str(), &v4->sin_addr) == 1) {
-      v4->sin_family = AF_INET;
-      v4->sin_port = htons(listener.address.port);
-      len = sizeof(sockaddr_in);
-    } else if (inet_pton(AF_INET6, listener.address.host.c_str(), &v6->sin6_addr) == 1) {
-      v6->sin6_family = AF_INET6;
-      v6->sin6_port = htons(listener.address.port);
-      len = sizeof(sockaddr_in6);
-    } else {
-      error = "listener " + listener.name + ": not a numeric address: " + listener.address.host;
-      return false;
-    }
-    int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-      error = "listener " + listener.name + ": socket: " + std::strerror(errno);
-      return false;
-    }
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-    if (ss.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-    // A standby's VIP is not on this host yet: the probe binds it the way the listener will.
-    if (listener.freebind) setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof one);
-    int rc = ::bind(fd, reinterpret_cast<sockaddr*>(&ss), len);
-    int err = errno;
-    ::close(fd);
-    if (rc != 0) {
-      error = "listener " + listener.name + ": cannot listen on " + listener.address.to_string() + ": " +
-              std::strerror(err);
-      return false;
-    }
+    if (probe_listener(listener, error) != 0) return false;
   }
   return true;
 }

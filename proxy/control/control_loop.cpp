@@ -9,6 +9,7 @@
 #include "proxy/access_log.h"
 #include "proxy/json.h"
 #include "proxy/config_adapters.h"
+#include "proxy/listener.h"
 #include "proxy/log.h"
 #include "proxy/control/self_health.h"
 #include "proxy/control/status_page.h"
@@ -67,6 +68,9 @@ int ControlLoop::run() {
     uv_loop_close(&loop_);
     return 1;
   };
+  // The workers' SO_REUSEPORT would share a port with another process that holds it.
+  for (const auto& listener : config_->listeners)
+    if (probe_listener(listener, error) != 0) return fail_start(error);
   unsigned workers = config_->workers ? config_->workers : std::max(1u, std::thread::hardware_concurrency());
   for (unsigned i = 0; i < workers; ++i) {
     auto worker = std::make_unique<Worker>(static_cast<int>(i), runtime_, connections_, &health_events_);
