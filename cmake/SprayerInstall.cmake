@@ -30,11 +30,15 @@ string(REPLACE "/usr/local/bin/sprayer" "${CMAKE_INSTALL_FULL_SBINDIR}/sprayer" 
 file(WRITE ${PROJECT_BINARY_DIR}/install/sprayer.service.in "${sprayer_unit}")
 set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${sprayer_deploy}/systemd/sprayer.service)
 
-# Debian wants the changelog gzipped with no time stamp; built at configure time (tiny).
+# Debian wants the changelog and the manual page gzipped with no time stamp; made at
+# configure time (tiny).
 execute_process(COMMAND gzip -9nc ${PROJECT_SOURCE_DIR}/cmake/deb/changelog
-                OUTPUT_FILE ${PROJECT_BINARY_DIR}/install/changelog.gz RESULT_VARIABLE sprayer_gzip)
+                OUTPUT_FILE ${PROJECT_BINARY_DIR}/install/changelog.gz)
 set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/cmake/deb/changelog)
 install(FILES ${PROJECT_BINARY_DIR}/install/changelog.gz DESTINATION ${sprayer_docdir})
+execute_process(COMMAND gzip -9nc ${PROJECT_SOURCE_DIR}/docs/sprayer.8 OUTPUT_FILE ${PROJECT_BINARY_DIR}/install/sprayer.8.gz)
+set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/docs/sprayer.8)
+install(FILES ${PROJECT_BINARY_DIR}/install/sprayer.8.gz DESTINATION ${CMAKE_INSTALL_MANDIR}/man8)
 
 # Prefix-dependent at install time: the prefix may be given to `cmake --install` or by CPack.
 install(CODE "set(sprayer_deploy \"${sprayer_deploy}\")\nset(sprayer_unit_in \"${PROJECT_BINARY_DIR}/install/sprayer.service.in\")\nset(sprayer_sbin_configured \"${CMAKE_INSTALL_FULL_SBINDIR}\")")
@@ -48,6 +52,7 @@ install(CODE [[
   endif()
   file(READ "${sprayer_unit_in}" unit)
   string(REPLACE "${sprayer_sbin_configured}/sprayer" "${CMAKE_INSTALL_PREFIX}/sbin/sprayer" unit "${unit}")
+  string(REPLACE " /etc/sprayer/sprayer.yaml" " ${sprayer_etc}/sprayer/sprayer.yaml" unit "${unit}")
   file(WRITE "${CMAKE_CURRENT_BINARY_DIR}/install/sprayer.service" "${unit}")
   file(INSTALL DESTINATION "${CMAKE_INSTALL_PREFIX}/lib/systemd/system" TYPE FILE
        FILES "${CMAKE_CURRENT_BINARY_DIR}/install/sprayer.service")
