@@ -2,6 +2,7 @@
 // base64 query layout, UTF-8 checks). Every loop is bounded by its input's length.
 #include "affinity/extract.h"
 
+#include <algorithm>
 #include <array>
 #include <optional>
 
@@ -446,6 +447,13 @@ StepOutcome activesync_base64(const Target& t, ExtractResult& result) {
   return found(std::string(*user));
 }
 
+// Users read from the request target: whatever the client was set up to send, unlike the
+// login the server authenticates, or a header or cookie an authenticating front end may set.
+constexpr bool in_request_target(Source kind) noexcept {
+  return kind == Source::activesync_query || kind == Source::activesync_base64 ||
+         kind == Source::traveler_url || kind == Source::query;
+}
+
 StepOutcome basic_auth(const RequestView& request, std::size_t max_user_length) {
   const auto header = find_header(request, "Authorization");
   if (!header) return none();
@@ -565,6 +573,22 @@ std::vector<ExtractorStep> default_extractor_order() {
 Extractor::Extractor(ExtractorConfig config)
     : config_(std::move(config)), normaliser_(config_.normalise) {}
 
+void Extractor::prefer_login(const RequestView& request, const ExtractorStep* winner, std::string& key,
+                             ExtractResult& result) const {
+  result.source = winner->kind;
+  const ExtractorStep* end = config_.order.data() + config_.order.size();
+  if (std::find_if(winner + 1, end, [](const ExtractorStep& s) { return s.kind == Source::basic_auth; }) == end)
+    return;
+  // A broken or odd login leaves the key found so far: only a usable one can win.
+  StepOutcome login = basic_auth(request, config_.max_user_length);
+  if (login.status != Status::found || all_blank(login.user) || !check_text(login.user).empty()) return;
+  std::string login_key = normaliser_(login.user);
+  if (login_key.empty() || login_key == key) return;
+  result.source = Source::basic_auth;
+  result.disagreement = true;
+  key = std::move(login_key);
+}
+
 ExtractResult Extractor::extract(const RequestView& request) const {
   ExtractResult result;
   const Target target = parse_target(request.target);
@@ -595,10 +619,14 @@ ExtractResult Extractor::extract(const RequestView& request) const {
         if (key.empty()) {
           outcome = malformed("user normalises to an empty key");
         } else {
+          if (config_.authenticated_wins && in_request_target(step.kind)) {
+            prefer_login(request, &step, key, result);
+          } else {
+            result.source = step.kind;
+          }
           result.status = Status::found;
           result.key_hash = hash_key(key);
           result.user_key = std::move(key);
-          result.source = step.kind;
           result.error = skipped_error;
           return result;
         }

@@ -51,6 +51,13 @@ struct ExtractorStep {
 // a User parameter falls back to Basic auth, which every ActiveSync client sends.
 std::vector<ExtractorStep> default_extractor_order();
 
+// One key per person: a device's query names whoever the client was set up with, the
+// Authorization login is who the server authenticates (and whose mail it monitors). With
+// authenticated_wins, a Basic login (basic_auth later in the order, found and valid) decides
+// the key even when an earlier step found another user in the request target
+// (activesync_query, activesync_base64, traveler_url, query); the two differing is a
+// disagreement. Header and cookie steps keep their place: a front end may set them.
+
 struct ExtractorConfig {
   std::vector<ExtractorStep> order = default_extractor_order();
   // false: a malformed source is skipped as if absent (later steps may still find the
@@ -58,6 +65,7 @@ struct ExtractorConfig {
   // true:  the first malformed source ends extraction with Status::malformed (answer 400).
   bool reject_malformed = false;
   std::size_t max_user_length = 256;  // bytes of the decoded user before normalisation
+  bool authenticated_wins = true;     // see above; false: the first step that finds a user wins
   NormaliseConfig normalise;
 };
 
@@ -68,6 +76,9 @@ struct ExtractResult {
   std::string user_key;        // normalised; set when found
   std::uint64_t key_hash = 0;  // hash_key(user_key), when found: hash once per request
   Source source = Source::none;  // the step that found the user, or that was malformed
+  // An earlier step found a user that normalises to another key than the Basic login that
+  // won (authenticated_wins): one device would otherwise be routed under two keys.
+  bool disagreement = false;
   // From the ActiveSync steps that ran, for logs (never metric labels). Values that are
   // not printable UTF-8 (a binary GUID device id) are given in lower-case hex.
   std::string device_id;
@@ -94,6 +105,11 @@ class Extractor {
   const ExtractorConfig& config() const noexcept { return config_; }
 
  private:
+  // authenticated_wins: `winner` (a step of config_.order) found `key`; a valid Basic login
+  // from a later basic_auth step replaces it. Sets result.source and result.disagreement.
+  void prefer_login(const RequestView& request, const ExtractorStep* winner, std::string& key,
+                    ExtractResult& result) const;
+
   ExtractorConfig config_;
   UserNormaliser normaliser_;
 };

@@ -930,6 +930,7 @@ void Loader::read_affinity(const Item& item, AffinityConfig& affinity) {
       {"reject_malformed", false, [&](const Item& v) { read_bool(v, affinity.reject_malformed); }},
       // A user name longer than this is not a user name; the bound also caps the work per request.
       {"max_user_length", false, [&](const Item& v) { read_integer(v, 1, 4096, affinity.max_user_length); }},
+      {"authenticated_wins", false, [&](const Item& v) { read_bool(v, affinity.authenticated_wins); }},
       {"lower_case", false, [&](const Item& v) { read_bool(v, affinity.lower_case); }},
       {"strip_domain", false, [&](const Item& v) { read_bool(v, affinity.strip_domain); }},
       {"notes_canonical", false, [&](const Item& v) { read_bool(v, affinity.notes_canonical); }},

@@ -140,6 +140,7 @@ struct AffinityConfig {
       {"activesync_query", ""}, {"activesync_base64", ""}, {"basic_auth", ""}, {"traveler_url", ""}};
   bool reject_malformed = false;       // true: a malformed user gets 400; false: routed as user-less
   uint32_t max_user_length = 256;
+  bool authenticated_wins = true;      // a Basic login beats a query's User (one key per person)
   bool lower_case = true;              // normalisation into one user key
   bool strip_domain = true;            // DOMAIN\user and user@domain -> user
   bool notes_canonical = true;         // CN=Jane Doe/O=Acme -> jane doe

@@ -29,6 +29,7 @@ affinity::ExtractorConfig extractor_config(const conf::AffinityConfig& config) {
   }
   out.reject_malformed = config.reject_malformed;
   out.max_user_length = config.max_user_length;
+  out.authenticated_wins = config.authenticated_wins;
   out.normalise.lower_case = config.lower_case;
   out.normalise.strip_domain = config.strip_domain;
   out.normalise.notes_canonical = config.notes_canonical;

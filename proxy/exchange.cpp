@@ -81,6 +81,7 @@ void Exchange::start(bool has_body, bool chunked, bool upgrade) {
       return;
     }
   }
+  if (user.disagreement) WorkerStats::add(worker.stats().user_key_disagreements);
   user_key_ = std::move(user.user_key);
   RouteResult route = route_user(worker.route_state(), user_key_,
                                  user.found() ? std::optional<uint64_t>(user.key_hash) : std::nullopt,

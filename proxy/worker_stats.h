@@ -70,6 +70,7 @@ struct alignas(64) WorkerStats {
   std::atomic<uint64_t> accept_paused{0};
   std::atomic<uint64_t> routed[5]{};      // by affinity::RouteReason
   std::atomic<uint64_t> malformed_users{0};
+  std::atomic<uint64_t> user_key_disagreements{0};  // query user and Basic login differed; the login won
   std::atomic<uint64_t> tls_handshakes{0};
   std::atomic<uint64_t> tls_failures{0};
   std::atomic<uint64_t> tls_own_records{0};  // TLS 1.3 connections handed to sprayer's record layer

@@ -104,6 +104,9 @@ std::vector<MetricFamily> worker_families(const std::vector<const WorkerStats*>&
           [](const WorkerStats& s) { return s.upstream_tls_failures.load(std::memory_order_relaxed); });
   counter("sprayer_malformed_users_total", "Requests whose user field could not be decoded.",
           [](const WorkerStats& s) { return s.malformed_users.load(std::memory_order_relaxed); });
+  counter("sprayer_user_key_disagreements_total",
+          "Requests whose query user and Basic login normalised to different keys (the login was used).",
+          [](const WorkerStats& s) { return s.user_key_disagreements.load(std::memory_order_relaxed); });
   {
     MetricFamily f = family("sprayer_routed_requests_total", "Requests routed, by route reason.", MetricType::Counter);
     static const char* reasons[] = {"owner", "takeover", "new_user", "no_user", "unavailable"};

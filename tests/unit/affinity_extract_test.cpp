@@ -238,11 +238,16 @@ TEST_CASE("activesync base64: with User, policy key and other parameters") {
   q.params = {{1, "abc"}, {7, "\x01"}, {8, "ACME\\JDoe"}, {3, "item"}};
   const std::string encoded = base64(q.bytes());
   CHECK(encoded.find('=') != std::string::npos);  // the vector exercises padding
+  // The query's User against another Basic login: the query only wins without
+  // authenticated_wins (the default is tested below).
+  ExtractorConfig query_first;
+  query_first.authenticated_wins = false;
+  const Extractor by_query(query_first);
   for (const std::string& query : {encoded, base64(q.bytes(), false), percent_encode_base64(encoded)}) {
     CAPTURE(query);
     for (const char* path : {"/Microsoft-Server-ActiveSync", "/traveler/Microsoft-Server-ActiveSync",
                              "/servlet/traveler/Microsoft-Server-ActiveSync"}) {
-      const auto r = run(Request(std::string(path) + "?" + query, {basic("other:pw")}));
+      const auto r = run(by_query, Request(std::string(path) + "?" + query, {basic("other:pw")}));
       CHECK(r.status == Status::found);
       CHECK(r.source == Source::activesync_base64);
       CHECK(r.user_key == "jdoe");
@@ -507,6 +512,82 @@ TEST_CASE("custom order: the first step that finds a user wins") {
   CHECK(run(extractor, Request("/", {basic("b:pw")})).user_key == "b");
   config.order.clear();
   CHECK(run(Extractor(config), Request("/", {basic("b:pw")})).status == Status::none);
+}
+
+TEST_CASE("authenticated login: a Basic login beats the user in the request target") {
+  // The device: the query says jane.doe@acme.example, the login is jdoe. Without the
+  // rule the same device is jane.doe with a query and jdoe without one.
+  const Request plain("/Microsoft-Server-ActiveSync?Cmd=Sync&User=jane.doe%40acme.example&DeviceId=D1&DeviceType=iPhone",
+                      {basic("jdoe:pw")});
+  const auto r = run(plain);
+  CHECK(r.status == Status::found);
+  CHECK(r.user_key == "jdoe");
+  CHECK(r.key_hash == hash_key("jdoe"));
+  CHECK(r.source == Source::basic_auth);
+  CHECK(r.disagreement);
+  CHECK(r.device_id == "D1");  // device fields still come from the query
+  CHECK(r.cmd == "Sync");
+  const auto bare = run(Request("/Microsoft-Server-ActiveSync", {basic("jdoe:pw")}));
+  CHECK(bare.user_key == r.user_key);
+  CHECK_FALSE(bare.disagreement);
+
+  // Base64 query and Traveler URL the same way.
+  AsQuery q;
+  q.params = {{8, "jane.doe"}};
+  const auto b64 = run(Request("/Microsoft-Server-ActiveSync?" + base64(q.bytes()), {basic("ACME\\JDoe:pw")}));
+  CHECK(b64.user_key == "jdoe");
+  CHECK(b64.source == Source::basic_auth);
+  CHECK(b64.disagreement);
+  CHECK(b64.device_id == "dev1");
+  ExtractorConfig by_param;
+  by_param.order = {{Source::query, "uid"}, {Source::basic_auth, {}}};
+  const auto param = run(Extractor(by_param), Request("/x?uid=someone", {basic("jdoe:pw")}));
+  CHECK(param.user_key == "jdoe");
+  CHECK(param.disagreement);
+}
+
+TEST_CASE("authenticated login: agreement, broken logins and the switch") {
+  // Different spellings of one key are no disagreement, and the first step stays the source.
+  const auto same = run(Request("/Microsoft-Server-ActiveSync?Cmd=Sync&User=JDoe%40acme.example",
+                                {basic("ACME\\jdoe:pw")}));
+  CHECK(same.user_key == "jdoe");
+  CHECK(same.source == Source::activesync_query);
+  CHECK_FALSE(same.disagreement);
+
+  // A login that is absent, broken or unusable leaves the query's user.
+  for (const std::string& value : {std::string("Basic !!!!"), "Basic " + base64("no-colon"),
+                                   "Basic " + base64(":pw"), "Basic " + base64("@acme.example:pw"),
+                                   "Basic " + base64(std::string("a\x01:pw")), std::string("Bearer x")}) {
+    CAPTURE(value);
+    const auto r = run(Request("/Microsoft-Server-ActiveSync?Cmd=Sync&User=jane", {{"Authorization", value}}));
+    CHECK(r.status == Status::found);
+    CHECK(r.user_key == "jane");
+    CHECK(r.source == Source::activesync_query);
+    CHECK_FALSE(r.disagreement);
+  }
+  ExtractorConfig strict;
+  strict.reject_malformed = true;
+  CHECK(run(Extractor(strict), Request("/Microsoft-Server-ActiveSync?User=jane", {{"Authorization", "Basic !!!!"}}))
+            .user_key == "jane");
+
+  // Off: the first step wins, as it did before.
+  ExtractorConfig off;
+  off.authenticated_wins = false;
+  const auto first = run(Extractor(off), Request("/Microsoft-Server-ActiveSync?User=jane", {basic("jdoe:pw")}));
+  CHECK(first.user_key == "jane");
+  CHECK(first.source == Source::activesync_query);
+  CHECK_FALSE(first.disagreement);
+
+  // Only a basic_auth step later in the order can win; a header step is not overridden.
+  ExtractorConfig no_basic;
+  no_basic.order = {{Source::activesync_query, {}}};
+  CHECK(run(Extractor(no_basic), Request("/Microsoft-Server-ActiveSync?User=jane", {basic("jdoe:pw")})).user_key ==
+        "jane");
+  ExtractorConfig header_first;
+  header_first.order = {{Source::header, "X-User"}, {Source::basic_auth, {}}};
+  const auto header = run(Extractor(header_first), Request("/", {{"X-User", "h"}, basic("b:pw")}));
+  CHECK(header.user_key == "h");
+  CHECK_FALSE(header.disagreement);
 }
 
 TEST_CASE("user validation: UTF-8, control characters, length, empty key") {
