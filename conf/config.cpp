@@ -334,6 +334,12 @@ bool is_http_token(std::string_view text) {
   return !text.empty();
 }
 
+bool iequals_ascii(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return (x >= 'A' && x <= 'Z' ? x + 32 : x) == (y >= 'A' && y <= 'Z' ? y + 32 : y);
+         });
+}
+
 bool is_visible_ascii(std::string_view text) {
   for (char c : text) {
     if (c <= 0x20 || c >= 0x7f) return false;
@@ -441,6 +447,8 @@ class Loader {
   void read_user_map(const Item& item, std::vector<std::pair<std::string, std::string>>& map);
   void read_ownership(const Item& item, OwnershipConfig& ownership);
   void read_health(const Item& item, HealthConfig& health);
+  void read_directory(const Item& item, DirectoryConfig& directory);
+  void read_check_headers(const Item& item, std::vector<std::pair<std::string, std::string>>& headers);
 
   bool expect_scalar(const Item& item, std::string_view expected);
   bool read_integer(const Item& item, uint64_t min, uint64_t max, uint32_t& out);
@@ -626,6 +634,7 @@ void Loader::read_config(const Item& root, Config& config) {
       {"affinity", false, [&](const Item& v) { read_affinity(v, config.affinity); }},
       {"ownership", false, [&](const Item& v) { read_ownership(v, config.ownership); }},
       {"health", false, [&](const Item& v) { read_health(v, config.health); }},
+      {"directory", false, [&](const Item& v) { read_directory(v, config.directory); }},
   });
 }
 
@@ -659,6 +668,11 @@ void Loader::read_health(const Item& item, HealthConfig& health) {
              !is_http_token(health.availability_header))
            error(v, "must be a header name");
        }},
+      {"auth_file", false,
+       [&](const Item& v) {
+         if (read_string(v, health.auth_file)) health.auth_file = resolve_path(health.auth_file);
+       }},
+      {"headers", false, [&](const Item& v) { read_check_headers(v, health.headers); }},
       {"interval", false,
        [&](const Item& v) { read_duration(v, Duration(100), std::chrono::hours(1), health.interval); }},
       {"timeout", false,
@@ -673,8 +687,96 @@ void Loader::read_health(const Item& item, HealthConfig& health) {
       {"max_hold", false,
        [&](const Item& v) { read_duration(v, Duration(0), std::chrono::hours(24), health.max_hold); }},
   });
+  for (const auto& [name, value] : health.headers) {
+    std::string path = join(join(item.path, "headers"), name);
+    if (!health.auth_file.empty() && iequals_ascii(name, "Authorization") && usable(path))
+      error(marks_[path], path, "auth_file already sends Authorization; keep the login in one place");
+  }
   if (health.max_hold < health.min_hold && usable(join(item.path, "max_hold")))
     error(marks_[join(item.path, "max_hold")], join(item.path, "max_hold"), "must not be less than min_hold");
+}
+
+void Loader::read_directory(const Item& item, DirectoryConfig& d) {
+  auto text = [this](std::string& out) { return [this, &out](const Item& v) { read_string(v, out); }; };
+  auto span = [this](Duration min, Duration max, Duration& out) {
+    return [this, min, max, &out](const Item& v) { read_duration(v, min, max, out); };
+  };
+  read_map(item, {
+      {"enabled", false, [&](const Item& v) { read_bool(v, d.enabled); }},
+      {"uri", false,
+       [&](const Item& v) {
+         if (read_string(v, d.uri) && d.uri.rfind("ldap://", 0) != 0 && d.uri.rfind("ldaps://", 0) != 0)
+           error(v, "must be an ldap:// or ldaps:// URI");
+       }},
+      {"bind_dn", false, text(d.bind_dn)},
+      {"password_file", false,
+       [&](const Item& v) {
+         if (read_string(v, d.password_file)) d.password_file = resolve_path(d.password_file);
+       }},
+      {"base_dn", false, text(d.base_dn)},
+      {"filter", false,
+       [&](const Item& v) {
+         if (!read_string(v, d.filter)) return;
+         if (d.filter.find("%s") == std::string::npos) error(v, "must contain %s, where the name goes");
+         else if (d.filter.front() != '(' || d.filter.back() != ')') error(v, "must be an LDAP filter in parentheses");
+       }},
+      {"attribute", false,
+       [&](const Item& v) {
+         if (read_string(v, d.attribute) && (d.attribute.empty() || !is_name(d.attribute)))
+           error(v, "must be an attribute name, or dn");
+       }},
+      {"timeout", false, span(Duration(10), std::chrono::minutes(1), d.timeout)},
+      {"wait", false, span(Duration(0), std::chrono::seconds(10), d.wait)},
+      {"ttl", false, span(std::chrono::seconds(1), std::chrono::hours(24 * 7), d.ttl)},
+      {"negative_ttl", false, span(std::chrono::seconds(1), std::chrono::hours(24 * 7), d.negative_ttl)},
+      {"cache_size", false, [&](const Item& v) { read_integer(v, 16, 10000000, d.cache_size); }},
+      {"reconnect_min", false, span(Duration(10), max_timeout, d.reconnect_min)},
+      {"reconnect_max", false, span(Duration(10), max_timeout, d.reconnect_max)},
+  });
+  if (!d.enabled || !usable(join(item.path, "enabled"))) return;
+  for (const char* key : {"uri", "base_dn"}) {
+    std::string path = join(item.path, key);
+    const std::string& value = std::string_view(key) == "uri" ? d.uri : d.base_dn;
+    if (value.empty() && !failed_.contains(path)) error(marks_[join(item.path, "enabled")], path, "required when enabled");
+  }
+  const std::string min = join(item.path, "reconnect_min");
+  if (d.reconnect_min > d.reconnect_max && usable(min)) error(marks_[min], min, "must not exceed reconnect_max");
+}
+
+void Loader::read_check_headers(const Item& item, std::vector<std::pair<std::string, std::string>>& headers) {
+  if (item.node.IsNull()) return;
+  if (!item.node.IsMap()) {
+    error(item, "expected a map of header name: value, found " + describe(item.node));
+    return;
+  }
+  // The checker writes these itself; a second copy would make the request ambiguous.
+  static constexpr std::array<std::string_view, 4> reserved{"Host", "Connection", "Content-Length",
+                                                            "Transfer-Encoding"};
+  for (const auto& pair : item.node) {
+    const YAML::Node& key = pair.first;
+    if (!key.IsScalar()) {
+      error(key.Mark(), item.path, "a header name must be a string, found " + describe(key));
+      continue;
+    }
+    std::string path = join(item.path, key.Scalar());
+    marks_[path] = key.Mark();
+    Item value_item{pair.second, path, pair.second.IsNull() ? key.Mark() : pair.second.Mark()};
+    std::string value;
+    if (!is_http_token(key.Scalar())) {
+      error(key.Mark(), path, "must be a header name (an HTTP token)");
+    } else if (std::any_of(reserved.begin(), reserved.end(),
+                           [&](std::string_view r) { return iequals_ascii(key.Scalar(), r); })) {
+      error(key.Mark(), path, "the check sets this header itself");
+    } else if (std::any_of(headers.begin(), headers.end(),
+                           [&](const auto& h) { return iequals_ascii(h.first, key.Scalar()); })) {
+      error(key.Mark(), path, "duplicate header");
+    } else if (read_string(value_item, value)) {
+      if (!std::all_of(value.begin(), value.end(), [](char c) { return c == ' ' || c == '\t' || (c > ' ' && c != 127); }))
+        error(value_item, "a header value must be one line of printable ASCII");
+      else
+        headers.emplace_back(key.Scalar(), std::move(value));
+    }
+  }
 }
 
 void Loader::read_listener(const Item& item, ListenerConfig& listener) {

@@ -176,6 +176,10 @@ struct HealthConfig {
   // The Traveler servlet can answer 200 while its sync task is down: the text matters.
   std::string expect_body = "Traveler server is available.";
   std::string availability_header;                 // read the availability index from this header
+  // A real Traveler server may want a login for the status URL: "user:password" on the first
+  // line of this file (read at start and on every reload, never logged); empty = none.
+  std::string auth_file;
+  std::vector<std::pair<std::string, std::string>> headers;  // extra request headers, in order
   Duration interval{1000};
   Duration timeout{800};
   uint32_t rise = 2;
@@ -185,6 +189,26 @@ struct HealthConfig {
   Duration min_hold{2000};                         // a server that went down stays down this long...
   Duration max_hold{30000};                        // ...doubling for repeated downs, up to this
   bool operator==(const HealthConfig&) const = default;
+};
+
+// Optional directory (LDAP) lookup that maps every name form a device sends to the one key
+// the ownership table uses (proxy/directory_client.h has the semantics). Restart-only.
+struct DirectoryConfig {
+  bool enabled = false;
+  std::string uri;                     // ldap://host:port or ldaps://host:port
+  std::string bind_dn;                 // empty = anonymous
+  std::string password_file;           // the bind password (first line); never logged
+  std::string base_dn;
+  std::string filter = "(|(uid=%s)(mail=%s)(cn=%s))";  // %s = the name, escaped (RFC 4515)
+  std::string attribute = "uid";       // the key; "dn" = the entry's DN as a Notes canonical name
+  Duration timeout{std::chrono::seconds(2)};        // one search (and connect, bind)
+  Duration wait{50};                   // a request for an unresolved name waits at most this
+  Duration ttl{std::chrono::hours(4)};               // like Traveler's name lookup cache
+  Duration negative_ttl{std::chrono::minutes(5)};    // "no such user"
+  uint32_t cache_size = 100000;        // entries
+  Duration reconnect_min{500};
+  Duration reconnect_max{std::chrono::seconds(30)};
+  bool operator==(const DirectoryConfig&) const = default;
 };
 
 enum class LogLevel { debug, info, warn, error };
@@ -219,6 +243,7 @@ struct Config {
   AffinityConfig affinity;
   OwnershipConfig ownership;
   HealthConfig health;
+  DirectoryConfig directory;
 };
 
 // One problem found in a config, located in its file.

@@ -90,6 +90,7 @@ ConfigDiff diff_configs(const Config& running, const Config& next) {
   restart(running.admin.address == next.admin.address, "admin.address");
   restart(running.ownership == next.ownership, "ownership");
   restart(running.health.enabled == next.health.enabled, "health.enabled");
+  restart(running.directory == next.directory, "directory");
   return diff;
 }
 
@@ -100,6 +101,7 @@ std::shared_ptr<const Config> keep_restart_only(const Config& running, const Con
   out->admin.address = running.admin.address;
   out->ownership = running.ownership;
   out->health.enabled = running.health.enabled;
+  out->directory = running.directory;
   return out;
 }
 

@@ -313,6 +313,43 @@ TEST_CASE("health.stall_after: default, a value, 0 = off, and out of range") {
   CHECK(bad.errors[0].to_string().find("health.stall_after") != std::string::npos);
 }
 
+TEST_CASE("affinity.authenticated_wins: on by default, can be turned off") {
+  REQUIRE(load_with("").ok());
+  CHECK(load_with("").config->affinity.authenticated_wins);
+  auto off = load_with("affinity:\n  authenticated_wins: false\n");
+  REQUIRE(off.ok());
+  CHECK_FALSE(off.config->affinity.authenticated_wins);
+  expect_error_with("affinity:\n  authenticated_wins: yes\n", 8, 23, "affinity.authenticated_wins",
+                    "expected true or false, found \"yes\"");
+}
+
+TEST_CASE("health.auth_file and health.headers: the status check's login and extra headers") {
+  auto none = load_with("");
+  REQUIRE(none.ok());
+  CHECK(none.config->health.auth_file.empty());
+  CHECK(none.config->health.headers.empty());
+  auto set = conf::load_string(std::string(minimal) +
+                             "health:\n  auth_file: secrets/check.auth\n  headers:\n    X-Check: sprayer\n"
+                             "    Accept-Language: en\n",
+                         "/etc/sprayer/sprayer.yaml");
+  REQUIRE(set.ok());
+  CHECK(set.config->health.auth_file == "/etc/sprayer/secrets/check.auth");  // next to the config
+  REQUIRE(set.config->health.headers.size() == 2);
+  CHECK(set.config->health.headers[0] == std::pair<std::string, std::string>{"X-Check", "sprayer"});
+  CHECK(set.config->health.headers[1].first == "Accept-Language");
+  expect_error_with("health:\n  headers:\n    host: x\n", 9, 5, "health.headers.host",
+                    "the check sets this header itself");
+  expect_error_with("health:\n  headers:\n    \"X Y\": x\n", 9, 5, "health.headers.X Y",
+                    "must be a header name (an HTTP token)");
+  expect_error_with("health:\n  headers:\n    X-A: \"a\\r\\nX-B: b\"\n", 9, 10, "health.headers.X-A",
+                    "a header value must be one line of printable ASCII");
+  expect_error_with("health:\n  headers:\n    X-A: a\n    x-a: b\n", 10, 5, "health.headers.x-a", "duplicate header");
+  expect_error_with("health:\n  headers: [a]\n", 8, 12, "health.headers",
+                    "expected a map of header name: value, found a list");
+  expect_error_with("health:\n  auth_file: a\n  headers:\n    Authorization: Basic eDp5\n", 10, 5,
+                    "health.headers.Authorization", "auth_file already sends Authorization; keep the login in one place");
+}
+
 TEST_CASE("sections left empty or with every key commented out keep their defaults") {
   conf::LoadResult result = load_with(
       "timeouts:\n"
