@@ -49,7 +49,31 @@ struct ProbeWrite {
 
 ActiveChecker::Probe* probe_of(llhttp_t* p) { return static_cast<ActiveChecker::Probe*>(p->data); }
 
+std::string base64_encode(std::string_view in) {
+  static constexpr char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((in.size() + 2) / 3 * 4);
+  for (size_t i = 0; i < in.size(); i += 3) {
+    uint32_t n = static_cast<uint32_t>(static_cast<unsigned char>(in[i])) << 16;
+    if (i + 1 < in.size()) n |= static_cast<uint32_t>(static_cast<unsigned char>(in[i + 1])) << 8;
+    if (i + 2 < in.size()) n |= static_cast<unsigned char>(in[i + 2]);
+    out.push_back(alphabet[(n >> 18) & 63]);
+    out.push_back(alphabet[(n >> 12) & 63]);
+    out.push_back(i + 1 < in.size() ? alphabet[(n >> 6) & 63] : '=');
+    out.push_back(i + 2 < in.size() ? alphabet[n & 63] : '=');
+  }
+  return out;
+}
+
 }  // namespace
+
+std::string check_request_headers(std::string_view credentials,
+                                  const std::vector<std::pair<std::string, std::string>>& headers) {
+  std::string lines;
+  if (!credentials.empty()) lines += "Authorization: Basic " + base64_encode(credentials) + "\r\n";
+  for (const auto& [name, value] : headers) lines += name + ": " + value + "\r\n";
+  return lines;
+}
 
 ActiveChecker::ActiveChecker(uv_loop_t* loop, HealthTracker& tracker, const Clock& clock,
                              std::function<void()> on_change)
@@ -144,7 +168,8 @@ void ActiveChecker::launch(const Target& target) {
   ++started_;
   const CheckSpec& spec = tracker_.spec().check;
   probe->request = "GET " + spec.path + " HTTP/1.1\r\nHost: " + target.host +
-                   "\r\nUser-Agent: sprayer-health-check\r\nAccept: */*\r\nConnection: close\r\n\r\n";
+                   "\r\nUser-Agent: sprayer-health-check\r\nAccept: */*\r\nConnection: close\r\n" +
+                   request_headers_ + "\r\n";
   llhttp_init(&probe->parser, HTTP_RESPONSE, &settings);
   probe->parser.data = probe;
 

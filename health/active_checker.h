@@ -8,6 +8,8 @@
 
 #include <functional>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "health/clock.h"
@@ -15,6 +17,11 @@
 #include "health/probe_tls.h"
 
 namespace sprayer::health {
+
+// The header lines for set_request_headers: `Authorization: Basic base64(credentials)` when
+// credentials ("user:password") are not empty, then each extra header in order.
+std::string check_request_headers(std::string_view credentials,
+                                  const std::vector<std::pair<std::string, std::string>>& headers);
 
 class ActiveChecker {
  public:
@@ -33,6 +40,9 @@ class ActiveChecker {
 
   void set_targets(std::vector<Target> targets);
   void set_tls_factory(ProbeTlsFactory factory) { tls_factory_ = std::move(factory); }
+  // Header lines added to every check request ("Name: value\r\n" each, from
+  // check_request_headers); checks started afterwards use them. May hold a password: never log.
+  void set_request_headers(std::string lines) { request_headers_ = std::move(lines); }
   void start();
   // The tracker's schedule moved outside a check (a stall hurried one): re-arm the timer.
   void reschedule() { schedule(); }
@@ -61,6 +71,7 @@ class ActiveChecker {
   std::function<void()> on_change_;
   std::vector<Target> targets_;
   ProbeTlsFactory tls_factory_;
+  std::string request_headers_;
   uv_timer_t timer_{};
   bool timer_open_ = false;
   bool stopping_ = false;

@@ -45,6 +45,7 @@ struct Runtime {
   affinity::ExtractorConfig extractor;  // how users are found in requests
   std::vector<std::shared_ptr<const TlsContext>> listener_tls;  // per listener; null = plain
   std::shared_ptr<AccessLog> access_log;  // null = off; thread-safe hand-off to its writer
+  std::string check_headers;  // extra status-check header lines; may hold a login: never log
 };
 
 }  // namespace sprayer::proxy

@@ -11,10 +11,14 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+
+#include <openssl/crypto.h>
 
 #include "proxy/control/tls_loading.h"
 #include "conf/config_diff.h"
+#include "health/active_checker.h"
 #include "proxy/json.h"
 #include "proxy/config_adapters.h"
 #include "proxy/listener.h"
@@ -98,6 +102,38 @@ health::HealthSpec health_spec(const conf::HealthConfig& hc) {
   return spec;
 }
 
+bool load_check_headers(const conf::HealthConfig& hc, std::string& out, std::string& error) {
+  std::string credentials;
+  if (!hc.auth_file.empty()) {
+    std::FILE* f = std::fopen(hc.auth_file.c_str(), "rb");
+    if (!f) {
+      error = "health.auth_file " + hc.auth_file + ": " + std::strerror(errno);
+      return false;
+    }
+    char buffer[1024];
+    size_t n = std::fread(buffer, 1, sizeof buffer, f);
+    bool more = n == sizeof buffer && std::fgetc(f) != EOF;
+    std::fclose(f);
+    std::string_view text(buffer, n);
+    text = text.substr(0, text.find('\n'));
+    if (!text.empty() && text.back() == '\r') text.remove_suffix(1);
+    std::string problem;
+    if (more) problem = "longer than 1 KiB";
+    else if (text.find(':') == std::string_view::npos || text.front() == ':') problem = "expected user:password on the first line";
+    else if (std::any_of(text.begin(), text.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; }))
+      problem = "control character in the first line";
+    else credentials.assign(text);
+    OPENSSL_cleanse(buffer, sizeof buffer);
+    if (!problem.empty()) {
+      error = "health.auth_file " + hc.auth_file + ": " + problem;
+      return false;
+    }
+  }
+  out = health::check_request_headers(credentials, hc.headers);
+  OPENSSL_cleanse(credentials.data(), credentials.size());
+  return true;
+}
+
 ReloadOutcome ControlLoop::reload_config(const char* why) {
   ReloadOutcome outcome;
   auto refuse = [&](int status) {
@@ -136,6 +172,7 @@ ReloadOutcome ControlLoop::reload_config(const char* why) {
   }
   bool ok = load_listener_tls(*next, runtime->listener_tls, error, &previous) &&
             resolve_servers(*next, runtime->servers, error) && load_server_tls(*next, runtime->servers, error) &&
+            load_check_headers(next->health, runtime->check_headers, error) &&
             probe_new_listeners(*config_, *next, error);
   if (!ok) {
     outcome.errors.push_back(config_->source + ": " + error);
@@ -188,6 +225,7 @@ void ControlLoop::reload_health(const std::vector<ServerTarget>& servers, const 
   tracker_->set_servers(ids, clock_.now());
   std::erase_if(pending_servers_, [&](const std::string& id) { return !tracker_->find(id); });
   if (!checker_) return;  // checks off: a new server is taken at its word
+  checker_->set_request_headers(runtime_->check_headers);
   // Seed 000: add a server, validate it, then send it traffic. A new server gets nothing,
   // not even users the table gives it, until its first check passes.
   pending_servers_.insert(pending_servers_.end(), added.begin(), added.end());

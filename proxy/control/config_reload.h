@@ -33,4 +33,8 @@ bool probe_new_listeners(const conf::Config& running, const conf::Config& next, 
 
 health::HealthSpec health_spec(const conf::HealthConfig& config);
 
+// The header lines of every status check (health.headers, and the login read from
+// health.auth_file). False with a reason naming the file, never its content.
+bool load_check_headers(const conf::HealthConfig& config, std::string& out, std::string& error);
+
 }  // namespace sprayer::proxy

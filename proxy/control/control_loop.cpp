@@ -47,7 +47,8 @@ int ControlLoop::run() {
     return 1;
   }
   tls_ = runtime->listener_tls;
-  if (!resolve_servers(*config_, runtime->servers, error) || !load_server_tls(*config_, runtime->servers, error)) {
+  if (!resolve_servers(*config_, runtime->servers, error) || !load_server_tls(*config_, runtime->servers, error) ||
+      !load_check_headers(config_->health, runtime->check_headers, error)) {
     LOG_ERROR("%s", error.c_str());
     return 1;
   }
@@ -215,6 +216,7 @@ void ControlLoop::start_health() {
   for (const auto& s : runtime_->servers) targets.push_back({s.id, s.addr, s.host_port, s.tls != nullptr});
   checker_ = std::make_unique<health::ActiveChecker>(&loop_, *tracker_, clock_, [this] { publish_route(); });
   checker_->set_targets(std::move(targets));
+  checker_->set_request_headers(runtime_->check_headers);
   probe_tls_ = std::make_unique<TlsProbeFactory>(runtime_->servers);
   checker_->set_tls_factory([this](const std::string& id) { return probe_tls_->make(id); });
   checker_stopped_ = false;

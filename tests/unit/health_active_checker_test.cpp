@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstring>
 #include <functional>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -140,6 +141,61 @@ TEST_CASE("active checks mark servers up and down on a real loop") {
   CHECK(t.tracker.find("good")->counters().checks_passed >= 2);
   CHECK(changes >= 2);
   CHECK(checker.checks_started() >= 6);
+  t.stop(checker);
+}
+
+TEST_CASE("check request headers: Basic login and extra headers, in order") {
+  // RFC 7617's example credentials.
+  CHECK(check_request_headers("Aladdin:open sesame", {}) == "Authorization: Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==\r\n");
+  CHECK(check_request_headers("a:b", {}) == "Authorization: Basic YTpi\r\n");
+  CHECK(check_request_headers("ab:", {}) == "Authorization: Basic YWI6\r\n");
+  CHECK(check_request_headers("", {{"X-A", "1"}, {"X-B", "two words"}}) == "X-A: 1\r\nX-B: two words\r\n");
+  CHECK(check_request_headers("", {}).empty());
+}
+
+TEST_CASE("a server that wants a login is up only with the right credentials") {
+  // 200 with the Traveler text for the right login and header, 401 otherwise; the last
+  // request seen is kept to look at.
+  std::mutex mutex;
+  std::string last_request;
+  FakeListener secured([&](int c) {
+    std::string request;
+    char buf[2048];
+    while (request.find("\r\n\r\n") == std::string::npos) {
+      pollfd p{c, POLLIN, 0};
+      if (poll(&p, 1, 1000) <= 0) break;
+      ssize_t n = recv(c, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      request.append(buf, static_cast<size_t>(n));
+    }
+    bool ok = request.find("\r\nAuthorization: Basic c3ZjOnB3\r\n") != std::string::npos &&
+              request.find("\r\nX-Check: 1\r\n") != std::string::npos;
+    std::string reply = ok ? "HTTP/1.1 200 OK\r\nContent-Length: 29\r\n\r\nTraveler server is available."
+                           : "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n";
+    send(c, reply.data(), reply.size(), MSG_NOSIGNAL);
+    std::lock_guard lock(mutex);
+    last_request = request;
+  });
+  CheckerLoop t(quick_spec(), 13);
+  std::vector<std::string> ids{"pool1"};
+  t.tracker.set_servers(ids, t.clock.now());
+  ActiveChecker checker(&t.loop, t.tracker, t.clock, nullptr);
+  checker.set_targets({target("pool1", secured.port)});
+  checker.set_request_headers(check_request_headers("svc:wrong", {{"X-Check", "1"}}));
+  checker.start();
+  t.run_until([&] { return t.state("pool1") == ServerState::down; });
+  CHECK(t.state("pool1") == ServerState::down);
+  CHECK(t.tracker.find("pool1")->counters().checks_passed == 0);
+
+  // New credentials (a reload) are used by the next checks.
+  checker.set_request_headers(check_request_headers("svc:pw", {{"X-Check", "1"}}));
+  t.run_until([&] { return t.state("pool1") == ServerState::up; });
+  CHECK(t.state("pool1") == ServerState::up);
+  {
+    std::lock_guard lock(mutex);
+    CHECK(last_request.rfind("GET /traveler?action=getStatus HTTP/1.1\r\n", 0) == 0);
+    CHECK(last_request.find("\r\nX-Check: 1\r\n\r\n") != std::string::npos);  // extra headers end the head
+  }
   t.stop(checker);
 }
 
