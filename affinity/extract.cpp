@@ -573,8 +573,8 @@ std::vector<ExtractorStep> default_extractor_order() {
 Extractor::Extractor(ExtractorConfig config)
     : config_(std::move(config)), normaliser_(config_.normalise) {}
 
-void Extractor::prefer_login(const RequestView& request, const ExtractorStep* winner, std::string& key,
-                             ExtractResult& result) const {
+void Extractor::prefer_login(const RequestView& request, const ExtractorStep* winner, std::string& raw,
+                             std::string& key, ExtractResult& result) const {
   result.source = winner->kind;
   const ExtractorStep* end = config_.order.data() + config_.order.size();
   if (std::find_if(winner + 1, end, [](const ExtractorStep& s) { return s.kind == Source::basic_auth; }) == end)
@@ -587,6 +587,7 @@ void Extractor::prefer_login(const RequestView& request, const ExtractorStep* wi
   result.source = Source::basic_auth;
   result.disagreement = true;
   key = std::move(login_key);
+  raw = std::move(login.user);
 }
 
 ExtractResult Extractor::extract(const RequestView& request) const {
@@ -620,13 +621,14 @@ ExtractResult Extractor::extract(const RequestView& request) const {
           outcome = malformed("user normalises to an empty key");
         } else {
           if (config_.authenticated_wins && in_request_target(step.kind)) {
-            prefer_login(request, &step, key, result);
+            prefer_login(request, &step, outcome.user, key, result);
           } else {
             result.source = step.kind;
           }
           result.status = Status::found;
           result.key_hash = hash_key(key);
           result.user_key = std::move(key);
+          result.raw_user = std::move(outcome.user);
           result.error = skipped_error;
           return result;
         }

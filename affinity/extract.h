@@ -74,6 +74,7 @@ struct ExtractResult {
 
   Status status = Status::none;
   std::string user_key;        // normalised; set when found
+  std::string raw_user;        // the user as the winning step decoded it (for a directory lookup)
   std::uint64_t key_hash = 0;  // hash_key(user_key), when found: hash once per request
   Source source = Source::none;  // the step that found the user, or that was malformed
   // An earlier step found a user that normalises to another key than the Basic login that
@@ -103,11 +104,13 @@ class Extractor {
 
   ExtractResult extract(const RequestView& request) const;
   const ExtractorConfig& config() const noexcept { return config_; }
+  // The normalisation rules alone (for a name the directory gave).
+  std::string normalise(std::string_view raw) const { return normaliser_(raw); }
 
  private:
   // authenticated_wins: `winner` (a step of config_.order) found `key`; a valid Basic login
   // from a later basic_auth step replaces it. Sets result.source and result.disagreement.
-  void prefer_login(const RequestView& request, const ExtractorStep* winner, std::string& key,
+  void prefer_login(const RequestView& request, const ExtractorStep* winner, std::string& raw, std::string& key,
                     ExtractResult& result) const;
 
   ExtractorConfig config_;

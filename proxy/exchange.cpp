@@ -4,6 +4,7 @@
 
 #include <cstdio>
 
+#include "affinity/rendezvous.h"
 #include "affinity/request_view.h"
 #include "proxy/access_log.h"
 #include "proxy/downstream_connection.h"
@@ -31,8 +32,8 @@ void chunk_header(size_t len, std::string& out) {
 
 void Exchange::start(bool has_body, bool chunked, bool upgrade) {
   Worker& worker = ds_.worker();
-  const conf::Config& config = worker.config();
   state_ = State::connecting;
+  parked_ = false;
   has_body_ = has_body;
   chunked_request_ = chunked;
   upgrade_ = upgrade;
@@ -83,8 +84,37 @@ void Exchange::start(bool has_body, bool chunked, bool upgrade) {
   }
   if (user.disagreement) WorkerStats::add(worker.stats().user_key_disagreements);
   user_key_ = std::move(user.user_key);
+  user_found_ = user.found();
+  key_hash_ = user.key_hash;
+  // The one hook for the directory: the key may change, and may take a short wait.
+  if (user_found_) {
+    const std::string normalised = user_key_;
+    if (worker.directory_waiters().resolve(*this, user.raw_user, user_key_)) {
+      parked_ = true;
+      return;
+    }
+    if (user_key_ != normalised) key_hash_ = affinity::hash_key(user_key_);
+  }
+  route_and_send();
+}
+
+void Exchange::resume_route(std::string key) {
+  if (!parked_) return;
+  parked_ = false;
+  if (!key.empty() && key != user_key_) {
+    user_key_ = std::move(key);
+    key_hash_ = affinity::hash_key(user_key_);
+  }
+  route_and_send();
+}
+
+void Exchange::route_and_send() {
+  Worker& worker = ds_.worker();
+  const conf::Config& config = worker.config();
+  llhttp_t& parser = ds_.parser();
+  std::string_view method = llhttp_method_name(static_cast<llhttp_method_t>(parser.method));
   RouteResult route = route_user(worker.route_state(), user_key_,
-                                 user.found() ? std::optional<uint64_t>(user.key_hash) : std::nullopt,
+                                 user_found_ ? std::optional<uint64_t>(key_hash_) : std::nullopt,
                                  worker.next_spread());
   reason_ = route.decision.reason;
   WorkerStats::add(worker.stats().routed[static_cast<size_t>(reason_)]);
@@ -104,7 +134,7 @@ void Exchange::start(bool has_body, bool chunked, bool upgrade) {
   options.proto = ds_.is_tls() ? "https" : "http";
   options.via = config.http.via;
   options.preserve_host = config.http.preserve_host;
-  options.upgrade = upgrade;
+  options.upgrade = upgrade_;
   request_head_.clear();
   if (!options.preserve_host && n > 0) {
     // The Host for the first candidate; retries rebuild below if needed.
@@ -460,6 +490,10 @@ void Exchange::on_upstream_tunnel_data(Slice data) {
 }
 
 void Exchange::abort() {
+  if (parked_) {
+    parked_ = false;
+    ds_.worker().directory_waiters().cancel(*this);
+  }
   if (state_ == State::idle || state_ == State::done) {
     state_ = State::idle;
     return;

@@ -35,6 +35,9 @@ class Exchange {
   bool response_started() const { return response_started_; }
   State state() const { return state_; }
   const std::string& user_key() const { return user_key_; }
+  // The directory answered (or the wait is over): route by `key` (empty = the normalised
+  // name found at start) and send. Called by DirectoryWaiters, from the worker loop.
+  void resume_route(std::string key);
   affinity::RouteReason reason() const { return reason_; }
 
   // Upstream side.
@@ -59,6 +62,7 @@ class Exchange {
     std::string copy;
   };
 
+  void route_and_send();
   void try_next_candidate();
   void attach(UpstreamConnection* up);
   void send_request_start();
@@ -83,6 +87,9 @@ class Exchange {
   bool replayable_ = true;
   std::vector<uint32_t> candidates_;  // server slots, in retry order
   std::string user_key_;
+  uint64_t key_hash_ = 0;
+  bool user_found_ = false;
+  bool parked_ = false;            // waiting for the directory (DirectoryWaiters)
   affinity::RouteReason reason_ = affinity::RouteReason::no_user;
   size_t attempt_ = 0;
   bool has_body_ = false;

@@ -20,6 +20,7 @@ namespace sprayer::proxy {
 class TlsClientContext;
 class TlsContext;
 class AccessLog;
+class DirectoryClient;
 
 // A server's backend TLS context, replaced in place by a reload (SIGHUP): connections that
 // start afterwards use the new one, established ones keep theirs.
@@ -46,6 +47,7 @@ struct Runtime {
   std::vector<std::shared_ptr<const TlsContext>> listener_tls;  // per listener; null = plain
   std::shared_ptr<AccessLog> access_log;  // null = off; thread-safe hand-off to its writer
   std::string check_headers;  // extra status-check header lines; may hold a login: never log
+  std::shared_ptr<DirectoryClient> directory;  // null = no directory lookup (restart-only)
 };
 
 }  // namespace sprayer::proxy

@@ -46,6 +46,7 @@ void Worker::run() {
   uv_timer_init(&loop_, &tick_);
   tick_.data = this;
   uv_timer_start(&tick_, [](uv_timer_t* h) noexcept { static_cast<Worker*>(h->data)->on_tick(); }, kTickMs, kTickMs);
+  directory_waiters_.open(&loop_);
   for (const auto& server : runtime_->servers) {
     if (server.slot >= pools_.size()) pools_.resize(server.slot + 1u);
     pools_[server.slot] = std::make_unique<UpstreamPool>(*this, server);
@@ -128,6 +129,13 @@ void Worker::publish_runtime(std::shared_ptr<const Runtime> runtime, std::shared
   uv_async_send(&async_);
 }
 
+void Worker::notify_directory() {
+  std::lock_guard<std::mutex> lock(mailbox_mutex_);
+  if (mailbox_closed_) return;
+  directory_answers_ = true;
+  uv_async_send(&async_);
+}
+
 void Worker::post(bool drain, bool stop) {
   // Sent under the lock so the worker cannot close async_ between the check and the send.
   std::lock_guard<std::mutex> lock(mailbox_mutex_);
@@ -142,7 +150,7 @@ void Worker::join() {
 }
 
 void Worker::on_async() {
-  bool drain, stop;
+  bool drain, stop, answers;
   std::shared_ptr<const RouteState> route;
   std::shared_ptr<const Runtime> runtime;
   std::vector<std::shared_ptr<const TlsContext>> tls;
@@ -155,7 +163,10 @@ void Worker::on_async() {
     stop = stop_requested_;
     drain_requested_ = false;
     stop_requested_ = false;
+    answers = directory_answers_;
+    directory_answers_ = false;
   }
+  if (answers) directory_waiters_.on_answers();
   // The runtime first: the route state that came with it (or after it) indexes its servers.
   if (runtime) apply_runtime(std::move(runtime));
   // The old state is released here, on this thread; requests already routed keep their

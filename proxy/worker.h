@@ -16,6 +16,7 @@
 #include "affinity/extract.h"
 #include "proxy/access_log.h"
 #include "proxy/buffer_pool.h"
+#include "proxy/directory_waiters.h"
 #include "proxy/health_events.h"
 #include "proxy/route_state.h"
 #include "proxy/runtime.h"
@@ -73,6 +74,9 @@ class Worker {
   // Scratch space for the header view of one request (no allocation per request).
   std::vector<affinity::Header>& header_scratch() { return header_scratch_; }
   PassiveReporter& passive() { return passive_; }
+  DirectoryWaiters& directory_waiters() { return directory_waiters_; }
+  // Directory thread: answers are in the cache; parked requests look again.
+  void notify_directory();
   // Requests in flight per server slot on this worker, as of its last tick (read by the
   // control thread for the API).
   int64_t active_upstreams(size_t slot) const;
@@ -101,6 +105,8 @@ class Worker {
   affinity::Extractor extractor_;
   std::vector<affinity::Header> header_scratch_;
   PassiveReporter passive_;
+  DirectoryWaiters directory_waiters_{*this};
+  bool directory_answers_ = false;  // mailbox
   mutable std::mutex active_mutex_;      // the tick and the API only, never the data path
   std::vector<int64_t> active_upstreams_;  // by slot
   std::atomic<int64_t>& process_connections_;

@@ -71,6 +71,11 @@ struct alignas(64) WorkerStats {
   std::atomic<uint64_t> routed[5]{};      // by affinity::RouteReason
   std::atomic<uint64_t> malformed_users{0};
   std::atomic<uint64_t> user_key_disagreements{0};  // query user and Basic login differed; the login won
+  std::atomic<uint64_t> directory_hits{0};          // cached answer (the user's key, or "no such user")
+  std::atomic<uint64_t> directory_misses{0};
+  std::atomic<uint64_t> directory_waits{0};         // requests parked for an answer
+  std::atomic<uint64_t> directory_wait_timeouts{0}; // of those, went by the normalised name after directory.wait
+  std::atomic<uint64_t> directory_degraded{0};      // not asked: the directory is down
   std::atomic<uint64_t> tls_handshakes{0};
   std::atomic<uint64_t> tls_failures{0};
   std::atomic<uint64_t> tls_own_records{0};  // TLS 1.3 connections handed to sprayer's record layer

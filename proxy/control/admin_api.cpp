@@ -4,7 +4,10 @@
 #include <algorithm>
 #include <string>
 
+#include "affinity/directory.h"
+#include "affinity/rendezvous.h"
 #include "proxy/control/control_loop.h"
+#include "proxy/control/directory_metrics.h"
 #include "proxy/control/self_health.h"
 #include "proxy/control/status_page.h"
 #include "proxy/json.h"
@@ -20,8 +23,9 @@ AdminResponse ControlLoop::handle_admin(const AdminRequest& request) {
     return AdminResponse{health.http_status(), "text/plain; charset=utf-8", health.reason + "\n"};
   }
   if (path == "/metrics") {
+    DirectoryCollector directory(runtime_->directory.get());
     return AdminResponse{200, "text/plain; version=0.0.4; charset=utf-8",
-                         render_metrics({collector_.get(), control_collector_.get()})};
+                         render_metrics({collector_.get(), control_collector_.get(), &directory})};
   }
   if (path == "/status") return AdminResponse{200, "text/html; charset=utf-8", std::string(status_page_html())};
   if (path == "/api/v1/status") return AdminResponse{200, "application/json", status_json(control_state())};
@@ -43,9 +47,27 @@ AdminResponse ControlLoop::route_api(std::string_view query) {
   affinity::ExtractResult user = admin_extractor_->extract(view);
   if (!user.found())
     return AdminResponse{400, "application/json", "{\"error\":\"give the user as ?user=NAME\"}\n"};
-  RouteResult result = route_user(*route_, user.user_key, user.key_hash, 0);
+  // The key requests would use: the directory's answer when cached; a miss asks for it.
+  std::string_view directory_state = "off";
+  std::string key = user.user_key;
+  if (DirectoryClient* directory = runtime_->directory.get()) {
+    std::string name = affinity::directory_name(user.raw_user);
+    auto answer = directory->cache().find(name, affinity::DirectoryClock::now());
+    directory_state = !answer ? "miss" : answer->found ? "hit" : "not_found";
+    if (answer && answer->found) {
+      std::string resolved = admin_extractor_->normalise(answer->key);
+      if (!resolved.empty()) key = std::move(resolved);
+    } else if (!answer && directory->up()) {
+      directory->request(name);
+    }
+  }
+  RouteResult result = route_user(*route_, key, affinity::hash_key(key), 0);
   std::string out = "{\"user\":";
+  json_string(out, key);
+  out += ",\"name\":";
   json_string(out, user.user_key);
+  out += ",\"directory\":";
+  json_string(out, directory_state);
   out += ",\"owner\":";
   if (result.owner)
     json_string(out, route_->ids[*result.owner]);

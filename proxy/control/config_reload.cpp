@@ -161,6 +161,7 @@ ReloadOutcome ControlLoop::reload_config(const char* why) {
   auto runtime = std::make_shared<Runtime>();
   runtime->config = next;
   runtime->extractor = extractor_config(next->affinity);
+  runtime->directory = runtime_->directory;  // restart-only
   std::string error;
   // Ticket keys carry over by listener name, whatever the new order.
   std::vector<std::shared_ptr<const TlsContext>> previous;

@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <thread>
 
+#include "affinity/directory.h"
 #include "proxy/control/tls_loading.h"
 #include "proxy/access_log.h"
+#include "proxy/directory_client.h"
 #include "proxy/json.h"
 #include "proxy/config_adapters.h"
 #include "proxy/listener.h"
@@ -52,6 +54,15 @@ int ControlLoop::run() {
     LOG_ERROR("%s", error.c_str());
     return 1;
   }
+  if (config_->directory.enabled) {
+    std::string password;
+    if (!config_->directory.password_file.empty() &&
+        !DirectoryClient::read_password(config_->directory.password_file, password, error)) {
+      LOG_ERROR("%s", error.c_str());
+      return 1;
+    }
+    runtime->directory = std::make_shared<DirectoryClient>(config_->directory, std::move(password));
+  }
   next_slot_ = static_cast<uint32_t>(runtime->servers.size());
   runtime_ = runtime;
   remember_slots();
@@ -91,6 +102,13 @@ int ControlLoop::run() {
     admin_extractor_ = std::make_unique<affinity::Extractor>(by_query);
   }
   route_ = RouteState::make(*runtime_, nullptr, nullptr, route_version_);
+  if (auto& directory = runtime_->directory) {
+    // Set before the thread starts, after the last worker exists: workers_ no longer changes.
+    directory->set_on_answer([this] {
+      for (auto& w : workers_) w->notify_directory();
+    });
+    directory->start();
+  }
   start_health();
   start_ownership_source();
 
@@ -117,6 +135,7 @@ int ControlLoop::run() {
 
   uv_run(&loop_, UV_RUN_DEFAULT);
   for (auto& w : workers_) w->join();
+  if (runtime_->directory) runtime_->directory->stop();
   uv_walk(&loop_, [](uv_handle_t* h, void*) noexcept {
     if (!uv_is_closing(h)) uv_close(h, nullptr);
   }, nullptr);

@@ -108,6 +108,24 @@ std::vector<MetricFamily> worker_families(const std::vector<const WorkerStats*>&
           "Requests whose query user and Basic login normalised to different keys (the login was used).",
           [](const WorkerStats& s) { return s.user_key_disagreements.load(std::memory_order_relaxed); });
   {
+    // Directory lookups as the requests saw them (the directory's own side: directory_client.cpp).
+    MetricFamily f = family("sprayer_directory_lookups_total",
+                            "Requests whose user was looked up in the directory cache, by result.", MetricType::Counter);
+    add_value(f, sum(workers, [](const WorkerStats& s) { return s.directory_hits.load(std::memory_order_relaxed); }),
+              {{"result", "hit"}});
+    add_value(f, sum(workers, [](const WorkerStats& s) { return s.directory_misses.load(std::memory_order_relaxed); }),
+              {{"result", "miss"}});
+    out.push_back(std::move(f));
+  }
+  counter("sprayer_directory_waits_total", "Requests that waited for a directory answer (at most directory.wait).",
+          [](const WorkerStats& s) { return s.directory_waits.load(std::memory_order_relaxed); });
+  counter("sprayer_directory_wait_timeouts_total",
+          "Requests that waited directory.wait without an answer and went by the normalised name.",
+          [](const WorkerStats& s) { return s.directory_wait_timeouts.load(std::memory_order_relaxed); });
+  counter("sprayer_directory_degraded_total",
+          "Requests for an unresolved name that went by the normalised name at once: the directory was down.",
+          [](const WorkerStats& s) { return s.directory_degraded.load(std::memory_order_relaxed); });
+  {
     MetricFamily f = family("sprayer_routed_requests_total", "Requests routed, by route reason.", MetricType::Counter);
     static const char* reasons[] = {"owner", "takeover", "new_user", "no_user", "unavailable"};
     for (int r = 0; r < 5; ++r)
