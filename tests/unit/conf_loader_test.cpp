@@ -350,6 +350,36 @@ TEST_CASE("health.auth_file and health.headers: the status check's login and ext
                     "health.headers.Authorization", "auth_file already sends Authorization; keep the login in one place");
 }
 
+TEST_CASE("directory: off by default; when on, uri and base_dn are required and checked") {
+  auto none = load_with("");
+  REQUIRE(none.ok());
+  const conf::DirectoryConfig& d = none.config->directory;
+  CHECK_FALSE(d.enabled);
+  CHECK(d.filter == "(|(uid=%s)(mail=%s)(cn=%s))");
+  CHECK(d.attribute == "uid");
+  CHECK(d.ttl == std::chrono::hours(4));
+  CHECK(d.negative_ttl == std::chrono::minutes(5));
+  CHECK(d.wait == conf::Duration(50));
+  CHECK(d.cache_size == 100000);
+  auto on = conf::load_string(std::string(minimal) +
+                                  "directory:\n  enabled: true\n  uri: ldaps://ldap.acme.example\n"
+                                  "  base_dn: o=Acme\n  password_file: ldap.pw\n  attribute: dn\n  wait: 0s\n",
+                              "/etc/sprayer/sprayer.yaml");
+  REQUIRE(on.ok());
+  CHECK(on.config->directory.password_file == "/etc/sprayer/ldap.pw");
+  CHECK(on.config->directory.attribute == "dn");
+  CHECK(on.config->directory.wait == conf::Duration(0));
+  expect_error_with("directory:\n  enabled: true\n  base_dn: o=Acme\n", 8, 12, "directory.uri", "required when enabled");
+  expect_error_with("directory:\n  uri: http://x\n", 8, 8, "directory.uri", "must be an ldap:// or ldaps:// URI");
+  expect_error_with("directory:\n  filter: \"(uid=x)\"\n", 8, 11, "directory.filter",
+                    "must contain %s, where the name goes");
+  expect_error_with("directory:\n  filter: \"uid=%s\"\n", 8, 11, "directory.filter",
+                    "must be an LDAP filter in parentheses");
+  expect_error_with("directory:\n  attribute: \"a b\"\n", 8, 14, "directory.attribute",
+                    "must be an attribute name, or dn");
+  expect_error_with("directory:\n  wait: 1m\n", 8, 9, "directory.wait", "must be between 0s and 10s");
+}
+
 TEST_CASE("sections left empty or with every key commented out keep their defaults") {
   conf::LoadResult result = load_with(
       "timeouts:\n"
