@@ -178,6 +178,37 @@ class DirectoryTest(TestCase):
         finally:
             self.ldap.resume()
 
+    @harness.timeout(90)
+    def test_e_the_dn_as_a_notes_canonical_key(self):
+        # A pool keyed by the Notes canonical name: attribute dn gives CN=Person 0003/OU=People/O=Acme,
+        # which the normal rules make "person 0003".
+        if self.ldap.proc.poll() is not None or self.ldap.search("(uid=u0000)", timeout=2) is None:
+            self.ldap.resume()
+            wait_until(lambda: self.ldap.search("(uid=u0000)", timeout=2) is not None, 15.0, what="slapd answering")
+        db = SqlitePool()
+        try:
+            # Owners shifted by one against the uid table, so only the DN key routes right.
+            owner = lambda i: SERVERS[(i + 1) % 3]  # noqa: E731
+            db.bulk_owners([(person(i).lower(), owner(i)) for i in range(USERS)])
+            directory = dict(self.sprayer.config["directory"], attribute="dn")
+            ownership = {"source": "sqlite", "sqlite_path": db.path, "poll_interval": "50ms"}
+            config = harness.sprayer_config(self.pool, ownership=ownership, directory=directory)
+            with Sprayer(config).start() as s:
+                wait_until(lambda: harness.metric(s.admin_port, "sprayer_directory_up") == 1, 10.0, what="bound")
+                wrong = []
+                with s.client(timeout=10) as c:
+                    for i in range(0, 12):
+                        for name in (uid(i), mail(i), f"ACME\\{uid(i)}"):
+                            for _ in range(2):
+                                resp, _ = self.sync(c, name, f"devE{i}")
+                            if resp.header("X-Served-By") != owner(i):
+                                wrong.append((name, resp.status, resp.header("X-Served-By"), owner(i)))
+                self.assertEqual(wrong, [])
+                route = harness.http_request(s.admin_port, "GET", f"/api/v1/route?user={uid(3)}").json()
+                self.assertEqual(route["user"], "person 0003", route)
+        finally:
+            db.cleanup()
+
 
 if __name__ == "__main__":
     harness.main()
