@@ -17,6 +17,7 @@
 #include <openssl/crypto.h>
 
 #include "proxy/control/tls_loading.h"
+#include "proxy/control/tls_probe.h"
 #include "conf/config_diff.h"
 #include "health/active_checker.h"
 #include "proxy/json.h"
@@ -232,8 +233,11 @@ void ControlLoop::reload_health(const std::vector<ServerTarget>& servers, const 
   pending_servers_.insert(pending_servers_.end(), added.begin(), added.end());
   for (const auto& id : added) LOG_INFO("server %s: added; no traffic until its first check passes", id.c_str());
   std::vector<health::ActiveChecker::Target> targets;
-  for (const auto& s : servers) targets.push_back({s.id, s.addr, s.host_port});
+  for (const auto& s : servers) targets.push_back({s.id, s.addr, s.host_port, s.tls != nullptr});
   checker_->set_targets(std::move(targets));
+  // HTTPS checks take each server's TLS settings from the reloaded list (a server the reload
+  // added has none in the old one).
+  if (probe_tls_) probe_tls_->set_servers(servers);
   if (!pending_servers_.empty())
     uv_timer_start(&pending_timer_, [](uv_timer_t* t) noexcept { static_cast<ControlLoop*>(t->data)->on_pending_poll(); },
                    kPendingPollMs, kPendingPollMs);

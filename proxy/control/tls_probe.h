@@ -20,6 +20,8 @@ class TlsProbeFactory {
   explicit TlsProbeFactory(std::vector<ServerTarget> servers) : servers_(std::move(servers)) {}
   std::unique_ptr<health::ProbeTls> make(const std::string& server_id);
   void report(const std::string& server_id, const std::string& error);  // "" = handshake ok
+  // A reload's server list; probes in flight keep the context they started with.
+  void set_servers(std::vector<ServerTarget> servers) { servers_ = std::move(servers); }
 
  private:
   std::vector<ServerTarget> servers_;

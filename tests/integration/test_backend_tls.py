@@ -338,6 +338,35 @@ class BackendTlsTest(harness.TestCase):
         wait_until(lambda: self.state(sprayer, "pool2") == "up", 10, what="pool2 up with a good certificate")
         self.assertIn("health check of pool2: TLS handshake succeeds again", sprayer.stderr_text())
 
+    def test_health_checks_stay_on_https_after_a_reload(self):
+        # A reload rebuilds the check targets: an HTTPS server must still be checked over TLS
+        # (a plain-HTTP check of a TLS server fails, and the server would go down), and a
+        # server the reload adds is checked with its own TLS settings.
+        first = self.keep(tls_poolsim(self.pki, "pool1"))
+        health = {"interval": "100ms", "timeout": "500ms", "rise": 2, "fall": 2, "min_hold": "100ms",
+                  "max_hold": "200ms"}
+        upstream = {"tls": {"ca_file": self.pki.ca, "sni": "pool.test"}}
+        sprayer = self.start_sprayer([first], [None], health=health, upstream=upstream)
+        wait_until(lambda: self.state(sprayer, "pool1") == "up", 10, what="pool1 checked up over HTTPS")
+
+        added = self.keep(tls_poolsim(self.pki, "pool2"))
+        config = harness.sprayer_config([first, added], workers=1, upstream=upstream, port=sprayer.port,
+                                        admin_port=sprayer.admin_port, health=health,
+                                        timeouts={"upstream_connect": "1s", "upstream_response": "5s"})
+        with open(sprayer.config_path, "w") as f:
+            f.write(harness.to_yaml(config))
+        os.kill(sprayer.pid, signal.SIGHUP)
+        wait_until(lambda: "reload (SIGHUP): applied" in sprayer.stderr_text(), 10, interval=0.05, what="the reload")
+        # A server a reload adds takes no traffic until its first check passes (logged as down ->
+        # up): over plain HTTP that check never passes. By then pool1 has had as many checks
+        # since the reload, enough for `fall` failures had they been made over plain HTTP.
+        wait_until(lambda: "server pool2: down -> up" in sprayer.stderr_text(), 10,
+                   what="pool2, added by the reload, checked up over HTTPS")
+        self.assertEqual(self.state(sprayer, "pool1"), "up", sprayer.stderr_text()[-3000:])
+        after = sprayer.stderr_text().split("reload (SIGHUP): applied")[-1]
+        self.assertNotIn("health check of pool1", after)
+        self.assertNotIn("server pool1: up -> down", after)
+
     # ---- configuration -------------------------------------------------------------------------
 
     def test_config_errors(self):
