@@ -196,9 +196,27 @@ void DownstreamConnection::drain_tls() {
     LOG_DEBUG("client %s: TLS: %.*s", client_ip_, static_cast<int>(tls_->error().size()), tls_->error().data());
     exchange_.abort();
     close();
-  } else if (status == TlsStatus::closed) {
-    handle_eof();
+    return;
   }
+  if (status == TlsStatus::closed) {
+    handle_tls_close();
+    return;
+  }
+  // Output the client's own records provoke counts like any other: a client that sends them
+  // without reading the answers is read no further until it does.
+  if (writer_.queued() > worker_.config().http.buffer_high_watermark) pause_reading(kPauseOwnWrites);
+}
+
+void DownstreamConnection::handle_tls_close() {
+  // The client's close_notify closes its direction only (RFC 8446 6.1): a request it finished
+  // before is still answered, then our close_notify follows (start_lingering_close).
+  pause_reading(kPausePeerClosed);
+  if (state_ == State::in_exchange && request_complete_) {
+    close_after_response_ = true;
+    return;
+  }
+  if (state_ == State::in_exchange || state_ == State::tunnel) exchange_.abort();
+  start_lingering_close();
 }
 
 void DownstreamConnection::process(Slice data) {
@@ -602,7 +620,7 @@ void DownstreamConnection::start_lingering_close() {
   // could destroy the response before the client reads it.
   state_ = State::closing;
   pending_.reset();
-  resume_reading(kPausePipeline | kPausePeerFull | kPauseNotConnected);
+  resume_reading(kPausePipeline | kPausePeerFull | kPauseNotConnected | kPauseOwnWrites | kPausePeerClosed);
   arm_timer(Timer::linger);
   if (tls_ && tls_->handshake_done()) {
     tls_->shutdown();  // close_notify, so the client knows the response was not truncated
@@ -648,7 +666,10 @@ void DownstreamConnection::handle_write_done(int status) {
     }
     return;
   }
-  if (writer_.queued() <= worker_.config().http.buffer_low_watermark) exchange_.on_downstream_drained();
+  if (writer_.queued() <= worker_.config().http.buffer_low_watermark) {
+    if (pause_reasons_ & kPauseOwnWrites) resume_reading(kPauseOwnWrites);
+    if (state_ != State::closed) exchange_.on_downstream_drained();
+  }
 }
 
 // ---- timers ----------------------------------------------------------------------------

@@ -69,6 +69,7 @@ class DownstreamConnection {
 
   void handle_tls_input(Slice data);
   void drain_tls();
+  void handle_tls_close();
   void send_redirect();
   void process(Slice data);
   void feed(Slice data);

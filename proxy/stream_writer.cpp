@@ -27,8 +27,18 @@ void StreamWriter::add_copy(std::string_view bytes) {
   batch_bytes_ += bytes.size();
 }
 
+size_t StreamWriter::queued() const {
+  if (!stream_) return 0;
+  size_t engine = tls_ ? tls_->pending_ciphertext() : 0;
+  return uv_stream_get_write_queue_size(stream_) + batch_bytes_ + engine + requests_ * kRequestCost;
+}
+
 void StreamWriter::add(Slice slice) {
   if (slice.empty()) return;
+  if (slice.size() < kCopyBelow) {
+    add_copy(std::string_view(slice.data(), slice.size()));
+    return;
+  }
   batch_bytes_ += slice.size();
   size_t len = slice.size();
   parts_.push_back(Part{std::move(slice), 0, len});
@@ -135,6 +145,7 @@ int StreamWriter::flush() {
                     &StreamWriter::on_write);
   if (rc != 0) return rc;
   in_flight_ += remaining;
+  ++requests_;
   request.release();
   return 0;
 }
@@ -145,6 +156,7 @@ void StreamWriter::on_write(uv_write_t* req, int status) noexcept {
   size_t bytes = 0;
   for (auto& b : request->bufs) bytes += b.len;
   self->in_flight_ -= std::min(bytes, self->in_flight_);
+  self->requests_ -= self->requests_ > 0 ? 1 : 0;
   request.reset();
   if (self->done_) self->done_(self->owner_, status);
 }

@@ -35,8 +35,16 @@ class StreamWriter {
   // Sends the batch. Returns 0 or a libuv error (the owner closes the connection).
   int flush();
 
-  // Bytes accepted but not yet written to the socket.
-  size_t queued() const { return stream_ ? uv_stream_get_write_queue_size(stream_) + batch_bytes_ : 0; }
+  // Bytes accepted but not yet written to the socket: the batch, ciphertext the TLS engine
+  // holds, the socket's write queue, and what each queued write costs besides its bytes (so
+  // that a client provoking many tiny writes, such as TLS alerts, is held to the watermarks
+  // by the memory they take, not by their few bytes).
+  size_t queued() const;
+  // The memory one queued write holds besides its bytes: its request and buffer list.
+  static constexpr size_t kRequestCost = 256;
+  // Slices this small are copied when added: a 22-byte TLS record would otherwise pin a whole
+  // pool chunk until the socket takes it.
+  static constexpr size_t kCopyBelow = 512;
   size_t in_flight() const { return in_flight_; }
   bool idle() const { return in_flight_ == 0 && parts_.empty(); }
   void discard() {
@@ -64,6 +72,7 @@ class StreamWriter {
   std::string copies_;
   size_t batch_bytes_ = 0;
   size_t in_flight_ = 0;
+  size_t requests_ = 0;  // queued uv_write requests
 };
 
 }  // namespace sprayer::proxy

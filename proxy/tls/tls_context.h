@@ -81,6 +81,9 @@ class TlsContext {
   // A server-side SSL on the default certificate set; null when out of memory. TlsEngine uses
   // this; the SSL must not outlive the context (the engine holds a shared_ptr to it).
   SSL* new_ssl() const;
+  // The SSL_CTX whose session cache and tickets every connection of this context uses (SNI
+  // may switch the certificate's SSL_CTX, not this one).
+  SSL_CTX* session_ctx() const { return sets_.front().ctx; }
   const TlsBioMethod& bio_method() const { return bio_method_; }
 
   // Rotation: re-reads ticket_key_file and swaps the keys in one step (safe while other

@@ -40,6 +40,14 @@ inline void clear_stale_errors() {
   if (ERR_peek_error() != 0) ERR_clear_error();
 }
 
+// Alert descriptions (RFC 8446 6).
+constexpr uint8_t kUnexpectedMessage = 10, kBadRecordMac = 20, kRecordOverflow = 22, kDecodeError = 50,
+                  kIllegalParameter = 47, kUserCanceled = 90;
+
+// Bounds on records that carry no application data, as OpenSSL's record layer has them:
+// consecutive empty records, warnings (user_canceled) and KeyUpdates.
+constexpr uint8_t kMaxEmptyRecords = 32, kMaxWarnings = 5, kMaxKeyUpdates = 32;
+
 // A KeyUpdate message with update_not_requested (RFC 8446 4.6.3): type 24, length 1, value 0.
 constexpr char kKeyUpdateNotRequested[5] = {24, 0, 0, 1, 0};
 
@@ -62,6 +70,20 @@ TlsEngine::TlsEngine(std::shared_ptr<const TlsContext> context, BufferPool& pool
   // The own record layer needs whole records of plaintext to fit one pool chunk.
   if (ssl_ && context_->settings().own_records && pool_.chunk_size() >= TlsRecords::kMaxContent)
     SSL_set_ex_data(ssl_, ex_index(), this);
+  // OpenSSL 3.0 answers every KeyUpdate and counts none: the engine counts them (below).
+  if (ssl_) {
+    SSL_set_msg_callback(ssl_, &TlsEngine::on_message);
+    SSL_set_msg_callback_arg(ssl_, this);
+  }
+}
+
+void TlsEngine::on_message(int write_p, int, int content_type, const void* buf, size_t len, SSL*,
+                           void* arg) noexcept {
+  constexpr uint8_t kKeyUpdate = 24;
+  auto* self = static_cast<TlsEngine*>(arg);
+  if (write_p == 0 && content_type == SSL3_RT_HANDSHAKE && len > 0 && self->handshake_done_ &&
+      static_cast<const unsigned char*>(buf)[0] == kKeyUpdate && self->key_updates_ < 255)
+    ++self->key_updates_;
 }
 
 TlsEngine::TlsEngine(std::shared_ptr<const TlsClientContext> context, BufferPool& pool, SSL_SESSION* session)
@@ -88,6 +110,20 @@ TlsEngine::~TlsEngine() {
   if (ssl_ && handshake_done_ && status_ != TlsStatus::error)
     SSL_set_shutdown(ssl_, SSL_get_shutdown(ssl_) | SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
   SSL_free(ssl_);  // before buffers_ goes: the BIO points at it
+  if (records_ && status_ == TlsStatus::error) evict_session();
+}
+
+void TlsEngine::evict_session() {
+  // What SSL_free does for a failed connection, after the SSL is gone: the cache finds its
+  // entry by the session id (a session not in the cache, e.g. a stateless ticket's, is none).
+  if (session_id_len_ == 0 || !context_) return;
+  SSL_SESSION* key = SSL_SESSION_new();
+  // The cache compares the protocol version too.
+  if (key && SSL_SESSION_set1_id(key, session_id_, session_id_len_) == 1 &&
+      SSL_SESSION_set_protocol_version(key, TLS1_3_VERSION) == 1)
+    SSL_CTX_remove_session(context_->session_ctx(), key);
+  SSL_SESSION_free(key);
+  ERR_clear_error();
 }
 
 bool TlsEngine::input_pending() const {
@@ -138,13 +174,32 @@ void TlsEngine::on_keylog(const SSL* ssl, const char* line) noexcept {
   }
 }
 
+bool TlsEngine::may_take_over() const {
+  // An allow-list of negotiated state the own record layer implements; anything else stays on
+  // OpenSSL. TLS 1.3 only, both secrets, nothing read ahead or half-written inside OpenSSL
+  // (tickets written as whole records, no KeyUpdate of its own pending), no record size
+  // negotiated (max_fragment_length, RFC 6066: OpenSSL honours it, TlsRecords would not;
+  // OpenSSL 3.0 has no record_size_limit), and no early data (never enabled here; checked
+  // anyway, its records would arrive under another key).
+  if (!ssl_ || SSL_version(ssl_) != TLS1_3_VERSION || !secrets_ || secrets_->client.empty() ||
+      secrets_->server.empty() || SSL_has_pending(ssl_) != 0 || !buffers_.output_at_record_boundary())
+    return false;
+  if (SSL_get_key_update_type(ssl_) != SSL_KEY_UPDATE_NONE) return false;
+  if (SSL_get_early_data_status(ssl_) == SSL_EARLY_DATA_ACCEPTED) return false;
+  const SSL_SESSION* session = SSL_get0_session(ssl_);
+  if (!session || SSL_SESSION_get_max_fragment_length(session) != TLSEXT_max_fragment_length_DISABLED) return false;
+  const SSL_CIPHER* cipher = SSL_get_current_cipher(ssl_);
+  if (!cipher) return false;
+  uint16_t id = SSL_CIPHER_get_protocol_id(cipher);
+  return id == 0x1301 || id == 0x1302 || id == 0x1303;
+}
+
 void TlsEngine::take_over_records(uint64_t records_sent) {
-  std::unique_ptr<Secrets> secrets = std::move(secrets_);
-  // Only at a clean cut: TLS 1.3, both secrets, nothing read ahead inside OpenSSL, and the
-  // tickets written as whole records. Anything else simply stays on OpenSSL.
-  if (!ssl_ || SSL_version(ssl_) != TLS1_3_VERSION || secrets->client.empty() || secrets->server.empty() ||
-      SSL_has_pending(ssl_) != 0 || !buffers_.output_at_record_boundary())
+  if (!may_take_over()) {
+    secrets_.reset();
     return;
+  }
+  std::unique_ptr<Secrets> secrets = std::move(secrets_);
   const SSL_CIPHER* cipher = SSL_get_current_cipher(ssl_);
   if (!cipher) return;
   std::string error;
@@ -162,6 +217,10 @@ void TlsEngine::take_over_records(uint64_t records_sent) {
   }
   cipher_name_ = SSL_CIPHER_get_name(cipher);
   reused_ = SSL_session_reused(ssl_) == 1;
+  unsigned int id_len = 0;
+  const unsigned char* id = SSL_SESSION_get_id(SSL_get0_session(ssl_), &id_len);
+  session_id_len_ = static_cast<uint8_t>(std::min<unsigned int>(id_len, sizeof session_id_));
+  if (id) std::memcpy(session_id_, id, session_id_len_);
   // As in the destructor: a completed connection keeps its session in the cache.
   SSL_set_shutdown(ssl_, SSL_get_shutdown(ssl_) | SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
   SSL_free(ssl_);
@@ -177,10 +236,12 @@ TlsStatus TlsEngine::fatal_alert(uint8_t description, std::string message) {
 
 bool TlsEngine::seal_record(uint8_t type, const char* data, size_t len) {
   thread_local std::string sealed;  // one worker thread; at most one record
-  if (records_->write_key_worn() && type != TlsRecords::kHandshake) {
+  if (close_sent_) return false;  // nothing follows our close_notify (RFC 8446 6.1)
+  if ((key_update_due_ || records_->write_key_worn()) && type != TlsRecords::kHandshake) {
     if (!seal_record(TlsRecords::kHandshake, kKeyUpdateNotRequested, sizeof kKeyUpdateNotRequested) ||
         !records_->update_write_key())
       return false;
+    key_update_due_ = false;
   }
   sealed.resize(TlsRecords::sealed_size(len));
   size_t n = records_->seal(type, data, len, sealed.data());
@@ -194,6 +255,7 @@ bool TlsEngine::seal_record(uint8_t type, const char* data, size_t len) {
 }
 
 TlsStatus TlsEngine::write_records(const char* data, size_t len) {
+  if (close_sent_) return fail("write: after close_notify");
   while (len > 0) {
     size_t n = std::min(len, TlsRecords::kMaxContent);
     if (!seal_record(TlsRecords::kApplicationData, data, n)) return fail("write: sealing failed");
@@ -208,8 +270,12 @@ bool TlsEngine::handle_post_handshake(const char* data, size_t len) {
   // authentication is ever requested, and tickets go the other way.
   constexpr uint8_t kKeyUpdate = 24;
   constexpr size_t kMaxPending = 64;
+  if (len == 0) {
+    fatal_alert(kUnexpectedMessage, "read: empty handshake record");  // 5.1: never zero-length
+    return false;
+  }
   if (handshake_bytes_.size() + len > kMaxPending) {
-    fatal_alert(10, "read: unexpected post-handshake message");  // unexpected_message
+    fatal_alert(kUnexpectedMessage, "read: unexpected post-handshake message");
     return false;
   }
   handshake_bytes_.append(data, len);
@@ -217,38 +283,39 @@ bool TlsEngine::handle_post_handshake(const char* data, size_t len) {
     const auto* h = reinterpret_cast<const unsigned char*>(handshake_bytes_.data());
     size_t body = (size_t(h[1]) << 16) | (size_t(h[2]) << 8) | h[3];
     if (h[0] != kKeyUpdate) {
-      fatal_alert(10, "read: unexpected post-handshake message");
+      fatal_alert(kUnexpectedMessage, "read: unexpected post-handshake message");
       return false;
     }
     if (body != 1) {
-      fatal_alert(50, "read: malformed KeyUpdate");  // decode_error
+      fatal_alert(kDecodeError, "read: malformed KeyUpdate");
       return false;
     }
     if (handshake_bytes_.size() < 5) return true;  // the rest comes in the next record
     uint8_t requested = h[4];
     // A key change must end its record: nothing may follow under the old key.
     if (requested > 1 || handshake_bytes_.size() > 5) {
-      fatal_alert(requested > 1 ? 47 : 10, "read: malformed KeyUpdate");  // illegal_parameter
+      fatal_alert(requested > 1 ? kIllegalParameter : kUnexpectedMessage, "read: malformed KeyUpdate");
       return false;
     }
     handshake_bytes_.clear();
+    // Each costs a key derivation and nothing else does: a client that only rekeys is cut off.
+    if (++key_updates_ > kMaxKeyUpdates) {
+      fatal_alert(kUnexpectedMessage, "read: too many KeyUpdates without application data");
+      return false;
+    }
     if (!records_->update_read_key()) {
       fail("read: KeyUpdate failed");
       return false;
     }
-    if (requested) {
-      if (!seal_record(TlsRecords::kHandshake, kKeyUpdateNotRequested, sizeof kKeyUpdateNotRequested) ||
-          !records_->update_write_key()) {
-        fail("read: KeyUpdate failed");
-        return false;
-      }
-    }
+    // Answered before the next application data record, once for all the requests received
+    // since the last answer (4.6.3): a flood of requests costs no output at all.
+    if (requested) key_update_due_ = true;
   }
   return true;
 }
 
 TlsStatus TlsEngine::read_records(Slice& out) {
-  thread_local std::string record;  // one worker thread; at most one record
+  thread_local std::string record;  // ciphertext of one record; plaintext never lands here
   Chunk* chunk = nullptr;
   size_t filled = 0;
   while (status_ == TlsStatus::ok && buffers_.input_bytes() >= TlsRecords::kHeader) {
@@ -256,47 +323,81 @@ TlsStatus TlsEngine::read_records(Slice& out) {
     buffers_.peek_input(reinterpret_cast<char*>(header), sizeof header);
     size_t len = TlsRecords::record_length(header);
     if (len == 0) {
-      if (header[0] == TlsRecords::kApplicationData) fatal_alert(22, "read: record too long");  // record_overflow
-      else fatal_alert(10, "read: unprotected record after the handshake");
+      size_t announced = (size_t(header[3]) << 8) | header[4];
+      if (header[0] != TlsRecords::kApplicationData)
+        fatal_alert(kUnexpectedMessage, "read: unprotected record after the handshake");
+      else if (announced > TlsRecords::kMaxCiphertext)
+        fatal_alert(kRecordOverflow, "read: record too long");
+      else
+        fatal_alert(kBadRecordMac, "read: record too short");  // no room for a tag and a type
       break;
     }
     if (buffers_.input_bytes() < len) break;
-    // Content is at most len - header - tag - type; stop early if it might not fit the chunk.
-    size_t most = std::min(len - TlsRecords::kHeader - TlsRecords::kTag - 1, TlsRecords::kMaxContent);
-    if (chunk && chunk->capacity - filled < most) break;
+    // Decrypted straight into the chunk handed out: content, type and padding must fit.
+    size_t sealed = len - TlsRecords::kHeader - TlsRecords::kTag;
+    if (chunk && chunk->capacity - filled < sealed) break;
     record.resize(len);
     buffers_.read_input(record.data(), len);
+    if (!chunk) chunk = pool_.acquire();
     uint8_t type = 0;
-    char* content = nullptr;
     size_t content_len = 0;
-    if (!records_->open(record.data(), len, type, content, content_len)) {
-      fatal_alert(20, "read: decryption failed or bad record");  // bad_record_mac
+    char* content = chunk->data() + filled;
+    TlsRecords::Open opened = TlsRecords::Open::bad_tag;
+    if (sealed <= chunk->capacity - filled) {
+      opened = records_->open_into(record.data(), len, content, type, content_len);
+    } else {
+      // A padded record larger than a small pool's chunk: opened in place, its content moved
+      // into the chunk (it fits: content is at most 2^14), the rest wiped.
+      opened = records_->open_into(record.data(), len, record.data() + TlsRecords::kHeader, type, content_len);
+      if (opened == TlsRecords::Open::ok && content_len <= chunk->capacity - filled)
+        std::memcpy(content, record.data() + TlsRecords::kHeader, content_len);
+      else if (opened == TlsRecords::Open::ok)
+        opened = TlsRecords::Open::overflow;
+      OPENSSL_cleanse(record.data() + TlsRecords::kHeader, sealed);
+    }
+    if (opened != TlsRecords::Open::ok) {
+      if (opened == TlsRecords::Open::no_content_type)
+        fatal_alert(kUnexpectedMessage, "read: record without a content type");  // 5.4
+      else if (opened == TlsRecords::Open::overflow)
+        fatal_alert(kRecordOverflow, "read: record content over 2^14 bytes");  // 5.1
+      else
+        fatal_alert(kBadRecordMac, "read: decryption failed or bad record");
       break;
     }
     if (!handshake_bytes_.empty() && type != TlsRecords::kHandshake) {
-      fatal_alert(10, "read: handshake message interrupted");
+      fatal_alert(kUnexpectedMessage, "read: handshake message interrupted");
       break;
     }
     if (type == TlsRecords::kApplicationData) {
-      if (content_len == 0) continue;
-      if (!chunk) chunk = pool_.acquire();
-      std::memcpy(chunk->data() + filled, content, content_len);
+      if (content_len == 0) {
+        // Empty records carry nothing and cost a decryption each; OpenSSL allows 32 in a row.
+        if (++empty_records_ > kMaxEmptyRecords) {
+          fatal_alert(kUnexpectedMessage, "read: too many empty records");
+          break;
+        }
+        continue;
+      }
+      empty_records_ = 0;
+      key_updates_ = 0;
+      warnings_ = 0;
       filled += content_len;
     } else if (type == TlsRecords::kAlert) {
       if (content_len != 2) {
-        fatal_alert(50, "read: malformed alert");
+        fatal_alert(kDecodeError, "read: malformed alert");
         break;
       }
       uint8_t description = static_cast<uint8_t>(content[1]);
       if (description == 0) {
-        status_ = TlsStatus::closed;  // close_notify
-      } else if (description != 90) {  // user_canceled is followed by close_notify
+        status_ = TlsStatus::closed;  // close_notify; the connection answers with its own
+      } else if (description != kUserCanceled) {
         fail("read: the client sent alert " + std::to_string(description));
+      } else if (++warnings_ > kMaxWarnings) {  // user_canceled is followed by close_notify
+        fatal_alert(kUnexpectedMessage, "read: too many user_canceled alerts");
       }
     } else if (type == TlsRecords::kHandshake) {
       if (!handle_post_handshake(content, content_len)) break;
     } else {
-      fatal_alert(10, "read: unexpected record type " + std::to_string(type));
+      fatal_alert(kUnexpectedMessage, "read: unexpected record type " + std::to_string(type));
     }
   }
   if (filled > 0) {
@@ -401,10 +502,16 @@ TlsStatus TlsEngine::read_plaintext(Slice& out) {
     size_t n = 0;
     clear_stale_errors();
     int ret = SSL_read_ex(ssl_, chunk->data() + filled, chunk->capacity - filled, &n);
+    if (key_updates_ > kMaxKeyUpdates) {
+      // OpenSSL has already answered each; it offers no way to send a fatal alert of ours.
+      last = fail("read: too many KeyUpdates without application data");
+      break;
+    }
     if (ret != 1) {
       last = result(ret, "read");
       break;
     }
+    key_updates_ = 0;
     filled += n;
     // Everything fed has been decrypted: stop without the call that would only say so.
     if (buffers_.input_bytes() == 0 && SSL_has_pending(ssl_) == 0) break;
@@ -439,7 +546,8 @@ TlsStatus TlsEngine::shutdown() {
   if (status_ == TlsStatus::error) return status_;
   if (records_) {
     static const char close_notify[2] = {1, 0};  // warning, close_notify
-    if (!close_sent_ && !seal_record(TlsRecords::kAlert, close_notify, 2)) return fail("shutdown: sealing failed");
+    if (close_sent_) return TlsStatus::ok;
+    if (!seal_record(TlsRecords::kAlert, close_notify, 2)) return fail("shutdown: sealing failed");
     close_sent_ = true;
     return TlsStatus::ok;
   }

@@ -108,6 +108,7 @@ class TlsEngine {
   const std::shared_ptr<const TlsContext>& context() const { return context_; }
   const std::shared_ptr<const TlsClientContext>& client_context() const { return client_context_; }
   SSL* native_handle() { return ssl_; }  // tests and diagnostics only; null once own_records()
+  TlsRecords* records_for_test() { return records_.get(); }  // null unless own_records()
 
  private:
   TlsStatus result(int ret, const char* operation);
@@ -122,7 +123,11 @@ class TlsEngine {
     ~Secrets();  // wipes both
   };
   static int ex_index();
+  static void on_message(int write_p, int version, int content_type, const void* buf, size_t len, SSL* ssl,
+                         void* arg) noexcept;
+  bool may_take_over() const;
   void take_over_records(uint64_t records_sent);
+  void evict_session();
   TlsStatus read_records(Slice& out);
   TlsStatus write_records(const char* data, size_t len);
   bool seal_record(uint8_t type, const char* data, size_t len);
@@ -145,6 +150,12 @@ class TlsEngine {
   const char* cipher_name_ = nullptr;    // static in libssl
   bool reused_ = false;
   bool close_sent_ = false;
+  bool key_update_due_ = false;  // the client asked for a KeyUpdate; answered before the next data
+  uint8_t empty_records_ = 0;    // in a row; these three are reset by application data
+  uint8_t warnings_ = 0;
+  uint8_t key_updates_ = 0;
+  uint8_t session_id_len_ = 0;   // the session's cache entry, evicted if the connection fails
+  unsigned char session_id_[32] = {};
 };
 
 }  // namespace sprayer::proxy

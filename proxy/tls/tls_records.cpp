@@ -76,13 +76,17 @@ class HmacContexts {
   EVP_MAC_CTX* ctx_[2] = {};
 };
 
+HmacContexts& hmac_contexts() {
+  thread_local HmacContexts contexts;
+  return contexts;
+}
+
 // HKDF-Expand-Label(secret, label, "", out_len) (RFC 8446 7.1). Every output here fits one
 // HKDF-Expand block (RFC 5869 2.3): T(1) = HMAC(secret, HkdfLabel || 0x01). A null `secret`
 // reuses the key of the previous call on this thread (HMAC's padded key blocks are kept).
 bool expand_label(const EVP_MD* digest, const unsigned char* secret, size_t secret_len, std::string_view label,
                   unsigned char* out, size_t out_len) {
-  thread_local HmacContexts contexts;
-  EVP_MAC_CTX* mac = contexts.get(digest);
+  EVP_MAC_CTX* mac = hmac_contexts().get(digest);
   if (!mac || out_len > size_t(EVP_MD_get_size(digest)) || label.size() > 32) return false;
   unsigned char info[2 + 1 + 6 + 32 + 1 + 1];
   size_t n = 0;
@@ -102,6 +106,13 @@ bool expand_label(const EVP_MD* digest, const unsigned char* secret, size_t secr
   if (ok) std::memcpy(out, block, out_len);
   OPENSSL_cleanse(block, sizeof block);
   return ok;
+}
+
+// Re-keys this thread's HMAC context with a dummy key, so no traffic secret stays in it (as
+// the key, or as the padded key blocks HMAC keeps) once a derivation is over.
+void forget_hmac_key(const EVP_MD* digest) {
+  static const unsigned char kDummy[1] = {0};
+  if (EVP_MAC_CTX* mac = hmac_contexts().get(digest)) EVP_MAC_init(mac, kDummy, sizeof kDummy, nullptr);
 }
 
 }  // namespace
@@ -139,6 +150,15 @@ std::unique_ptr<TlsRecords> TlsRecords::create(uint16_t suite, std::string_view 
   return records;
 }
 
+std::string TlsRecords::kept_hmac_output_for_test(uint16_t suite) {
+  size_t index = 0;
+  while (index < 3 && kSuites[index].id != suite) ++index;
+  if (index == 3 || !algorithms().digest[index]) return {};
+  unsigned char out[16];
+  if (!expand_label(algorithms().digest[index], nullptr, 0, "probe", out, sizeof out)) return {};
+  return std::string(reinterpret_cast<const char*>(out), sizeof out);
+}
+
 TlsRecords::~TlsRecords() {
   for (Direction* d : {&read_, &write_}) {
     EVP_CIPHER_CTX_free(d->ctx);
@@ -151,6 +171,7 @@ bool TlsRecords::install(Direction& d, bool encrypt) {
   unsigned char key[32];
   bool ok = expand_label(digest_, d.secret, hash_len_, "key", key, key_len_) &&
             expand_label(digest_, nullptr, 0, "iv", d.iv, sizeof d.iv);  // same secret
+  forget_hmac_key(digest_);
   if (ok && !d.ctx) ok = (d.ctx = EVP_CIPHER_CTX_new()) != nullptr;
   // The default nonce length of both AEADs is the 12 bytes TLS 1.3 uses.
   if (ok) ok = EVP_CipherInit_ex(d.ctx, cipher_, nullptr, key, nullptr, encrypt ? 1 : 0) == 1;
@@ -161,7 +182,9 @@ bool TlsRecords::install(Direction& d, bool encrypt) {
 
 bool TlsRecords::next_secret(Direction& d) {
   unsigned char next[48];
-  if (!expand_label(digest_, d.secret, hash_len_, "traffic upd", next, hash_len_)) return false;
+  bool ok = expand_label(digest_, d.secret, hash_len_, "traffic upd", next, hash_len_);
+  forget_hmac_key(digest_);
+  if (!ok) return false;
   std::memcpy(d.secret, next, hash_len_);
   OPENSSL_cleanse(next, sizeof next);
   return true;
@@ -182,8 +205,7 @@ size_t TlsRecords::record_length(const unsigned char* header) {
   return kHeader + len;
 }
 
-size_t TlsRecords::seal(uint8_t type, const char* data, size_t len, char* out) {
-  if (len > kMaxContent) return 0;
+size_t TlsRecords::seal_any(uint8_t type, const char* data, size_t len, char* out) {
   auto* o = reinterpret_cast<unsigned char*>(out);
   size_t inner = len + 1 + kTag;
   o[0] = kApplicationData;
@@ -213,32 +235,40 @@ size_t TlsRecords::seal(uint8_t type, const char* data, size_t len, char* out) {
   return kHeader + inner;
 }
 
-bool TlsRecords::open(char* record, size_t record_len, uint8_t& type, char*& content, size_t& content_len) {
-  if (record_len < kHeader + 1 + kTag) return false;
-  auto* r = reinterpret_cast<unsigned char*>(record);
+TlsRecords::Open TlsRecords::open_into(const char* record, size_t record_len, char* out, uint8_t& type,
+                                       size_t& content_len) {
+  if (record_len < kHeader + 1 + kTag) return Open::bad_tag;
+  const auto* r = reinterpret_cast<const unsigned char*>(record);
+  auto* o = reinterpret_cast<unsigned char*>(out);
   size_t sealed = record_len - kHeader - kTag;
   unsigned char iv[12];
   nonce(read_, iv);
   EVP_CIPHER_CTX* ctx = read_.ctx;
   int n = 0;
   size_t produced = 0;
-  if (EVP_DecryptInit_ex(ctx, nullptr, nullptr, nullptr, iv) != 1) return false;
-  if (EVP_DecryptUpdate(ctx, nullptr, &n, r, kHeader) != 1) return false;
-  if (EVP_DecryptUpdate(ctx, r + kHeader, &n, r + kHeader, static_cast<int>(sealed)) != 1) return false;
-  produced += size_t(n);
-  if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, static_cast<int>(kTag), r + kHeader + sealed) != 1) return false;
-  if (EVP_DecryptFinal_ex(ctx, r + kHeader + produced, &n) != 1) return false;  // the tag did not match
-  produced += size_t(n);
-  if (produced != sealed) return false;
+  if (EVP_DecryptInit_ex(ctx, nullptr, nullptr, nullptr, iv) != 1) return Open::bad_tag;
+  if (EVP_DecryptUpdate(ctx, nullptr, &n, r, kHeader) != 1) return Open::bad_tag;
+  bool ok = EVP_DecryptUpdate(ctx, o, &n, r + kHeader, static_cast<int>(sealed)) == 1;
+  if (ok) {
+    produced = size_t(n);
+    // The tag is checked only after the whole body was decrypted into `out`.
+    ok = EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, static_cast<int>(kTag),
+                             const_cast<unsigned char*>(r + kHeader + sealed)) == 1 &&
+         EVP_DecryptFinal_ex(ctx, o + produced, &n) == 1;
+    if (ok) produced += size_t(n);
+  }
+  if (!ok || produced != sealed) {
+    OPENSSL_cleanse(o, sealed);  // forged: what it decrypted to is nobody's business
+    return Open::bad_tag;
+  }
   ++read_.seq;
   // TLSInnerPlaintext: content, the type, then zero padding (5.4).
   size_t end = sealed;
-  while (end > 0 && r[kHeader + end - 1] == 0) --end;
-  if (end == 0) return false;
-  type = r[kHeader + end - 1];
-  content = record + kHeader;
+  while (end > 0 && o[end - 1] == 0) --end;
+  if (end == 0) return Open::no_content_type;
+  type = o[end - 1];
   content_len = end - 1;
-  return content_len <= kMaxContent;
+  return content_len <= kMaxContent ? Open::ok : Open::overflow;
 }
 
 }  // namespace sprayer::proxy

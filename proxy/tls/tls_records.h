@@ -46,12 +46,31 @@ class TlsRecords {
   // Seals `len` bytes (at most kMaxContent) of content `type` into `out`, which must have room
   // for sealed_size(len). Returns the bytes written, 0 when OpenSSL fails.
   static size_t sealed_size(size_t len) { return kHeader + len + 1 + kTag; }
-  size_t seal(uint8_t type, const char* data, size_t len, char* out);
+  size_t seal(uint8_t type, const char* data, size_t len, char* out) {
+    return len > kMaxContent ? 0 : seal_any(type, data, len, out);
+  }
+  // Tests only: seals up to kMaxCiphertext - kTag - 1 bytes, as a client breaking the limit would.
+  size_t seal_oversized_for_test(uint8_t type, const char* data, size_t len, char* out) {
+    return len + 1 + kTag > kMaxCiphertext ? 0 : seal_any(type, data, len, out);
+  }
 
-  // Opens the whole record at `record` (header included) in place. On success `type` and the
-  // content (`content`, `content_len`, inside the record's buffer) are set; false on a bad tag
-  // or a record with no content type.
-  bool open(char* record, size_t record_len, uint8_t& type, char*& content, size_t& content_len);
+  // Why a record did not open; each has its alert (RFC 8446 5.2, 5.4).
+  enum class Open {
+    ok,
+    bad_tag,          // bad_record_mac
+    no_content_type,  // all-zero inner plaintext: unexpected_message
+    overflow,         // inner content over 2^14: record_overflow
+  };
+  // Opens the whole record at `record` (header included), decrypting into `out`, which has
+  // room for record_len - kHeader - kTag bytes (`out` may be record + kHeader: in place). On
+  // ok, `type` and the content (at `out`, `content_len` bytes) are set. Whatever was decrypted
+  // from a record that fails is wiped: unauthenticated plaintext never stays behind.
+  Open open_into(const char* record, size_t record_len, char* out, uint8_t& type, size_t& content_len);
+  // In place; true when open_into() says ok.
+  bool open(char* record, size_t record_len, uint8_t& type, char*& content, size_t& content_len) {
+    content = record + kHeader;
+    return open_into(record, record_len, content, type, content_len) == Open::ok;
+  }
 
   // KeyUpdate (section 4.6.3): the next read or write key, derived from the current secret.
   bool update_read_key();
@@ -62,6 +81,15 @@ class TlsRecords {
 
   uint64_t read_seq() const { return read_.seq; }
   uint64_t write_seq() const { return write_.seq; }
+
+  // Tests only: what this thread's HMAC context derives when re-used without a new key (it
+  // must not depend on any secret a record layer derived from before).
+  static std::string kept_hmac_output_for_test(uint16_t suite);
+  // Tests only: moves both sequence numbers (a record layer near its 2^24-record rekey).
+  void set_sequence_for_test(uint64_t read_seq, uint64_t write_seq) {
+    read_.seq = read_seq;
+    write_.seq = write_seq;
+  }
 
  private:
   static constexpr uint64_t kRekeyAfter = uint64_t(1) << 24;
@@ -74,6 +102,7 @@ class TlsRecords {
   };
 
   TlsRecords() = default;
+  size_t seal_any(uint8_t type, const char* data, size_t len, char* out);
   bool install(Direction& d, bool encrypt);
   bool next_secret(Direction& d);
   void nonce(const Direction& d, unsigned char out[12]) const;

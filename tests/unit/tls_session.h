@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <algorithm>
@@ -32,7 +33,7 @@ using Clock = std::chrono::system_clock;
 
 // ---- test PKI ----------------------------------------------------------------------------
 
-void write_file(const std::string& path, std::string_view data) {
+inline void write_file(const std::string& path, std::string_view data) {
   std::FILE* f = std::fopen(path.c_str(), "wb");
   REQUIRE(f);
   REQUIRE(std::fwrite(data.data(), 1, data.size(), f) == data.size());
@@ -139,31 +140,31 @@ struct Pki {
   }
 };
 
-const Pki& pki() {
+inline const Pki& pki() {
   static Pki instance;  // RSA key generation is slow: once per test run
   return instance;
 }
 
-TlsSettings standard_settings() {
+inline TlsSettings standard_settings() {
   TlsSettings s;
   s.certificates = {{pki().wild_rsa, pki().rsa_key}, {pki().wild_ec, pki().ec_key}, {pki().pool1_rsa, pki().rsa_key}};
   return s;
 }
 
-std::shared_ptr<const TlsContext> load_ok(const TlsSettings& settings, const TlsContext* previous = nullptr) {
+inline std::shared_ptr<const TlsContext> load_ok(const TlsSettings& settings, const TlsContext* previous = nullptr) {
   TlsLoadResult r = TlsContext::load(settings, Clock::now(), previous);
   INFO(r.error);
   REQUIRE(r.ok());
   return r.context;
 }
 
-std::string load_error(const TlsSettings& settings, Clock::time_point now = Clock::now()) {
+inline std::string load_error(const TlsSettings& settings, Clock::time_point now = Clock::now()) {
   TlsLoadResult r = TlsContext::load(settings, now);
   CHECK_FALSE(r.ok());
   return r.error;
 }
 
-bool contains(std::string_view hay, std::string_view needle) { return hay.find(needle) != std::string_view::npos; }
+inline bool contains(std::string_view hay, std::string_view needle) { return hay.find(needle) != std::string_view::npos; }
 
 // ---- an OpenSSL client on memory BIOs ------------------------------------------------------
 
@@ -178,6 +179,7 @@ struct ClientOptions {
   bool verify = true;  // chain to the test CAs and name == sni
   bool no_ticket = false;
   SSL_SESSION* session = nullptr;
+  uint8_t max_fragment = 0;  // TLSEXT_max_fragment_length_512..4096 asks for RFC 6066 records
 };
 
 struct Client {
@@ -188,6 +190,7 @@ struct Client {
   bool failed = false;
   std::string error;
   std::string received;
+  std::string client_secret, server_secret;  // TLS 1.3 application traffic secrets, from the key log
 
   explicit Client(const ClientOptions& o) {
     ctx = SSL_CTX_new(TLS_client_method());
@@ -199,6 +202,7 @@ struct Client {
     if (!o.ciphers.empty()) REQUIRE(SSL_CTX_set_cipher_list(ctx, o.ciphers.c_str()) == 1);
     if (!o.suites.empty()) REQUIRE(SSL_CTX_set_ciphersuites(ctx, o.suites.c_str()) == 1);
     if (o.no_ticket) SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+    SSL_CTX_set_keylog_callback(ctx, &Client::on_keylog);
     if (o.verify) {
       REQUIRE(SSL_CTX_load_verify_locations(ctx, pki().ca_bundle.c_str(), nullptr) == 1);
       SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
@@ -220,6 +224,20 @@ struct Client {
               0);
     }
     if (o.session) REQUIRE(SSL_set_session(ssl, o.session) == 1);
+    if (o.max_fragment) REQUIRE(SSL_set_tlsext_max_fragment_length(ssl, o.max_fragment) == 1);
+    SSL_set_app_data(ssl, this);
+  }
+
+  static void on_keylog(const SSL* ssl, const char* line) {
+    auto* self = static_cast<Client*>(SSL_get_app_data(ssl));
+    std::string text(line);
+    std::string* out = nullptr;
+    if (text.rfind("CLIENT_TRAFFIC_SECRET_0 ", 0) == 0) out = &self->client_secret;
+    if (text.rfind("SERVER_TRAFFIC_SECRET_0 ", 0) == 0) out = &self->server_secret;
+    if (!out) return;
+    std::string hex = text.substr(text.rfind(' ') + 1);
+    out->clear();
+    for (size_t i = 0; i + 1 < hex.size(); i += 2) out->push_back(char(std::stoi(hex.substr(i, 2), nullptr, 16)));
   }
   ~Client() {
     // Like the engine: a connection that simply ends keeps its session resumable.
@@ -315,7 +333,7 @@ struct Session {
   bool established() const { return client.done() && !client.failed && server.handshake_done(); }
 };
 
-SSL_SESSION* handshake_and_keep_session(std::shared_ptr<const TlsContext> ctx, ClientOptions o) {
+inline SSL_SESSION* handshake_and_keep_session(std::shared_ptr<const TlsContext> ctx, ClientOptions o) {
   Session s(std::move(ctx), o);
   s.pump();
   REQUIRE(s.established());
@@ -325,14 +343,14 @@ SSL_SESSION* handshake_and_keep_session(std::shared_ptr<const TlsContext> ctx, C
   return session;
 }
 
-std::string ticket_key_name(SSL_SESSION* session) {
+inline std::string ticket_key_name(SSL_SESSION* session) {
   const unsigned char* ticket = nullptr;
   size_t len = 0;
   SSL_SESSION_get0_ticket(session, &ticket, &len);
   return len >= 16 ? std::string(reinterpret_cast<const char*>(ticket), 16) : std::string();
 }
 
-std::string binary_key(char seed) {
+inline std::string binary_key(char seed) {
   std::string key(80, '\0');
   for (size_t i = 0; i < key.size(); ++i) key[i] = char(seed * 31 + i * 13 + 1);
   key[0] = '\x01';  // never mistaken for text
