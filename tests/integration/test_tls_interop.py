@@ -336,6 +336,73 @@ class TlsInteropTest(harness.TestCase):
                     self.assertTrue(reused)
                 self.record("python", suite, "resume", resume)
 
+    # ---- closing ------------------------------------------------------------------------
+
+    def close_notify_after_request(self, port, request=get("/poolsim/blob?size=1000")):
+        """Sends a request and close_notify in one segment; returns (response bytes, whether
+        the server's close_notify ended them)."""
+        ctx = ssl.create_default_context(cafile=self.pki.ca)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = ctx.wrap_bio(incoming, outgoing, server_hostname=HOST)
+        with socket.create_connection(("127.0.0.1", port), timeout=STEP) as sock:
+            deadline = time.monotonic() + STEP
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    sock.sendall(outgoing.read())
+                    data = sock.recv(65536)
+                    self.assertTrue(data and time.monotonic() < deadline, "handshake did not finish")
+                    incoming.write(data)
+            sock.sendall(outgoing.read())
+            if request:
+                tls.write(request)
+            try:
+                tls.unwrap()  # queues our close_notify behind the request
+            except ssl.SSLWantReadError:
+                pass
+            sock.sendall(outgoing.read())
+            while time.monotonic() < deadline:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                incoming.write(data)
+            plain, closed = b"", False
+            while True:
+                try:
+                    piece = tls.read(65536)
+                except ssl.SSLZeroReturnError:
+                    closed = True
+                    break
+                except ssl.SSLWantReadError:
+                    break
+                if not piece:
+                    break
+                plain += piece
+            return plain, closed
+
+    def test_close_notify_after_a_request_gets_the_response_then_close_notify(self):
+        plain, closed = self.close_notify_after_request(self.port)
+        self.assertTrue(blob_ok(plain, 1000), plain[:300])
+        self.assertTrue(closed, "no close_notify after the response")
+        plain, closed = self.close_notify_after_request(self.port, request=None)
+        self.assertEqual(plain, b"")
+        self.assertTrue(closed, "a close_notify between requests was not answered")
+        # The same on OpenSSL's record layer.
+        port = harness.free_port()
+        config = tls_config(self.pki, self.pool, port, harness.free_port(), harness.free_port(), self.pki.tickets,
+                            record_layer="openssl")
+        config["listeners"] = config["listeners"][:1]
+        other = Sprayer(config).start()
+        try:
+            self.assertTrue(harness.port_accepts(port))
+            plain, closed = self.close_notify_after_request(port)
+            self.assertTrue(blob_ok(plain, 1000), plain[:300])
+            self.assertTrue(closed, "no close_notify after the response (record_layer: openssl)")
+        finally:
+            other.stop()
+
     # ---- hostile ------------------------------------------------------------------------
 
     def test_keyupdate_flood_is_cut_off_without_memory_growth(self):
