@@ -210,6 +210,7 @@ void DownstreamConnection::drain_tls() {
 void DownstreamConnection::handle_tls_close() {
   // The client's close_notify closes its direction only (RFC 8446 6.1): a request it finished
   // before is still answered, then our close_notify follows (start_lingering_close).
+  if (state_ == State::closing || state_ == State::closed) return;
   pause_reading(kPausePeerClosed);
   if (state_ == State::in_exchange && request_complete_) {
     close_after_response_ = true;
