@@ -1,8 +1,12 @@
 // libFuzzer target for the server's own TLS 1.3 record layer. Each input starts from a real
 // handshake with an OpenSSL client (memory BIOs); the input then becomes a series of records
 // sealed under the client's key (any inner plaintext: content, content type, padding, so the
-// parsing behind the AEAD is reached), raw bytes, writes and closes. Invariants trap: the
-// engine took over, never hands out more than it was given, and gives every chunk back.
+// parsing behind the AEAD is reached), raw bytes, writes and closes. The mirror (the client's
+// record layer) follows the KeyUpdates it sends, so states after one are reached, and opens
+// everything the server sends, following the server's KeyUpdates. Invariants trap: the engine
+// took over, never hands out more than it was given, gives every chunk back; every record it
+// sends opens under the client's keys, its application data is exactly what was written, and
+// nothing follows its close_notify.
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
@@ -139,7 +143,39 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::unique_ptr<TlsRecords> mirror = TlsRecords::create(suite, capture->server, capture->client, 0, error);
     CHECK_OR_TRAP(mirror);
 
+    mirror->set_sequence_for_test(server.records_for_test()->write_seq(), 0);  // after the tickets
+
     size_t fed_plain = 0, got_plain = 0;
+    std::string written, answered;  // application data the server accepted, and what it sent
+    std::string mirror_handshake;   // the mirror's own KeyUpdates, reassembled like the server does
+    bool server_closed = false;
+    // Opens every record the server sent (whole records: the engine emits them whole).
+    auto check_output = [&] {
+      std::string out;
+      server.take_ciphertext(out);
+      size_t at = 0;
+      while (at < out.size()) {
+        CHECK_OR_TRAP(out.size() - at >= TlsRecords::kHeader);
+        size_t n = TlsRecords::record_length(reinterpret_cast<const unsigned char*>(out.data() + at));
+        CHECK_OR_TRAP(n > 0 && at + n <= out.size());
+        CHECK_OR_TRAP(!server_closed);  // nothing after close_notify
+        uint8_t type = 0;
+        char* content = nullptr;
+        size_t content_len = 0;
+        CHECK_OR_TRAP(mirror->open(out.data() + at, n, type, content, content_len));
+        std::string_view c(content, content_len);
+        if (type == TlsRecords::kApplicationData) answered.append(c);
+        if (type == TlsRecords::kHandshake) {
+          CHECK_OR_TRAP(c == std::string_view("\x18\x00\x00\x01\x00", 5));  // only KeyUpdate, not requested
+          CHECK_OR_TRAP(mirror->update_read_key());
+        }
+        if (type == TlsRecords::kAlert) {
+          CHECK_OR_TRAP(content_len == 2);
+          if (c[1] == 0) server_closed = true;
+        }
+        at += n;
+      }
+    };
     size_t at = 0;
     std::string wire;
     while (at < size) {
@@ -163,14 +199,24 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           std::string inner(bytes, len - 1);  // what the server finds inside: content, type, zeros
           inner.push_back(static_cast<char>(type));
           while (!inner.empty() && inner.back() == 0) inner.pop_back();
-          if (!inner.empty() && static_cast<uint8_t>(inner.back()) == TlsRecords::kApplicationData)
-            fed_plain += inner.size() - 1;
+          uint8_t inner_type = inner.empty() ? 0 : static_cast<uint8_t>(inner.back());
+          if (inner_type == TlsRecords::kApplicationData) fed_plain += inner.size() - 1;
           server.feed_ciphertext(wire.data(), n);
+          // A whole KeyUpdate the server will follow: the mirror's next records use the next key.
+          if (inner_type == TlsRecords::kHandshake) {
+            mirror_handshake.append(inner, 0, inner.size() - 1);
+            while (mirror_handshake.size() >= 5 && mirror_handshake.compare(0, 4, "\x18\x00\x00\x01", 4) == 0) {
+              mirror_handshake.erase(0, 5);
+              mirror->update_write_key();
+            }
+          } else if (inner_type != 0) {
+            mirror_handshake.clear();
+          }
           break;
         }
         case 3:  // the proxy answers, or closes
           if (len == 0) server.shutdown();
-          else server.write_plaintext(bytes, len);
+          else if (server.write_plaintext(bytes, len) == TlsStatus::ok) written.append(bytes, len);
           break;
       }
       Slice plain;
@@ -179,9 +225,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         got_plain += plain.size();
         plain.reset();
       }
-      std::string out;
-      server.take_ciphertext(out);
+      check_output();
     }
+    // What the server sent as application data is exactly what it accepted to write.
+    CHECK_OR_TRAP(answered == written);
     // Application data comes out at most once, and only from records that carried it.
     CHECK_OR_TRAP(got_plain <= fed_plain);
     SSL_free(client);
