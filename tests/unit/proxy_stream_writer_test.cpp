@@ -75,3 +75,41 @@ TEST_CASE("tls data: a head and its body slices go out as full records, not a re
   CHECK(loop.close() == 0);
   close(fds[1]);
 }
+
+TEST_CASE("stream writer: small slices pin no chunk, and each queued write counts its cost") {
+  int fds[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, fds) == 0);
+  int small = 4096;
+  REQUIRE(setsockopt(fds[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small) == 0);
+  sprayer::test::TestLoop loop;
+  uv_pipe_t pipe;
+  REQUIRE(uv_pipe_init(loop.get(), &pipe, 0) == 0);
+  REQUIRE(uv_pipe_open(&pipe, fds[0]) == 0);
+  StreamWriter writer;
+  writer.init(reinterpret_cast<uv_stream_t*>(&pipe), nullptr, nullptr);
+  BufferPool pool(32 * 1024, 4);
+  // A peer that never reads: once the socket is full every flush queues a write of 22 bytes
+  // (a TLS alert or KeyUpdate answer), as a hostile client provokes them.
+  size_t flushes = 0;
+  while (writer.in_flight() == 0 || flushes < 200) {
+    Chunk* chunk = pool.acquire();
+    std::memset(chunk->data(), 'k', 22);
+    writer.add(Slice(chunk, chunk->data(), 22));
+    BufferPool::unref(chunk);
+    CHECK(pool.outstanding() == 0);  // copied: the chunk went back at once
+    REQUIRE(writer.flush() == 0);
+    REQUIRE(++flushes < 100000);
+  }
+  CHECK(writer.queued() >= writer.in_flight() + 100 * StreamWriter::kRequestCost);
+  // A slice of a useful size is still sent without a copy.
+  Chunk* chunk = pool.acquire();
+  writer.add(Slice(chunk, chunk->data(), StreamWriter::kCopyBelow));
+  BufferPool::unref(chunk);
+  CHECK(pool.outstanding() == 1);
+  writer.discard();
+  CHECK(pool.outstanding() == 0);
+  uv_close(reinterpret_cast<uv_handle_t*>(&pipe), nullptr);
+  REQUIRE(loop.run_until([&] { return true; }, std::chrono::seconds(1)));
+  close(fds[1]);
+  CHECK(loop.close() == 0);
+}
