@@ -7,6 +7,12 @@
 // took over, never hands out more than it was given, gives every chunk back; every record it
 // sends opens under the client's keys, its application data is exactly what was written, and
 // nothing follows its close_notify.
+//
+// Differential mode (SPRAYER_FUZZ_DIFFERENTIAL=1 in the environment): every input also runs
+// against a second connection on OpenSSL's record layer (`record_layer: openssl`), each record
+// sealed for it with its own client keys; while both connections are still healthy they must
+// have delivered exactly the same application data. (Once either fails or closes, their
+// policies may differ: OpenSSL also checks the alert level that RFC 8446 lets a receiver ignore.)
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
@@ -52,6 +58,7 @@ void on_client_keylog(const SSL*, const char* line) {
 
 struct Setup {
   std::shared_ptr<const TlsContext> server;
+  std::shared_ptr<const TlsContext> reference;  // record_layer: openssl, for the differential mode
   SSL_CTX* client = nullptr;
 
   Setup() {
@@ -84,6 +91,12 @@ struct Setup {
     TlsLoadResult loaded = TlsContext::load(settings, std::chrono::system_clock::now());
     CHECK_OR_TRAP(loaded.ok());
     server = loaded.context;
+    if (getenv("SPRAYER_FUZZ_DIFFERENTIAL")) {
+      settings.own_records = false;
+      TlsLoadResult ref = TlsContext::load(settings, std::chrono::system_clock::now());
+      CHECK_OR_TRAP(ref.ok());
+      reference = ref.context;
+    }
     unlink(cert_path.c_str());
     unlink(key_path.c_str());
     rmdir(dir);
@@ -121,6 +134,65 @@ void pump(SSL* client, BIO* to_client, BIO* from_client, TlsEngine& server) {
   }
 }
 
+// A client's record layer as the fuzzer drives it: seals records under the client's keys and
+// follows the KeyUpdates it sends once they are whole (as the server reassembles them).
+struct Forger {
+  std::unique_ptr<TlsRecords> records;
+  std::string handshake;
+
+  size_t seal(uint8_t type, const char* bytes, size_t len, std::string& wire, uint8_t inner_type,
+              std::string_view inner_content) {
+    wire.resize(TlsRecords::sealed_size(len));
+    size_t n = records->seal(type, bytes, len, wire.data());
+    CHECK_OR_TRAP(n == wire.size());
+    if (inner_type == TlsRecords::kHandshake) {
+      handshake.append(inner_content);
+      while (handshake.size() >= 5 && handshake.compare(0, 4, "\x18\x00\x00\x01", 4) == 0) {
+        handshake.erase(0, 5);
+        records->update_write_key();
+      }
+    } else if (inner_type != 0) {
+      handshake.clear();
+    }
+    return n;
+  }
+};
+
+// The same input's twin on OpenSSL's record layer (differential mode).
+struct Reference {
+  TlsEngine engine;
+  SSL* client;
+  BIO* to_client;
+  BIO* from_client;
+  Forger forger;
+  std::string plain;
+
+  Reference(const std::shared_ptr<const TlsContext>& ctx, SSL_CTX* client_ctx, BufferPool& pool)
+      : engine(ctx, pool), client(SSL_new(client_ctx)) {
+    to_client = BIO_new(BIO_s_mem());
+    from_client = BIO_new(BIO_s_mem());
+    SSL_set_bio(client, to_client, from_client);
+    SSL_set_connect_state(client);
+    *capture = Secrets{};
+    pump(client, to_client, from_client, engine);
+    CHECK_OR_TRAP(engine.handshake_done() && !engine.own_records());
+    std::string error;
+    uint16_t suite = SSL_CIPHER_get_protocol_id(SSL_get_current_cipher(client));
+    forger.records = TlsRecords::create(suite, capture->server, capture->client, 0, error);
+    CHECK_OR_TRAP(forger.records);
+  }
+  ~Reference() { SSL_free(client); }
+  void read() {
+    Slice out;
+    for (int i = 0; i < 4096 && engine.read_plaintext(out) == TlsStatus::ok; ++i) {
+      plain.append(out.data(), out.size());
+      out.reset();
+    }
+    std::string discard;
+    engine.take_ciphertext(discard);
+  }
+};
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -140,14 +212,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::string error;
     uint16_t suite = SSL_CIPHER_get_protocol_id(SSL_get_current_cipher(client));
     // The client's mirror: it writes under the client's secret, from sequence number 0.
-    std::unique_ptr<TlsRecords> mirror = TlsRecords::create(suite, capture->server, capture->client, 0, error);
+    Forger forger;
+    forger.records = TlsRecords::create(suite, capture->server, capture->client, 0, error);
+    TlsRecords* mirror = forger.records.get();
     CHECK_OR_TRAP(mirror);
+    std::unique_ptr<Reference> reference;
+    if (setup.reference) reference = std::make_unique<Reference>(setup.reference, setup.client, pool);
+    std::string own_plain;
 
     mirror->set_sequence_for_test(server.records_for_test()->write_seq(), 0);  // after the tickets
 
     size_t fed_plain = 0, got_plain = 0;
     std::string written, answered;  // application data the server accepted, and what it sent
-    std::string mirror_handshake;   // the mirror's own KeyUpdates, reassembled like the server does
     bool server_closed = false;
     // Opens every record the server sent (whole records: the engine emits them whole).
     auto check_output = [&] {
@@ -188,44 +264,48 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       switch (op & 0x03) {
         case 0:  // raw bytes, as a broken or hostile client would send
           server.feed_ciphertext(bytes, len);
+          if (reference) reference->engine.feed_ciphertext(bytes, len);
           break;
         case 1:
         case 2: {  // a sealed record; its last input byte is the inner content type (0 = padding)
           if (len == 0 || len - 1 > TlsRecords::kMaxContent) break;
           uint8_t type = static_cast<uint8_t>(bytes[len - 1]);
-          wire.resize(TlsRecords::sealed_size(len - 1));
-          size_t n = mirror->seal(type, bytes, len - 1, wire.data());
-          CHECK_OR_TRAP(n == wire.size());
           std::string inner(bytes, len - 1);  // what the server finds inside: content, type, zeros
           inner.push_back(static_cast<char>(type));
           while (!inner.empty() && inner.back() == 0) inner.pop_back();
           uint8_t inner_type = inner.empty() ? 0 : static_cast<uint8_t>(inner.back());
+          std::string_view inner_content(inner.data(), inner.empty() ? 0 : inner.size() - 1);
           if (inner_type == TlsRecords::kApplicationData) fed_plain += inner.size() - 1;
+          // A whole KeyUpdate the server will follow: the forger's next records use the next key.
+          size_t n = forger.seal(type, bytes, len - 1, wire, inner_type, inner_content);
           server.feed_ciphertext(wire.data(), n);
-          // A whole KeyUpdate the server will follow: the mirror's next records use the next key.
-          if (inner_type == TlsRecords::kHandshake) {
-            mirror_handshake.append(inner, 0, inner.size() - 1);
-            while (mirror_handshake.size() >= 5 && mirror_handshake.compare(0, 4, "\x18\x00\x00\x01", 4) == 0) {
-              mirror_handshake.erase(0, 5);
-              mirror->update_write_key();
-            }
-          } else if (inner_type != 0) {
-            mirror_handshake.clear();
+          if (reference) {
+            n = reference->forger.seal(type, bytes, len - 1, wire, inner_type, inner_content);
+            reference->engine.feed_ciphertext(wire.data(), n);
           }
           break;
         }
         case 3:  // the proxy answers, or closes
           if (len == 0) server.shutdown();
           else if (server.write_plaintext(bytes, len) == TlsStatus::ok) written.append(bytes, len);
+          if (reference && len == 0) reference->engine.shutdown();
+          else if (reference) reference->engine.write_plaintext(bytes, len);
           break;
       }
       Slice plain;
-      for (int i = 0; i < 64 && server.read_plaintext(plain) == TlsStatus::ok; ++i) {
+      for (int i = 0; i < 4096 && server.read_plaintext(plain) == TlsStatus::ok; ++i) {
         CHECK_OR_TRAP(!plain.empty() && plain.size() <= pool.chunk_size());
         got_plain += plain.size();
+        if (reference) own_plain.append(plain.data(), plain.size());
         plain.reset();
       }
       check_output();
+      if (reference) {
+        reference->read();
+        // Both still healthy: the same application data came out of both record layers.
+        if (server.status() == TlsStatus::ok && reference->engine.status() == TlsStatus::ok)
+          CHECK_OR_TRAP(own_plain == reference->plain);
+      }
     }
     // What the server sent as application data is exactly what it accepted to write.
     CHECK_OR_TRAP(answered == written);
