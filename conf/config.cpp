@@ -440,6 +440,8 @@ class Loader {
   void read_upstream(const Item& item, UpstreamConfig& upstream);
   void read_http(const Item& item, HttpConfig& http);
   void read_admin(const Item& item, AdminConfig& admin);
+  void read_token(const Item& item, std::string& out);
+  void read_token_file(const Item& item, std::string& path, std::string& token);
   void read_log(const Item& item, LogConfig& log);
   void read_access_log(const Item& item, AccessLogConfig& access_log);
   void read_affinity(const Item& item, AffinityConfig& affinity);
@@ -512,6 +514,7 @@ LoadResult Loader::load(std::string_view yaml) {
   check_servers(*config);
   check_watermarks(*config);
   if (!errors_.empty()) return {nullptr, std::move(errors_)};
+  for (const auto& [path, mark] : marks_) config->positions[path] = {one_based(mark.line), one_based(mark.column)};
   return {std::move(config), {}};
 }
 
@@ -984,13 +987,39 @@ void Loader::read_admin(const Item& item, AdminConfig& admin) {
   read_map(item, {
       {"enabled", false, [&](const Item& v) { read_bool(v, admin.enabled); }},
       {"address", false, [&](const Item& v) { read_endpoint(v, true, admin.address); }},
-      {"token", false,
-       [&](const Item& v) {
-         if (read_string(v, admin.token) && !is_visible_ascii(admin.token)) {
-           error(v, "must be printable ASCII without spaces (it is sent as an HTTP bearer token)");
-         }
-       }},
+      {"token", false, [&](const Item& v) { read_token(v, admin.token); }},
+      {"token_file", false, [&](const Item& v) { read_token_file(v, admin.token_file, admin.token); }},
+      {"read_token", false, [&](const Item& v) { read_token(v, admin.read_token); }},
+      {"read_token_file", false, [&](const Item& v) { read_token_file(v, admin.read_token_file, admin.read_token); }},
   });
+  for (const char* key : {"token", "read_token"}) {
+    std::string path = join(item.path, key);
+    std::string file_path = path + "_file";
+    if (marks_.contains(path) && marks_.contains(file_path))
+      error(marks_[file_path], file_path, "give " + std::string(key) + " or " + key + "_file, not both");
+  }
+}
+
+void Loader::read_token(const Item& item, std::string& out) {
+  if (read_string(item, out) && !is_visible_ascii(out))
+    error(item, "must be printable ASCII without spaces (it is sent as an HTTP bearer token)");
+}
+
+void Loader::read_token_file(const Item& item, std::string& path, std::string& token) {
+  if (!read_string(item, path)) return;
+  if (path.empty()) return;
+  path = resolve_path(path);
+  std::string text;
+  if (std::string problem = read_whole_file(path, text); !problem.empty()) {
+    error(item, path + ": " + problem);
+    return;
+  }
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+  if (text.empty() || !is_visible_ascii(text)) {
+    error(item, path + ": must hold one token of printable ASCII without spaces");
+    return;
+  }
+  token = std::move(text);
 }
 
 void Loader::read_log(const Item& item, LogConfig& log) {
@@ -1444,10 +1473,23 @@ bool parse_size(std::string_view text, uint64_t& out) { return size_problem(text
 
 bool parse_endpoint(std::string_view text, Endpoint& out) { return endpoint_problem(text, out).empty(); }
 
+std::string duration_text(Duration value) { return format_duration(value); }
+
+std::string size_text(uint64_t bytes) { return format_size(bytes); }
+
 std::string Endpoint::to_string() const {
   std::string port_text = std::to_string(port);
   if (host.find(':') != std::string::npos) return "[" + host + "]:" + port_text;
   return host + ":" + port_text;
+}
+
+ConfigError Config::error_at(const std::string& key, std::string message,
+                             std::initializer_list<std::string_view> fallbacks) const {
+  auto it = positions.find(key);
+  for (auto fallback = fallbacks.begin(); it == positions.end() && fallback != fallbacks.end(); ++fallback)
+    it = positions.find(std::string(*fallback));
+  if (it == positions.end()) return {source, 0, 0, key, std::move(message)};
+  return {source, it->second.line, it->second.column, key, std::move(message)};
 }
 
 std::string ConfigError::to_string() const {

@@ -6,6 +6,8 @@
 
 #include <chrono>
 #include <cstdint>
+#include <initializer_list>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -125,6 +127,11 @@ struct AdminConfig {
   bool enabled = true;
   Endpoint address{"127.0.0.1", 9100};
   std::string token;                   // bearer token for state-changing API calls; empty = none
+  std::string token_file;              // the token read from this file instead (trailing newline dropped)
+  // Bearer token for the read-only API (/metrics, /api/v1/*) when the admin address is not a
+  // loopback one; the write token is accepted too. Empty: those stay open.
+  std::string read_token;
+  std::string read_token_file;
   bool operator==(const AdminConfig&) const = default;
 };
 
@@ -228,8 +235,30 @@ struct AccessLogConfig {
   uint64_t max_queued_bytes = 16u << 20;  // past this, lines are dropped (and counted)
 };
 
+// One problem found in a config, located in its file.
+struct ConfigError {
+  std::string file;
+  int line = 0;        // 1-based; 0 when unknown
+  int column = 0;      // 1-based; 0 when unknown
+  std::string key;     // dotted key path: "servers[2].address"
+  std::string message;
+  std::string to_string() const;  // "file:line:column: key: message"
+};
+
+struct KeyPosition {
+  int line = 0;    // 1-based
+  int column = 0;  // 1-based
+};
+
 struct Config {
   std::string source;                  // file the config came from (for messages)
+  // Where each written key's value stands in the file, so that checks made after loading
+  // (files opened, names resolved: conf/preflight) can point at it too.
+  std::map<std::string, KeyPosition> positions;
+  // An error at `key`'s position, or at the first of `fallbacks` that was written; at the
+  // file alone when none was (a default).
+  ConfigError error_at(const std::string& key, std::string message,
+                       std::initializer_list<std::string_view> fallbacks = {}) const;
   uint32_t workers = 0;                // 0 = number of cores
   std::vector<ListenerConfig> listeners;
   std::vector<ServerConfig> servers;
@@ -244,16 +273,6 @@ struct Config {
   OwnershipConfig ownership;
   HealthConfig health;
   DirectoryConfig directory;
-};
-
-// One problem found in a config, located in its file.
-struct ConfigError {
-  std::string file;
-  int line = 0;        // 1-based; 0 when unknown
-  int column = 0;      // 1-based; 0 when unknown
-  std::string key;     // dotted key path: "servers[2].address"
-  std::string message;
-  std::string to_string() const;  // "file:line:column: key: message"
 };
 
 struct LoadResult {
@@ -271,5 +290,8 @@ bool parse_duration(std::string_view text, Duration& out);
 bool parse_size(std::string_view text, uint64_t& out);
 // "127.0.0.1:80", "[::1]:80", "host.example:443"; the port is required.
 bool parse_endpoint(std::string_view text, Endpoint& out);
+// The inverse of parse_duration and parse_size: "1m30s", "64KiB", "1000B".
+std::string duration_text(Duration value);
+std::string size_text(uint64_t bytes);
 
 }  // namespace sprayer::conf

@@ -1,5 +1,10 @@
-// sprayer's command line: run, check a config (-t), version, help.
+// sprayer's command line: run, check a config (-t), print the effective one (-T), version, help.
+#include <libpq-fe.h>
+#include <llhttp.h>
+#include <openssl/crypto.h>
+#include <sqlite3.h>
 #include <sys/resource.h>
+#include <uv.h>
 
 #include <csignal>
 #include <cstdio>
@@ -7,23 +12,36 @@
 #include <string>
 
 #include "conf/config.h"
-
-#include "proxy/control/tls_loading.h"
+#include "conf/config_dump.h"
 #include "proxy/config_adapters.h"
+#include "proxy/control/control_loop.h"
+#include "proxy/control/preflight.h"
 #include "proxy/log.h"
 #include "proxy/runtime.h"
-#include "proxy/control/control_loop.h"
-#include "proxy/tls/tls_context.h"
 
 namespace {
 
 void usage(FILE* out) {
   std::fprintf(out,
-               "usage: sprayer [-c FILE] [-t]\n"
-               "  -c, --config FILE  configuration file (default /etc/sprayer/sprayer.yaml)\n"
-               "  -t, --test         check the configuration and exit (0 = valid, 1 = not)\n"
+               "usage: sprayer [-c FILE] [-t | -T]\n"
+               "  -c, --config FILE  configuration file (default /etc/sprayer/sprayer.yaml); also --config=FILE\n"
+               "  -t, --test         check the configuration as a start would (names resolved, files opened,\n"
+               "                     ports tried) and exit (0 = valid, 1 = not)\n"
+               "  -T, --dump         print the effective configuration, defaults filled in, as YAML and exit\n"
                "  -v, --version      print the version and exit\n"
+               "  -V                 print the version, the build type and the libraries' versions and exit\n"
                "  -h, --help         this text\n");
+}
+
+void long_version() {
+  int pq = PQlibVersion();
+  std::printf("sprayer %s (%s build)\n", SPRAYER_VERSION, SPRAYER_BUILD_TYPE);
+  std::printf("  libuv %s\n", uv_version_string());
+  std::printf("  %s\n", OpenSSL_version(OPENSSL_VERSION));
+  std::printf("  llhttp %d.%d.%d\n", LLHTTP_VERSION_MAJOR, LLHTTP_VERSION_MINOR, LLHTTP_VERSION_PATCH);
+  std::printf("  yaml-cpp %s\n", std::strlen(SPRAYER_YAML_CPP_VERSION) ? SPRAYER_YAML_CPP_VERSION : "(version unknown)");
+  std::printf("  SQLite %s\n", sqlite3_libversion());
+  std::printf("  libpq %d.%d\n", pq / 10000, pq % 10000);
 }
 
 // Each parked long-poll holds two descriptors (client and server side).
@@ -43,19 +61,43 @@ void raise_descriptor_limit(const sprayer::conf::Config& config) {
              static_cast<unsigned long long>(limit.rlim_cur));
 }
 
+enum class Mode { run, test, dump };
+
+int invalid(const std::string& path, size_t errors) {
+  std::fprintf(stderr, "sprayer: configuration %s is invalid (%zu error%s)\n", path.c_str(), errors,
+               errors == 1 ? "" : "s");
+  return 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string path = "/etc/sprayer/sprayer.yaml";
-  bool test_only = false;
+  Mode mode = Mode::run;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
-    if ((arg == "-c" || arg == "--config") && i + 1 < argc) {
+    if (arg == "-c" || arg == "--config") {
+      if (i + 1 >= argc || argv[i + 1][0] == '\0') {
+        std::fprintf(stderr, "sprayer: %s needs a file\n", arg.c_str());
+        usage(stderr);
+        return 2;
+      }
       path = argv[++i];
+    } else if (arg.rfind("--config=", 0) == 0) {
+      path = arg.substr(9);
+      if (path.empty()) {
+        std::fprintf(stderr, "sprayer: --config= needs a file\n");
+        return 2;
+      }
     } else if (arg == "-t" || arg == "--test") {
-      test_only = true;
+      mode = Mode::test;
+    } else if (arg == "-T" || arg == "--dump") {
+      mode = Mode::dump;
     } else if (arg == "-v" || arg == "--version") {
       std::printf("sprayer %s\n", SPRAYER_VERSION);
+      return 0;
+    } else if (arg == "-V") {
+      long_version();
       return 0;
     } else if (arg == "-h" || arg == "--help") {
       usage(stdout);
@@ -70,20 +112,20 @@ int main(int argc, char** argv) {
   auto loaded = sprayer::conf::load_file(path);
   if (!loaded.ok()) {
     for (const auto& e : loaded.errors) std::fprintf(stderr, "%s\n", e.to_string().c_str());
-    std::fprintf(stderr, "sprayer: configuration %s is invalid (%zu error%s)\n", path.c_str(), loaded.errors.size(),
-                 loaded.errors.size() == 1 ? "" : "s");
-    return 1;
+    return invalid(path, loaded.errors.size());
   }
-  if (test_only) {
-    // Like nginx -t: certificates and keys are part of what must be right before a start.
-    std::vector<std::shared_ptr<const sprayer::proxy::TlsContext>> tls;
-    std::string error;
-    if (!sprayer::proxy::load_listener_tls(*loaded.config, tls, error)) {
-      std::fprintf(stderr, "%s: %s\n", path.c_str(), error.c_str());
-      std::fprintf(stderr, "sprayer: configuration %s is invalid (1 error)\n", path.c_str());
-      return 1;
-    }
-    std::printf("sprayer: configuration %s is valid\n", path.c_str());
+  if (mode == Mode::dump) {
+    std::fputs(sprayer::conf::dump_yaml(*loaded.config).c_str(), stdout);
+    return 0;
+  }
+  if (mode == Mode::test) {
+    // Like nginx -t, and further: what the start would open, resolve and bind.
+    sprayer::proxy::PreflightResult checked = sprayer::proxy::preflight(*loaded.config);
+    for (const auto& w : checked.warnings) std::fprintf(stderr, "%s\n", w.to_string().c_str());
+    for (const auto& e : checked.errors) std::fprintf(stderr, "%s\n", e.to_string().c_str());
+    if (!checked.errors.empty()) return invalid(path, checked.errors.size());
+    std::printf("sprayer: configuration %s is valid%s\n", path.c_str(),
+                checked.warnings.empty() ? "" : " (with warnings)");
     return 0;
   }
   std::signal(SIGPIPE, SIG_IGN);

@@ -3,7 +3,7 @@
 # usage: scripts/install-deps.sh [build|test|bench]...   (default: build)
 set -euo pipefail
 
-build_pkgs=(build-essential ccache cmake pkg-config libuv1-dev node-llhttp libssl-dev libyaml-cpp-dev
+build_pkgs=(build-essential ccache cmake pkg-config libuv1-dev libsystemd-dev node-llhttp libssl-dev libyaml-cpp-dev
             prometheus-cpp-dev doctest-dev libsqlite3-dev libpq-dev libmariadb-dev libldap-dev python3 curl openssl)
 test_pkgs=(clang libclang-rt-14-dev procps iproute2 postgresql mariadb-server keepalived testssl.sh prometheus chromium chromium-driver
            logrotate lintian slapd ldap-utils gnutls-bin libwolfssl-dev)
