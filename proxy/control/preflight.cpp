@@ -51,10 +51,10 @@ class Checker {
   }
 
   // The start opens it read-only; so does this.
-  bool readable(const std::string& file, const std::string& key, std::initializer_list<std::string_view> fallbacks = {}) {
+  bool readable(const std::string& file, const std::string& key) {
     int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-      error(key, "cannot open " + file + ": " + std::strerror(errno), fallbacks);
+      error(key, "cannot open " + file + ": " + std::strerror(errno));
       return false;
     }
     ::close(fd);
@@ -108,8 +108,9 @@ class Checker {
       // A server's own tls block overrides upstream.tls key by key: point at whichever was written.
       auto check = [&](const std::string& file, const char* key) {
         if (file.empty()) return;
-        std::string fallback = std::string("upstream.tls.") + key;
-        all_open = readable(file, base + key, {fallback}) && all_open;
+        std::string own = base + key;
+        all_open = readable(file, config_.positions.contains(own) ? own : std::string("upstream.tls.") + key) &&
+                   all_open;
       };
       check(tls.ca_file, "ca_file");
       check(tls.client_cert, "client_cert");
