@@ -233,6 +233,7 @@ struct AccessLogConfig {
   std::string path = "stderr";        // a file (appended; reopened on SIGUSR1) or "stderr"
   AccessLogFormat format = AccessLogFormat::json;
   uint64_t max_queued_bytes = 16u << 20;  // past this, lines are dropped (and counted)
+  bool operator==(const AccessLogConfig&) const = default;
 };
 
 // One problem found in a config, located in its file.

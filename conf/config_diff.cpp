@@ -80,7 +80,10 @@ ConfigDiff diff_configs(const Config& running, const Config& next) {
   health_next.enabled = running.health.enabled;  // restart-only, reported below
   live(running.health == health_next, "health");
   live(running.log == next.log, "log");
-  live(running.admin.token == next.admin.token, "admin.token");
+  live(running.admin.token == next.admin.token && running.admin.token_file == next.admin.token_file, "admin.token");
+  live(running.admin.read_token == next.admin.read_token && running.admin.read_token_file == next.admin.read_token_file,
+       "admin.read_token");
+  live(running.access_log == next.access_log, "access_log");
 
   auto restart = [&](bool same, const char* key) {
     if (!same) diff.needs_restart.push_back(key);

@@ -77,14 +77,7 @@ void Worker::run() {
     uv_close(reinterpret_cast<uv_handle_t*>(&tick_), nullptr);
   }
 
-  if (access_log_.enabled()) {
-    // Unreferenced: it must not keep the loop alive once the worker has drained.
-    uv_timer_init(&loop_, &access_log_timer_);
-    access_log_timer_.data = this;
-    uv_timer_start(&access_log_timer_, [](uv_timer_t* h) noexcept { static_cast<Worker*>(h->data)->flush_access_log(); },
-                   kAccessLogFlushMs, kAccessLogFlushMs);
-    uv_unref(reinterpret_cast<uv_handle_t*>(&access_log_timer_));
-  }
+  if (access_log_.enabled()) start_access_log_timer();
 
   uv_run(&loop_, UV_RUN_DEFAULT);
 
@@ -98,6 +91,17 @@ void Worker::run() {
   loop_close_status_.store(rc);
   if (rc != 0) LOG_WARN("worker %d: loop closed with handles open: %s", index_, uv_strerror(rc));
   finished_.store(true);
+}
+
+void Worker::start_access_log_timer() {
+  if (access_log_timer_on_) return;
+  access_log_timer_on_ = true;
+  // Unreferenced: it must not keep the loop alive once the worker has drained.
+  uv_timer_init(&loop_, &access_log_timer_);
+  access_log_timer_.data = this;
+  uv_timer_start(&access_log_timer_, [](uv_timer_t* h) noexcept { static_cast<Worker*>(h->data)->flush_access_log(); },
+                 kAccessLogFlushMs, kAccessLogFlushMs);
+  uv_unref(reinterpret_cast<uv_handle_t*>(&access_log_timer_));
 }
 
 void Worker::begin_drain() { post(true, false); }
@@ -235,6 +239,12 @@ void Worker::apply_runtime(std::shared_ptr<const Runtime> next) {
     if ((server.slot >= in_next.size() || !in_next[server.slot]) && pools_[server.slot])
       pools_[server.slot]->retire();
   extractor_ = affinity::Extractor(next->extractor);
+  if (next->access_log != runtime_->access_log) {
+    // A reload changed the access log: what this worker holds goes to the old one first.
+    flush_access_log();
+    access_log_ = AccessLogBuffer(next->access_log);
+    if (access_log_.enabled()) start_access_log_timer();
+  }
   apply_listeners(*next);
   // In-flight requests read timeouts and limits from here at their next step: they get the
   // new values; nothing keeps a reference into the old Config.

@@ -98,6 +98,7 @@ class Worker {
   void apply_listeners(const Runtime& next);
   void post(bool drain, bool stop);
   void flush_access_log();
+  void start_access_log_timer();
 
   int index_;
   std::shared_ptr<const Runtime> runtime_;
@@ -115,6 +116,7 @@ class Worker {
   uv_timer_t tick_{};
   AccessLogBuffer access_log_{runtime_->access_log};
   uv_timer_t access_log_timer_{};  // hands the buffer to the writer; unreferenced
+  bool access_log_timer_on_ = false;
   std::thread thread_;
   BufferPool buffers_;
   WorkerStats stats_;

@@ -6,6 +6,7 @@
 
 #include "affinity/directory.h"
 #include "affinity/rendezvous.h"
+#include "proxy/control/admin_auth.h"
 #include "proxy/control/control_loop.h"
 #include "proxy/control/directory_metrics.h"
 #include "proxy/control/self_health.h"
@@ -18,6 +19,15 @@ namespace sprayer::proxy {
 AdminResponse ControlLoop::handle_admin(const AdminRequest& request) {
   std::string_view path = request.target;
   path = path.substr(0, path.find('?'));
+  if (AdminVerdict verdict = check_admin_request(request, path, config_->admin); !verdict.ok()) {
+    // Who tried, never with what token.
+    LOG_WARN("admin: %s %.*s from %s refused (%d): %s", request.method.c_str(), static_cast<int>(path.size()),
+             path.data(), request.client.empty() ? "?" : request.client.c_str(), verdict.status, verdict.error.c_str());
+    std::string body = "{\"error\":";
+    json_string(body, verdict.error);
+    body += "}\n";
+    return AdminResponse{verdict.status, "application/json", std::move(body)};
+  }
   if (path == "/healthz") {
     SelfHealth health = judge_self_health(self_health_input());
     return AdminResponse{health.http_status(), "text/plain; charset=utf-8", health.reason + "\n"};
@@ -175,13 +185,7 @@ AdminResponse ControlLoop::servers_api() {
 AdminResponse ControlLoop::server_state_api(const AdminRequest& request, std::string_view rest) {
   if (request.method != "POST")
     return AdminResponse{405, "application/json", "{\"error\":\"use POST\"}\n"};
-  // State changes need the configured bearer token (none configured: the admin listener's
-  // own exposure, loopback by default, is the protection).
-  const std::string& token = config_->admin.token;
-  if (!token.empty()) {
-    if (request.authorization != "Bearer " + token)
-      return AdminResponse{401, "application/json", "{\"error\":\"bearer token required\"}\n"};
-  }
+  // handle_admin has checked the token and the CSRF rules (admin_auth.h).
   size_t slash = rest.find('/');
   if (slash == std::string_view::npos)
     return AdminResponse{404, "application/json", "{\"error\":\"use /api/v1/servers/ID/drain|maintenance|ready\"}\n"};

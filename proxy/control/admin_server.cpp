@@ -28,8 +28,14 @@ struct AdminConnection {
 
   static AdminConnection* of(llhttp_t* p) { return static_cast<AdminConnection*>(p->data); }
 
-  void finish_field(std::string_view value) {
-    if (iequals(field, "authorization")) request.authorization.assign(value);
+  // The request field a header goes to; null for headers the admin API ignores.
+  std::string* header_target() {
+    if (iequals(field, "authorization")) return &request.authorization;
+    if (iequals(field, "origin")) return &request.origin;
+    if (iequals(field, "host")) return &request.host;
+    if (iequals(field, "content-type")) return &request.content_type;
+    if (iequals(field, "x-sprayer-admin")) return &request.admin_header;
+    return nullptr;
   }
 
   void respond(const AdminResponse& r) {
@@ -86,9 +92,11 @@ const llhttp_settings_t admin_settings = [] {
   };
   s.on_header_value = [](llhttp_t* p, const char* at, size_t len) noexcept {
     auto* c = AdminConnection::of(p);
-    if (!c->in_value && iequals(c->field, "authorization")) c->request.authorization.clear();
+    std::string* target = c->header_target();
+    // A repeated header replaces the earlier one rather than joining it.
+    if (!c->in_value && target) target->clear();
     c->in_value = true;
-    if (iequals(c->field, "authorization")) c->request.authorization.append(at, len);
+    if (target) target->append(at, len);
     return 0;
   };
   s.on_body = [](llhttp_t* p, const char* at, size_t len) noexcept {
@@ -143,6 +151,16 @@ void AdminServer::on_connection(uv_stream_t* server, int status) noexcept {
   if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&c->tcp)) != 0) {
     c->close();
     return;
+  }
+  sockaddr_storage peer{};
+  int peer_len = sizeof peer;
+  if (uv_tcp_getpeername(&c->tcp, reinterpret_cast<sockaddr*>(&peer), &peer_len) == 0) {
+    char ip[INET6_ADDRSTRLEN] = "";
+    if (peer.ss_family == AF_INET)
+      uv_ip4_name(reinterpret_cast<sockaddr_in*>(&peer), ip, sizeof ip);
+    else
+      uv_ip6_name(reinterpret_cast<sockaddr_in6*>(&peer), ip, sizeof ip);
+    c->request.client = ip;
   }
   llhttp_init(&c->parser, HTTP_REQUEST, &admin_settings);
   c->parser.data = c;

@@ -23,6 +23,12 @@ struct AdminRequest {
   std::string target;
   std::string authorization;
   std::string body;
+  // What the CSRF rules look at (proxy/control/admin_auth.h).
+  std::string origin;
+  std::string host;
+  std::string content_type;
+  std::string admin_header;  // X-Sprayer-Admin
+  std::string client;        // the peer's address, for the log of refused calls
 };
 
 class AdminServer {

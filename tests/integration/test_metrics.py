@@ -147,7 +147,7 @@ class MetricsTest(TestCase):
             self.post("/api/v1/servers/pool2/ready")
 
     def post(self, target):
-        resp = harness.http_request(self.sprayer.admin_port, "POST", target, timeout=5)
+        resp = harness.http_request(self.sprayer.admin_port, "POST", target, timeout=5, headers=harness.ADMIN_WRITE)
         self.assertStatus(resp, 200, f"POST {target}")
 
     def test_c_real_prometheus_scrapes_sprayer(self):

@@ -27,7 +27,7 @@ import harness
 from harness import Poolsim, SqlitePool, Sprayer, TestCase, wait_until
 
 TOKEN = "reload-t0ken"
-AUTH = [("Authorization", f"Bearer {TOKEN}")]
+AUTH = [("Authorization", f"Bearer {TOKEN}"), *harness.ADMIN_WRITE]
 
 
 def sync_target(user, device="A"):
