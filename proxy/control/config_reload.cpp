@@ -146,8 +146,14 @@ ReloadOutcome ControlLoop::reload_config(const char* why) {
     for (const auto& e : outcome.errors) reasons += "\n  " + e;
     LOG_ERROR("reload (%s) of %s refused, the running configuration stays:%s", why, config_->source.c_str(),
               reasons.c_str());
+    if (!shutting_down_) {
+      reload_note_ = "reload refused: " + (outcome.errors.empty() ? std::string("?") : outcome.errors.front());
+      if (outcome.errors.size() > 1) reload_note_ += " (and " + std::to_string(outcome.errors.size() - 1) + " more)";
+      notifier_.reloaded(status_line());
+    }
     return outcome;
   };
+  if (!shutting_down_) notifier_.reloading();
   if (shutting_down_) {
     outcome.errors.push_back("shutting down");
     return refuse(503);
@@ -217,6 +223,8 @@ ReloadOutcome ControlLoop::reload_config(const char* why) {
   unwatch_tls_files();
   watch_tls_files();
   LOG_INFO("reload (%s): applied: %s", why, outcome.changes.c_str());
+  reload_note_.clear();
+  notifier_.reloaded(status_line());
   if (std::any_of(runtime->servers.begin(), runtime->servers.end(), [](const auto& s) { return s.tls != nullptr; }))
     LOG_INFO("backend TLS reload (%s): CA files and client certificates loaded", why);
   if (!diff.needs_restart.empty()) {

@@ -127,6 +127,8 @@ int ControlLoop::run() {
   pending_timer_.data = this;
   watch_tls_files();
 
+  listening_ = true;
+  maybe_ready();
   std::string listeners;
   for (const auto& l : config_->listeners) listeners += " " + l.name + "=" + l.address.to_string();
   LOG_INFO("sprayer %s started: %u workers, %zu servers, listeners:%s, admin=%s", SPRAYER_VERSION, workers,
@@ -199,7 +201,9 @@ void ControlLoop::start_ownership_source() {
   affinity::OwnershipCallbacks callbacks;
   callbacks.on_snapshot = [this](std::shared_ptr<const affinity::OwnershipSnapshot> snapshot) {
     snapshot_ = std::move(snapshot);
+    source_answered_ = true;
     publish_route();
+    maybe_ready();
   };
   callbacks.on_servers = [this](std::vector<affinity::PoolServerRow> rows) {
     if (!tracker_) return;
@@ -207,7 +211,13 @@ void ControlLoop::start_ownership_source() {
     for (const auto& row : rows) changed = tracker_->set_availability(row.server_id, row.availability) || changed;
     if (changed) publish_route();
   };
-  callbacks.on_status = [](const affinity::SourceStatus& status) {
+  callbacks.on_status = [this](const affinity::SourceStatus& status) {
+    // A database that fails with no cache to serve still ends the wait: sprayer routes by
+    // rendezvous hashing meanwhile, and the status line says so.
+    if (status.state != affinity::SourceState::connecting) {
+      source_answered_ = true;
+      maybe_ready();
+    }
     if (status.state == affinity::SourceState::ok)
       LOG_INFO("ownership source: ok, epoch %lld, %zu users", static_cast<long long>(status.epoch), status.users);
     else
@@ -293,6 +303,7 @@ void ControlLoop::publish_route(std::shared_ptr<const Runtime> runtime) {
   }
   published_health_ = view;
   route_ = RouteState::make(*runtime_, snapshot_, view, ++route_version_);
+  if (notifier_.is_ready() && !shutting_down_) notifier_.status(status_line());
   for (auto& w : workers_) {
     if (runtime)
       w->publish_runtime(runtime, route_);
@@ -368,7 +379,46 @@ void ControlLoop::watch_tls_files() {
   }
 }
 
+void ControlLoop::maybe_ready() {
+  if (notifier_.is_ready() || shutting_down_ || !listening_) return;
+  if (source_ && !source_answered_) return;
+  notifier_.ready(status_line());
+}
+
+std::string ControlLoop::status_line() const {
+  auto grouped = [](uint64_t n) {
+    std::string digits = std::to_string(n), out;
+    for (size_t i = 0; i < digits.size(); ++i) {
+      if (i && (digits.size() - i) % 3 == 0) out += ',';
+      out += digits[i];
+    }
+    return out;
+  };
+  size_t up = 0, total = runtime_->servers.size();
+  if (published_health_) {
+    for (const auto& e : published_health_->servers)
+      if (e.state == health::ServerState::up || e.state == health::ServerState::draining) ++up;
+  } else {
+    up = total;
+  }
+  std::string line = "serving, " + std::to_string(up) + "/" + std::to_string(total) + " servers up, ";
+  if (!source_) {
+    line += "no ownership source";
+  } else {
+    affinity::SourceStatus st = source_->status();
+    if (snapshot_)
+      line += "snapshot " + grouped(st.users) + " users";
+    else
+      line += "no snapshot yet";
+    if (st.state != affinity::SourceState::ok) line += " (ownership " + std::string(affinity::to_string(st.state)) + ")";
+  }
+  if (!reload_note_.empty()) line += "; " + reload_note_;
+  return line;
+}
+
 void ControlLoop::begin_shutdown() {
+  notifier_.stopping("stopping: draining connections for up to " +
+                     std::to_string(config_->timeouts.drain.count() / 1000) + " s");
   shutting_down_ = true;
   if (source_) source_->stop([this] { source_stopped_ = true; });
   if (checker_) checker_->stop([this] { checker_stopped_ = true; });

@@ -22,6 +22,7 @@
 #include "proxy/route_state.h"
 #include "proxy/runtime.h"
 #include "proxy/control/self_health.h"
+#include "proxy/control/systemd_notify.h"
 #include "proxy/worker.h"
 
 namespace sprayer::proxy {
@@ -60,6 +61,10 @@ class ControlLoop {
   void on_pending_poll();
   void begin_shutdown();
   void on_shutdown_poll();
+  // systemd: READY=1 once the listeners are bound and the ownership source has answered
+  // (a snapshot, the cache, or a failure it serves through); STATUS= lines after that.
+  void maybe_ready();
+  std::string status_line() const;
 
   std::shared_ptr<const conf::Config> config_;
   std::shared_ptr<const Runtime> runtime_;
@@ -104,6 +109,10 @@ class ControlLoop {
   bool last_reload_ok_ = true;
   std::vector<std::string> pending_servers_;  // added by reload, no traffic until a check passes
   uv_timer_t pending_timer_{};
+  SystemdNotifier notifier_;
+  bool listening_ = false;        // workers and admin listener bound
+  bool source_answered_ = false;  // the ownership source gave a snapshot or its first verdict
+  std::string reload_note_;       // the last refused reload, for the status line
   bool shutting_down_ = false;
   bool forced_ = false;
 };
