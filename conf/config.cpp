@@ -991,6 +991,10 @@ void Loader::read_admin(const Item& item, AdminConfig& admin) {
       {"token_file", false, [&](const Item& v) { read_token_file(v, admin.token_file, admin.token); }},
       {"read_token", false, [&](const Item& v) { read_token(v, admin.read_token); }},
       {"read_token_file", false, [&](const Item& v) { read_token_file(v, admin.read_token_file, admin.read_token); }},
+      {"state_file", false,
+       [&](const Item& v) {
+         if (read_string(v, admin.state_file)) admin.state_file = resolve_path(admin.state_file);
+       }},
   });
   for (const char* key : {"token", "read_token"}) {
     std::string path = join(item.path, key);

@@ -132,6 +132,9 @@ struct AdminConfig {
   // loopback one; the write token is accepted too. Empty: those stay open.
   std::string read_token;
   std::string read_token_file;
+  // Drain and maintenance survive a restart here (written on every change, read at start);
+  // empty = kept in memory only.
+  std::string state_file = "/var/lib/sprayer/admin-state";
   bool operator==(const AdminConfig&) const = default;
 };
 

@@ -84,6 +84,7 @@ ConfigDiff diff_configs(const Config& running, const Config& next) {
   live(running.admin.read_token == next.admin.read_token && running.admin.read_token_file == next.admin.read_token_file,
        "admin.read_token");
   live(running.access_log == next.access_log, "access_log");
+  live(running.admin.state_file == next.admin.state_file, "admin.state_file");
 
   auto restart = [&](bool same, const char* key) {
     if (!same) diff.needs_restart.push_back(key);

@@ -158,6 +158,7 @@ class Dumper {
     // A token read from a file is shown by its file; one written inline is shown as written.
     if (a.token_file.empty()) text("token", a.token); else text("token_file", a.token_file);
     if (a.read_token_file.empty()) text("read_token", a.read_token); else text("read_token_file", a.read_token_file);
+    text("state_file", a.state_file);
     out_ << YAML::EndMap;
   }
 

@@ -7,6 +7,7 @@
 #include "affinity/directory.h"
 #include "affinity/rendezvous.h"
 #include "proxy/control/admin_auth.h"
+#include "proxy/control/admin_state.h"
 #include "proxy/control/control_loop.h"
 #include "proxy/control/directory_metrics.h"
 #include "proxy/control/self_health.h"
@@ -170,6 +171,9 @@ AdminResponse ControlLoop::servers_api() {
       json_string(out, health::to_string(h->liveness()));
       out += ",\"admin\":";
       json_string(out, health::to_string(h->admin_state()));
+      auto source = admin_sources_.find(target.id);
+      out += ",\"admin_source\":";
+      json_string(out, source == admin_sources_.end() ? std::string_view("none") : std::string_view(source->second));
       out += ",\"availability\":" + std::to_string(h->availability());
       out += ",\"last_transition_reason\":";
       json_string(out, health::to_string(h->last_transition_reason()));
@@ -204,7 +208,37 @@ AdminResponse ControlLoop::server_state_api(const AdminRequest& request, std::st
     return AdminResponse{404, "application/json", "{\"error\":\"no such server\"}\n"};
   LOG_INFO("admin: server %s set to %s", id.c_str(), std::string(action).c_str());
   if (tracker_->set_admin_state(id, state, clock_.now())) publish_route();
+  admin_sources_[id] = "api";
+  save_admin_state_file();
   return servers_api();
+}
+
+void ControlLoop::load_admin_state_file() {
+  const std::string& path = config_->admin.state_file;
+  if (path.empty() || !tracker_) return;
+  AdminStates states;
+  std::string error;
+  if (!load_admin_states(path, states, error)) {
+    LOG_WARN("admin state file ignored, every server starts ready: %s", error.c_str());
+    return;
+  }
+  for (const auto& [id, state] : states) {
+    if (!tracker_->find(id)) continue;  // a server no longer configured
+    tracker_->set_admin_state(id, state, clock_.now());
+    admin_sources_[id] = "state_file";
+    LOG_INFO("server %s: %s, as kept in %s", id.c_str(), std::string(health::to_string(state)).c_str(), path.c_str());
+  }
+}
+
+void ControlLoop::save_admin_state_file() {
+  const std::string& path = config_->admin.state_file;
+  if (path.empty() || !tracker_) return;
+  AdminStates states;
+  for (const auto& s : runtime_->servers)
+    if (const health::ServerHealth* h = tracker_->find(s.id)) states[s.id] = h->admin_state();
+  std::string error;
+  if (!save_admin_states(path, states, error))
+    LOG_WARN("admin state not saved, a restart will forget it: %s", error.c_str());
 }
 
 AdminResponse ControlLoop::ownership_api() {

@@ -235,6 +235,7 @@ void ControlLoop::start_health() {
   std::vector<std::string> ids;
   for (const auto& s : runtime_->servers) ids.push_back(s.id);
   tracker_->set_servers(ids, clock_.now());
+  load_admin_state_file();
   published_health_ = tracker_->view();
   publish_route();
   if (!hc.enabled) {

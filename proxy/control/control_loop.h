@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -51,6 +52,9 @@ class ControlLoop {
   AdminResponse servers_api();
   ControlState control_state() const;
   AdminResponse server_state_api(const AdminRequest& request, std::string_view path);
+  // admin.state_file: read at start, written on every change (admin_state.h).
+  void load_admin_state_file();
+  void save_admin_state_file();
   void on_signal(int signum);
   // config_reload.cpp
   ReloadOutcome reload_config(const char* why);
@@ -109,6 +113,8 @@ class ControlLoop {
   bool last_reload_ok_ = true;
   std::vector<std::string> pending_servers_;  // added by reload, no traffic until a check passes
   uv_timer_t pending_timer_{};
+  // Where each server's admin state came from: "api", "state_file" or "peer"; absent: never set.
+  std::map<std::string, std::string> admin_sources_;
   SystemdNotifier notifier_;
   bool listening_ = false;        // workers and admin listener bound
   bool source_answered_ = false;  // the ownership source gave a snapshot or its first verdict

@@ -143,6 +143,10 @@ class Checker {
     if (!own.cache_file.empty() && ::access(folder_of(own.cache_file).c_str(), W_OK | X_OK) != 0)
       warning("ownership.cache_file", "cannot write in " + folder_of(own.cache_file) + " (" + std::strerror(errno) +
                                           "): the snapshot will not be kept for the next start");
+    const std::string& state = config_.admin.state_file;
+    if (!state.empty() && ::access(folder_of(state).c_str(), W_OK | X_OK) != 0)
+      warning("admin.state_file", "cannot write in " + folder_of(state) + " (" + std::strerror(errno) +
+                                      "): drain and maintenance will not survive a restart");
     if (own.source != conf::OwnershipSourceKind::sqlite) return;
     sqlite3* raw = nullptr;
     int rc = sqlite3_open_v2(own.sqlite_path.c_str(), &raw, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);

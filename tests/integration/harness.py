@@ -1103,7 +1103,10 @@ def sprayer_config(servers, workers=2, timeouts=None, limits=None, http=None, up
     for key, value in (("timeouts", timeouts), ("limits", limits), ("http", http), ("upstream", upstream)):
         if value:
             config[key] = value
-    config["admin"] = {"address": f"127.0.0.1:{admin_port or free_port()}"}
+    # Each sprayer keeps its drain/maintenance states in a file of its own, never in the
+    # machine's /var/lib/sprayer.
+    config["admin"] = {"address": f"127.0.0.1:{admin_port or free_port()}",
+                       "state_file": scratch_path("admin-state")}
     config["log"] = {"level": log_level}
     config.update(extra)
     return config

@@ -328,5 +328,73 @@ class ReloadTest(TestCase):
               f"POST /api/v1/reload answered in {min(api_times) * 1000:.1f}-{max(api_times) * 1000:.1f} ms")
 
 
+class AccessLogReloadTest(TestCase):
+    """Changing access_log (enabled, path, format) and reloading applies it at once: the reload
+    names it (never "no change") and the next request is written the new way, in the new place."""
+
+    TIMEOUT = 60
+
+    def setUp(self):
+        super().setUp()
+        self.pool = harness.pool(1)
+        self.config = harness.sprayer_config(self.pool)
+        self.sprayer = Sprayer(self.config).start()
+        self.first = harness.scratch_path("access-a") + ".log"
+        self.second = harness.scratch_path("access-b") + ".log"
+
+    def tearDown(self):
+        with contextlib.suppress(Exception):
+            self.sprayer.stop()
+        self.pool.stop()
+        super().tearDown()
+
+    def reload(self, access_log):
+        self.config["access_log"] = access_log
+        with open(self.sprayer.config_path, "w") as f:
+            f.write(harness.to_yaml(self.config))
+        resp = harness.http_request(self.sprayer.admin_port, "POST", "/api/v1/reload", headers=harness.ADMIN_WRITE,
+                                    timeout=10)
+        self.assertEqual(resp.status, 200, resp.body)
+        answer = json.loads(resp.body)
+        self.assertTrue(answer["applied"], answer)
+        self.assertIn("access_log", answer["changes"])
+        self.assertNotIn("access_log", answer["needs_restart"])
+        return answer
+
+    def lines(self, path):
+        return [line for line in harness.read_text(path).splitlines() if line] if os.path.exists(path) else []
+
+    def request(self, user):
+        self.assertEqual(self.sprayer.request("GET", sync_target(user)).status, 200)
+
+    def test_access_log_changes_apply_live(self):
+        self.request("before")
+        for path in (self.first, self.second):
+            with open(path, "w"):
+                pass  # empty: only what sprayer writes from here on counts
+        self.reload({"enabled": True, "path": self.first, "format": "json"})
+        self.request("jsonuser")
+        line = wait_until(lambda: self.lines(self.first), 5, what="a JSON line in the new access log")[0]
+        self.assertEqual(json.loads(line)["user"], "jsonuser")
+
+        self.reload({"enabled": True, "path": self.second, "format": "combined"})
+        self.request("combineduser")
+        line = wait_until(lambda: self.lines(self.second), 5, what="a combined line in the second file")[0]
+        self.assertIn('"GET /Microsoft-Server-ActiveSync?Cmd=Sync&User=combineduser', line)
+        self.assertFalse(line.startswith("{"), line)
+        self.assertEqual(len(self.lines(self.first)), 1, "the old file must get nothing after the switch")
+
+        self.reload({"enabled": False, "path": self.second, "format": "combined"})
+        self.request("offuser")
+        # Switched on again: the request made while it was off must be nowhere, the next one is.
+        self.reload({"enabled": True, "path": self.second, "format": "json"})
+        self.request("backuser")
+        wait_until(lambda: any("backuser" in line for line in self.lines(self.second)), 5,
+                   what="the line of the request after switching the log back on")
+        self.assertFalse(any("offuser" in line for line in self.lines(self.second)),
+                         "a request served while the log was off must not be logged")
+        self.assertIn("reload (admin API): applied: live: access_log", self.sprayer.stderr_text())
+
+
 if __name__ == "__main__":
     harness.main()

@@ -1,0 +1,140 @@
+// The admin API's access rules (CSRF, tokens, guarded reads) and the admin state file.
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+
+#include "proxy/control/admin_auth.h"
+#include "proxy/control/admin_state.h"
+
+using namespace sprayer;
+using namespace sprayer::proxy;
+
+namespace {
+
+AdminRequest post(std::string target = "/api/v1/servers/pool1/drain") {
+  AdminRequest r;
+  r.method = "POST";
+  r.target = std::move(target);
+  r.host = "127.0.0.1:9100";
+  r.admin_header = "1";
+  return r;
+}
+
+conf::AdminConfig admin(std::string address = "127.0.0.1", std::string token = "") {
+  conf::AdminConfig c;
+  c.address = {std::move(address), 9100};
+  c.token = std::move(token);
+  return c;
+}
+
+std::string scratch_file() {
+  char name[] = "/tmp/sprayer-admin-state-XXXXXX";
+  int fd = mkstemp(name);
+  REQUIRE(fd >= 0);
+  close(fd);
+  return name;
+}
+
+}  // namespace
+
+TEST_CASE("a state change needs the JSON type or the header, and no foreign Origin") {
+  AdminRequest r = post();
+  CHECK(check_admin_request(r, "/api/v1/servers/pool1/drain", admin()).ok());
+  r.admin_header.clear();
+  CHECK(check_admin_request(r, "", admin()).status == 403);  // what a form sends
+  r.content_type = "application/x-www-form-urlencoded";
+  CHECK(check_admin_request(r, "", admin()).status == 403);
+  r.content_type = "text/plain";
+  CHECK(check_admin_request(r, "", admin()).status == 403);
+  r.content_type = "Application/JSON; charset=utf-8";
+  CHECK(check_admin_request(r, "", admin()).ok());
+  r.origin = "http://127.0.0.1:9100";
+  CHECK(check_admin_request(r, "", admin()).ok());
+  for (const char* foreign : {"http://evil.example", "null", "http://127.0.0.1:9101", "file://", "http://127.0.0.1"}) {
+    r.origin = foreign;
+    CHECK_MESSAGE(check_admin_request(r, "", admin()).status == 403, foreign);
+  }
+  r.method = "GET";  // reads are never refused for their Origin
+  CHECK(check_admin_request(r, "/api/v1/servers", admin()).ok());
+}
+
+TEST_CASE("a missing token is 401, a wrong one 403, and neither answer carries a token") {
+  AdminRequest r = post();
+  conf::AdminConfig c = admin("127.0.0.1", "s3cret");
+  AdminVerdict v = check_admin_request(r, "", c);
+  CHECK(v.status == 401);
+  r.authorization = "Bearer s3cre";
+  v = check_admin_request(r, "", c);
+  CHECK(v.status == 403);
+  CHECK(v.error.find("s3cre") == std::string::npos);
+  r.authorization = "Basic czNjcmV0";
+  CHECK(check_admin_request(r, "", c).status == 403);
+  r.authorization = "bearer  s3cret ";
+  CHECK(check_admin_request(r, "", c).ok());
+  // The token does not replace the CSRF header: both are asked for.
+  r.admin_header.clear();
+  CHECK(check_admin_request(r, "", c).status == 403);
+}
+
+TEST_CASE("metrics and route lookups need a read token off loopback only") {
+  AdminRequest r;
+  r.method = "GET";
+  for (const char* loopback : {"127.0.0.1", "127.1.2.3", "::1"}) {
+    CHECK(check_admin_request(r, "/metrics", admin(loopback)).ok());
+    CHECK(is_loopback({loopback, 1}));
+  }
+  conf::AdminConfig open = admin("0.0.0.0");
+  CHECK_FALSE(is_loopback(open.address));
+  CHECK(check_admin_request(r, "/metrics", open).status == 403);  // nothing configured: closed
+  CHECK(check_admin_request(r, "/healthz", open).ok());
+  CHECK(check_admin_request(r, "/api/v1/servers", open).ok());
+  open.read_token = "reader";
+  open.token = "writer";
+  CHECK(check_admin_request(r, "/api/v1/route", open).status == 401);
+  r.authorization = "Bearer reader";
+  CHECK(check_admin_request(r, "/api/v1/route", open).ok());
+  r.authorization = "Bearer writer";
+  CHECK(check_admin_request(r, "/metrics", open).ok());
+  r.authorization = "Bearer other";
+  CHECK(check_admin_request(r, "/metrics", open).status == 403);
+  // The read token changes nothing.
+  AdminRequest write = post();
+  write.authorization = "Bearer reader";
+  CHECK(check_admin_request(write, "", open).status == 403);
+}
+
+TEST_CASE("tokens_equal compares whole contents") {
+  CHECK(tokens_equal("abc", "abc"));
+  CHECK_FALSE(tokens_equal("abc", "abd"));
+  CHECK_FALSE(tokens_equal("abc", "abcd"));
+  CHECK_FALSE(tokens_equal("", "a"));
+  CHECK(tokens_equal("", ""));
+}
+
+TEST_CASE("admin states round-trip through the file; a damaged file gives nothing") {
+  std::string path = scratch_file();
+  std::string error;
+  AdminStates states{{"pool1", health::AdminState::drain},
+                     {"pool2", health::AdminState::maintenance},
+                     {"pool3", health::AdminState::ready}};
+  REQUIRE(save_admin_states(path, states, error));
+  AdminStates read;
+  REQUIRE(load_admin_states(path, read, error));
+  CHECK(read.size() == 2);  // a ready server is not written
+  CHECK(read["pool1"] == health::AdminState::drain);
+  CHECK(read["pool2"] == health::AdminState::maintenance);
+  CHECK(access((path + ".tmp").c_str(), F_OK) != 0);
+
+  std::ofstream(path) << "pool1 drain\npool2 sideways\n";
+  CHECK_FALSE(load_admin_states(path, read, error));
+  CHECK(read.empty());
+  CHECK(error.find(":2:") != std::string::npos);
+
+  std::remove(path.c_str());
+  CHECK(load_admin_states(path, read, error));  // no file yet: no states, no error
+  CHECK(read.empty());
+  CHECK_FALSE(save_admin_states("/nonexistent-folder/admin-state", states, error));
+  CHECK(error.find("/nonexistent-folder") != std::string::npos);
+}
