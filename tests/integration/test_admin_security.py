@@ -93,7 +93,8 @@ class TokenTest(harness.TestCase):
             f.write(READ_TOKEN + "\n")
         port = harness.free_port()
         config = harness.sprayer_config(cls.pool, admin_port=port)
-        config["admin"] = {"address": f"0.0.0.0:{port}", "token": TOKEN, "read_token_file": token_file}
+        config["admin"] = {"address": f"0.0.0.0:{port}", "token": TOKEN, "read_token_file": token_file,
+                           "state_file": harness.scratch_path("admin-state")}
         cls.sprayer = Sprayer(config)
         cls.sprayer.admin_port = port
         cls.sprayer.start()

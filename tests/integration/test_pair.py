@@ -304,7 +304,8 @@ class PairTest(harness.TestCase):
             ],
             "servers": [{"id": sid, "address": f"{ADDR['pool']}:{port}"} for sid, port in POOL_PORTS.items()],
             "timeouts": {"upstream_connect": "500ms", "drain": "1s"},
-            "admin": {"address": "127.0.0.1:9100"},
+            # Both members run on one file system here: neither keeps admin states in a file.
+            "admin": {"address": "127.0.0.1:9100", "state_file": ""},
             "ownership": {"source": "sqlite", "sqlite_path": cls.db.path, "max_staleness": "5s"},
             "health": {"interval": "500ms"},
             "log": {"level": "info"},

@@ -241,7 +241,8 @@ class ReloadTest(TestCase):
         # The standby of a pair, started fresh with the same file, routes every user the same.
         fresh_config = self.with_servers(pool4_and_two)
         fresh_config["listeners"] = [{"name": "http", "address": f"127.0.0.1:{harness.free_port()}"}]
-        fresh_config["admin"] = {"address": f"127.0.0.1:{harness.free_port()}"}
+        fresh_config["admin"] = {"address": f"127.0.0.1:{harness.free_port()}",
+                                 "state_file": harness.scratch_path("fresh-admin-state")}
         with Sprayer(fresh_config) as fresh:
             def route(port, user):
                 resp = harness.http_request(port, "GET", f"/api/v1/route?user={user}", timeout=5)
