@@ -32,6 +32,7 @@ class Dumper {
     affinity(c.affinity);
     ownership(c.ownership);
     health(c.health);
+    directory(c.directory);
     out_ << YAML::EndMap;
     return std::string(out_.c_str()) + "\n";
   }
@@ -186,6 +187,7 @@ class Dumper {
     flag("lower_case", a.lower_case);
     flag("strip_domain", a.strip_domain);
     flag("notes_canonical", a.notes_canonical);
+    flag("authenticated_wins", a.authenticated_wins);
     out_ << YAML::Key << "map" << YAML::Value << YAML::BeginMap;
     for (const auto& [alias, user] : a.map) out_ << YAML::Key << YAML::DoubleQuoted << alias << YAML::Value << YAML::DoubleQuoted << user;
     out_ << YAML::EndMap;
@@ -221,6 +223,10 @@ class Dumper {
     out_ << YAML::EndSeq;
     text("expect_body", h.expect_body);
     text("availability_header", h.availability_header);
+    text("auth_file", h.auth_file);
+    out_ << YAML::Key << "headers" << YAML::Value << YAML::BeginMap;
+    for (const auto& [name, value] : h.headers) out_ << YAML::Key << YAML::DoubleQuoted << name << YAML::Value << YAML::DoubleQuoted << value;
+    out_ << YAML::EndMap;
     duration("interval", h.interval);
     duration("timeout", h.timeout);
     number("rise", h.rise);
@@ -229,6 +235,25 @@ class Dumper {
     duration("stall_after", h.stall_after);
     duration("min_hold", h.min_hold);
     duration("max_hold", h.max_hold);
+    out_ << YAML::EndMap;
+  }
+
+  void directory(const DirectoryConfig& d) {
+    out_ << YAML::Key << "directory" << YAML::Value << YAML::BeginMap;
+    flag("enabled", d.enabled);
+    text("uri", d.uri);
+    text("bind_dn", d.bind_dn);
+    text("password_file", d.password_file);
+    text("base_dn", d.base_dn);
+    text("filter", d.filter);
+    text("attribute", d.attribute);
+    duration("timeout", d.timeout);
+    duration("wait", d.wait);
+    duration("ttl", d.ttl);
+    duration("negative_ttl", d.negative_ttl);
+    number("cache_size", d.cache_size);
+    duration("reconnect_min", d.reconnect_min);
+    duration("reconnect_max", d.reconnect_max);
     out_ << YAML::EndMap;
   }
 

@@ -197,8 +197,8 @@ class Checker {
     ::close(fd);
     if (rc == 0) return;
     if (err == EADDRINUSE)
-      warning(key, address.to_string() + " is in use: a start fails unless the program holding it is the sprayer "
-                                         "being replaced");
+      warning(key, address.to_string() + " is in use: a start now would be refused (sprayer shares no port with "
+                                         "another process); expected while the sprayer this file is for runs");
     else if (err == EACCES)
       warning(key, "cannot bind " + address.to_string() + " (" + std::strerror(err) +
                        "): a port below 1024 needs CAP_NET_BIND_SERVICE, as the systemd unit gives");
