@@ -241,7 +241,7 @@ class Dumper {
   void directory(const DirectoryConfig& d) {
     out_ << YAML::Key << "directory" << YAML::Value << YAML::BeginMap;
     flag("enabled", d.enabled);
-    text("uri", d.uri);
+    if (!d.uri.empty()) text("uri", d.uri);  // an empty one is refused when written
     text("bind_dn", d.bind_dn);
     text("password_file", d.password_file);
     text("base_dn", d.base_dn);

@@ -177,7 +177,8 @@ class CommandLineTest(harness.TestCase):
             admin={"address": f"127.0.0.1:{harness.free_port()}", "token": "s3cret"},
             access_log={"enabled": True, "path": "stderr", "format": "combined"},
             affinity={"extractors": [{"kind": "header", "name": "X-User"}, "basic_auth"], "map": {"jd": "jdoe"}},
-            health={"expect_status": [], "interval": "1500ms"},
+            health={"expect_status": [], "interval": "1500ms", "headers": {"X-Check": "sprayer"}},
+            directory={"enabled": False, "base_dn": "dc=example,dc=com", "ttl": "2h"},
         )
         config["servers"].append({"id": "pool2", "address": "localhost:18002", "weight": 3,
                                   "tls": {"verify": False, "sni": "pool.test"}})
@@ -186,7 +187,8 @@ class CommandLineTest(harness.TestCase):
         self.assertEqual(rc, 0, err)
         for needle in ('client_header: "2s"', 'upstream_response: "1h30m"', 'via: "edge"', 'max_body_bytes: "10000000B"',
                        'format: "combined"', 'name: "X-User"', '"jd": "jdoe"', 'expect_status: []',
-                       'interval: "1s500ms"', 'sni: "pool.test"', "weight: 3",
+                       'interval: "1s500ms"', 'sni: "pool.test"', "weight: 3", '"X-Check": "sprayer"',
+                       'base_dn: "dc=example,dc=com"', 'ttl: "2h"',
                        # defaults filled in
                        'client_idle: "1m15s"', "max_connections: 100000", 'drain: "30s"'):
             self.assertIn(needle, dumped)
