@@ -51,6 +51,16 @@ std::string_view origin_authority(std::string_view origin) {
   return {};
 }
 
+// The host part of a Host header: "127.0.0.1:9100" -> "127.0.0.1", "[::1]:9100" -> "::1".
+std::string host_name(std::string_view host) {
+  host = trim(host);
+  if (!host.empty() && host.front() == '[') {
+    size_t end = host.find(']');
+    return std::string(host.substr(1, end == std::string_view::npos ? std::string_view::npos : end - 1));
+  }
+  return std::string(host.substr(0, host.rfind(':')));
+}
+
 }  // namespace
 
 bool is_state_change(std::string_view method) {
@@ -81,6 +91,13 @@ AdminVerdict check_admin_request(const AdminRequest& request, std::string_view p
     }
     if (!is_json(request.content_type) && request.admin_header.empty())
       return {403, "a state-changing call needs Content-Type: application/json or the header X-Sprayer-Admin: 1"};
+    // Without a token on loopback, a page whose own name resolves to 127.0.0.1 (DNS rebinding)
+    // would be "same origin": its requests name that host, never a loopback one.
+    if (config.token.empty() && is_loopback(config.address)) {
+      std::string name = host_name(request.host);
+      if (!iequals(name, "localhost") && !is_loopback({name, 1}))
+        return {403, "Host must name the loopback admin listener (localhost or a loopback address)"};
+    }
     if (!request.origin.empty()) {
       std::string_view authority = origin_authority(request.origin);
       if (authority.empty() || !iequals(authority, trim(request.host)))

@@ -582,8 +582,9 @@ def http_request(port, method, target, headers=(), body=None, timeout=10.0, **kw
         return client.request(method, target, headers, body, timeout=timeout, **kw)
 
 
-# The header the admin API wants on every state change (a browser form cannot send it: CSRF).
-ADMIN_WRITE = [("X-Sprayer-Admin", "1")]
+# What the admin API wants on every state change: the header a browser form cannot send
+# (CSRF), and a Host that names the loopback listener (DNS rebinding).
+ADMIN_WRITE = [("X-Sprayer-Admin", "1"), ("Host", "127.0.0.1")]
 
 
 def metric(port, name, **labels):

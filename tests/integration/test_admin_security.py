@@ -74,6 +74,17 @@ class NoTokenTest(harness.TestCase):
         finally:
             self.post("/api/v1/servers/pool2/ready", harness.ADMIN_WRITE)
 
+    def test_rebinding_host_refused(self):
+        # A page at http://evil.example:PORT whose name now resolves to 127.0.0.1 is "same origin"
+        # to the browser: Origin and Host agree, and it may send the header. Its Host gives it away.
+        port = self.sprayer.admin_port
+        resp = harness.http_request(port, "POST", "/api/v1/servers/pool1/maintenance",
+                                    headers=[("Origin", f"http://evil.example:{port}"), ("X-Sprayer-Admin", "1")],
+                                    host=f"evil.example:{port}", timeout=5)
+        self.assertEqual(resp.status, 403, resp.body)
+        self.assertIn(b"Host", resp.body)
+        self.assertEqual(admin_state(self.sprayer, "pool1"), "ready")
+
     def test_reads_open_on_loopback(self):
         for target in ("/metrics", "/api/v1/route?user=jdoe", "/api/v1/servers", "/healthz"):
             with self.subTest(target=target):

@@ -60,6 +60,16 @@ TEST_CASE("a state change needs the JSON type or the header, and no foreign Orig
   CHECK(check_admin_request(r, "/api/v1/servers", admin()).ok());
 }
 
+TEST_CASE("without a token, a loopback listener takes state changes only for loopback names") {
+  AdminRequest r = post();
+  for (const char* host : {"127.0.0.1:9100", "localhost:9100", "LOCALHOST", "[::1]:9100", "127.0.0.1"})
+    CHECK_MESSAGE(check_admin_request((r.host = host, r), "", admin()).ok(), host);
+  for (const char* host : {"evil.example:9100", "", "10.0.0.1:9100", "127.0.0.1.evil.example"})
+    CHECK_MESSAGE(check_admin_request((r.host = host, r), "", admin()).status == 403, host);
+  r.host = "sprayer1.example.com:9100";  // off loopback the operator uses names: no Host rule
+  CHECK(check_admin_request(r, "", admin("0.0.0.0")).ok());
+}
+
 TEST_CASE("a missing token is 401, a wrong one 403, and neither answer carries a token") {
   AdminRequest r = post();
   conf::AdminConfig c = admin("127.0.0.1", "s3cret");
