@@ -158,7 +158,7 @@ void Exchange::try_next_candidate() {
       continue;
     }
     attach(up);
-    server_ = static_cast<int>(pool.server_index());
+    server_ = static_cast<int>(pool.slot());
     connect_begin_ns_ = reused ? 0 : uv_hrtime();
     if (reused) on_connected(*up);
     return;
@@ -186,7 +186,7 @@ void Exchange::on_connected(UpstreamConnection& up) {
     connect_begin_ns_ = 0;
   }
   up.begin_response(head_request_);
-  ds_.worker().upstream_pool(up.server_index()).on_request_sent(uv_now(ds_.worker().loop()));
+  ds_.worker().upstream_pool(up.slot()).on_request_sent(uv_now(ds_.worker().loop()));
   up.writer().add_copy(request_head_);
   // Bytes that arrived while connecting.
   for (auto& piece : held_) {
@@ -204,7 +204,7 @@ void Exchange::on_connected(UpstreamConnection& up) {
 }
 
 void Exchange::report(const UpstreamConnection& up, int outcome) {
-  ds_.worker().passive().report(static_cast<uint16_t>(up.server_index()), static_cast<PassiveOutcome>(outcome));
+  ds_.worker().passive().report(static_cast<uint16_t>(up.slot()), static_cast<PassiveOutcome>(outcome));
 }
 
 void Exchange::on_connect_failed(UpstreamConnection& up, int status) {
@@ -409,7 +409,7 @@ void Exchange::release_upstream(bool reuse) {
   if (!up) return;
   up->detach();
   if (reuse)
-    ds_.worker().upstream_pool(up->server_index()).release(up);
+    ds_.worker().upstream_pool(up->slot()).release(up);
   else
     up->close();
 }
@@ -433,7 +433,7 @@ void Exchange::on_upstream_error(UpstreamConnection& up, UpstreamError error) {
   if (!response_started_ && !up.response_byte_seen() && up.reused() && !retried_stale_ &&
       (error == UpstreamError::reset) && (!has_body_ || replayable_)) {
     retried_stale_ = true;
-    size_t server = up.server_index();
+    size_t server = up.slot();
     release_upstream(false);
     // Its siblings in the pool are as suspect (a restarted or killed server): drop them so
     // the retry opens a fresh connection and learns the truth from the connect.
@@ -529,8 +529,9 @@ void Exchange::record(int status) {
   r.target = ds_.target();
   r.http_minor = ds_.parser().http_minor;
   r.user = user_key_;
-  const auto& servers = worker.runtime().servers;
-  if (server_ >= 0 && static_cast<size_t>(server_) < servers.size()) r.server = servers[server_].id;
+  // server_ is a slot, not a position in runtime().servers (a reload reorders those): the
+  // pool keeps its server's target, a removed server's included.
+  if (server_ >= 0) r.server = worker.upstream_pool(static_cast<size_t>(server_)).target().id;
   r.reason = retried ? std::string_view("retry") : affinity::to_string(reason_);
   r.status = status;
   r.bytes_in = bytes_in_;

@@ -105,7 +105,7 @@ class Exchange {
   int status_ = 0;
   // Per-request accounting (record()).
   bool recorded_ = true;            // nothing to record before the first start()
-  int server_ = -1;                 // the server of the last attempt
+  int server_ = -1;                 // the slot of the server of the last attempt
   uint64_t start_ns_ = 0;
   std::chrono::system_clock::time_point wall_start_{};
   uint64_t connect_begin_ns_ = 0;   // a new upstream connection is being opened

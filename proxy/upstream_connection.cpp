@@ -52,7 +52,7 @@ UpstreamConnection::~UpstreamConnection() {
   writer_.set_tls(nullptr);
 }
 
-size_t UpstreamConnection::server_index() const { return pool_.server_index(); }
+size_t UpstreamConnection::slot() const { return pool_.slot(); }
 
 int UpstreamConnection::connect(const sockaddr* addr) {
   state_ = State::connecting;
@@ -60,7 +60,7 @@ int UpstreamConnection::connect(const sockaddr* addr) {
   // them); the pool's own copy for a server a reload removed while requests still use it.
   const std::shared_ptr<ServerTls>* server_tls = &pool_.target().tls;
   for (const auto& s : worker_.runtime().servers)
-    if (s.slot == server_index()) server_tls = &s.tls;
+    if (s.slot == slot()) server_tls = &s.tls;
   if (const auto& tls = *server_tls) {
     std::shared_ptr<const TlsClientContext> context = tls->context.load();
     tls_ = std::make_unique<TlsEngine>(context, worker_.buffers(), pool_.tls_session(context));

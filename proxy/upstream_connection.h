@@ -50,7 +50,8 @@ class UpstreamConnection {
   int status() const { return parser_.status_code; }
   const HttpHead& head() const { return head_; }
   llhttp_t& parser() { return parser_; }
-  size_t server_index() const;
+  size_t slot() const;  // the server's slot (see UpstreamPool::slot)
+  const UpstreamPool& pool() const { return pool_; }
   uint32_t requests() const { return requests_; }
 
  private:

@@ -25,7 +25,7 @@ class UpstreamPool {
   // `target` is copied: a pool outlives the Runtime it was made from when a reload removes
   // its server while requests are still in flight on it.
   UpstreamPool(Worker& worker, ServerTarget target)
-      : worker_(worker), server_index_(target.slot), target_(std::move(target)) {}
+      : worker_(worker), slot_(target.slot), target_(std::move(target)) {}
   ~UpstreamPool();
   UpstreamPool(const UpstreamPool&) = delete;
   UpstreamPool& operator=(const UpstreamPool&) = delete;
@@ -42,7 +42,10 @@ class UpstreamPool {
   void fail_active();
   size_t active_count() const { return active_.size(); }
 
-  size_t server_index() const { return server_index_; }  // the server's slot
+  // The server's slot (ServerTarget::slot): the index of this pool in every worker, of its
+  // metric rows and of its passive health reports. Not its position in Runtime::servers,
+  // which a reload changes.
+  size_t slot() const { return slot_; }
   const ServerTarget& target() const { return target_; }
   // Reload removed the server: no new connection, no idle reuse; those in flight finish.
   void retire();
@@ -77,7 +80,7 @@ class UpstreamPool {
 
  private:
   Worker& worker_;
-  size_t server_index_;
+  size_t slot_;
   ServerTarget target_;
   bool retired_ = false;
   std::vector<UpstreamConnection*> idle_;

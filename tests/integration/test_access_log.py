@@ -1,7 +1,8 @@
 """The access log end to end: JSON lines with every field checked against the requests sent,
 the combined format, no password or Authorization header in the log, SIGUSR1 after a rename
-(logrotate) makes a new file, and a SIGTERM drain lets an in-flight request finish, logs it,
-and exits 0."""
+(logrotate) makes a new file, a SIGTERM drain lets an in-flight request finish, logs it,
+and exits 0, and after a reload that removed the first server every line still names the
+server that answered."""
 
 import base64
 import json
@@ -111,6 +112,54 @@ class AccessLogJsonTest(TestCase):
         self.wait_lines(self.log_path, 3, "after rotation")
         self.assertEqual(len(lines_of(rotated)), before_rotation, "nothing more went to the renamed file")
         self.sprayer.assert_alive()
+
+
+class AccessLogAfterReloadTest(TestCase):
+    """Servers keep their slot across reloads while their position in the list changes: the
+    log and the per-server metrics must follow the slot."""
+    TIMEOUT = 60.0
+
+    def test_server_field_after_sighup_removed_the_first_server(self):
+        with harness.pool(3) as pool:
+            log_path = harness.scratch_path("access-reload") + ".log"
+            config = harness.sprayer_config(pool, access_log={"enabled": True, "path": log_path, "format": "json"})
+            sprayer = Sprayer(config).start()
+            self.addCleanup(sprayer.stop)
+            self.assertStatus(sprayer.request("GET", "/traveler?action=getStatus"), 200, "before the reload")
+            config["servers"] = config["servers"][1:]
+            with open(sprayer.config_path, "w") as f:
+                f.write(harness.to_yaml(config))
+            sprayer.kill(signal.SIGHUP)
+            wait_until(lambda: harness.metric(sprayer.admin_port, "sprayer_config_reloads_total", result="applied") >= 1,
+                       10, what="the SIGHUP reload applied")
+            before = {sid: harness.metric(sprayer.admin_port, "sprayer_requests_completed_total", server=sid,
+                                          code="2xx", reason="new_user")
+                      if self.has_series(sprayer, sid) else 0.0 for sid in ("pool2", "pool3")}
+            served = {}
+            with sprayer.client(timeout=10) as c:
+                for i in range(40):
+                    target = f"/Microsoft-Server-ActiveSync?Cmd=Sync&User=reload{i:02d}&DeviceId=d{i}&DeviceType=iPhone"
+                    resp = c.request("POST", target, body=b"x")
+                    self.assertStatus(resp, 200, target)
+                    served[target] = resp.header("X-Served-By")
+            self.assertEqual(set(served.values()), {"pool2", "pool3"}, "40 users spread over both servers")
+            wait_until(lambda: sum(json.loads(x)["target"] in served for x in lines_of(log_path)) >= len(served), 5,
+                       what="a log line for every request after the reload")
+            logged = {r["target"]: r["server"] for r in map(json.loads, lines_of(log_path)) if r["target"] in served}
+            self.assertEqual(logged, served, "the access log names the server that answered (X-Served-By)")
+            for sid in ("pool2", "pool3"):
+                got = harness.metric(sprayer.admin_port, "sprayer_requests_completed_total", server=sid, code="2xx",
+                                     reason="new_user") - before[sid]
+                self.assertEqual(got, sum(v == sid for v in served.values()), f"requests counted for {sid}")
+
+    @staticmethod
+    def has_series(sprayer, sid):
+        try:
+            harness.metric(sprayer.admin_port, "sprayer_requests_completed_total", server=sid, code="2xx",
+                           reason="new_user")
+            return True
+        except AssertionError:
+            return False
 
 
 class AccessLogCombinedAndShutdownTest(TestCase):

@@ -181,6 +181,51 @@ TEST_CASE("a worker writes access log lines through its buffer and hands them ov
   std::remove(path.c_str());
 }
 
+// Slots and positions differ once a reload removed a server: the runtime then lists
+// "pool2" first, but its pools, metric rows and health reports stay at slot 1.
+TEST_CASE("the access log names the server of a slot that is not its position") {
+  uint16_t dead_port = free_port();
+  uint16_t port = free_port();
+  std::string path = "/tmp/sprayer-unit-worker-slot-" + std::to_string(getpid()) + ".log";
+  std::remove(path.c_str());
+  conf::AccessLogConfig log_config;
+  log_config.enabled = true;
+  log_config.path = path;
+  std::string error;
+  auto runtime = make_runtime(port, dead_port);
+  REQUIRE(runtime->servers.size() == 1);
+  runtime->servers[0].id = "pool2";
+  runtime->servers[0].slot = 1;  // pool1 (slot 0) was removed by a reload
+  runtime->access_log = proxy::AccessLog::open(log_config, error);
+  REQUIRE_MESSAGE(runtime->access_log, error);
+  auto log = runtime->access_log;
+  std::atomic<int64_t> connections{0};
+  {
+    proxy::Worker worker(0, runtime, connections);
+    REQUIRE(worker.start(error));
+    int client = connect_to(port);
+    const char* request = "GET /traveler?user=Jane HTTP/1.1\r\nHost: h\r\n\r\n";
+    send(client, request, std::strlen(request), 0);
+    std::string response = read_until(client, "\n\n\n");
+    CHECK(response.rfind("HTTP/1.1 503 ", 0) == 0);
+    close(client);
+    stop_and_check(worker);
+    CHECK(worker.stats().finished[1][5][static_cast<size_t>(affinity::RouteReason::new_user)].load() +
+              worker.stats().finished[1][5][static_cast<size_t>(affinity::RouteReason::no_user)].load() ==
+          1);
+  }
+  log->flush();
+  std::FILE* f = std::fopen(path.c_str(), "r");
+  REQUIRE(f);
+  char line[2048] = {0};
+  REQUIRE(std::fgets(line, sizeof line, f));
+  std::fclose(f);
+  std::string text(line);
+  CHECK(text.find("\"status\":503") != std::string::npos);
+  CHECK_MESSAGE(text.find("\"server\":\"pool2\"") != std::string::npos, text);
+  std::remove(path.c_str());
+}
+
 TEST_CASE("a listener that cannot bind fails start with the reason") {
   uint16_t taken_port = 0;
   int taken = listen_any(taken_port);  // bound without SO_REUSEPORT: nobody else may bind
