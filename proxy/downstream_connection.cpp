@@ -18,32 +18,18 @@ namespace {
 
 constexpr uint64_t kLingerMs = 2000;
 
-DownstreamConnection* from(llhttp_t* p) { return static_cast<DownstreamConnection*>(p->data); }
-
-bool has_whitespace(std::string_view s) {
-  for (char c : s)
-    if (c == ' ' || c == '\t') return true;
-  return false;
+RequestLimits request_limits(const conf::Config& config) {
+  RequestLimits limits;
+  limits.max_uri_length = config.limits.max_uri_length;
+  limits.max_header_bytes = config.limits.max_header_bytes;
+  limits.max_header_count = config.limits.max_header_count;
+  limits.max_body_bytes = config.limits.max_body_bytes;
+  return limits;
 }
 
 int status_class(int status) { return status >= 100 && status < 600 ? status / 100 : 0; }
 
 }  // namespace
-
-const llhttp_settings_t DownstreamConnection::settings_ = [] {
-  llhttp_settings_t s;
-  llhttp_settings_init(&s);
-  s.on_message_begin = &DownstreamConnection::on_message_begin;
-  s.on_url = &DownstreamConnection::on_url;
-  s.on_header_field = &DownstreamConnection::on_header_field;
-  s.on_header_field_complete = &DownstreamConnection::on_header_field_complete;
-  s.on_header_value = &DownstreamConnection::on_header_value;
-  s.on_header_value_complete = &DownstreamConnection::on_header_value_complete;
-  s.on_headers_complete = &DownstreamConnection::on_headers_complete;
-  s.on_body = &DownstreamConnection::on_body;
-  s.on_message_complete = &DownstreamConnection::on_message_complete;
-  return s;
-}();
 
 void DownstreamConnection::accept(Worker& worker, int fd, const sockaddr_storage& peer,
                                   const conf::ListenerConfig& listener, std::shared_ptr<const TlsContext> tls) {
@@ -61,7 +47,7 @@ int DownstreamConnection::init(int fd, const sockaddr_storage& peer, const conf:
                                std::shared_ptr<const TlsContext> tls) {
   redirect_to_https_ = listener.redirect_to_https;
   https_port_ = listener.https_port;
-  check_host_ = listener.tls.check_host;
+  parser_.set_check_host(listener.tls.check_host);
   uv_tcp_init(worker_.loop(), &tcp_);
   tcp_.data = this;
   ++handles_open_;
@@ -86,8 +72,6 @@ int DownstreamConnection::init(int fd, const sockaddr_storage& peer, const conf:
     tls_ = std::make_unique<TlsEngine>(std::move(tls), worker_.buffers());
     writer_.set_tls(tls_.get());
   }
-  llhttp_init(&parser_, HTTP_REQUEST, &settings_);
-  parser_.data = this;
   state_ = State::idle;
   arm_timer(Timer::head);
   update_read_state();
@@ -264,45 +248,45 @@ void DownstreamConnection::process(Slice data) {
 void DownstreamConnection::feed(Slice data) {
   input_ = data;
   parsing_ = true;
-  llhttp_errno_t err = llhttp_execute(&parser_, data.data(), data.size());
+  // Read per call: a reload applies to the next request.
+  parser_.set_limits(request_limits(worker_.config()));
+  if (tls_) parser_.set_server_name(tls_->sni());
+  RequestParser::Result result = parser_.execute(data.data(), data.size());
   parsing_ = false;
   input_.reset();
   if (state_ == State::closed || state_ == State::closing) return;
   if (state_ == State::reading_head && !timer_.pending()) arm_timer(Timer::head);
-  if (err == HPE_OK) {
-    exchange_.flush_upstream();
-    return;
+  switch (result.outcome) {
+    case RequestParser::Outcome::more:
+      exchange_.flush_upstream();
+      return;
+    case RequestParser::Outcome::message_end:
+    case RequestParser::Outcome::upgrade:
+      // End of one request: whatever follows belongs to the next one (or to the tunnel).
+      exchange_.flush_upstream();
+      if (result.consumed < data.size()) {
+        Slice rest = data.sub(result.consumed, data.size() - result.consumed);
+        if (state_ == State::tunnel)
+          exchange_.on_tunnel_data(std::move(rest));
+        else if (state_ == State::in_exchange)
+          process(std::move(rest));
+        else if (state_ == State::idle)
+          feed(std::move(rest));  // the response was already complete (early answer)
+      }
+      return;
+    case RequestParser::Outcome::stopped:
+      return;
+    case RequestParser::Outcome::reject:
+      on_parse_error(result);
+      return;
   }
-  if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
-    // End of one request: whatever follows belongs to the next one (or to the tunnel).
-    const char* pos = llhttp_get_error_pos(&parser_);
-    size_t consumed = pos ? static_cast<size_t>(pos - data.data()) : data.size();
-    if (err == HPE_PAUSED_UPGRADE)
-      llhttp_resume_after_upgrade(&parser_);
-    else
-      llhttp_resume(&parser_);
-    exchange_.flush_upstream();
-    if (consumed < data.size()) {
-      Slice rest = data.sub(consumed, data.size() - consumed);
-      if (state_ == State::tunnel)
-        exchange_.on_tunnel_data(std::move(rest));
-      else if (state_ == State::in_exchange)
-        process(std::move(rest));
-      else if (state_ == State::idle)
-        feed(std::move(rest));  // the response was already complete (early answer)
-    }
-    return;
-  }
-  on_parse_error(err, llhttp_get_error_pos(&parser_), data);
 }
 
-void DownstreamConnection::on_parse_error(llhttp_errno_t err, const char*, const Slice&) {
-  // A callback that rejected the request recorded its status; llhttp reports a rejection
-  // from on_headers_complete as HPE_CB_HEADERS_COMPLETE rather than HPE_USER.
-  int status = error_status_ != 0 ? error_status_ : 400;
+void DownstreamConnection::on_parse_error(const RequestParser::Result& result) {
+  int status = result.reject.status;
   WorkerStats::add(worker_.stats().bad_requests);
-  LOG_DEBUG("client %s: bad request (%s: %s) -> %d", client_ip_, llhttp_errno_name(err),
-            llhttp_get_error_reason(&parser_) ? llhttp_get_error_reason(&parser_) : "", status);
+  LOG_DEBUG("client %s: bad request (%.*s%s%s) -> %d", client_ip_, static_cast<int>(to_string(result.reject.reason).size()),
+            to_string(result.reject.reason).data(), *parser_.llhttp_error() ? ": " : "", parser_.llhttp_error(), status);
   if (state_ == State::in_exchange) {
     // The client gets this status, not the "went away" an abort alone would record.
     if (!exchange_.response_started()) exchange_.record(status);
@@ -329,14 +313,13 @@ void DownstreamConnection::record_local(int status) {
            std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::nanoseconds(total));
   r.client_ip = client_ip_;
   // The method is known once the target started; a head broken before that has neither.
-  bool started = !head_.start().empty();
-  r.method = started ? std::string_view(llhttp_method_name(static_cast<llhttp_method_t>(parser_.method)))
-                     : std::string_view("-");
-  r.target = !target_.empty() ? std::string_view(target_) : head_.start();
-  r.http_minor = parser_.http_minor;
+  bool started = !parser_.head().start().empty();
+  r.method = started ? parser_.method_name() : std::string_view("-");
+  r.target = !parser_.target().empty() ? parser_.target() : parser_.head().start();
+  r.http_minor = parser_.http_minor();
   r.reason = "local";
   r.status = status;
-  r.bytes_in = head_.bytes();
+  r.bytes_in = parser_.head().bytes();
   r.total_ns = static_cast<int64_t>(total);
   if (uint64_t dropped = log.add(r)) WorkerStats::add(stats.access_log_dropped, dropped);
 }
@@ -361,157 +344,52 @@ void DownstreamConnection::handle_eof() {
   }
 }
 
-// ---- llhttp callbacks ------------------------------------------------------------------
+// ---- requests (RequestParser::Handler) -----------------------------------------------
 
-int DownstreamConnection::reject(int status, const char* reason) {
-  error_status_ = status;
-  llhttp_set_error_reason(&parser_, reason);
-  return HPE_USER;
-}
-
-int DownstreamConnection::on_message_begin(llhttp_t* p) noexcept {
-  auto* self = from(p);
-  self->head_.clear();
-  self->target_.clear();
-  self->message_begin_ns_ = uv_hrtime();
-  self->error_status_ = 0;
-  self->value_complete_ = false;
-  self->in_value_ = false;
-  self->request_complete_ = false;
-  self->state_ = State::reading_head;
+void DownstreamConnection::on_request_begin() {
+  message_begin_ns_ = uv_hrtime();
+  request_complete_ = false;
+  state_ = State::reading_head;
   // The head timer is armed at the end of feed(), and only for a head that did not arrive
   // whole: most heads come in one read and never touch the timer.
-  self->timer_purpose_ = Timer::head;
-  self->timer_.clear();
-  return 0;
+  timer_purpose_ = Timer::head;
+  timer_.clear();
 }
 
-int DownstreamConnection::on_url(llhttp_t* p, const char* at, size_t len) noexcept {
-  auto* self = from(p);
-  if (self->head_.start().size() + len > self->worker_.config().limits.max_uri_length)
-    return self->reject(414, "request target too long");
-  self->head_.append_start(at, len);
-  return 0;
-}
-
-int DownstreamConnection::on_header_field(llhttp_t* p, const char* at, size_t len) noexcept {
-  auto* self = from(p);
-  const auto& limits = self->worker_.config().limits;
-  if (self->value_complete_ && self->head_.count() >= limits.max_header_count)
-    return self->reject(431, "too many header fields");
-  self->value_complete_ = false;
-  self->in_value_ = false;
-  if (self->head_.bytes() + len > limits.max_header_bytes) return self->reject(431, "header section too large");
-  self->head_.append_name(at, len);
-  return 0;
-}
-
-int DownstreamConnection::on_header_field_complete(llhttp_t* p) noexcept {
-  auto* self = from(p);
-  // "Host : x" would be read as another field by some servers: a classic smuggling lever.
-  if (self->head_.count() > 0 && has_whitespace(self->head_.name(self->head_.count() - 1)))
-    return self->reject(400, "whitespace in header field name");
-  return 0;
-}
-
-int DownstreamConnection::on_header_value(llhttp_t* p, const char* at, size_t len) noexcept {
-  auto* self = from(p);
-  if (self->in_value_) {
-    const char* expected = self->value_at_input_end_ ? self->input_.data() : self->value_end_;
-    if (at != expected) return self->reject(400, "obsolete line folding");
-  }
-  self->in_value_ = true;
-  self->value_end_ = at + len;
-  self->value_at_input_end_ = self->value_end_ == self->input_.data() + self->input_.size();
-  if (self->head_.bytes() + len > self->worker_.config().limits.max_header_bytes)
-    return self->reject(431, "header section too large");
-  self->head_.append_value(at, len);
-  return 0;
-}
-
-int DownstreamConnection::on_header_value_complete(llhttp_t* p) noexcept {
-  from(p)->value_complete_ = true;
-  return 0;
-}
-
-int DownstreamConnection::on_headers_complete(llhttp_t* p) noexcept {
-  return from(p)->handle_headers_complete();
-}
-
-int DownstreamConnection::handle_headers_complete() {
-  if (parser_.http_major != 1) {
-    if (parser_.http_major == 0) return reject(400, "HTTP/0.9 is not supported");
-    return reject(505, "HTTP version not supported");
-  }
-  std::string_view host;
-  size_t host_index = head_.find(FieldKind::host);
-  if (host_index != HttpHead::npos) {
-    host = head_.value(host_index);
-    if (head_.find(FieldKind::host, host_index + 1) != HttpHead::npos) return reject(400, "duplicate Host");
-  } else if (parser_.http_minor >= 1) {
-    return reject(400, "missing Host");
-  }
-  std::string_view method = llhttp_method_name(static_cast<llhttp_method_t>(parser_.method));
-  if (parser_.method == HTTP_CONNECT) return reject(405, "CONNECT is not supported");
-  if (tls_ && check_host_ && !tls_->sni().empty()) {
-    std::string_view host_name = host.substr(0, host.rfind(':') == std::string_view::npos || host.back() == ']'
-                                                    ? host.size()
-                                                    : host.rfind(':'));
-    if (!iequals(host_name, tls_->sni())) return reject(421, "Host does not match the TLS server name");
-  }
-  std::string_view origin;
-  TargetCheck check = check_target(head_.start(), host, method, origin);
-  if (check == TargetCheck::bad) return reject(400, "request target names another host or is malformed");
-  target_.assign(origin);
-
-  bool chunked = (parser_.flags & F_CHUNKED) != 0;
-  bool has_body = chunked || ((parser_.flags & F_CONTENT_LENGTH) && parser_.content_length > 0);
-  uint64_t max_body = worker_.config().limits.max_body_bytes;
-  if (max_body != 0 && (parser_.flags & F_CONTENT_LENGTH) && parser_.content_length > max_body)
-    return reject(413, "request body over limits.max_body_bytes");
-  body_bytes_ = 0;
-  bool upgrade = (parser_.flags & F_UPGRADE) != 0 && head_.find(FieldKind::upgrade) != HttpHead::npos;
-  if (upgrade && !worker_.config().http.allow_upgrade) upgrade = false;
-  client_asked_close_ = !llhttp_should_keep_alive(&parser_);
+RequestParser::Handler::Verdict DownstreamConnection::on_request_head() {
+  bool upgrade = parser_.upgrade() && worker_.config().http.allow_upgrade;
+  client_asked_close_ = !parser_.keep_alive();
   if (client_asked_close_ || worker_.draining()) close_after_response_ = true;
 
   state_ = State::in_exchange;
-  arm_timer(has_body ? Timer::body : Timer::none);
+  arm_timer(parser_.has_body() ? Timer::body : Timer::none);
   WorkerStats::add(worker_.stats().requests);
   if (redirect_to_https_) {
-    if (host.empty()) return reject(400, "no Host to redirect to");
+    if (parser_.host().empty()) return Verdict::refuse(400, RejectReason::no_host_to_redirect);
     local_redirect_ = true;  // answered at message end; a body is read and dropped
-    return 0;
+    return Verdict::proceed();
   }
-  exchange_.start(has_body, chunked, upgrade);
-  if (state_ == State::closed || state_ == State::closing) return HPE_USER;
-  return 0;
+  exchange_.start(parser_.has_body(), parser_.chunked(), upgrade);
+  if (state_ == State::closed || state_ == State::closing) return Verdict::stop();
+  return Verdict::proceed();
 }
 
-int DownstreamConnection::on_body(llhttp_t* p, const char* at, size_t len) noexcept {
-  auto* self = from(p);
-  // Chunked bodies announce no length: the limit is checked as they arrive.
-  self->body_bytes_ += len;
-  uint64_t max_body = self->worker_.config().limits.max_body_bytes;
-  if (max_body != 0 && self->body_bytes_ > max_body) return self->reject(413, "request body over limits.max_body_bytes");
-  if (self->timer_purpose_ == Timer::body) self->arm_timer(Timer::body);
-  if (self->state_ != State::in_exchange) return 0;
-  const char* base = self->input_.data();
-  self->exchange_.on_request_body(self->input_.sub(static_cast<size_t>(at - base), len));
-  return 0;
+void DownstreamConnection::on_request_body(const char* at, size_t len) {
+  if (timer_purpose_ == Timer::body) arm_timer(Timer::body);
+  if (state_ != State::in_exchange) return;
+  const char* base = input_.data();
+  exchange_.on_request_body(input_.sub(static_cast<size_t>(at - base), len));
 }
 
-int DownstreamConnection::on_message_complete(llhttp_t* p) noexcept {
-  auto* self = from(p);
-  self->request_complete_ = true;
-  if (self->timer_purpose_ == Timer::body) self->arm_timer(Timer::none);
-  if (self->local_redirect_) {
-    self->local_redirect_ = false;
-    self->send_redirect();
-    return HPE_PAUSED;
+void DownstreamConnection::on_request_complete() {
+  request_complete_ = true;
+  if (timer_purpose_ == Timer::body) arm_timer(Timer::none);
+  if (local_redirect_) {
+    local_redirect_ = false;
+    send_redirect();
+    return;
   }
-  if (self->state_ == State::in_exchange) self->exchange_.on_request_complete();
-  return HPE_PAUSED;
+  if (state_ == State::in_exchange) exchange_.on_request_complete();
 }
 
 // ---- responses -------------------------------------------------------------------------
@@ -552,8 +430,6 @@ void DownstreamConnection::on_exchange_done() {
     return;
   }
   state_ = State::idle;
-  head_.clear();  // keeps its capacity for the next request on this connection
-  target_.clear();
   if (pending_.empty() && !(pause_reasons_ & kPausePipeline) && !tls_) {
     // Nothing held back: wait for the next request.
     arm_timer(Timer::idle);
@@ -577,15 +453,14 @@ void DownstreamConnection::start_next_request() {
 }
 
 void DownstreamConnection::send_redirect() {
-  size_t host_index = head_.find(FieldKind::host);
-  std::string_view host = host_index == HttpHead::npos ? std::string_view() : head_.value(host_index);
+  std::string_view host = parser_.host();
   // Keep the name, replace the port with the HTTPS one (IPv6 literals keep their brackets).
   size_t colon = host.rfind(':');
   if (colon != std::string_view::npos && host.back() != ']') host = host.substr(0, colon);
   std::string location = "https://";
   location.append(host);
   if (https_port_ != 443) location += ":" + std::to_string(https_port_);
-  location.append(target_);
+  location.append(parser_.target());
   static constexpr std::string_view kBody = "Use HTTPS.\n";
   std::string response = "HTTP/1.1 308 Permanent Redirect\r\nLocation: " + location +
                          "\r\nContent-Type: text/plain\r\nContent-Length: " + std::to_string(kBody.size()) +
@@ -764,7 +639,7 @@ void DownstreamConnection::close() {
   state_ = State::closed;
   exchange_.abort();
   pending_.reset();
-  head_.release();
+  parser_.release();
   writer_.discard();
   for (auto* handle : {reinterpret_cast<uv_handle_t*>(&tcp_), timer_.handle(),
                        reinterpret_cast<uv_handle_t*>(&send_timer_)}) {

@@ -1,9 +1,8 @@
-// The client side of one TCP connection: reads and validates requests with llhttp, hands
+// The client side of one TCP connection: reads requests through its RequestParser, hands
 // each one to its Exchange, writes responses back in order, and enforces the client
 // timeouts (head, idle, body, send) and limits.
 #pragma once
 
-#include <llhttp.h>
 #include <netinet/in.h>
 #include <uv.h>
 
@@ -15,7 +14,8 @@
 #include "proxy/buffer_pool.h"
 #include "proxy/deadline.h"
 #include "proxy/exchange.h"
-#include "proxy/http_head.h"
+#include "proxy/http/http_head.h"
+#include "proxy/http/request_parser.h"
 #include "proxy/stream_writer.h"
 
 namespace sprayer::proxy {
@@ -24,7 +24,7 @@ class Worker;
 class TlsContext;
 class TlsEngine;
 
-class DownstreamConnection {
+class DownstreamConnection final : private RequestParser::Handler {
  public:
   enum class State { idle, reading_head, in_exchange, tunnel, closing, closed };
 
@@ -33,12 +33,12 @@ class DownstreamConnection {
 
   Worker& worker() { return worker_; }
   State state() const { return state_; }
-  const HttpHead& head() const { return head_; }
-  llhttp_t& parser() { return parser_; }
+  const HttpHead& head() const { return parser_.head(); }
+  const RequestParser& request() const { return parser_; }
   std::string_view client_ip() const { return client_ip_; }
-  std::string_view target() const { return target_; }
+  std::string_view target() const { return parser_.target(); }
   bool is_tls() const { return tls_ != nullptr; }
-  // Inside llhttp_execute: what the request adds upstream is flushed once when it returns.
+  // Inside the parser: what the request adds upstream is flushed once when it returns.
   bool parsing() const { return parsing_; }
   uint64_t bytes_written() const { return bytes_written_; }  // to this client, all requests
   bool request_complete() const { return request_complete_; }
@@ -73,7 +73,7 @@ class DownstreamConnection {
   void send_redirect();
   void process(Slice data);
   void feed(Slice data);
-  void on_parse_error(llhttp_errno_t err, const char* pos, const Slice& data);
+  void on_parse_error(const RequestParser::Result& result);
   void send_error_and_close(int status);
   // Counts and logs a request sprayer answered itself, before any routing (a rejected
   // head, an HTTPS redirect).
@@ -99,20 +99,12 @@ class DownstreamConnection {
   void handle_timer();
   void handle_write_done(int status);
 
-  // llhttp callbacks
-  static int on_message_begin(llhttp_t* p) noexcept;
-  static int on_url(llhttp_t* p, const char* at, size_t len) noexcept;
-  static int on_header_field(llhttp_t* p, const char* at, size_t len) noexcept;
-  static int on_header_field_complete(llhttp_t* p) noexcept;
-  static int on_header_value(llhttp_t* p, const char* at, size_t len) noexcept;
-  static int on_header_value_complete(llhttp_t* p) noexcept;
-  static int on_headers_complete(llhttp_t* p) noexcept;
-  static int on_body(llhttp_t* p, const char* at, size_t len) noexcept;
-  static int on_message_complete(llhttp_t* p) noexcept;
-  int reject(int status, const char* reason);
-  int handle_headers_complete();
+  // RequestParser::Handler
+  void on_request_begin() override;
+  Verdict on_request_head() override;
+  void on_request_body(const char* at, size_t len) override;
+  void on_request_complete() override;
 
-  static const llhttp_settings_t settings_;
   friend class Worker;  // the worker's intrusive list of its connections
 
   Worker& worker_;
@@ -122,13 +114,11 @@ class DownstreamConnection {
   Deadline timer_;
   uv_timer_t send_timer_{};
   uv_shutdown_t shutdown_req_{};
-  llhttp_t parser_{};
-  HttpHead head_;
+  RequestParser parser_{*this};
   Exchange exchange_;
   StreamWriter writer_;
   Slice input_;            // the read being parsed, so on_body can slice it without a copy
   Slice pending_;          // pipelined bytes that wait for the current response
-  std::string target_;     // origin-form target of the current request
   State state_ = State::idle;
   Timer timer_purpose_ = Timer::none;
   uint8_t pause_reasons_ = 0;
@@ -136,22 +126,14 @@ class DownstreamConnection {
   bool request_complete_ = false;
   bool close_after_response_ = false;
   bool client_asked_close_ = false;  // Connection: close (or HTTP/1.0 without keep-alive)
-  bool value_complete_ = false;  // the last header event finished a value
-  // Where the next piece of the current value must start if it is the same line; any
-  // other start means llhttp skipped a CRLF: obsolete line folding.
-  const char* value_end_ = nullptr;
-  bool value_at_input_end_ = false;
-  bool in_value_ = false;  int error_status_ = 0;
-  uint64_t body_bytes_ = 0;
   uint64_t bytes_written_ = 0;
   uint64_t message_begin_ns_ = 0;  // when the current request's first byte was parsed
   std::unique_ptr<TlsEngine> tls_;
   bool tls_input_seen_ = false;
   bool draining_tls_ = false;
-  bool parsing_ = false;          // inside llhttp_execute
+  bool parsing_ = false;          // inside parser_.execute
   bool tls_counted_ = false;
   bool redirect_to_https_ = false;
-  bool check_host_ = false;
   bool local_redirect_ = false;   // this request is answered here with a 308
   uint16_t https_port_ = 443;
   int handles_open_ = 0;

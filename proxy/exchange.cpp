@@ -62,9 +62,9 @@ void Exchange::start(bool has_body, bool chunked, bool upgrade) {
   bytes_in_ = ds_.head().bytes();
   bytes_out_start_ = ds_.bytes_written();
 
-  llhttp_t& parser = ds_.parser();
-  std::string_view method = llhttp_method_name(static_cast<llhttp_method_t>(parser.method));
-  head_request_ = parser.method == HTTP_HEAD;
+  const RequestParser& request = ds_.request();
+  std::string_view method = request.method_name();
+  head_request_ = request.method() == HTTP_HEAD;
 
   // Find the user, look up the owner, and take the router's candidate order.
   auto& headers = worker.header_scratch();
@@ -111,8 +111,8 @@ void Exchange::resume_route(std::string key) {
 void Exchange::route_and_send() {
   Worker& worker = ds_.worker();
   const conf::Config& config = worker.config();
-  llhttp_t& parser = ds_.parser();
-  std::string_view method = llhttp_method_name(static_cast<llhttp_method_t>(parser.method));
+  const RequestParser& request = ds_.request();
+  std::string_view method = request.method_name();
   RouteResult route = route_user(worker.route_state(), user_key_,
                                  user_found_ ? std::optional<uint64_t>(key_hash_) : std::nullopt,
                                  worker.next_spread());
@@ -128,7 +128,7 @@ void Exchange::route_and_send() {
   ForwardOptions options;
   options.method = method;
   options.target = ds_.target();
-  options.http_minor = parser.http_minor;
+  options.http_minor = request.http_minor();
   options.x_forwarded = config.http.x_forwarded;
   options.client_ip = ds_.client_ip();
   options.proto = ds_.is_tls() ? "https" : "http";
@@ -302,9 +302,9 @@ void Exchange::on_tunnel_data(Slice data) {
 
 // ---- response --------------------------------------------------------------------------
 
-int Exchange::on_response_head(UpstreamConnection& up) {
-  llhttp_t& parser = up.parser();
-  int status = parser.status_code;
+ResponseParser::HeadAction Exchange::on_response_head(UpstreamConnection& up) {
+  const ResponseParser& response = up.response();
+  int status = response.status();
   const conf::Config& config = ds_.worker().config();
   if (ttfb_ns_ < 0 && sent_ns_ != 0 && (status >= 200 || status == 101)) {
     ttfb_ns_ = static_cast<int64_t>(uv_hrtime() - sent_ns_);
@@ -314,7 +314,7 @@ int Exchange::on_response_head(UpstreamConnection& up) {
     if (status == 101) {
       if (!upgrade_) {
         on_upstream_error(up, UpstreamError::bad_response);
-        return -1;
+        return ResponseParser::HeadAction::fail;
       }
       ResponseOptions options;
       options.status = 101;
@@ -330,10 +330,10 @@ int Exchange::on_response_head(UpstreamConnection& up) {
       ds_.enter_tunnel();
       up.enter_tunnel();
       ds_.flush();
-      return 2;
+      return ResponseParser::HeadAction::upgrade;
     }
     // Interim responses (100 Continue, 103 Early Hints) go to HTTP/1.1 clients as they come.
-    if (ds_.parser().http_minor >= 1) {
+    if (ds_.request().http_minor() >= 1) {
       ResponseOptions options;
       options.status = status;
       options.reason = up.head().start();
@@ -343,13 +343,13 @@ int Exchange::on_response_head(UpstreamConnection& up) {
       ds_.writer().add_copy(head);
       ds_.flush();
     }
-    return 0;
+    return ResponseParser::HeadAction::proceed;
   }
   status_ = status;
   bool no_body = head_request_ || status == 204 || status == 304;
   // A HEAD response may announce chunked framing; it still has no body to re-frame.
-  response_chunked_ = !no_body && (parser.flags & F_CHUNKED) != 0;
-  response_close_delimited_ = !no_body && !response_chunked_ && (parser.flags & F_CONTENT_LENGTH) == 0;
+  response_chunked_ = !no_body && response.chunked();
+  response_close_delimited_ = !no_body && !response_chunked_ && !response.has_content_length();
   if (response_close_delimited_ || !request_done_) ds_.set_close_after_response();
 
   ResponseOptions options;
@@ -362,7 +362,7 @@ int Exchange::on_response_head(UpstreamConnection& up) {
   ds_.writer().add_copy(head);
   response_started_ = true;
   WorkerStats::add(ds_.worker().stats().responses[status_class(status)]);
-  return no_body ? 1 : 0;
+  return no_body ? ResponseParser::HeadAction::no_body : ResponseParser::HeadAction::proceed;
 }
 
 void Exchange::on_response_body(Slice data) {
@@ -525,9 +525,9 @@ void Exchange::record(int status) {
   AccessRecord r;
   r.time = wall_start_;
   r.client_ip = ds_.client_ip();
-  r.method = llhttp_method_name(static_cast<llhttp_method_t>(ds_.parser().method));
+  r.method = ds_.request().method_name();
   r.target = ds_.target();
-  r.http_minor = ds_.parser().http_minor;
+  r.http_minor = ds_.request().http_minor();
   r.user = user_key_;
   // server_ is a slot, not a position in runtime().servers (a reload reorders those): the
   // pool keeps its server's target, a removed server's included.

@@ -10,6 +10,7 @@
 
 #include "affinity/router.h"
 #include "proxy/buffer_pool.h"
+#include "proxy/http/response_parser.h"
 
 namespace sprayer::proxy {
 
@@ -43,7 +44,7 @@ class Exchange {
   // Upstream side.
   void on_connected(UpstreamConnection& up);
   void on_connect_failed(UpstreamConnection& up, int status);
-  int on_response_head(UpstreamConnection& up);  // 0, or 1 = no body, 2 = upgrade (llhttp)
+  ResponseParser::HeadAction on_response_head(UpstreamConnection& up);
   void on_response_body(Slice data);
   void on_response_complete(UpstreamConnection& up);
   void on_upstream_error(UpstreamConnection& up, UpstreamError error);

@@ -14,25 +14,9 @@
 namespace sprayer::proxy {
 namespace {
 
-constexpr size_t kMaxResponseHeadBytes = 64 * 1024;
 constexpr int kFailConnect = 0, kFailReset = 1, kFailTimeout = 2, kFailBad = 3, kFailServerDown = 4;
 
-UpstreamConnection* from(llhttp_t* p) { return static_cast<UpstreamConnection*>(p->data); }
-
 }  // namespace
-
-const llhttp_settings_t UpstreamConnection::settings_ = [] {
-  llhttp_settings_t s;
-  llhttp_settings_init(&s);
-  s.on_message_begin = &UpstreamConnection::on_message_begin;
-  s.on_status = &UpstreamConnection::on_status;
-  s.on_header_field = &UpstreamConnection::on_header_field;
-  s.on_header_value = &UpstreamConnection::on_header_value;
-  s.on_headers_complete = &UpstreamConnection::on_headers_complete;
-  s.on_body = &UpstreamConnection::on_body;
-  s.on_message_complete = &UpstreamConnection::on_message_complete;
-  return s;
-}();
 
 UpstreamConnection::UpstreamConnection(Worker& worker, UpstreamPool& pool) : worker_(worker), pool_(pool) {
   uv_tcp_init(worker_.loop(), &tcp_);
@@ -41,8 +25,6 @@ UpstreamConnection::UpstreamConnection(Worker& worker, UpstreamPool& pool) : wor
   timer_.init(worker_.loop(), this, &UpstreamConnection::on_timer);
   ++handles_open_;
   writer_.init(reinterpret_cast<uv_stream_t*>(&tcp_), this, &UpstreamConnection::on_write_done);
-  llhttp_init(&parser_, HTTP_RESPONSE, &settings_);
-  parser_.data = this;
   counted_ = true;
   WorkerStats::add(worker_.stats().upstream_open, 1);
 }
@@ -145,9 +127,7 @@ void UpstreamConnection::begin_response(bool head_request) {
   response_byte_seen_ = false;
   response_done_ = false;
   keep_alive_ = false;
-  head_.clear();
-  llhttp_init(&parser_, HTTP_RESPONSE, &settings_);
-  parser_.data = this;
+  parser_.begin(head_request);
   pause_reasons_ = 0;
   update_read_state();
   arm_response_timer();
@@ -178,7 +158,7 @@ bool UpstreamConnection::flush() {
 void UpstreamConnection::make_idle() {
   state_ = State::idle;
   exchange_ = nullptr;
-  head_.clear();  // keeps its capacity for the next response
+  parser_.clear_head();  // keeps its capacity for the next response
   pause_reasons_ = 0;
   update_read_state();
   timer_purpose_ = Timer::idle;
@@ -290,8 +270,7 @@ void UpstreamConnection::handle_eof(ssize_t nread) {
   }
   if (nread == UV_EOF && response_byte_seen_ && !response_done_) {
     // A response delimited by the close of the connection ends here.
-    llhttp_errno_t err = llhttp_finish(&parser_);
-    if (err == HPE_OK && response_done_) {
+    if (parser_.finish() && response_done_) {
       if (exchange_) exchange_->on_upstream_read_done();
       close();
       return;
@@ -315,29 +294,30 @@ void UpstreamConnection::handle_data(Slice data) {
   if (timer_purpose_ == Timer::response) arm_response_timer();
   response_byte_seen_ = true;
   input_ = data;
-  llhttp_errno_t err = llhttp_execute(&parser_, data.data(), data.size());
+  ResponseParser::Result result = parser_.execute(data.data(), data.size());
   input_.reset();
   if (state_ == State::closed) return;
-  if (err == HPE_OK) {
-    if (exchange_) exchange_->on_upstream_read_done();
-    return;
-  }
-  if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
-    const char* pos = llhttp_get_error_pos(&parser_);
-    size_t consumed = pos ? static_cast<size_t>(pos - data.data()) : data.size();
-    if (state_ == State::tunnel) {
-      if (consumed < data.size() && exchange_) exchange_->on_upstream_tunnel_data(data.sub(consumed, data.size() - consumed));
-      return;
-    }
-    if (consumed < data.size()) {
-      // Bytes after a complete response that nobody asked for.
+  switch (result.outcome) {
+    case ResponseParser::Outcome::more:
       if (exchange_) exchange_->on_upstream_read_done();
-      close();
-    }
-    return;
+      return;
+    case ResponseParser::Outcome::message_end:
+    case ResponseParser::Outcome::upgrade:
+      if (state_ == State::tunnel) {
+        if (result.consumed < data.size() && exchange_)
+          exchange_->on_upstream_tunnel_data(data.sub(result.consumed, data.size() - result.consumed));
+        return;
+      }
+      if (result.consumed < data.size()) {
+        // Bytes after a complete response that nobody asked for.
+        if (exchange_) exchange_->on_upstream_read_done();
+        close();
+      }
+      return;
+    case ResponseParser::Outcome::error:
+      break;
   }
-  LOG_DEBUG("upstream %s: bad response: %s", pool_.target().id.c_str(),
-            llhttp_errno_name(err));
+  LOG_DEBUG("upstream %s: bad response: %s", pool_.target().id.c_str(), parser_.error_name());
   fail(kFailBad);
 }
 
@@ -406,7 +386,7 @@ void UpstreamConnection::close() {
     tls_->shutdown();
     writer_.flush();
   }
-  head_.release();
+  parser_.release();
   for (auto* handle : {reinterpret_cast<uv_handle_t*>(&tcp_), timer_.handle()}) {
     if (!uv_is_closing(handle)) uv_close(handle, &UpstreamConnection::on_close);
   }
@@ -417,62 +397,25 @@ void UpstreamConnection::on_close(uv_handle_t* handle) noexcept {
   if (--self->handles_open_ == 0) delete self;
 }
 
-// ---- llhttp callbacks ------------------------------------------------------------------
+// ---- the response (ResponseParser::Handler) --------------------------------------------
 
-int UpstreamConnection::on_message_begin(llhttp_t* p) noexcept {
-  from(p)->head_.clear();
-  return 0;
+ResponseParser::HeadAction UpstreamConnection::on_response_head() {
+  if (!exchange_) return ResponseParser::HeadAction::fail;
+  return exchange_->on_response_head(*this);
 }
 
-int UpstreamConnection::on_status(llhttp_t* p, const char* at, size_t len) noexcept {
-  from(p)->head_.append_start(at, len);
-  return 0;
+void UpstreamConnection::on_response_body(const char* at, size_t len) {
+  if (!exchange_) return;
+  const char* base = input_.data();
+  exchange_->on_response_body(input_.sub(static_cast<size_t>(at - base), len));
 }
 
-int UpstreamConnection::on_header_field(llhttp_t* p, const char* at, size_t len) noexcept {
-  auto* self = from(p);
-  if (self->head_.bytes() + len > kMaxResponseHeadBytes) return HPE_USER;
-  self->head_.append_name(at, len);
-  return 0;
-}
-
-int UpstreamConnection::on_header_value(llhttp_t* p, const char* at, size_t len) noexcept {
-  auto* self = from(p);
-  if (self->head_.bytes() + len > kMaxResponseHeadBytes) return HPE_USER;
-  self->head_.append_value(at, len);
-  return 0;
-}
-
-int UpstreamConnection::on_headers_complete(llhttp_t* p) noexcept {
-  auto* self = from(p);
-  if (!self->exchange_) return HPE_USER;
-  int rc = self->exchange_->on_response_head(*self);
-  if (rc < 0) return HPE_USER;
-  if (rc == 0 && self->head_request_ && p->status_code >= 200) return 1;
-  return rc;
-}
-
-int UpstreamConnection::on_body(llhttp_t* p, const char* at, size_t len) noexcept {
-  auto* self = from(p);
-  if (!self->exchange_) return 0;
-  const char* base = self->input_.data();
-  self->exchange_->on_response_body(self->input_.sub(static_cast<size_t>(at - base), len));
-  return 0;
-}
-
-int UpstreamConnection::on_message_complete(llhttp_t* p) noexcept {
-  auto* self = from(p);
-  if (p->status_code >= 100 && p->status_code < 200 && p->status_code != 101) {
-    // An interim response: the final one follows on the same parser.
-    self->head_.clear();
-    return 0;
-  }
-  self->response_done_ = true;
-  self->keep_alive_ = llhttp_should_keep_alive(p) != 0;
-  self->timer_.clear();
-  self->timer_purpose_ = Timer::none;
-  if (self->exchange_) self->exchange_->on_response_complete(*self);
-  return HPE_PAUSED;
+void UpstreamConnection::on_response_complete() {
+  response_done_ = true;
+  keep_alive_ = parser_.keep_alive();
+  timer_.clear();
+  timer_purpose_ = Timer::none;
+  if (exchange_) exchange_->on_response_complete(*this);
 }
 
 }  // namespace sprayer::proxy

@@ -1,9 +1,8 @@
 // The backend side: one TCP connection to a pool server. Connects, writes the request the
-// Exchange gives it, parses the response with llhttp and reports it piece by piece. When
+// Exchange gives it, parses the response with its ResponseParser and reports it piece by piece. When
 // idle it sits in its UpstreamPool and any byte or EOF from the server closes it.
 #pragma once
 
-#include <llhttp.h>
 #include <openssl/types.h>
 
 typedef struct ssl_session_st SSL_SESSION;  // <openssl/ssl.h> without the whole header
@@ -13,7 +12,8 @@ typedef struct ssl_session_st SSL_SESSION;  // <openssl/ssl.h> without the whole
 
 #include "proxy/buffer_pool.h"
 #include "proxy/deadline.h"
-#include "proxy/http_head.h"
+#include "proxy/http/http_head.h"
+#include "proxy/http/response_parser.h"
 #include "proxy/stream_writer.h"
 
 namespace sprayer::proxy {
@@ -23,7 +23,7 @@ class TlsEngine;
 class UpstreamPool;
 class Worker;
 
-class UpstreamConnection {
+class UpstreamConnection final : private ResponseParser::Handler {
  public:
   // handshaking: TCP is up, TLS is not yet; the connection is not "connected" until it is.
   enum class State { connecting, handshaking, active, idle, tunnel, closed };
@@ -47,9 +47,9 @@ class UpstreamConnection {
   bool reused() const { return requests_ > 1; }
   bool response_byte_seen() const { return response_byte_seen_; }
   bool keep_alive() const { return keep_alive_; }
-  int status() const { return parser_.status_code; }
-  const HttpHead& head() const { return head_; }
-  llhttp_t& parser() { return parser_; }
+  int status() const { return parser_.status(); }
+  const HttpHead& head() const { return parser_.head(); }
+  const ResponseParser& response() const { return parser_; }
   size_t slot() const;  // the server's slot (see UpstreamPool::slot)
   const UpstreamPool& pool() const { return pool_; }
   uint32_t requests() const { return requests_; }
@@ -76,15 +76,10 @@ class UpstreamConnection {
   static void on_tls_session(void* self, SSL_SESSION* session) noexcept;
   void handle_timer();
 
-  static int on_message_begin(llhttp_t* p) noexcept;
-  static int on_status(llhttp_t* p, const char* at, size_t len) noexcept;
-  static int on_header_field(llhttp_t* p, const char* at, size_t len) noexcept;
-  static int on_header_value(llhttp_t* p, const char* at, size_t len) noexcept;
-  static int on_headers_complete(llhttp_t* p) noexcept;
-  static int on_body(llhttp_t* p, const char* at, size_t len) noexcept;
-  static int on_message_complete(llhttp_t* p) noexcept;
-
-  static const llhttp_settings_t settings_;
+  // ResponseParser::Handler
+  ResponseParser::HeadAction on_response_head() override;
+  void on_response_body(const char* at, size_t len) override;
+  void on_response_complete() override;
 
   enum class Timer { none, connect, response, idle };
 
@@ -94,8 +89,7 @@ class UpstreamConnection {
   uv_tcp_t tcp_{};
   uv_connect_t connect_req_{};
   Deadline timer_;
-  llhttp_t parser_{};
-  HttpHead head_;
+  ResponseParser parser_{*this};
   StreamWriter writer_;
   Slice input_;
   std::unique_ptr<TlsEngine> tls_;  // null = plain HTTP

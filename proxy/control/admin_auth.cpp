@@ -7,7 +7,7 @@
 
 #include <array>
 
-#include "proxy/http_head.h"
+#include "proxy/http/http_head.h"
 
 namespace sprayer::proxy {
 namespace {

@@ -5,7 +5,7 @@
 
 #include <cstring>
 
-#include "proxy/http_head.h"
+#include "proxy/http/http_head.h"
 #include "proxy/log.h"
 
 namespace sprayer::proxy {

@@ -1,5 +1,5 @@
-// Header-rewriting rules for both directions; no I/O, unit-tested in tests/unit/proxy_http_head_test.cpp.
-#include "proxy/http_head.h"
+// Header-rewriting rules for both directions; no I/O, unit-tested in tests/unit/http_head_test.cpp.
+#include "proxy/http/http_head.h"
 
 #include <cstdio>
 #include <iterator>

@@ -3,7 +3,7 @@
 
 #include <cstring>
 
-#include "proxy/http_head.h"
+#include "proxy/http/http_head.h"
 
 using namespace sprayer::proxy;
 

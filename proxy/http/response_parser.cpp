@@ -1,0 +1,101 @@
+// Response parsing for the upstream side; unit-tested in tests/unit/http_response_parser_test.cpp.
+#include "proxy/http/response_parser.h"
+
+namespace sprayer::proxy {
+
+const llhttp_settings_t ResponseParser::settings_ = [] {
+  llhttp_settings_t s;
+  llhttp_settings_init(&s);
+  s.on_message_begin = &ResponseParser::on_message_begin;
+  s.on_status = &ResponseParser::on_status;
+  s.on_header_field = &ResponseParser::on_header_field;
+  s.on_header_value = &ResponseParser::on_header_value;
+  s.on_headers_complete = &ResponseParser::on_headers_complete;
+  s.on_body = &ResponseParser::on_body;
+  s.on_message_complete = &ResponseParser::on_message_complete;
+  return s;
+}();
+
+ResponseParser::ResponseParser(Handler& handler) : handler_(handler) {
+  llhttp_init(&parser_, HTTP_RESPONSE, &settings_);
+  parser_.data = this;
+}
+
+void ResponseParser::begin(bool head_request) {
+  head_request_ = head_request;
+  keep_alive_ = false;
+  done_ = false;
+  error_name_ = "";
+  head_.clear();
+  llhttp_init(&parser_, HTTP_RESPONSE, &settings_);
+  parser_.data = this;
+}
+
+ResponseParser::Result ResponseParser::execute(const char* data, size_t len) {
+  llhttp_errno_t err = llhttp_execute(&parser_, data, len);
+  if (err == HPE_OK) return Result{Outcome::more, len};
+  const char* pos = llhttp_get_error_pos(&parser_);
+  size_t consumed = pos ? static_cast<size_t>(pos - data) : len;
+  if (err == HPE_PAUSED) return Result{Outcome::message_end, consumed};
+  if (err == HPE_PAUSED_UPGRADE) return Result{Outcome::upgrade, consumed};
+  error_name_ = llhttp_errno_name(err);
+  return Result{Outcome::error, consumed};
+}
+
+bool ResponseParser::finish() { return llhttp_finish(&parser_) == HPE_OK && done_; }
+
+int ResponseParser::on_message_begin(llhttp_t* p) noexcept {
+  from(p)->head_.clear();
+  return 0;
+}
+
+int ResponseParser::on_status(llhttp_t* p, const char* at, size_t len) noexcept {
+  from(p)->head_.append_start(at, len);
+  return 0;
+}
+
+int ResponseParser::on_header_field(llhttp_t* p, const char* at, size_t len) noexcept {
+  ResponseParser* self = from(p);
+  if (self->head_.bytes() + len > kMaxHeadBytes) return HPE_USER;
+  self->head_.append_name(at, len);
+  return 0;
+}
+
+int ResponseParser::on_header_value(llhttp_t* p, const char* at, size_t len) noexcept {
+  ResponseParser* self = from(p);
+  if (self->head_.bytes() + len > kMaxHeadBytes) return HPE_USER;
+  self->head_.append_value(at, len);
+  return 0;
+}
+
+int ResponseParser::on_headers_complete(llhttp_t* p) noexcept {
+  ResponseParser* self = from(p);
+  switch (self->handler_.on_response_head()) {
+    case HeadAction::fail: return HPE_USER;
+    case HeadAction::upgrade: return 2;
+    case HeadAction::no_body: return 1;
+    case HeadAction::proceed: break;
+  }
+  // A HEAD response announces a body it does not carry.
+  return self->head_request_ && p->status_code >= 200 ? 1 : 0;
+}
+
+int ResponseParser::on_body(llhttp_t* p, const char* at, size_t len) noexcept {
+  from(p)->handler_.on_response_body(at, len);
+  return 0;
+}
+
+int ResponseParser::on_message_complete(llhttp_t* p) noexcept {
+  ResponseParser* self = from(p);
+  if (p->status_code >= 100 && p->status_code < 200 && p->status_code != 101) {
+    // An interim response: the final one follows on the same parser.
+    self->head_.clear();
+    return 0;
+  }
+  self->done_ = true;
+  self->keep_alive_ = llhttp_should_keep_alive(p) != 0;
+  self->handler_.on_response_complete();
+  return HPE_PAUSED;
+}
+
+}  // namespace sprayer::proxy
