@@ -157,9 +157,11 @@ std::optional<bool> fixed_hop_by_hop(FieldKind kind) {
     case FieldKind::proxy_authorization:
     case FieldKind::proxy_authenticate:
       return true;
-    // Transfer-Encoding and Content-Length stay: bodies are forwarded with their framing intact.
+    // End to end whatever Connection names: bodies are forwarded with their framing intact,
+    // and an HTTP/1.1 request without Host would be invalid.
     case FieldKind::transfer_encoding:
     case FieldKind::content_length:
+    case FieldKind::host:
       return false;
     default:
       return std::nullopt;
@@ -187,6 +189,44 @@ bool HopByHop::named_in_connection(std::string_view name) const {
   for (size_t i = head_->find(FieldKind::connection); i != HttpHead::npos; i = head_->find(FieldKind::connection, i + 1))
     if (has_token(head_->value(i), name)) return true;
   return false;
+}
+
+bool valid_host(std::string_view host) {
+  auto digit = [](char c) { return c >= '0' && c <= '9'; };
+  auto hex = [&](char c) { return digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); };
+  size_t i = 0;
+  if (!host.empty() && host.front() == '[') {
+    // IP-literal: IPv6 address characters only (no zone, no IPvFuture).
+    size_t close = host.find(']');
+    if (close == std::string_view::npos || close < 3) return false;
+    for (i = 1; i < close; ++i)
+      if (!hex(host[i]) && host[i] != ':' && host[i] != '.') return false;
+    i = close + 1;
+  } else {
+    // reg-name or IPv4address: unreserved, pct-encoded, sub-delims but the comma.
+    for (; i < host.size() && host[i] != ':'; ++i) {
+      char c = host[i];
+      bool alnum = digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+      if (alnum || c == '-' || c == '.' || c == '_' || c == '~') continue;
+      if (c == '%') {
+        if (i + 2 >= host.size() || !hex(host[i + 1]) || !hex(host[i + 2])) return false;
+        i += 2;
+        continue;
+      }
+      if (c == '!' || c == '$' || c == '&' || c == '\'' || c == '(' || c == ')' || c == '*' || c == '+' ||
+          c == ';' || c == '=')
+        continue;
+      return false;
+    }
+    if (i == 0 && i < host.size()) return false;  // ":80" names no host
+  }
+  if (i == host.size()) return true;
+  if (host[i] != ':') return false;
+  size_t digits = host.size() - i - 1;
+  if (digits > 5) return false;
+  for (++i; i < host.size(); ++i)
+    if (!digit(host[i])) return false;
+  return true;
 }
 
 TargetCheck check_target(std::string_view target, std::string_view host, std::string_view method,

@@ -93,6 +93,11 @@ class HopByHop {
   const HttpHead* head_;
 };
 
+// A Host field value is `uri-host [ ":" port ]` (RFC 9112 3.2, RFC 3986 3.2.2), or empty. A
+// comma is refused too although reg-name allows it: "a,b" is what two Host fields merged by
+// some intermediary look like.
+bool valid_host(std::string_view host);
+
 enum class TargetCheck { origin, absolute_same_host, asterisk, bad };
 
 // Classify a request target; an absolute-form target naming the Host of the request is

@@ -1,6 +1,8 @@
 // Request parsing and validation: limits in the llhttp callbacks, the head's rules at its
-// end; unit-tested byte by byte in tests/unit/http_request_parser_test.cpp.
+// end, strict chunked framing; unit-tested byte by byte in tests/unit/http_request_parser_test.cpp.
 #include "proxy/http/request_parser.h"
+
+#include <algorithm>
 
 namespace sprayer::proxy {
 namespace {
@@ -9,6 +11,13 @@ bool has_whitespace(std::string_view s) {
   for (char c : s)
     if (c == ' ' || c == '\t') return true;
   return false;
+}
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
 }
 
 }  // namespace
@@ -21,15 +30,22 @@ std::string_view to_string(RejectReason reason) {
     case RejectReason::too_many_fields: return "too_many_fields";
     case RejectReason::head_too_large: return "head_too_large";
     case RejectReason::whitespace_in_name: return "whitespace_in_name";
+    case RejectReason::empty_field_name: return "empty_field_name";
     case RejectReason::obs_fold: return "obs_fold";
     case RejectReason::http09: return "http09";
     case RejectReason::bad_version: return "bad_version";
     case RejectReason::missing_host: return "missing_host";
     case RejectReason::duplicate_host: return "duplicate_host";
+    case RejectReason::bad_host: return "bad_host";
     case RejectReason::connect_method: return "connect_method";
     case RejectReason::host_not_sni: return "host_not_sni";
     case RejectReason::bad_target: return "bad_target";
+    case RejectReason::fragment_in_target: return "fragment_in_target";
     case RejectReason::body_too_large: return "body_too_large";
+    case RejectReason::bad_transfer_encoding: return "bad_transfer_encoding";
+    case RejectReason::bad_chunk: return "bad_chunk";
+    case RejectReason::chunk_extension_too_large: return "chunk_extension_too_large";
+    case RejectReason::trailer_too_large: return "trailer_too_large";
     case RejectReason::no_host_to_redirect: return "no_host_to_redirect";
   }
   return "unknown";
@@ -60,6 +76,12 @@ RequestParser::Result RequestParser::execute(const char* data, size_t len) {
   for (;;) {
     const char* at = data + offset;
     const size_t n = len - offset;
+    // The framing bytes are read ahead of llhttp: a bad one refuses the request before llhttp
+    // could skip over it.
+    if (chunks_.active()) {
+      RejectReason r = chunks_.scan(at, n, limits_.max_header_bytes, limits_.max_header_bytes);
+      if (r != RejectReason::none) return Result{Outcome::reject, offset, Reject{400, r}};
+    }
     input_ = at;
     input_len_ = n;
     llhttp_errno_t err = llhttp_execute(&parser_, at, n);
@@ -68,6 +90,13 @@ RequestParser::Result RequestParser::execute(const char* data, size_t len) {
     if (err == HPE_OK) return Result{Outcome::more, len, {}};
     const char* pos = llhttp_get_error_pos(&parser_);
     const size_t used = offset + (pos ? static_cast<size_t>(pos - at) : n);
+    if (err == HPE_PAUSED && body_start_pending_) {
+      // The end of a chunked head: its body starts here.
+      body_start_pending_ = false;
+      llhttp_resume(&parser_);
+      offset = used;
+      continue;
+    }
     if (err == HPE_PAUSED) {
       llhttp_resume(&parser_);
       return Result{Outcome::message_end, used, {}};
@@ -99,6 +128,7 @@ int RequestParser::on_message_begin(llhttp_t* p) noexcept {
   self->llhttp_error_ = "";
   self->body_bytes_ = 0;
   self->value_complete_ = false;
+  self->name_seen_ = false;
   self->in_value_ = false;
   self->has_body_ = false;
   self->upgrade_ = false;
@@ -118,11 +148,13 @@ int RequestParser::on_url(llhttp_t* p, const char* at, size_t len) noexcept {
 
 int RequestParser::on_header_field(llhttp_t* p, const char* at, size_t len) noexcept {
   RequestParser* self = from(p);
+  if (p->flags & F_TRAILING) return 0;  // trailers are dropped (and counted by the chunk scanner)
   const RequestLimits& limits = self->limits_;
   if (self->value_complete_ && self->head_.count() >= limits.max_header_count)
     return self->reject(431, RejectReason::too_many_fields);
   self->value_complete_ = false;
   self->in_value_ = false;
+  if (len > 0) self->name_seen_ = true;  // llhttp reports ": value" as an empty name
   if (self->head_.bytes() + len > limits.max_header_bytes) return self->reject(431, RejectReason::head_too_large);
   self->head_.append_name(at, len);
   return 0;
@@ -130,6 +162,8 @@ int RequestParser::on_header_field(llhttp_t* p, const char* at, size_t len) noex
 
 int RequestParser::on_header_field_complete(llhttp_t* p) noexcept {
   RequestParser* self = from(p);
+  if (p->flags & F_TRAILING) return 0;
+  if (!self->name_seen_) return self->reject(400, RejectReason::empty_field_name);
   // "Host : x" would be read as another field by some servers: a classic smuggling lever.
   if (self->head_.count() > 0 && has_whitespace(self->head_.name(self->head_.count() - 1)))
     return self->reject(400, RejectReason::whitespace_in_name);
@@ -138,6 +172,9 @@ int RequestParser::on_header_field_complete(llhttp_t* p) noexcept {
 
 int RequestParser::on_header_value(llhttp_t* p, const char* at, size_t len) noexcept {
   RequestParser* self = from(p);
+  if (p->flags & F_TRAILING) return 0;
+  // ": value": llhttp would hand the value to the previous field.
+  if (!self->name_seen_) return self->reject(400, RejectReason::empty_field_name);
   if (self->in_value_) {
     const char* expected = self->value_at_input_end_ ? self->input_ : self->value_end_;
     if (at != expected) return self->reject(400, RejectReason::obs_fold);
@@ -153,7 +190,10 @@ int RequestParser::on_header_value(llhttp_t* p, const char* at, size_t len) noex
 
 int RequestParser::on_header_value_complete(llhttp_t* p) noexcept {
   RequestParser* self = from(p);
+  if (p->flags & F_TRAILING) return 0;
+  if (!self->name_seen_) return self->reject(400, RejectReason::empty_field_name);
   self->value_complete_ = true;
+  self->name_seen_ = false;
   return 0;
 }
 
@@ -164,10 +204,16 @@ Reject RequestParser::check_head() {
     if (parser_.http_major == 0) return {400, RejectReason::http09};
     return {505, RejectReason::bad_version};
   }
+  // RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing, whatever
+  // else it says (an HTTP/1.0 recipient would read the chunks as the body).
+  if (parser_.http_minor == 0 &&
+      ((parser_.flags & F_TRANSFER_ENCODING) || head_.find(FieldKind::transfer_encoding) != HttpHead::npos))
+    return {400, RejectReason::bad_transfer_encoding};
   size_t host_index = head_.find(FieldKind::host);
   if (host_index != HttpHead::npos) {
     host_ = head_.value(host_index);
     if (head_.find(FieldKind::host, host_index + 1) != HttpHead::npos) return {400, RejectReason::duplicate_host};
+    if (!valid_host(host_)) return {400, RejectReason::bad_host};
   } else if (parser_.http_minor >= 1) {
     return {400, RejectReason::missing_host};
   }
@@ -178,6 +224,9 @@ Reject RequestParser::check_head() {
     std::string_view name = colon == std::string_view::npos || host.back() == ']' ? host : host.substr(0, colon);
     if (!iequals(name, sni_)) return {421, RejectReason::host_not_sni};
   }
+  // A fragment is for the user agent (RFC 9110 4.2.5) and never sent; one that arrives is a
+  // probe. Refused rather than stripped: what reaches the pool is then exactly what came.
+  if (head_.start().find('#') != std::string_view::npos) return {400, RejectReason::fragment_in_target};
   std::string_view origin;
   if (check_target(head_.start(), host_, method_name(), origin) == TargetCheck::bad)
     return {400, RejectReason::bad_target};
@@ -201,6 +250,12 @@ int RequestParser::headers_complete() {
     stopped_ = true;
     return HPE_USER;
   }
+  if ((parser_.flags & F_CHUNKED) && !(parser_.flags & F_SKIPBODY)) {
+    // Pause where the body starts, so the chunk scanner starts there.
+    chunks_.start();
+    body_start_pending_ = true;
+    return HPE_PAUSED;
+  }
   return 0;
 }
 
@@ -218,6 +273,100 @@ int RequestParser::on_message_complete(llhttp_t* p) noexcept {
   RequestParser* self = from(p);
   self->handler_.on_request_complete();
   return HPE_PAUSED;
+}
+
+// ---- chunked framing -------------------------------------------------------------------
+
+RejectReason RequestParser::ChunkScanner::scan(const char* p, size_t len, uint32_t max_extension,
+                                               uint32_t max_trailer) {
+  const char* end = p + len;
+  while (p < end && state_ != State::done) {
+    const char c = *p;
+    switch (state_) {
+      case State::size_first:
+      case State::size: {
+        int v = hex_value(c);
+        if (v >= 0) {
+          if (++digits_ > 16) return RejectReason::bad_chunk;  // over 64 bits
+          remaining_ = remaining_ * 16 + static_cast<uint64_t>(v);
+          state_ = State::size;
+          ++p;
+        } else if (state_ == State::size && c == '\r') {
+          state_ = State::size_lf;
+          ++p;
+        } else if (state_ == State::size && (c == ';' || c == ' ' || c == '\t')) {
+          state_ = State::extension;  // counted there
+        } else {
+          return RejectReason::bad_chunk;
+        }
+        break;
+      }
+      case State::extension:
+        if (c == '\r') {
+          state_ = State::size_lf;
+        } else if (c == '\n') {
+          return RejectReason::bad_chunk;
+        } else if (++extension_bytes_ > max_extension) {
+          return RejectReason::chunk_extension_too_large;
+        }
+        ++p;
+        break;
+      case State::size_lf:
+        if (c != '\n') return RejectReason::bad_chunk;
+        ++p;
+        digits_ = 0;
+        state_ = remaining_ != 0 ? State::data : State::trailer_start;
+        break;
+      case State::data: {
+        uint64_t take = std::min<uint64_t>(remaining_, static_cast<uint64_t>(end - p));
+        p += take;
+        remaining_ -= take;
+        if (remaining_ == 0) state_ = State::data_cr;
+        break;
+      }
+      case State::data_cr:
+        if (c != '\r') return RejectReason::bad_chunk;
+        ++p;
+        state_ = State::data_lf;
+        break;
+      case State::data_lf:
+        if (c != '\n') return RejectReason::bad_chunk;
+        ++p;
+        state_ = State::size_first;
+        break;
+      case State::trailer_start:
+        if (c == '\r') {
+          state_ = State::final_lf;
+          ++p;
+        } else {
+          state_ = State::trailer;  // counted there
+        }
+        break;
+      case State::trailer:
+        if (c == '\r') {
+          state_ = State::trailer_lf;
+        } else if (c == '\n') {
+          return RejectReason::bad_chunk;
+        } else if (++trailer_bytes_ > max_trailer) {
+          return RejectReason::trailer_too_large;
+        }
+        ++p;
+        break;
+      case State::trailer_lf:
+        if (c != '\n') return RejectReason::bad_chunk;
+        ++p;
+        state_ = State::trailer_start;
+        break;
+      case State::final_lf:
+        if (c != '\n') return RejectReason::bad_chunk;
+        ++p;
+        state_ = State::done;
+        break;
+      case State::done:
+        break;
+    }
+  }
+  return RejectReason::none;
 }
 
 }  // namespace sprayer::proxy

@@ -16,7 +16,7 @@ namespace sprayer::proxy {
 
 struct RequestLimits {
   uint32_t max_uri_length = 8 * 1024;
-  uint32_t max_header_bytes = 32 * 1024;
+  uint32_t max_header_bytes = 32 * 1024;  // the head; also, each, chunk extensions and trailers
   uint32_t max_header_count = 100;
   uint64_t max_body_bytes = 0;            // 0 = no limit
 };
@@ -29,15 +29,22 @@ enum class RejectReason : uint8_t {
   too_many_fields,
   head_too_large,
   whitespace_in_name,
+  empty_field_name,
   obs_fold,
   http09,
   bad_version,
   missing_host,
   duplicate_host,
+  bad_host,
   connect_method,
   host_not_sni,
   bad_target,
+  fragment_in_target,
   body_too_large,
+  bad_transfer_encoding,
+  bad_chunk,
+  chunk_extension_too_large,
+  trailer_too_large,
   no_host_to_redirect,
 };
 std::string_view to_string(RejectReason reason);
@@ -115,6 +122,34 @@ class RequestParser {
   }
 
  private:
+  // Strict chunked framing next to llhttp (which in its loose build skips the two bytes after
+  // chunk data and any byte after a CR in a size line): it reads the body's framing bytes
+  // ahead of llhttp and counts extension and trailer bytes.
+  class ChunkScanner {
+   public:
+    void start() {
+      state_ = State::size_first;
+      remaining_ = 0;
+      digits_ = 0;
+      extension_bytes_ = 0;
+      trailer_bytes_ = 0;
+    }
+    bool active() const { return state_ != State::done; }
+    // Scans up to the end of the chunked body; a non-ok reason refuses the request.
+    RejectReason scan(const char* data, size_t len, uint32_t max_extension, uint32_t max_trailer);
+
+   private:
+    enum class State : uint8_t {
+      size_first, size, extension, size_lf, data, data_cr, data_lf, trailer_start, trailer, trailer_lf, final_lf,
+      done,
+    };
+    State state_ = State::done;
+    uint64_t remaining_ = 0;
+    uint8_t digits_ = 0;
+    uint32_t extension_bytes_ = 0;
+    uint32_t trailer_bytes_ = 0;
+  };
+
   static const llhttp_settings_t settings_;
   static RequestParser* from(llhttp_t* p) { return static_cast<RequestParser*>(p->data); }
   static int on_message_begin(llhttp_t* p) noexcept;
@@ -138,12 +173,14 @@ class RequestParser {
   RequestLimits limits_;
   std::string_view sni_;
   bool check_host_ = false;
+  ChunkScanner chunks_;
   Reject reject_;
   const char* llhttp_error_ = "";
   const char* input_ = nullptr;  // the bytes of the current execute() call
   size_t input_len_ = 0;
   uint64_t body_bytes_ = 0;
   bool value_complete_ = false;  // the last header event finished a value
+  bool name_seen_ = false;       // the current field line had a name
   bool in_value_ = false;
   // Where the next piece of the current value must start if it is the same line; any other
   // start means llhttp skipped a CRLF: obsolete line folding.
@@ -152,6 +189,7 @@ class RequestParser {
   bool has_body_ = false;
   bool upgrade_ = false;
   bool keep_alive_ = true;
+  bool body_start_pending_ = false;  // paused at the end of a chunked head: scan from there
   bool stopped_ = false;
 };
 

@@ -20,7 +20,8 @@ MAX_HEADER_COUNT = 30
 MAX_HEADER_BYTES = 4096
 
 
-class ProxyErrorsTest(harness.TestCase):
+class ProxyErrorsBase(harness.TestCase):
+    """One sprayer with small limits in front of two pool servers, and the checks each case uses."""
     TIMEOUT = 30.0
 
     @classmethod
@@ -69,6 +70,9 @@ class ProxyErrorsTest(harness.TestCase):
                 self.assertEqual(c.after_close, b"", f"{case}: bytes after the error response")
             return resp
 
+
+
+class ProxyErrorsTest(ProxyErrorsBase):
     # ---- slowloris ----
 
     def test_slowloris_cut_off(self):
@@ -176,6 +180,57 @@ class ProxyErrorsTest(harness.TestCase):
         self.assertStatus(resp, 504, f"backend holding 5s with upstream_response {UPSTREAM_RESPONSE_S}s")
         self.assertLess(elapsed, UPSTREAM_RESPONSE_S + 2.5, f"504 came only after {elapsed:.1f}s")
         self.assertGreater(elapsed, UPSTREAM_RESPONSE_S * 0.9, f"504 after {elapsed:.2f}s, before the timeout")
+
+
+class StrictFramingTest(ProxyErrorsBase):
+    """RFC 9112 framing that llhttp's loose build lets through: each refused with 400 and a
+    close (the whole class, as unit-tested byte by byte in http_request_parser_test)."""
+
+    CHUNKED = b"POST /poolsim/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+    def test_http10_with_transfer_encoding(self):
+        self.assert_rejected(b"POST /poolsim/echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             b"5\r\nhello\r\n0\r\n\r\n", 400, "HTTP/1.0 with Transfer-Encoding: chunked")
+
+    def test_invalid_host(self):
+        for host in (b"a@b", b"a, b", b"a b:80", b"[::1", b"h:80x"):
+            self.assert_rejected(b"GET /poolsim/headers HTTP/1.1\r\nHost: " + host + b"\r\n\r\n", 400,
+                                 f"Host: {host!r}")
+
+    def test_connection_never_removes_host(self):
+        with HttpClient(self.sprayer.port, timeout=5) as c:
+            c.send(b"GET /poolsim/headers HTTP/1.1\r\nHost: mail.example.com\r\n"
+                   b"Connection: close, Host, Content-Length\r\n\r\n")
+            resp = c.read_response(timeout=5)
+        self.assertStatus(resp, 200, "Connection naming Host")
+        seen = resp.json()
+        self.assertEqual(seen.get("host"), ["mail.example.com"], f"Host removed; upstream saw {seen}")
+        self.assertEqual(seen.get("x-forwarded-host"), ["mail.example.com"], f"upstream saw {seen}")
+
+    def test_empty_field_name(self):
+        self.assert_rejected(b"GET /poolsim/headers HTTP/1.1\r\nHost: x\r\n: value\r\n\r\n", 400,
+                             "a field line with an empty name")
+
+    def test_fragment_in_target(self):
+        self.assert_rejected(b"GET /poolsim/headers#frag HTTP/1.1\r\nHost: x\r\n\r\n", 400,
+                             "a #fragment in the request target")
+
+    def test_bytes_after_chunk_data(self):
+        self.assert_rejected(self.CHUNKED + b"5\r\nhelloXX0\r\n\r\n", 400, "two bytes after chunk data")
+
+    def test_byte_after_cr_in_chunk_size(self):
+        # llhttp itself refuses "5\rX\n"; after an extension, and in the last chunk's line, it
+        # skips the byte.
+        self.assert_rejected(self.CHUNKED + b"5;a\rXhello\r\n0\r\n\r\n", 400, "a byte after CR after an extension")
+        self.assert_rejected(self.CHUNKED + b"5\r\nhello\r\n0\rX\r\n\r\n", 400, "a byte after CR in the last chunk")
+
+    def test_unbounded_chunk_extension(self):
+        self.assert_rejected(self.CHUNKED + b"5;" + b"x" * (1536 * 1024) + b"\r\nhello\r\n0\r\n\r\n", 400,
+                             "1.5 MiB of chunk extension")
+
+    def test_trailers_over_the_limit(self):
+        trailers = b"".join(b"X-T%d: %s\r\n" % (i, b"v" * 100) for i in range(MAX_HEADER_BYTES // 100 + 10))
+        self.assert_rejected(self.CHUNKED + b"0\r\n" + trailers + b"\r\n", 400, "trailers over the limit")
 
 
 class BackendDownTest(harness.TestCase):

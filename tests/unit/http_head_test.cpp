@@ -190,3 +190,13 @@ TEST_CASE("headers named in any of many Connection fields are dropped") {
   CHECK(out.find("X-E") == std::string::npos);
   CHECK(out.find("X-F: kept\r\n") != std::string::npos);
 }
+
+TEST_CASE("Connection never removes Host or the framing fields") {
+  HttpHead head = make_head({{"Host", "pool.example"},
+                             {"Connection", "close, Host, Content-Length, Transfer-Encoding"},
+                             {"Content-Length", "5"}});
+  std::string out = forward(head);
+  CHECK(out.find("\r\nHost: pool.example\r\n") != std::string::npos);
+  CHECK(out.find("\r\nContent-Length: 5\r\n") != std::string::npos);
+  CHECK(out.find("X-Forwarded-Host: pool.example\r\n") != std::string::npos);
+}

@@ -102,6 +102,21 @@ std::string parse(std::string_view stream, const RequestLimits& limits = small_l
   return whole;
 }
 
+// A stream refused in its body: pieces before the bad byte may reach the handler when it
+// comes in parts, but every split ends with the same refusal and never completes.
+std::string parse_refused(std::string_view stream) {
+  std::string whole = parse_whole(stream);
+  std::string last = whole.substr(whole.rfind('\n', whole.size() - 2) + 1);
+  for (size_t at = 0; at <= stream.size(); ++at) {
+    INFO("split at ", at, " of ", stream.size());
+    std::string split = parse_split(stream, at);
+    REQUIRE(split.size() >= last.size());
+    REQUIRE(split.substr(split.size() - last.size()) == last);
+    REQUIRE(split.find("complete") == std::string::npos);
+  }
+  return whole;
+}
+
 }  // namespace
 
 TEST_CASE("a GET gives begin, head, complete and the end of the message") {
@@ -192,4 +207,69 @@ TEST_CASE("a handler that stops at the head stops the parse") {
   r.stop_at_head = true;
   r.feed("GET / HTTP/1.1\r\nHost: h\r\n\r\n");
   CHECK(join(r.events) == "begin\nhead GET / host=h\nstopped\n");
+}
+
+// ---- strict framing (RFC 9112) ----------------------------------------------------------
+
+TEST_CASE("HTTP/1.0 with Transfer-Encoding has faulty framing: 400") {
+  CHECK(parse("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n") ==
+        "begin\nreject 400 bad_transfer_encoding\n");
+  CHECK(parse("POST / HTTP/1.0\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+            .find("reject 400") != std::string::npos);
+}
+
+TEST_CASE("a Host that is not uri-host [ \":\" port ] is refused") {
+  for (std::string_view host : {"a@b", "a, b", "a,b", "a b", "[::1", "[::1]x", "h:80x", "h:123456", ":80", "a/b",
+                                "a\"b", "[zz::1]", "h%zz"}) {
+    INFO(host);
+    CHECK(parse("GET / HTTP/1.1\r\nHost: " + std::string(host) + "\r\n\r\n") == "begin\nreject 400 bad_host\n");
+  }
+  for (std::string_view host : {"pool.example", "pool.example:8443", "10.0.0.1:80", "[::1]:443", "[2001:db8::7]",
+                                "xn--bcher-kva.example", "h:", "my_host.internal", "a%20b"}) {
+    INFO(host);
+    CHECK(parse("GET / HTTP/1.1\r\nHost: " + std::string(host) + "\r\n\r\n").find("head GET / host=") !=
+          std::string::npos);
+  }
+  CHECK(parse("GET / HTTP/1.1\r\nHost:\r\n\r\n") == "begin\nhead GET / host=\ncomplete\nend\n");
+}
+
+TEST_CASE("a field line with an empty name is refused") {
+  CHECK(parse("GET / HTTP/1.1\r\nHost: h\r\n: value\r\n\r\n") == "begin\nreject 400 empty_field_name\n");
+  CHECK(parse("GET / HTTP/1.1\r\n: value\r\nHost: h\r\n\r\n") == "begin\nreject 400 empty_field_name\n");
+}
+
+TEST_CASE("a fragment in the request target is refused") {
+  CHECK(parse("GET /traveler#frag HTTP/1.1\r\nHost: h\r\n\r\n") == "begin\nreject 400 fragment_in_target\n");
+  CHECK(parse("GET /a?b=c#d HTTP/1.1\r\nHost: h\r\n\r\n") == "begin\nreject 400 fragment_in_target\n");
+}
+
+TEST_CASE("chunk framing bytes that llhttp would skip are refused") {
+  const std::string head = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+  CHECK(parse_refused(head + "5\r\nhelloXX0\r\n\r\n").find("reject 400 bad_chunk") != std::string::npos);
+  CHECK(parse_refused(head + "5\rX\nhello\r\n0\r\n\r\n").find("reject 400 bad_chunk") != std::string::npos);
+  CHECK(parse_refused(head + "5;a\rXhello\r\n0\r\n\r\n").find("reject 400 bad_chunk") != std::string::npos);
+  CHECK(parse_refused(head + "5\r\nhello\r\n0\rX\r\n\r\n").find("reject 400 bad_chunk") != std::string::npos);
+  CHECK(parse_refused(head + "5\r\nhello\r\n0\r\n\rX").find("reject 400 bad_chunk") != std::string::npos);
+  CHECK(parse_refused(head + "5\nhello\r\n0\r\n\r\n").find("reject 400") != std::string::npos);
+  // Nothing of a refused body reaches the handler after the bad byte.
+  CHECK(parse_refused(head + "5\r\nhelloXX0\r\n\r\n").find("complete") == std::string::npos);
+}
+
+TEST_CASE("chunk extensions and trailers count against the limit") {
+  const std::string head = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+  RequestLimits limits;  // defaults: 32 KiB of head, so of extensions and of trailers
+  std::string huge = head + "5;" + std::string(1536 * 1024, 'x') + "\r\nhello\r\n0\r\n\r\n";
+  CHECK(parse_whole(huge, limits) == "begin\nhead POST / host=h chunked\nreject 400 chunk_extension_too_large\n");
+  CHECK(parse_split(huge, head.size() + 40000, limits) == parse_whole(huge, limits));
+  std::string many = head;
+  for (int i = 0; i < 8000; ++i) many += "1;e=" + std::to_string(i) + "\r\nx\r\n";
+  CHECK(parse_whole(many + "0\r\n\r\n", limits).find("reject 400 chunk_extension_too_large") != std::string::npos);
+  std::string trailers = head + "0\r\n";
+  for (int i = 0; i < 4000; ++i) trailers += "X-T" + std::to_string(i) + ": value\r\n";
+  CHECK(parse_whole(trailers + "\r\n", limits).find("reject 400 trailer_too_large") != std::string::npos);
+  // Within the limit: accepted; trailers do not join the head.
+  Recorder r;
+  r.feed(head + "5;a=b\r\nhello\r\n0;last\r\nX-Checksum: 1\r\n\r\n");
+  CHECK(join(r.events) == "begin\nhead POST / host=h chunked\nbody hello\ncomplete\nend\n");
+  CHECK(r.parser.head().find("x-checksum") == HttpHead::npos);
 }
