@@ -42,7 +42,11 @@ ResponseParser::Result ResponseParser::execute(const char* data, size_t len) {
   return Result{Outcome::error, consumed};
 }
 
-bool ResponseParser::finish() { return llhttp_finish(&parser_) == HPE_OK && done_; }
+bool ResponseParser::finish() {
+  // llhttp_finish passes on on_message_complete's pause.
+  llhttp_errno_t err = llhttp_finish(&parser_);
+  return (err == HPE_OK || err == HPE_PAUSED) && done_;
+}
 
 int ResponseParser::on_message_begin(llhttp_t* p) noexcept {
   from(p)->head_.clear();
