@@ -80,23 +80,23 @@ int DownstreamConnection::init(int fd, const sockaddr_storage& peer, const conf:
 
 // ---- reading ---------------------------------------------------------------------------
 
-void DownstreamConnection::pause_reading(uint8_t reason) {
-  pause_reasons_ |= reason;
+void DownstreamConnection::pause_reading(PauseReasons reasons) {
+  pause_reasons_.add(reasons);
   update_read_state();
 }
 
-void DownstreamConnection::resume_reading(uint8_t reason) {
-  pause_reasons_ &= static_cast<uint8_t>(~reason);
+void DownstreamConnection::resume_reading(PauseReasons reasons) {
+  pause_reasons_.remove(reasons);
   update_read_state();
   // Plaintext the engine holds but we did not take while paused: no socket read will come
   // for it. Never while parsing (whoever called the parser drains when it returns) and never
   // ahead of older pipelined bytes still held in pending_ (they are parsed first).
-  if (tls_ && pause_reasons_ == 0 && !draining_tls_ && !parsing_ && pending_.empty() && tls_->input_pending())
+  if (tls_ && pause_reasons_.empty() && !draining_tls_ && !parsing_ && pending_.empty() && tls_->input_pending())
     drain_tls();
 }
 
 void DownstreamConnection::update_read_state() {
-  bool want = state_ != State::closed && pause_reasons_ == 0;
+  bool want = state_ != State::closed && pause_reasons_.empty();
   if (want == reading_) return;
   reading_ = want;
   auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
@@ -160,7 +160,7 @@ void DownstreamConnection::handle_tls_input(Slice data) {
 void DownstreamConnection::drain_tls() {
   draining_tls_ = true;
   TlsStatus status = TlsStatus::ok;
-  while (tls_ && state_ != State::closed && state_ != State::closing && pause_reasons_ == 0) {
+  while (tls_ && state_ != State::closed && state_ != State::closing && pause_reasons_.empty()) {
     Slice plain;
     status = tls_->read_plaintext(plain);
     if (status != TlsStatus::ok) break;
@@ -188,14 +188,14 @@ void DownstreamConnection::drain_tls() {
   }
   // Output the client's own records provoke counts like any other: a client that sends them
   // without reading the answers is read no further until it does.
-  if (writer_.queued() > worker_.config().http.buffer_high_watermark) pause_reading(kPauseOwnWrites);
+  if (writer_.queued() > worker_.config().http.buffer_high_watermark) pause_reading(PauseReason::own_writes);
 }
 
 void DownstreamConnection::handle_tls_close() {
   // The client's close_notify closes its direction only (RFC 8446 6.1): a request it finished
   // before is still answered, then our close_notify follows (start_lingering_close).
   if (state_ == State::closing || state_ == State::closed) return;
-  pause_reading(kPausePeerClosed);
+  pause_reading(PauseReason::peer_closed);
   if (state_ == State::in_exchange && request_complete_) {
     close_after_response_ = true;
     return;
@@ -224,7 +224,7 @@ void DownstreamConnection::process(Slice data) {
           size_t total = pending_.size() + data.size();
           if (total > merged->capacity) {
             BufferPool::unref(merged);
-            pause_reading(kPausePipeline);
+            pause_reading(PauseReason::pipeline);
             send_error_and_close(400);
             return;
           }
@@ -233,7 +233,7 @@ void DownstreamConnection::process(Slice data) {
           pending_ = Slice(merged, merged->data(), total);
           BufferPool::unref(merged);
         }
-        pause_reading(kPausePipeline);
+        pause_reading(PauseReason::pipeline);
         return;
       }
       feed(std::move(data));
@@ -430,7 +430,7 @@ void DownstreamConnection::on_exchange_done() {
     return;
   }
   state_ = State::idle;
-  if (pending_.empty() && !(pause_reasons_ & kPausePipeline) && !tls_) {
+  if (pending_.empty() && !pause_reasons_.has(PauseReason::pipeline) && !tls_) {
     // Nothing held back: wait for the next request.
     arm_timer(Timer::idle);
     return;
@@ -448,7 +448,7 @@ void DownstreamConnection::start_next_request() {
     feed(std::move(next));
     if (state_ == State::closed || state_ == State::closing) return;
   }
-  if (pending_.empty()) resume_reading(kPausePipeline);
+  if (pending_.empty()) resume_reading(PauseReason::pipeline);
   if (state_ == State::idle && timer_purpose_ == Timer::next_request) arm_timer(Timer::idle);
 }
 
@@ -496,7 +496,8 @@ void DownstreamConnection::start_lingering_close() {
   // could destroy the response before the client reads it.
   state_ = State::closing;
   pending_.reset();
-  resume_reading(kPausePipeline | kPausePeerFull | kPauseNotConnected | kPauseOwnWrites | kPausePeerClosed);
+  resume_reading(PauseReason::pipeline | PauseReason::peer_full | PauseReason::not_connected |
+                 PauseReason::own_writes | PauseReason::peer_closed);
   arm_timer(Timer::linger);
   if (tls_ && tls_->handshake_done()) {
     tls_->shutdown();  // close_notify, so the client knows the response was not truncated
@@ -543,7 +544,7 @@ void DownstreamConnection::handle_write_done(int status) {
     return;
   }
   if (writer_.queued() <= worker_.config().http.buffer_low_watermark) {
-    if (pause_reasons_ & kPauseOwnWrites) resume_reading(kPauseOwnWrites);
+    if (pause_reasons_.has(PauseReason::own_writes)) resume_reading(PauseReason::own_writes);
     if (state_ != State::closed) exchange_.on_downstream_drained();
   }
 }

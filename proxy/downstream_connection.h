@@ -13,6 +13,7 @@
 
 #include "proxy/buffer_pool.h"
 #include "proxy/deadline.h"
+#include "proxy/pause.h"
 #include "proxy/exchange.h"
 #include "proxy/http/http_head.h"
 #include "proxy/http/request_parser.h"
@@ -52,8 +53,8 @@ class DownstreamConnection final : private RequestParser::Handler {
   void on_exchange_done();      // the response is fully queued
   void fail_exchange(int status);  // answer an error (if nothing was sent yet) and close
   void enter_tunnel();
-  void pause_reading(uint8_t reason);
-  void resume_reading(uint8_t reason);
+  void pause_reading(PauseReasons reasons);
+  void resume_reading(PauseReasons reasons);
   void close();                 // idempotent; frees itself after the last close callback
 
   // Drain (SIGTERM): idle connections close now, busy ones after their response.
@@ -121,7 +122,7 @@ class DownstreamConnection final : private RequestParser::Handler {
   Slice pending_;          // pipelined bytes that wait for the current response
   State state_ = State::idle;
   Timer timer_purpose_ = Timer::none;
-  uint8_t pause_reasons_ = 0;
+  PauseReasons pause_reasons_;
   bool reading_ = false;
   bool request_complete_ = false;
   bool close_after_response_ = false;

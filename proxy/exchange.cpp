@@ -37,7 +37,6 @@ void Exchange::start(bool has_body, bool chunked, bool upgrade) {
   has_body_ = has_body;
   chunked_request_ = chunked;
   upgrade_ = upgrade;
-  request_done_ = false;
   response_started_ = false;
   response_chunked_ = false;
   response_close_delimited_ = false;
@@ -197,19 +196,20 @@ void Exchange::on_connected(UpstreamConnection& up) {
   }
   held_.clear();
   held_bytes_ = 0;
-  ds_.resume_reading(kPauseNotConnected);
+  ds_.resume_reading(PauseReason::not_connected);
   // A pooled connection is attached while the request is still being parsed: its body
   // usually follows in the same read, and both go out in one write when parsing returns.
   if (!ds_.parsing()) flush_upstream();
 }
 
-void Exchange::report(const UpstreamConnection& up, int outcome) {
-  ds_.worker().passive().report(static_cast<uint16_t>(up.slot()), static_cast<PassiveOutcome>(outcome));
+void Exchange::report(const UpstreamConnection& up, UpstreamError error) {
+  PassiveOutcome outcome = PassiveOutcome::success;
+  if (passive_outcome(error, outcome)) ds_.worker().passive().report(static_cast<uint16_t>(up.slot()), outcome);
 }
 
 void Exchange::on_connect_failed(UpstreamConnection& up, int status) {
   if (&up != up_) return;
-  report(up, static_cast<int>(PassiveOutcome::connect));
+  report(up, UpstreamError::connect);
   up_ = nullptr;
   WorkerStats::add(ds_.worker().stats().upstream_connect_failures);
   if (attempt_ < candidates_.size()) WorkerStats::add(ds_.worker().stats().upstream_retries);
@@ -235,7 +235,7 @@ void Exchange::put(Slice data) {
   }
   held_bytes_ += data.size();
   held_.push_back(Piece{std::move(data), {}});
-  if (held_bytes_ > ds_.worker().config().http.buffer_high_watermark) ds_.pause_reading(kPauseNotConnected);
+  if (held_bytes_ > ds_.worker().config().http.buffer_high_watermark) ds_.pause_reading(PauseReason::not_connected);
 }
 
 void Exchange::put_copy(std::string_view bytes) {
@@ -273,7 +273,6 @@ void Exchange::on_request_body(Slice data) {
 void Exchange::on_request_complete() {
   if (state_ == State::done || state_ == State::idle) return;
   if (chunked_request_) put_copy("0\r\n\r\n");
-  request_done_ = true;
   if (!ds_.parsing()) flush_upstream();
   // The server answered before the request ended: now the connection can be released.
   if (state_ == State::done) return;
@@ -287,11 +286,11 @@ void Exchange::flush_upstream() {
 
 void Exchange::check_upstream_backpressure() {
   if (!up_) return;
-  if (up_->writer().queued() > ds_.worker().config().http.buffer_high_watermark) ds_.pause_reading(kPausePeerFull);
+  if (up_->writer().queued() > ds_.worker().config().http.buffer_high_watermark) ds_.pause_reading(PauseReason::peer_full);
 }
 
 void Exchange::on_upstream_drained() {
-  ds_.resume_reading(kPausePeerFull);
+  ds_.resume_reading(PauseReason::peer_full);
 }
 
 void Exchange::on_tunnel_data(Slice data) {
@@ -350,7 +349,7 @@ ResponseParser::HeadAction Exchange::on_response_head(UpstreamConnection& up) {
   // A HEAD response may announce chunked framing; it still has no body to re-frame.
   response_chunked_ = !no_body && response.chunked();
   response_close_delimited_ = !no_body && !response_chunked_ && !response.has_content_length();
-  if (response_close_delimited_ || !request_done_) ds_.set_close_after_response();
+  if (response_close_delimited_ || !ds_.request_complete()) ds_.set_close_after_response();
 
   ResponseOptions options;
   options.status = status;
@@ -380,17 +379,17 @@ void Exchange::on_response_body(Slice data) {
 
 void Exchange::check_downstream_backpressure() {
   if (!up_) return;
-  if (ds_.writer().queued() > ds_.worker().config().http.buffer_high_watermark) up_->pause_reading(kPausePeerFull);
+  if (ds_.writer().queued() > ds_.worker().config().http.buffer_high_watermark) up_->pause_reading(PauseReason::peer_full);
 }
 
 void Exchange::on_downstream_drained() {
-  if (up_) up_->resume_reading(kPausePeerFull);
+  if (up_) up_->resume_reading(PauseReason::peer_full);
 }
 
 void Exchange::on_response_complete(UpstreamConnection& up) {
   if (state_ != State::active) return;
   if (response_chunked_) ds_.writer().add_copy("0\r\n\r\n");
-  bool reuse = up.keep_alive() && request_done_ && !response_close_delimited_;
+  bool reuse = up.keep_alive() && ds_.request_complete() && !response_close_delimited_;
   finish(reuse);
 }
 
@@ -425,9 +424,7 @@ void Exchange::on_upstream_error(UpstreamConnection& up, UpstreamError error) {
     ds_.close();
     return;
   }
-  if (error == UpstreamError::reset) report(up, static_cast<int>(PassiveOutcome::reset));
-  if (error == UpstreamError::timeout) report(up, static_cast<int>(PassiveOutcome::timeout));
-  if (error == UpstreamError::bad_response) report(up, static_cast<int>(PassiveOutcome::reset));
+  report(up, error);
   // A pooled connection the server closed just as we reused it: the request never reached
   // the application, so send it again once on a fresh connection.
   if (!response_started_ && !up.response_byte_seen() && up.reused() && !retried_stale_ &&

@@ -10,14 +10,13 @@
 
 #include "affinity/router.h"
 #include "proxy/buffer_pool.h"
+#include "proxy/health_events.h"
 #include "proxy/http/response_parser.h"
 
 namespace sprayer::proxy {
 
 class DownstreamConnection;
 class UpstreamConnection;
-
-enum class UpstreamError { connect, reset, timeout, bad_response, server_down };
 
 class Exchange {
  public:
@@ -73,7 +72,7 @@ class Exchange {
   void release_upstream(bool reuse);
   void check_upstream_backpressure();
   void check_downstream_backpressure();
-  void report(const UpstreamConnection& up, int outcome);
+  void report(const UpstreamConnection& up, UpstreamError error);
   void resend_from_replay();
 
   DownstreamConnection& ds_;
@@ -97,7 +96,6 @@ class Exchange {
   bool chunked_request_ = false;
   bool upgrade_ = false;
   bool head_request_ = false;
-  bool request_done_ = false;
   bool response_started_ = false;  // a response byte went to the client
   bool response_chunked_ = false;
   bool response_close_delimited_ = false;

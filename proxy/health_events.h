@@ -16,6 +16,27 @@ namespace sprayer::proxy {
 // health.stall_after; a hint that hurries the next active check, not a failure by itself.
 enum class PassiveOutcome : uint8_t { success, connect, reset, timeout, status_5xx, stall };
 
+// How a request failed on a pool server, from the socket to the passive health report.
+enum class UpstreamError : uint8_t {
+  connect,       // connect or TLS handshake failed, or its deadline passed
+  reset,         // the connection broke (reset, EOF or a write error mid-request)
+  timeout,       // no response within upstream_response
+  bad_response,  // the server sent what is not HTTP
+  server_down,   // health marked the server down: its requests are ended
+};
+
+// What the passive checks learn from a failure; false for one they caused (server_down).
+constexpr bool passive_outcome(UpstreamError error, PassiveOutcome& outcome) {
+  switch (error) {
+    case UpstreamError::connect: outcome = PassiveOutcome::connect; return true;
+    case UpstreamError::reset: outcome = PassiveOutcome::reset; return true;
+    case UpstreamError::timeout: outcome = PassiveOutcome::timeout; return true;
+    case UpstreamError::bad_response: outcome = PassiveOutcome::reset; return true;
+    case UpstreamError::server_down: return false;
+  }
+  return false;
+}
+
 struct PassiveEvent {
   uint16_t server;  // the server's slot (ServerTarget::slot)
   PassiveOutcome outcome;

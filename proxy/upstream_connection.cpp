@@ -12,11 +12,6 @@
 #include "proxy/worker.h"
 
 namespace sprayer::proxy {
-namespace {
-
-constexpr int kFailConnect = 0, kFailReset = 1, kFailTimeout = 2, kFailBad = 3, kFailServerDown = 4;
-
-}  // namespace
 
 UpstreamConnection::UpstreamConnection(Worker& worker, UpstreamPool& pool) : worker_(worker), pool_(pool) {
   uv_tcp_init(worker_.loop(), &tcp_);
@@ -67,7 +62,7 @@ void UpstreamConnection::handle_connect(int status) {
   if (status != 0) {
     LOG_DEBUG("upstream %s: connect failed: %s", pool_.target().id.c_str(),
               uv_strerror(status));
-    fail(kFailConnect);
+    fail(UpstreamError::connect);
     return;
   }
   if (!tls_) {
@@ -101,7 +96,7 @@ void UpstreamConnection::advance_handshake() {
     LOG_WARN("upstream %s: TLS handshake failed: %.*s", id.c_str(), static_cast<int>(why.size()), why.data());
     // A session the server refuses would fail the same way again.
     pool_.drop_tls_session();
-    fail(kFailConnect);
+    fail(UpstreamError::connect);
     return;
   }
   WorkerStats::add(worker_.stats().upstream_tls_handshakes);
@@ -123,12 +118,11 @@ void UpstreamConnection::attach(Exchange* exchange) {
 
 void UpstreamConnection::begin_response(bool head_request) {
   ++requests_;
-  head_request_ = head_request;
   response_byte_seen_ = false;
   response_done_ = false;
   keep_alive_ = false;
   parser_.begin(head_request);
-  pause_reasons_ = 0;
+  pause_reasons_.clear();
   update_read_state();
   arm_response_timer();
 }
@@ -149,7 +143,7 @@ bool UpstreamConnection::flush() {
   WorkerStats::add(worker_.stats().upstream_bytes_out, writer_.batch_bytes());
   int rc = writer_.flush();
   if (rc != 0) {
-    fail(kFailReset);
+    fail(UpstreamError::reset);
     return false;
   }
   return true;
@@ -159,26 +153,26 @@ void UpstreamConnection::make_idle() {
   state_ = State::idle;
   exchange_ = nullptr;
   parser_.clear_head();  // keeps its capacity for the next response
-  pause_reasons_ = 0;
+  pause_reasons_.clear();
   update_read_state();
   timer_purpose_ = Timer::idle;
   timer_.set_in(static_cast<uint64_t>(worker_.config().timeouts.upstream_idle.count()));
 }
 
-void UpstreamConnection::pause_reading(uint8_t reason) {
-  pause_reasons_ |= reason;
+void UpstreamConnection::pause_reading(PauseReasons reasons) {
+  pause_reasons_.add(reasons);
   update_read_state();
 }
 
-void UpstreamConnection::resume_reading(uint8_t reason) {
-  pause_reasons_ &= static_cast<uint8_t>(~reason);
+void UpstreamConnection::resume_reading(PauseReasons reasons) {
+  pause_reasons_.remove(reasons);
   update_read_state();
 }
 
 void UpstreamConnection::update_read_state() {
   bool want = (state_ == State::active || state_ == State::idle || state_ == State::tunnel ||
                state_ == State::handshaking) &&
-              pause_reasons_ == 0;
+              pause_reasons_.empty();
   if (want == reading_) return;
   reading_ = want;
   auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
@@ -241,14 +235,14 @@ void UpstreamConnection::handle_tls_input(Slice ciphertext) {
       if (state_ == State::idle) {
         close();
       } else {
-        fail(kFailReset);
+        fail(UpstreamError::reset);
       }
       return;
     }
     break;
   }
   // Replies OpenSSL owes the server (a key update) go out now.
-  if (state_ != State::closed && tls_->pending_ciphertext() > 0 && writer_.flush() != 0) fail(kFailReset);
+  if (state_ != State::closed && tls_->pending_ciphertext() > 0 && writer_.flush() != 0) fail(UpstreamError::reset);
 }
 
 void UpstreamConnection::handle_eof(ssize_t nread) {
@@ -261,11 +255,11 @@ void UpstreamConnection::handle_eof(ssize_t nread) {
     LOG_WARN("upstream %s: TLS handshake failed: the server closed the connection (%s)",
              pool_.target().id.c_str(), uv_strerror(static_cast<int>(nread)));
     pool_.drop_tls_session();
-    fail(kFailConnect);
+    fail(UpstreamError::connect);
     return;
   }
   if (state_ == State::tunnel) {
-    fail(kFailReset);
+    fail(UpstreamError::reset);
     return;
   }
   if (nread == UV_EOF && response_byte_seen_ && !response_done_) {
@@ -276,7 +270,7 @@ void UpstreamConnection::handle_eof(ssize_t nread) {
       return;
     }
   }
-  if (!response_done_) fail(kFailReset);
+  if (!response_done_) fail(UpstreamError::reset);
 }
 
 void UpstreamConnection::handle_data(Slice data) {
@@ -318,14 +312,14 @@ void UpstreamConnection::handle_data(Slice data) {
       break;
   }
   LOG_DEBUG("upstream %s: bad response: %s", pool_.target().id.c_str(), parser_.error_name());
-  fail(kFailBad);
+  fail(UpstreamError::bad_response);
 }
 
 void UpstreamConnection::on_write_done(void* self, int status) noexcept {
   auto* up = static_cast<UpstreamConnection*>(self);
   if (up->state_ == State::closed) return;
   if (status != 0) {
-    up->fail(kFailReset);
+    up->fail(UpstreamError::reset);
     return;
   }
   if (up->exchange_ && up->writer_.queued() <= up->worker_.config().http.buffer_low_watermark)
@@ -342,10 +336,10 @@ void UpstreamConnection::handle_timer() {
     case Timer::none:
       return;
     case Timer::connect:
-      fail(kFailConnect);
+      fail(UpstreamError::connect);
       return;
     case Timer::response:
-      fail(kFailTimeout);
+      fail(UpstreamError::timeout);
       return;
     case Timer::idle:
       close();
@@ -353,25 +347,20 @@ void UpstreamConnection::handle_timer() {
   }
 }
 
-void UpstreamConnection::fail(int kind) {
+void UpstreamConnection::fail(UpstreamError error) {
   Exchange* exchange = exchange_;
   exchange_ = nullptr;
   State was = state_;
   close();
   if (!exchange) return;
-  if (kind == kFailConnect && (was == State::connecting || was == State::handshaking)) {
+  if (error == UpstreamError::connect && (was == State::connecting || was == State::handshaking)) {
     exchange->on_connect_failed(*this, 0);
     return;
   }
-  UpstreamError error = kind == kFailTimeout      ? UpstreamError::timeout
-                        : kind == kFailBad        ? UpstreamError::bad_response
-                        : kind == kFailConnect    ? UpstreamError::connect
-                        : kind == kFailServerDown ? UpstreamError::server_down
-                                                  : UpstreamError::reset;
   exchange->on_upstream_error(*this, error);
 }
 
-void UpstreamConnection::fail_server_down() { fail(kFailServerDown); }
+void UpstreamConnection::fail_server_down() { fail(UpstreamError::server_down); }
 
 void UpstreamConnection::close() {
   if (state_ == State::closed) return;

@@ -12,6 +12,8 @@ typedef struct ssl_session_st SSL_SESSION;  // <openssl/ssl.h> without the whole
 
 #include "proxy/buffer_pool.h"
 #include "proxy/deadline.h"
+#include "proxy/health_events.h"
+#include "proxy/pause.h"
 #include "proxy/http/http_head.h"
 #include "proxy/http/response_parser.h"
 #include "proxy/stream_writer.h"
@@ -37,8 +39,8 @@ class UpstreamConnection final : private ResponseParser::Handler {
   void enter_tunnel();
   StreamWriter& writer() { return writer_; }
   bool flush();
-  void pause_reading(uint8_t reason);
-  void resume_reading(uint8_t reason);
+  void pause_reading(PauseReasons reasons);
+  void resume_reading(PauseReasons reasons);
   void make_idle();                   // back in the pool: read for EOF, arm the idle timer
   void close();                       // idempotent; frees itself after the last close callback
   void fail_server_down();            // health says the server is gone: end the request now
@@ -56,7 +58,7 @@ class UpstreamConnection final : private ResponseParser::Handler {
 
  private:
   ~UpstreamConnection();
-  void fail(int kind);
+  void fail(UpstreamError error);
   void arm_response_timer();
   void update_read_state();
 
@@ -95,9 +97,8 @@ class UpstreamConnection final : private ResponseParser::Handler {
   std::unique_ptr<TlsEngine> tls_;  // null = plain HTTP
   State state_ = State::connecting;
   Timer timer_purpose_ = Timer::none;
-  uint8_t pause_reasons_ = 0;
+  PauseReasons pause_reasons_;
   bool reading_ = false;
-  bool head_request_ = false;
   bool response_byte_seen_ = false;
   bool response_done_ = false;
   bool keep_alive_ = false;
