@@ -270,6 +270,8 @@ void DownstreamConnection::feed(Slice data) {
           exchange_.on_tunnel_data(std::move(rest));
         else if (state_ == State::in_exchange)
           process(std::move(rest));
+        else if (state_ == State::idle && pause_reasons_.has(PauseReason::client_full))
+          pending_ = std::move(rest);  // parsed once the client has read its answers
         else if (state_ == State::idle)
           feed(std::move(rest));  // the response was already complete (early answer)
       }
@@ -430,6 +432,17 @@ void DownstreamConnection::on_exchange_done() {
     return;
   }
   state_ = State::idle;
+  if (writer_.queued() > worker_.config().http.buffer_high_watermark) {
+    // A client that does not read its answers gets no more of them: nothing is read or
+    // parsed until it has (the send timeout watches that it does).
+    pause_reading(PauseReason::client_full);
+    arm_timer(Timer::none);
+    return;
+  }
+  resume_next_request();
+}
+
+void DownstreamConnection::resume_next_request() {
   if (pending_.empty() && !pause_reasons_.has(PauseReason::pipeline) && !tls_) {
     // Nothing held back: wait for the next request.
     arm_timer(Timer::idle);
@@ -441,6 +454,7 @@ void DownstreamConnection::on_exchange_done() {
 }
 
 void DownstreamConnection::start_next_request() {
+  if (pause_reasons_.has(PauseReason::client_full)) return;
   // Bytes that arrived first are parsed first: the held pipelined input, then whatever the
   // socket (or the TLS engine) has since.
   if (!pending_.empty()) {
@@ -497,7 +511,7 @@ void DownstreamConnection::start_lingering_close() {
   state_ = State::closing;
   pending_.reset();
   resume_reading(PauseReason::pipeline | PauseReason::peer_full | PauseReason::not_connected |
-                 PauseReason::own_writes | PauseReason::peer_closed);
+                 PauseReason::own_writes | PauseReason::peer_closed | PauseReason::client_full);
   arm_timer(Timer::linger);
   if (tls_ && tls_->handshake_done()) {
     tls_->shutdown();  // close_notify, so the client knows the response was not truncated
@@ -543,9 +557,13 @@ void DownstreamConnection::handle_write_done(int status) {
     }
     return;
   }
-  if (writer_.queued() <= worker_.config().http.buffer_low_watermark) {
-    if (pause_reasons_.has(PauseReason::own_writes)) resume_reading(PauseReason::own_writes);
-    if (state_ != State::closed) exchange_.on_downstream_drained();
+  if (writer_.queued() > worker_.config().http.buffer_low_watermark) return;
+  if (pause_reasons_.has(PauseReason::own_writes)) resume_reading(PauseReason::own_writes);
+  if (state_ == State::closed) return;
+  exchange_.on_downstream_drained();
+  if (pause_reasons_.has(PauseReason::client_full)) {
+    resume_reading(PauseReason::client_full);
+    if (state_ == State::idle) resume_next_request();
   }
 }
 

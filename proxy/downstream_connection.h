@@ -84,6 +84,7 @@ class DownstreamConnection final : private RequestParser::Handler {
   // TLS close rather than a truncation. Never mid-response, where it would hide one.
   void close_between_requests();
   void start_next_request();
+  void resume_next_request();  // idle again: wait for the next request, or parse a held one
   void arm_timer(Timer purpose);
   void update_read_state();
 

@@ -12,6 +12,9 @@ enum class PauseReason : uint8_t {
   own_writes = 1 << 4,     // this side's own write queue is over the high watermark (TLS
                            // output its records provoke: it must read before it sends more)
   peer_closed = 1 << 5,    // the client's close_notify: nothing more is read from it
+  // The bytes queued towards this client are over the high watermark: no further request
+  // is read or parsed (pipelined ones included) until they fall below the low one.
+  client_full = 1 << 3,
 };
 
 // A set of pause reasons (a bitmask).

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Limits and tunnels: the request-body limit (413), an allowed Upgrade tunnelled through a
-real 101, and accepting paused at max_connections and resumed when a connection closes."""
+real 101, accepting paused at max_connections and resumed when a connection closes, and a
+client that pipelines requests but never reads its answers."""
 import socket
 import threading
 import time
@@ -103,6 +104,67 @@ class LimitsTest(TestCase):
         finally:
             for c in held:
                 c.close()
+
+
+class NonReadingClientTest(TestCase):
+    """10,000 pipelined GETs on one connection that never reads: sprayer stops reading and
+    forwarding once the bytes queued towards the client pass http.buffer_high_watermark, so it
+    forwards a bounded number and its memory stays flat. The answers are 4 KiB: each comes from
+    the pool server in one read, so no pause of the server side within an answer hides the
+    missing one between requests (16 KiB answers often come in two reads)."""
+    TIMEOUT = 60.0
+    REQUESTS = 10000
+    ANSWER = 4096
+    # Answers that fit the watermark plus the kernel's socket buffers (the client's is set to
+    # 64 KiB; sprayer's send buffer grows to tcp_wmem's maximum, 4 MiB by default).
+    BOUND = (12 << 20) // ANSWER
+    RSS_BUDGET_KIB = 32 * 1024
+
+    def test_pipelined_requests_stop_while_the_client_does_not_read(self):
+        with harness.pool(1) as pool:
+            sprayer = Sprayer(harness.sprayer_config(pool, workers=1, timeouts={"client_send": "60s"})).start()
+            self.addCleanup(sprayer.stop)
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            sock.connect(("127.0.0.1", sprayer.port))
+            self.addCleanup(sock.close)
+            one = build_request("GET", f"/poolsim/blob?size={self.ANSWER}")
+            sender = threading.Thread(target=self._send_all, args=(sock, one * self.REQUESTS), daemon=True)
+            sender.start()
+
+            def forwarded():
+                return pool[0].stats()["by_class"]["blob"]
+            # Forwarding stops: the count holds still for a second (and never passes the bound).
+            history = []
+
+            def settled():
+                n = forwarded()
+                self.assertLess(n, self.BOUND, f"{n} of {self.REQUESTS} requests forwarded to a client that reads "
+                                               f"nothing (RSS {sprayer.rss_kib()} KiB)")
+                history.append((time.monotonic(), n))
+                old = [c for t, c in history if t <= history[-1][0] - 1.0]
+                return n > 0 and old and old[-1] == n
+            wait_until(settled, 30, what="forwarding to stop", interval=0.2)
+            grown = sprayer.rss_kib() - sprayer.start_rss_kib
+            self.assertLess(grown, self.RSS_BUDGET_KIB, f"RSS grew by {grown} KiB for {forwarded()} forwarded answers")
+            # It was a pause, not a failure: the client reads, and the answers flow again.
+            sock.settimeout(10)
+            received = 0
+            deadline = time.monotonic() + 20
+            while received < 2 * self.BOUND * self.ANSWER and time.monotonic() < deadline:
+                data = sock.recv(1 << 20)
+                if not data:
+                    break
+                received += len(data)
+            self.assertGreater(received, self.BOUND * self.ANSWER, "answers after the client started reading")
+            sprayer.assert_alive()
+
+    @staticmethod
+    def _send_all(sock, data):
+        try:
+            sock.sendall(data)
+        except OSError:
+            pass  # the test closes the socket while sprayer, rightly, reads no more of it
 
 
 class UpgradeTest(TestCase):
