@@ -3,6 +3,7 @@
 
 #include <cassert>
 #include <cstdlib>
+#include <cstring>
 #include <new>
 
 namespace sprayer::proxy {
@@ -49,6 +50,17 @@ void BufferPool::give_back(Chunk* chunk) {
   chunk->next_free = free_;
   free_ = chunk;
   ++free_count_;
+}
+
+bool BufferPool::join(Slice& held, const Slice& more) {
+  size_t total = held.size() + more.size();
+  if (total > chunk_size_) return false;
+  Chunk* merged = acquire();
+  std::memcpy(merged->data(), held.data(), held.size());
+  std::memcpy(merged->data() + held.size(), more.data(), more.size());
+  held = Slice(merged, merged->data(), total);
+  unref(merged);
+  return true;
 }
 
 }  // namespace sprayer::proxy

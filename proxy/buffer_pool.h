@@ -18,6 +18,8 @@ struct Chunk {
   char* data() { return reinterpret_cast<char*>(this + 1); }
 };
 
+class Slice;
+
 class BufferPool {
  public:
   explicit BufferPool(uint32_t chunk_size = 32 * 1024, uint32_t max_free = 256);
@@ -28,6 +30,9 @@ class BufferPool {
   Chunk* acquire();  // refs == 1
   static void ref(Chunk* chunk) { ++chunk->refs; }
   static void unref(Chunk* chunk);
+  // `held` followed by `more`, in one chunk of its own; false (and `held` unchanged) when
+  // both do not fit in one chunk.
+  bool join(Slice& held, const Slice& more);
 
   uint32_t chunk_size() const { return chunk_size_; }
   size_t outstanding() const { return outstanding_; }

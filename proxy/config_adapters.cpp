@@ -63,4 +63,13 @@ bool resolve_servers(const conf::Config& config, std::vector<ServerTarget>& out,
   return true;
 }
 
+RequestLimits request_limits(const conf::LimitConfig& config) {
+  RequestLimits limits;
+  limits.max_uri_length = config.max_uri_length;
+  limits.max_header_bytes = config.max_header_bytes;
+  limits.max_header_count = config.max_header_count;
+  limits.max_body_bytes = config.max_body_bytes;
+  return limits;
+}
+
 }  // namespace sprayer::proxy

@@ -7,12 +7,16 @@
 
 #include "affinity/extract.h"
 #include "conf/config.h"
+#include "proxy/http/request_parser.h"
 #include "proxy/runtime.h"
 
 namespace sprayer::proxy {
 
 // The extractor settings a Config asks for (conf keeps its own plain types).
 affinity::ExtractorConfig extractor_config(const conf::AffinityConfig& config);
+
+// The request parser's limits from the configuration's.
+RequestLimits request_limits(const conf::LimitConfig& limits);
 
 // Resolve every server address (blocking; control thread only). Errors name the server.
 bool resolve_servers(const conf::Config& config, std::vector<ServerTarget>& out, std::string& error);

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "proxy/access_log.h"
+#include "proxy/config_adapters.h"
 #include "proxy/log.h"
 #include "proxy/pause.h"
 #include "proxy/tls/tls_engine.h"
@@ -17,15 +18,6 @@ namespace sprayer::proxy {
 namespace {
 
 constexpr uint64_t kLingerMs = 2000;
-
-RequestLimits request_limits(const conf::Config& config) {
-  RequestLimits limits;
-  limits.max_uri_length = config.limits.max_uri_length;
-  limits.max_header_bytes = config.limits.max_header_bytes;
-  limits.max_header_count = config.limits.max_header_count;
-  limits.max_body_bytes = config.limits.max_body_bytes;
-  return limits;
-}
 
 int status_class(int status) { return status >= 100 && status < 600 ? status / 100 : 0; }
 
@@ -142,10 +134,8 @@ void DownstreamConnection::handle_tls_input(Slice data) {
       WorkerStats::add(worker_.stats().tls_failures);
       writer_.set_tls(nullptr);
       tls_.reset();
-      static constexpr std::string_view kBody = "This port speaks HTTPS; use an https:// URL.\n";
-      std::string response = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: " +
-                             std::to_string(kBody.size()) + "\r\nConnection: close\r\n\r\n";
-      response.append(kBody);
+      std::string response;
+      build_explained_error("This port speaks HTTPS; use an https:// URL.\n", response);
       writer_.add_copy(response);
       state_ = State::closing;
       if (flush()) start_lingering_close();
@@ -219,19 +209,10 @@ void DownstreamConnection::process(Slice data) {
         // worth is enough to hold; beyond that the client waits (TCP back-pressure).
         if (pending_.empty()) {
           pending_ = std::move(data);
-        } else {
-          Chunk* merged = worker_.buffers().acquire();
-          size_t total = pending_.size() + data.size();
-          if (total > merged->capacity) {
-            BufferPool::unref(merged);
-            pause_reading(PauseReason::pipeline);
-            send_error_and_close(400);
-            return;
-          }
-          std::memcpy(merged->data(), pending_.data(), pending_.size());
-          std::memcpy(merged->data() + pending_.size(), data.data(), data.size());
-          pending_ = Slice(merged, merged->data(), total);
-          BufferPool::unref(merged);
+        } else if (!worker_.buffers().join(pending_, data)) {
+          pause_reading(PauseReason::pipeline);
+          send_error_and_close(400);
+          return;
         }
         pause_reading(PauseReason::pipeline);
         return;
@@ -249,7 +230,7 @@ void DownstreamConnection::feed(Slice data) {
   input_ = data;
   parsing_ = true;
   // Read per call: a reload applies to the next request.
-  parser_.set_limits(request_limits(worker_.config()));
+  parser_.set_limits(request_limits(worker_.config().limits));
   if (tls_) parser_.set_server_name(tls_->sni());
   RequestParser::Result result = parser_.execute(data.data(), data.size());
   parsing_ = false;
@@ -327,23 +308,10 @@ void DownstreamConnection::record_local(int status) {
 }
 
 void DownstreamConnection::handle_eof() {
-  switch (state_) {
-    case State::idle:
-    case State::closing:
-    case State::closed:
-      close();
-      return;
-    case State::reading_head:
-      close();
-      return;
-    case State::in_exchange:
-    case State::tunnel:
-      // A client that hangs up mid-request or while its long-poll is parked: free the
-      // upstream side too (the server would otherwise hold the Ping for nothing).
-      exchange_.abort();
-      close();
-      return;
-  }
+  // A client that hangs up mid-request or while its long-poll is parked: free the upstream
+  // side too (the server would otherwise hold the Ping for nothing).
+  if (state_ == State::in_exchange || state_ == State::tunnel) exchange_.abort();
+  close();
 }
 
 // ---- requests (RequestParser::Handler) -----------------------------------------------
@@ -467,19 +435,8 @@ void DownstreamConnection::start_next_request() {
 }
 
 void DownstreamConnection::send_redirect() {
-  std::string_view host = parser_.host();
-  // Keep the name, replace the port with the HTTPS one (IPv6 literals keep their brackets).
-  size_t colon = host.rfind(':');
-  if (colon != std::string_view::npos && host.back() != ']') host = host.substr(0, colon);
-  std::string location = "https://";
-  location.append(host);
-  if (https_port_ != 443) location += ":" + std::to_string(https_port_);
-  location.append(parser_.target());
-  static constexpr std::string_view kBody = "Use HTTPS.\n";
-  std::string response = "HTTP/1.1 308 Permanent Redirect\r\nLocation: " + location +
-                         "\r\nContent-Type: text/plain\r\nContent-Length: " + std::to_string(kBody.size()) +
-                         (closing_after_response() ? "\r\nConnection: close" : "") + "\r\n\r\n";
-  response.append(kBody);
+  std::string response;
+  build_https_redirect(parser_.host(), https_port_, parser_.target(), closing_after_response(), response);
   writer_.add_copy(response);
   WorkerStats::add(worker_.stats().responses[3]);
   bool flushed = flush();

@@ -408,4 +408,27 @@ void build_error_response(int status, bool close, std::string& out) {
   out.append(buf, static_cast<size_t>(n));
 }
 
+void build_explained_error(std::string_view why, std::string& out) {
+  out.append("HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: ");
+  out.append(std::to_string(why.size()));
+  out.append("\r\nConnection: close\r\n\r\n");
+  out.append(why);
+}
+
+void build_https_redirect(std::string_view host, uint16_t https_port, std::string_view target, bool close,
+                          std::string& out) {
+  // Keep the name, replace the port with the HTTPS one (IPv6 literals keep their brackets).
+  size_t colon = host.rfind(':');
+  if (colon != std::string_view::npos && host.back() != ']') host = host.substr(0, colon);
+  static constexpr std::string_view kBody = "Use HTTPS.\n";
+  out.append("HTTP/1.1 308 Permanent Redirect\r\nLocation: https://");
+  out.append(host);
+  if (https_port != 443) out.append(":" + std::to_string(https_port));
+  out.append(target);
+  out.append("\r\nContent-Type: text/plain\r\nContent-Length: " + std::to_string(kBody.size()));
+  if (close) out.append("\r\nConnection: close");
+  out.append("\r\n\r\n");
+  out.append(kBody);
+}
+
 }  // namespace sprayer::proxy

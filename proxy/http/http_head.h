@@ -135,6 +135,11 @@ void build_downstream_response(const HttpHead& head, const ResponseOptions& opti
 
 // A short complete error response (status line, headers, body).
 void build_error_response(int status, bool close, std::string& out);
+// 400 with a text body that says why, and Connection: close (plain HTTP on the TLS port).
+void build_explained_error(std::string_view why, std::string& out);
+// 308 to the same name (its port replaced by `https_port`) and target over HTTPS.
+void build_https_redirect(std::string_view host, uint16_t https_port, std::string_view target, bool close,
+                          std::string& out);
 std::string_view status_reason(int status);
 
 }  // namespace sprayer::proxy

@@ -200,3 +200,14 @@ TEST_CASE("Connection never removes Host or the framing fields") {
   CHECK(out.find("\r\nContent-Length: 5\r\n") != std::string::npos);
   CHECK(out.find("X-Forwarded-Host: pool.example\r\n") != std::string::npos);
 }
+
+TEST_CASE("the HTTPS redirect keeps the name and the target and replaces the port") {
+  std::string out;
+  build_https_redirect("mail.example:8080", 8443, "/traveler?x=1", false, out);
+  CHECK(out.rfind("HTTP/1.1 308 Permanent Redirect\r\nLocation: https://mail.example:8443/traveler?x=1\r\n", 0) == 0);
+  CHECK(out.find("Connection: close") == std::string::npos);
+  out.clear();
+  build_https_redirect("[::1]", 443, "/", true, out);
+  CHECK(out.find("Location: https://[::1]/\r\n") != std::string::npos);
+  CHECK(out.find("\r\nConnection: close\r\n\r\nUse HTTPS.\n") != std::string::npos);
+}
