@@ -88,7 +88,22 @@ tests:
         values: '0+600x15'
       - series: 'sprayer_requests_completed_total{{instance="b",job="sprayer",server="pool1",code="5xx",reason="owner"}}'
         values: '0+6x15'
+      - series: 'sprayer_config_last_reload_successful{{instance="b",job="sprayer"}}'
+        values: '1 1 1 0 0 0 1 1 1 1 1 1 1 1 1 1'
     alert_rule_test:
+      - eval_time: 2m
+        alertname: SprayerConfigReloadRefused
+        exp_alerts: []
+      - eval_time: 5m
+        alertname: SprayerConfigReloadRefused
+        exp_alerts:
+          - exp_labels: {{severity: warning, instance: b, job: sprayer}}
+            exp_annotations:
+              summary: "the last configuration reload on b was refused"
+              description: "sprayer keeps running the previous configuration, but the file on disk does not load: the next restart would fail. The reason is in the log and in the answer of POST /api/v1/reload."
+      - eval_time: 8m
+        alertname: SprayerConfigReloadRefused
+        exp_alerts: []
       - eval_time: 15m
         alertname: SprayerOwnershipSourceErrors
         exp_alerts: []
