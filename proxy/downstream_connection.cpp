@@ -559,10 +559,11 @@ void DownstreamConnection::handle_timer() {
       start_next_request();
       return;
     case Timer::idle:
+      worker_.stats().timeout(TimeoutKind::client_idle);
       close_between_requests();
       return;
     case Timer::head:
-      WorkerStats::add(worker_.stats().timeouts);
+      worker_.stats().timeout(TimeoutKind::client_header);
       if (state_ == State::reading_head) {
         send_error_and_close(408);
       } else {
@@ -570,7 +571,7 @@ void DownstreamConnection::handle_timer() {
       }
       return;
     case Timer::body:
-      WorkerStats::add(worker_.stats().timeouts);
+      worker_.stats().timeout(TimeoutKind::client_body);
       exchange_.abort();
       if (exchange_.response_started())
         close();
@@ -586,7 +587,7 @@ void DownstreamConnection::handle_timer() {
 void DownstreamConnection::on_send_timer(uv_timer_t* timer) noexcept {
   auto* self = static_cast<DownstreamConnection*>(timer->data);
   // A client that stopped reading holds buffers and an upstream: let it go.
-  WorkerStats::add(self->worker_.stats().timeouts);
+  self->worker_.stats().timeout(TimeoutKind::client_send);
   self->exchange_.abort();
   self->close();
 }

@@ -18,6 +18,15 @@
 namespace sprayer::proxy {
 namespace {
 
+// ActiveSync's long-poll: the server holds it until mail arrives or the heartbeat ends.
+bool is_long_poll(std::string_view cmd) {
+  if (cmd.size() != 4) return false;
+  for (size_t i = 0; i < 4; ++i)
+    if ((cmd[i] | 0x20) != "ping"[i]) return false;
+  return true;
+}
+
+
 int status_class(int status) { return status >= 100 && status < 600 ? status / 100 : 0; }
 
 void chunk_header(size_t len, std::string& out) {
@@ -52,6 +61,8 @@ void Exchange::start(bool has_body, bool chunked, bool upgrade) {
   user_key_.clear();
   reason_ = affinity::RouteReason::no_user;
   server_ = -1;
+  long_poll_ = false;
+  uncount_long_poll();
   start_ns_ = uv_hrtime();
   wall_start_ = std::chrono::system_clock::now();
   connect_begin_ns_ = 0;
@@ -83,6 +94,7 @@ void Exchange::start(bool has_body, bool chunked, bool upgrade) {
   }
   if (user.disagreement) WorkerStats::add(worker.stats().user_key_disagreements);
   user_key_ = std::move(user.user_key);
+  long_poll_ = is_long_poll(user.cmd);
   user_found_ = user.found();
   key_hash_ = user.key_hash;
   // The one hook for the directory: the key may change, and may take a short wait.
@@ -123,6 +135,17 @@ void Exchange::route_and_send() {
   candidates_.clear();
   for (uint16_t index : route.decision.candidates) candidates_.push_back(route_state.slots[index]);
   size_t n = candidates_.size();
+  if (n > 0) {
+    const size_t row = WorkerStats::server_row(candidates_[0]);
+    if (reason_ == affinity::RouteReason::takeover) {
+      WorkerStats::add(worker.stats().takeover_in[row]);
+      if (route.owner) WorkerStats::add(worker.stats().takeover_out[WorkerStats::server_row(route_state.slots[*route.owner])]);
+    }
+    if (long_poll_) {
+      long_poll_row_ = static_cast<int>(row);
+      WorkerStats::add(worker.stats().parked[row], 1);
+    }
+  }
 
   ForwardOptions options;
   options.method = method;
@@ -455,7 +478,6 @@ void Exchange::on_upstream_error(UpstreamConnection& up, UpstreamError error) {
   }
   release_upstream(false);
   state_ = State::done;
-  if (error == UpstreamError::timeout) WorkerStats::add(worker.stats().timeouts);
   if (response_started_) {
     // Part of the response is already with the client: all we can do is cut it short.
     record(status_);
@@ -502,6 +524,12 @@ void Exchange::abort() {
   record(response_started_ ? status_ : 0);
 }
 
+void Exchange::uncount_long_poll() {
+  if (long_poll_row_ < 0) return;
+  WorkerStats::add(ds_.worker().stats().parked[long_poll_row_], -1);
+  long_poll_row_ = -1;
+}
+
 void Exchange::record(int status) {
   if (recorded_) return;
   recorded_ = true;
@@ -511,7 +539,13 @@ void Exchange::record(int status) {
   const bool retried = attempt_ > 1 || retried_stale_ || retried_next_;
   const size_t reason = retried ? kReasonRetry : static_cast<size_t>(reason_);
   WorkerStats::add(stats.finished[WorkerStats::server_row(server_)][status_class(status)][reason]);
-  stats.request_seconds.observe(total);
+  uncount_long_poll();
+  if (long_poll_) {
+    stats.long_poll_seconds.observe(total);
+  } else {
+    stats.request_seconds.observe(total);
+    stats.server_seconds[WorkerStats::server_row(server_)].observe(total);
+  }
   AccessLogBuffer& log = worker.access_log();
   if (!log.enabled()) return;
   const HttpHead& head = ds_.head();

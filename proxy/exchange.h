@@ -55,6 +55,7 @@ class Exchange {
   // request by server, status class and reason, observes its latency, writes its access
   // log line. Later calls for the same request do nothing.
   void record(int status);
+  void uncount_long_poll();
 
  private:
   struct Piece {
@@ -105,6 +106,8 @@ class Exchange {
   // Per-request accounting (record()).
   bool recorded_ = true;            // nothing to record before the first start()
   int server_ = -1;                 // the slot of the server of the last attempt
+  bool long_poll_ = false;          // an ActiveSync Ping: its own histogram, counted as parked
+  int long_poll_row_ = -1;             // the stats row counting it as parked, until record()
   uint64_t start_ns_ = 0;
   std::chrono::system_clock::time_point wall_start_{};
   uint64_t connect_begin_ns_ = 0;   // a new upstream connection is being opened

@@ -336,12 +336,15 @@ void UpstreamConnection::handle_timer() {
     case Timer::none:
       return;
     case Timer::connect:
+      worker_.stats().timeout(TimeoutKind::upstream_connect);
       fail(UpstreamError::connect);
       return;
     case Timer::response:
+      worker_.stats().timeout(TimeoutKind::upstream_response);
       fail(UpstreamError::timeout);
       return;
     case Timer::idle:
+      worker_.stats().timeout(TimeoutKind::upstream_idle);
       close();
       return;
   }

@@ -29,6 +29,32 @@ struct LatencyHistogram {
   }
 };
 
+// Long-polls (ActiveSync Ping) wait for minutes by design: their own histogram, with bounds
+// up to well past any upstream_response timeout (the export stops at the configured one).
+inline constexpr double kLongPollBounds[] = {1,   5,    15,   30,   60,   120,  300,  600,  900,
+                                             1200, 1500, 1800, 2100, 2400, 2700, 3000, 3600};
+inline constexpr size_t kLongPollBuckets = sizeof(kLongPollBounds) / sizeof(kLongPollBounds[0]);
+
+struct LongPollHistogram {
+  std::atomic<uint64_t> buckets[kLongPollBuckets + 1]{};  // non-cumulative; the last is +Inf
+  std::atomic<uint64_t> sum_ns{0};
+
+  void observe(uint64_t ns) {
+    const double seconds = static_cast<double>(ns) / 1e9;
+    size_t i = 0;
+    while (i < kLongPollBuckets && seconds > kLongPollBounds[i]) ++i;
+    buckets[i].fetch_add(1, std::memory_order_relaxed);
+    sum_ns.fetch_add(ns, std::memory_order_relaxed);
+  }
+};
+
+// Which timer fired (sprayer_timeouts_total{side,kind}); exported in this order.
+enum class TimeoutKind : uint8_t {
+  client_header, client_idle, client_body, client_send,
+  upstream_connect, upstream_response, upstream_idle,
+};
+inline constexpr size_t kTimeoutKinds = 7;
+
 // Request outcome labels beyond affinity::RouteReason: a request that needed a second
 // upstream attempt, and one sprayer answered itself (an HTTPS redirect).
 inline constexpr size_t kReasonRetry = 5;
@@ -47,6 +73,13 @@ struct alignas(64) WorkerStats {
   LatencyHistogram request_seconds;   // head received → response queued
   LatencyHistogram connect_seconds;   // new upstream connection: connect started → connected
   LatencyHistogram ttfb_seconds;      // request sent upstream → response head received
+  LongPollHistogram long_poll_seconds;  // Pings: head received → response queued (not in request_seconds)
+  // Per server row, for the status page's rates and percentiles (long-polls excluded).
+  LatencyHistogram server_seconds[kStatRows];
+  std::atomic<int64_t> parked[kStatRows]{};          // long-polls in flight, by the server routed to
+  std::atomic<uint64_t> takeover_in[kStatRows]{};    // requests routed here because their owner was unusable
+  std::atomic<uint64_t> takeover_out[kStatRows]{};   // requests of users this server owns, routed elsewhere
+  std::atomic<uint64_t> timeouts_by[kTimeoutKinds]{};
   std::atomic<uint64_t> upstream_bytes_in{0};   // response bytes read from pool servers
   std::atomic<uint64_t> upstream_bytes_out{0};  // request bytes written to pool servers
   std::atomic<uint64_t> access_log_dropped{0};  // lines dropped: the log writer fell behind
@@ -64,7 +97,6 @@ struct alignas(64) WorkerStats {
   std::atomic<uint64_t> upstream_connect_failures{0};
   std::atomic<uint64_t> upstream_retries{0};
   std::atomic<uint64_t> bad_requests{0};
-  std::atomic<uint64_t> timeouts{0};
   std::atomic<uint64_t> bytes_in{0};
   std::atomic<uint64_t> bytes_out{0};
   std::atomic<uint64_t> accept_paused{0};
@@ -82,6 +114,10 @@ struct alignas(64) WorkerStats {
   std::atomic<uint64_t> upstream_tls_handshakes{0};  // completed toward pool servers
   std::atomic<uint64_t> upstream_tls_resumed{0};     // of those, abbreviated (session reused)
   std::atomic<uint64_t> upstream_tls_failures{0};    // handshake or verification failed
+
+  void timeout(TimeoutKind kind) {
+    add(timeouts_by[static_cast<size_t>(kind)]);
+  }
 
   static void add(std::atomic<uint64_t>& c, uint64_t n = 1) { c.fetch_add(n, std::memory_order_relaxed); }
   static void add(std::atomic<int64_t>& c, int64_t n) { c.fetch_add(n, std::memory_order_relaxed); }

@@ -148,6 +148,7 @@ ControlState ControlLoop::control_state() const {
     st.source_state = "none";
   }
   if (snapshot_) st.snapshot_bytes = snapshot_->memory_bytes();
+  st.process = read_process_stats();
   return st;
 }
 

@@ -94,7 +94,9 @@ int ControlLoop::run() {
     admin_ = std::make_unique<AdminServer>(&loop_, [this](const AdminRequest& r) { return handle_admin(r); });
     if (admin_->listen(config_->admin.address, error) != 0) return fail_start(error);
   }
-  collector_ = std::make_unique<WorkerStatsCollector>(workers_, [this] { return slot_ids_; });
+  collector_ = std::make_unique<WorkerStatsCollector>(
+      workers_, [this] { return slot_ids_; },
+      [this] { return std::chrono::duration<double>(config_->timeouts.upstream_response).count(); });
   control_collector_ = std::make_unique<ControlStateCollector>([this] { return control_state(); });
   {
     affinity::ExtractorConfig by_query = runtime_->extractor;

@@ -45,11 +45,12 @@ void add_value(MetricFamily& f, double value, std::vector<prometheus::ClientMetr
 std::vector<MetricFamily> WorkerStatsCollector::Collect() const {
   std::vector<const WorkerStats*> stats;
   for (const auto& w : workers_) stats.push_back(&w->stats());
-  return worker_families(stats, server_ids_ ? server_ids_() : std::vector<std::string>{});
+  return worker_families(stats, server_ids_ ? server_ids_() : std::vector<std::string>{},
+                         long_poll_limit_ ? long_poll_limit_() : 0);
 }
 
 std::vector<MetricFamily> worker_families(const std::vector<const WorkerStats*>& workers,
-                                          const std::vector<std::string>& server_ids) {
+                                          const std::vector<std::string>& server_ids, double long_poll_limit) {
   std::vector<MetricFamily> out;
   auto counter = [&](const char* name, const char* help, auto get) {
     MetricFamily f = family(name, help, MetricType::Counter);
@@ -83,8 +84,17 @@ std::vector<MetricFamily> worker_families(const std::vector<const WorkerStats*>&
           [](const WorkerStats& s) { return s.upstream_retries.load(std::memory_order_relaxed); });
   counter("sprayer_bad_requests_total", "Requests rejected as malformed or over a limit.",
           [](const WorkerStats& s) { return s.bad_requests.load(std::memory_order_relaxed); });
-  counter("sprayer_timeouts_total", "Client or upstream timeouts.",
-          [](const WorkerStats& s) { return s.timeouts.load(std::memory_order_relaxed); });
+  {
+    MetricFamily f = family("sprayer_timeouts_total", "Timeouts that fired, by side (client, upstream) and timer.",
+                            MetricType::Counter);
+    static const char* labels[kTimeoutKinds][2] = {
+        {"client", "header"},   {"client", "idle"},     {"client", "body"}, {"client", "send"},
+        {"upstream", "connect"}, {"upstream", "response"}, {"upstream", "idle"}};
+    for (size_t k = 0; k < kTimeoutKinds; ++k)
+      add_value(f, sum(workers, [k](const WorkerStats& s) { return s.timeouts_by[k].load(std::memory_order_relaxed); }),
+                {{"side", labels[k][0]}, {"kind", labels[k][1]}});
+    out.push_back(std::move(f));
+  }
   counter("sprayer_downstream_received_bytes_total", "Bytes read from clients.",
           [](const WorkerStats& s) { return s.bytes_in.load(std::memory_order_relaxed); });
   counter("sprayer_downstream_sent_bytes_total", "Bytes written to clients.",
@@ -192,6 +202,31 @@ std::vector<MetricFamily> worker_families(const std::vector<const WorkerStats*>&
             &WorkerStats::connect_seconds);
   histogram("sprayer_upstream_first_byte_seconds", "Request sent to a pool server until its response head.",
             &WorkerStats::ttfb_seconds);
+  {
+    MetricFamily f = family("sprayer_long_poll_duration_seconds",
+                            "Long-polls (ActiveSync Ping): head received to response queued; not in "
+                            "sprayer_request_duration_seconds.",
+                            MetricType::Histogram);
+    prometheus::ClientMetric m;
+    uint64_t cumulative = 0;
+    bool shown_last = false;
+    for (size_t i = 0; i <= kLongPollBuckets; ++i) {
+      for (const WorkerStats* w : workers) cumulative += w->long_poll_seconds.buckets[i].load(std::memory_order_relaxed);
+      if (i == kLongPollBuckets || !shown_last) {
+        prometheus::ClientMetric::Bucket b;
+        b.cumulative_count = cumulative;
+        b.upper_bound = i < kLongPollBuckets ? kLongPollBounds[i] : std::numeric_limits<double>::infinity();
+        m.histogram.bucket.push_back(b);
+        if (i < kLongPollBuckets && long_poll_limit > 0 && kLongPollBounds[i] >= long_poll_limit) shown_last = true;
+      }
+    }
+    uint64_t sum_ns = 0;
+    for (const WorkerStats* w : workers) sum_ns += w->long_poll_seconds.sum_ns.load(std::memory_order_relaxed);
+    m.histogram.sample_count = cumulative;
+    m.histogram.sample_sum = static_cast<double>(sum_ns) / 1e9;
+    f.metric.push_back(std::move(m));
+    out.push_back(std::move(f));
+  }
   return out;
 }
 
@@ -203,6 +238,20 @@ std::vector<MetricFamily> control_families(const ControlState& st) {
     add_value(f, v, std::move(labels));
     out.push_back(std::move(f));
   };
+  // Named and typed as the Prometheus client libraries export them, so stock dashboards work.
+  single("process_start_time_seconds", "Start time of the process since unix epoch in seconds.", MetricType::Gauge,
+         st.start_time_seconds);
+  if (st.process) {
+    single("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.", MetricType::Counter,
+           st.process->cpu_seconds);
+    single("process_resident_memory_bytes", "Resident memory size in bytes.", MetricType::Gauge,
+           st.process->resident_bytes);
+    single("process_virtual_memory_bytes", "Virtual memory size in bytes.", MetricType::Gauge,
+           st.process->virtual_bytes);
+    single("process_open_fds", "Number of open file descriptors.", MetricType::Gauge, st.process->open_fds);
+    if (st.process->max_fds > 0)
+      single("process_max_fds", "Maximum number of open file descriptors.", MetricType::Gauge, st.process->max_fds);
+  }
   single("sprayer_build_info", "Always 1; the version as a label.", MetricType::Gauge, 1, {{"version", st.version}});
   single("sprayer_uptime_seconds", "Seconds since this sprayer started.", MetricType::Gauge, st.uptime_seconds);
   single("sprayer_start_time_seconds", "Unix time this sprayer started.", MetricType::Gauge, st.start_time_seconds);

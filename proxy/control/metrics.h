@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "proxy/control/process_stats.h"
 #include "proxy/runtime.h"
 #include "proxy/worker_stats.h"
 
@@ -21,20 +22,26 @@ class Worker;
 class WorkerStatsCollector : public prometheus::Collectable {
  public:
   // server_ids: the label for each server row of WorkerStats::finished, read at scrape.
+  // long_poll_limit: timeouts.upstream_response in seconds, the last long-poll bucket shown.
   WorkerStatsCollector(const std::vector<std::unique_ptr<Worker>>& workers,
-                       std::function<std::vector<std::string>()> server_ids = {})
-      : workers_(workers), server_ids_(std::move(server_ids)) {}
+                       std::function<std::vector<std::string>()> server_ids = {},
+                       std::function<double()> long_poll_limit = {})
+      : workers_(workers), server_ids_(std::move(server_ids)), long_poll_limit_(std::move(long_poll_limit)) {}
   std::vector<prometheus::MetricFamily> Collect() const override;
 
  private:
   const std::vector<std::unique_ptr<Worker>>& workers_;
   std::function<std::vector<std::string>()> server_ids_;
+  std::function<double()> long_poll_limit_;
 };
 
 // The sum of several workers' stats blocks, as families (what WorkerStatsCollector gives;
 // separate so unit tests can feed stats blocks without threads).
+// The long-poll histogram shows its bounds up to the first one at or above
+// `long_poll_limit` seconds (0: all of them); longer ones are counted in +Inf only.
 std::vector<prometheus::MetricFamily> worker_families(const std::vector<const WorkerStats*>& stats,
-                                                      const std::vector<std::string>& server_ids);
+                                                      const std::vector<std::string>& server_ids,
+                                                      double long_poll_limit = 0);
 
 // What the control thread knows at scrape time: health, ownership, process.
 struct ControlState {
@@ -67,6 +74,7 @@ struct ControlState {
   uint64_t reloads_refused = 0;
   bool last_reload_ok = true;             // no reload yet counts as fine
   double last_reload_success_seconds = 0;  // Unix time; the start until a reload succeeds
+  std::optional<ProcessStats> process;    // process_* (absent without /proc)
   // For the status page only (the worker families export these).
   int64_t downstream_connections = 0;
   int64_t upstream_connections = 0;

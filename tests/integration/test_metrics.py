@@ -192,5 +192,85 @@ class MetricsTest(TestCase):
         self.assertEqual(float(up[0]["value"][1]), 1, "Prometheus sees the target up")
 
 
+class TimeoutsLongPollsProcessTest(TestCase):
+    """Timeouts by side and kind, Pings in their own histogram (not in the request latency
+    one), and the process_* metrics Prometheus clients export, read from /proc."""
+    TIMEOUT = 60.0
+
+    @classmethod
+    def setUpClass(cls):
+        cls.pool = harness.pool(1, args=["--ping-hold", "400ms"])
+        cls.addClassCleanup(cls.pool.stop)
+        config = harness.sprayer_config(cls.pool, workers=1, timeouts={
+            "client_header": "300ms", "upstream_idle": "200ms", "upstream_response": "10m"})
+        cls.sprayer = Sprayer(config).start()
+        cls.addClassCleanup(cls.sprayer.stop)
+
+    def scrape(self):
+        resp = harness.http_request(self.sprayer.admin_port, "GET", "/metrics", timeout=5)
+        self.assertStatus(resp, 200, "/metrics")
+        return resp.body.decode()
+
+    def test_a_ping_goes_to_the_long_poll_histogram(self):
+        before = parse_metrics(self.scrape())
+        resp = self.sprayer.request("POST", "/Microsoft-Server-ActiveSync?Cmd=Ping&User=amy&DeviceId=d1"
+                                            "&DeviceType=iPhone", body=b"x")
+        self.assertStatus(resp, 200, "the Ping")
+        resp = self.sprayer.request("POST", "/Microsoft-Server-ActiveSync?Cmd=Sync&User=amy&DeviceId=d1"
+                                            "&DeviceType=iPhone", body=b"x")
+        self.assertStatus(resp, 200, "the Sync")
+        after = wait_until(lambda: (lambda m: value(m, "sprayer_request_duration_seconds_count") ==
+                                    (value(before, "sprayer_request_duration_seconds_count") or 0) + 1 and m)(
+            parse_metrics(self.scrape())), 5, what="the Sync counted")
+        count = "sprayer_long_poll_duration_seconds_count"
+        self.assertEqual(value(after, count) - (value(before, count) or 0), 1, "the Ping, alone")
+        self.assertGreaterEqual(value(after, "sprayer_long_poll_duration_seconds_sum"), 0.4)
+        # Held 400 ms: in the 1 s bucket, which the request histogram would have smeared.
+        self.assertEqual(value(after, "sprayer_long_poll_duration_seconds_bucket", le="1"), 1)
+        bounds = sorted(float(dict(k[1])["le"]) for k in after
+                        if k[0] == "sprayer_long_poll_duration_seconds_bucket" and dict(k[1])["le"] != "+Inf")
+        self.assertEqual(bounds[-1], 600, "buckets stop at timeouts.upstream_response (10m)")
+
+    def test_b_timeouts_by_side_and_kind(self):
+        def timeouts(side, kind):
+            return harness.metric(self.sprayer.admin_port, "sprayer_timeouts_total", side=side, kind=kind)
+
+        header_before = timeouts("client", "header")
+        with self.sprayer.client(timeout=10) as c:
+            c.send(b"GET / HTTP/1.1\r\nHost: x\r\n")  # never finished
+            resp = c.read_response(timeout=10)
+        self.assertEqual(resp.status, 408)
+        wait_until(lambda: timeouts("client", "header") == header_before + 1, 5, what="the header timeout counted")
+
+        idle_before = timeouts("upstream", "idle")
+        self.assertStatus(self.sprayer.request("GET", "/traveler?action=getStatus"), 200,
+                          "a request that leaves a pooled connection")
+        wait_until(lambda: timeouts("upstream", "idle") >= idle_before + 1, 5,
+                   what="the pooled connection's idle timeout counted")
+        self.assertEqual(timeouts("upstream", "response"), 0)
+        self.assertEqual(timeouts("client", "send"), 0)
+
+    def test_c_process_metrics(self):
+        text = self.scrape()
+        if PROMTOOL:
+            proc = subprocess.run([PROMTOOL, "check", "metrics"], input=text.encode(), capture_output=True,
+                                  timeout=30)
+            self.assertEqual(proc.returncode, 0, proc.stdout.decode() + proc.stderr.decode())
+        m = parse_metrics(text)
+        with open(f"/proc/{self.sprayer.pid}/limits") as f:
+            soft = next(line.split()[3] for line in f if line.startswith("Max open files"))
+        self.assertEqual(value(m, "process_max_fds"), float(soft))
+        fds = len(os.listdir(f"/proc/{self.sprayer.pid}/fd"))
+        self.assertGreater(value(m, "process_open_fds"), 5)
+        self.assertLess(abs(value(m, "process_open_fds") - fds), 5, f"/proc says {fds}")
+        rss_kib = self.sprayer.rss_kib()
+        self.assertGreater(value(m, "process_resident_memory_bytes"), 1 << 20)
+        self.assertLess(abs(value(m, "process_resident_memory_bytes") / 1024 - rss_kib), rss_kib / 2)
+        self.assertGreaterEqual(value(m, "process_cpu_seconds_total"), 0)
+        self.assertLessEqual(value(m, "process_cpu_seconds_total"), self.sprayer.cpu_seconds() + 0.05)
+        self.assertEqual(value(m, "process_start_time_seconds"), value(m, "sprayer_start_time_seconds"))
+        self.assertIn("# TYPE process_cpu_seconds_total counter", text)
+
+
 if __name__ == "__main__":
     harness.main()

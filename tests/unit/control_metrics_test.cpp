@@ -146,3 +146,70 @@ TEST_CASE("metrics: control state families") {
   st.snapshot_age_seconds.reset();  // never answered: no age rather than a made-up one
   CHECK(text(control_families(st)).find("sprayer_ownership_snapshot_age_seconds") == std::string::npos);
 }
+
+TEST_CASE("metrics: timeouts by side and kind, every combination shown") {
+  WorkerStats a, b;
+  a.timeout(TimeoutKind::client_header);
+  b.timeout(TimeoutKind::client_header);
+  b.timeout(TimeoutKind::upstream_response);
+  auto families = worker_families({&a, &b}, {});
+  const auto* f = find(families, "sprayer_timeouts_total");
+  REQUIRE(f);
+  CHECK(f->metric.size() == kTimeoutKinds);
+  double header = -1, response = -1, idle = -1;
+  for (const auto& m : f->metric) {
+    if (label(m, "side") == "client" && label(m, "kind") == "header") header = m.counter.value;
+    if (label(m, "side") == "upstream" && label(m, "kind") == "response") response = m.counter.value;
+    if (label(m, "side") == "upstream" && label(m, "kind") == "idle") idle = m.counter.value;
+  }
+  CHECK(header == 2);
+  CHECK(response == 1);
+  CHECK(idle == 0);
+}
+
+TEST_CASE("metrics: long-polls have their own histogram, cut at the upstream response timeout") {
+  WorkerStats a;
+  a.long_poll_seconds.observe(400'000'000ULL);        // 0.4 s
+  a.long_poll_seconds.observe(1'790'000'000'000ULL);  // a Ping held almost 30 minutes
+  a.long_poll_seconds.observe(5'000'000'000'000ULL);  // past the last bound
+  auto families = worker_families({&a}, {}, 1800);
+  const auto* f = find(families, "sprayer_long_poll_duration_seconds");
+  REQUIRE(f);
+  const auto& h = f->metric.at(0).histogram;
+  CHECK(h.sample_count == 3);
+  REQUIRE(h.bucket.size() >= 2);
+  CHECK(h.bucket.front().upper_bound == 1);
+  CHECK(h.bucket.front().cumulative_count == 1);
+  CHECK(h.bucket[h.bucket.size() - 2].upper_bound == 1800);
+  CHECK(h.bucket[h.bucket.size() - 2].cumulative_count == 2);
+  CHECK(h.bucket.back().cumulative_count == 3);
+  // Not in the request histogram.
+  CHECK(find(families, "sprayer_request_duration_seconds")->metric.at(0).histogram.sample_count == 0);
+  // A timeout between bounds: the first bound above it is the last one shown.
+  auto cut = worker_families({&a}, {}, 1000);
+  const auto& hc = find(cut, "sprayer_long_poll_duration_seconds")->metric.at(0).histogram;
+  CHECK(hc.bucket[hc.bucket.size() - 2].upper_bound == 1200);
+}
+
+TEST_CASE("metrics: process CPU from a /proc stat line whose command holds spaces and parentheses") {
+  std::string line = "4242 (spr (a) yer) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 50 0 0 20 0 3 0 12345 1000 200";
+  auto ticks = stat_cpu_ticks(line);
+  REQUIRE(ticks);
+  CHECK(*ticks == 300);
+  CHECK_FALSE(stat_cpu_ticks("no parenthesis"));
+  CHECK_FALSE(stat_cpu_ticks("1 (x) S 1 2"));
+}
+
+TEST_CASE("metrics: process_* families from the control state") {
+  ControlState st;
+  st.start_time_seconds = 1700000000;
+  st.process = ProcessStats{12.5, 4096.0 * 1000, 8192.0 * 1000, 42, 1024};
+  auto families = control_families(st);
+  CHECK(find(families, "process_cpu_seconds_total")->metric.at(0).counter.value == 12.5);
+  CHECK(find(families, "process_resident_memory_bytes")->metric.at(0).gauge.value == 4096000);
+  CHECK(find(families, "process_open_fds")->metric.at(0).gauge.value == 42);
+  CHECK(find(families, "process_max_fds")->metric.at(0).gauge.value == 1024);
+  CHECK(find(families, "process_start_time_seconds")->metric.at(0).gauge.value == 1700000000);
+  st.process.reset();
+  CHECK_FALSE(find(control_families(st), "process_open_fds"));
+}
