@@ -16,6 +16,18 @@
 #include "proxy/log.h"
 
 namespace sprayer::proxy {
+namespace {
+
+void fill_health_details(const health::ServerHealth& h, health::TimePoint now, ControlState::ServerRow& row) {
+  row.checks = std::string(health::to_string(h.liveness()));
+  row.admin = std::string(health::to_string(h.admin_state()));
+  row.reason = std::string(health::to_string(h.last_transition_reason()));
+  row.since_seconds = std::chrono::duration<double>(now - h.last_transition()).count();
+  row.last_failure = std::string(health::to_string(h.last_failure()));
+  if (auto at = h.last_failure_time()) row.last_failure_seconds = std::chrono::duration<double>(now - *at).count();
+}
+
+}  // namespace
 
 AdminResponse ControlLoop::handle_admin(const AdminRequest& request) {
   std::string_view path = request.target;
@@ -119,10 +131,19 @@ ControlState ControlLoop::control_state() const {
     ControlState::ServerRow row;
     row.id = target.id;
     row.state = "up";
+    row.address = target.host_port;
+    row.weight = target.weight;
     if (const health::ServerHealth* h = tracker_ ? tracker_->find(target.id) : nullptr) {
       row.state = std::string(health::to_string(h->state()));
       row.availability = h->availability();
       row.ejections = h->counters().ejections;
+      fill_health_details(*h, clock_.now(), row);
+    }
+    const size_t stat_row = WorkerStats::server_row(static_cast<int>(target.slot));
+    for (const auto& w : workers_) {
+      row.parked += w->stats().parked[stat_row].load(std::memory_order_relaxed);
+      row.takeovers_in += w->stats().takeover_in[stat_row].load(std::memory_order_relaxed);
+      row.takeovers_out += w->stats().takeover_out[stat_row].load(std::memory_order_relaxed);
     }
     if (snapshot_) {
       if (auto index = snapshot_->server_index(target.id)) row.owned_users = snapshot_->owned_users(*index);
@@ -149,6 +170,7 @@ ControlState ControlLoop::control_state() const {
   }
   if (snapshot_) st.snapshot_bytes = snapshot_->memory_bytes();
   st.process = read_process_stats();
+  st.samples = &samples_;
   return st;
 }
 

@@ -127,6 +127,11 @@ int ControlLoop::run() {
   tls_debounce_.data = this;
   uv_timer_init(&loop_, &pending_timer_);
   pending_timer_.data = this;
+  uv_timer_init(&loop_, &sample_timer_);
+  sample_timer_.data = this;
+  take_sample();
+  uv_timer_start(&sample_timer_, [](uv_timer_t* t) noexcept { static_cast<ControlLoop*>(t->data)->take_sample(); },
+                 kSampleIntervalMs, kSampleIntervalMs);
   watch_tls_files();
 
   listening_ = true;
@@ -450,7 +455,26 @@ void ControlLoop::on_shutdown_poll() {
   uv_close(reinterpret_cast<uv_handle_t*>(&shutdown_timer_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&tls_debounce_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&pending_timer_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&sample_timer_), nullptr);
   unwatch_tls_files();
+}
+
+void ControlLoop::take_sample() {
+  std::vector<const WorkerStats*> stats;
+  ProcessSample process;
+  process.time = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  for (const auto& w : workers_) {
+    stats.push_back(&w->stats());
+    process.connections += w->stats().downstream_open.load(std::memory_order_relaxed);
+  }
+  if (auto p = read_process_stats()) process.resident_bytes = p->resident_bytes;
+  if (source_) {
+    affinity::SourceStatus status = source_->status();
+    if (status.since_success) process.ownership_age = std::chrono::duration<double>(*status.since_success).count();
+  }
+  std::vector<StatusSamples::Server> servers;
+  for (const auto& s : runtime_->servers) servers.push_back({s.id, WorkerStats::server_row(static_cast<int>(s.slot))});
+  samples_.sample(process.time, stats, servers, process);
 }
 
 void ControlLoop::remember_slots() {

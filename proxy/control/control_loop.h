@@ -24,6 +24,7 @@
 #include "proxy/runtime.h"
 #include "proxy/control/self_health.h"
 #include "proxy/control/systemd_notify.h"
+#include "proxy/control/status_samples.h"
 #include "proxy/worker.h"
 
 namespace sprayer::proxy {
@@ -69,6 +70,7 @@ class ControlLoop {
   // (a snapshot, the cache, or a failure it serves through); STATUS= lines after that.
   void maybe_ready();
   std::string status_line() const;
+  void take_sample();
 
   std::shared_ptr<const conf::Config> config_;
   std::shared_ptr<const Runtime> runtime_;
@@ -119,6 +121,8 @@ class ControlLoop {
   bool listening_ = false;        // workers and admin listener bound
   bool source_answered_ = false;  // the ownership source gave a snapshot or its first verdict
   std::string reload_note_;       // the last refused reload, for the status line
+  uv_timer_t sample_timer_{};
+  StatusSamples samples_;  // the status page's sparklines
   bool shutting_down_ = false;
   bool forced_ = false;
 };

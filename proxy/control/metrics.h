@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "proxy/control/process_stats.h"
+#include "proxy/control/status_samples.h"
 #include "proxy/runtime.h"
 #include "proxy/worker_stats.h"
 
@@ -52,6 +53,18 @@ struct ControlState {
     uint64_t owned_users = 0;
     uint64_t ejections = 0;
     int64_t active_requests = 0;
+    // For the status page.
+    std::string address;
+    uint32_t weight = 1;
+    std::string checks;               // health::Liveness: checking, up, down
+    std::string admin;                // ready, drain, maintenance
+    std::string reason;               // of the last routing transition
+    double since_seconds = 0;         // since that transition
+    std::string last_failure;         // the last failed check or passive failure ("none")
+    std::optional<double> last_failure_seconds;  // how long ago
+    int64_t parked = 0;               // long-polls in flight
+    uint64_t takeovers_in = 0;        // requests taken over from their unusable owner
+    uint64_t takeovers_out = 0;       // requests of its users that went elsewhere
   };
   std::vector<ServerRow> servers;
   double uptime_seconds = 0;
@@ -75,6 +88,7 @@ struct ControlState {
   bool last_reload_ok = true;             // no reload yet counts as fine
   double last_reload_success_seconds = 0;  // Unix time; the start until a reload succeeds
   std::optional<ProcessStats> process;    // process_* (absent without /proc)
+  const StatusSamples* samples = nullptr;  // the status page's history (the control loop's)
   // For the status page only (the worker families export these).
   int64_t downstream_connections = 0;
   int64_t upstream_connections = 0;

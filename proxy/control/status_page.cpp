@@ -107,6 +107,53 @@ void number(std::string& out, double v) {
   out += buf;
 }
 
+void optional_number(std::string& out, const std::optional<double>& v) {
+  if (v)
+    number(out, *v);
+  else
+    out += "null";
+}
+
+// A series as one array: {"t":[...],"rate":[...]} keeps the document small and the page's
+// plotting simple.
+template <typename Sample, typename Get>
+void series(std::string& out, const char* name, const std::deque<Sample>& samples, Get get) {
+  out += ",\"";
+  out += name;
+  out += "\":[";
+  bool first = true;
+  for (const auto& s : samples) {
+    if (!first) out += ",";
+    first = false;
+    get(out, s);
+  }
+  out += "]";
+}
+
+void server_samples(std::string& out, const std::deque<ServerSample>& samples) {
+  out += ",\"samples\":{\"interval_seconds\":";
+  number(out, kSampleIntervalMs / 1000.0);
+  series(out, "t", samples, [](std::string& o, const ServerSample& s) { number(o, s.time); });
+  series(out, "rate", samples, [](std::string& o, const ServerSample& s) { number(o, s.rate); });
+  series(out, "error_ratio", samples, [](std::string& o, const ServerSample& s) { number(o, s.error_ratio); });
+  series(out, "p50", samples, [](std::string& o, const ServerSample& s) { optional_number(o, s.p50); });
+  series(out, "p99", samples, [](std::string& o, const ServerSample& s) { optional_number(o, s.p99); });
+  series(out, "parked", samples, [](std::string& o, const ServerSample& s) { o += std::to_string(s.parked); });
+  out += "}";
+}
+
+void process_samples(std::string& out, const std::deque<ProcessSample>& samples) {
+  out += ",\"samples\":{\"interval_seconds\":";
+  number(out, kSampleIntervalMs / 1000.0);
+  series(out, "t", samples, [](std::string& o, const ProcessSample& s) { number(o, s.time); });
+  series(out, "connections", samples,
+         [](std::string& o, const ProcessSample& s) { o += std::to_string(s.connections); });
+  series(out, "resident_bytes", samples, [](std::string& o, const ProcessSample& s) { number(o, s.resident_bytes); });
+  series(out, "ownership_age_seconds", samples,
+         [](std::string& o, const ProcessSample& s) { optional_number(o, s.ownership_age); });
+  out += "}";
+}
+
 }  // namespace
 
 std::string_view status_page_html() { return kPage; }
@@ -122,17 +169,30 @@ std::string status_json(const ControlState& st) {
   out += st.shutting_down ? "true" : "false";
   out += ",\"downstream_connections\":" + std::to_string(st.downstream_connections);
   out += ",\"upstream_connections\":" + std::to_string(st.upstream_connections);
-  out += ",\"ownership\":{\"configured\":";
+  out += ",\"process\":{\"resident_bytes\":";
+  optional_number(out, st.process ? std::optional<double>(st.process->resident_bytes) : std::nullopt);
+  out += ",\"open_fds\":";
+  optional_number(out, st.process ? std::optional<double>(st.process->open_fds) : std::nullopt);
+  out += ",\"max_fds\":";
+  optional_number(out, st.process && st.process->max_fds > 0 ? std::optional<double>(st.process->max_fds)
+                                                             : std::nullopt);
+  out += ",\"cpu_seconds\":";
+  optional_number(out, st.process ? std::optional<double>(st.process->cpu_seconds) : std::nullopt);
+  if (st.samples) process_samples(out, st.samples->process());
+  out += "},\"reload\":{\"last_ok\":";
+  out += st.last_reload_ok ? "true" : "false";
+  out += ",\"applied\":" + std::to_string(st.reloads_applied);
+  out += ",\"refused\":" + std::to_string(st.reloads_refused);
+  out += ",\"last_success_seconds\":";
+  number(out, st.last_reload_success_seconds);
+  out += "},\"ownership\":{\"configured\":";
   out += st.source_configured ? "true" : "false";
   out += ",\"state\":";
   json_string(out, st.source_state);
   out += ",\"epoch\":" + std::to_string(st.epoch);
   out += ",\"users\":" + std::to_string(st.users);
   out += ",\"snapshot_age_seconds\":";
-  if (st.snapshot_age_seconds)
-    number(out, *st.snapshot_age_seconds);
-  else
-    out += "null";
+  optional_number(out, st.snapshot_age_seconds);
   out += ",\"stale\":";
   out += st.stale ? "true" : "false";
   out += ",\"errors\":" + std::to_string(st.source_errors);
@@ -150,6 +210,36 @@ std::string status_json(const ControlState& st) {
     out += ",\"owned_users\":" + std::to_string(s.owned_users);
     out += ",\"ejections\":" + std::to_string(s.ejections);
     out += ",\"active_requests\":" + std::to_string(s.active_requests);
+    out += "}";
+  }
+  // What the page shows beyond the summary, in the same order as "servers".
+  out += "],\"server_details\":[";
+  for (size_t i = 0; i < st.servers.size(); ++i) {
+    const auto& s = st.servers[i];
+    if (i) out += ",";
+    out += "{\"id\":";
+    json_string(out, s.id);
+    out += ",\"address\":";
+    json_string(out, s.address);
+    out += ",\"weight\":" + std::to_string(s.weight);
+    out += ",\"checks\":";
+    json_string(out, s.checks);
+    out += ",\"admin\":";
+    json_string(out, s.admin);
+    out += ",\"reason\":";
+    json_string(out, s.reason);
+    out += ",\"since_seconds\":";
+    number(out, s.since_seconds);
+    out += ",\"last_failure\":";
+    json_string(out, s.last_failure);
+    out += ",\"last_failure_seconds\":";
+    optional_number(out, s.last_failure_seconds);
+    out += ",\"parked\":" + std::to_string(s.parked);
+    out += ",\"takeovers_in\":" + std::to_string(s.takeovers_in);
+    out += ",\"takeovers_out\":" + std::to_string(s.takeovers_out);
+    if (st.samples) {
+      if (const auto* samples = st.samples->server(s.id)) server_samples(out, *samples);
+    }
     out += "}";
   }
   out += "]}\n";
