@@ -10,6 +10,7 @@ import os
 import shutil
 import struct
 import sys
+import threading
 import urllib.error
 import urllib.request
 
@@ -69,6 +70,15 @@ class WebDriver:
     def type(self, element, text):
         self.call("POST", self.s(f"/element/{element}/value"), {"text": text})
 
+    def accept_alert(self):
+        self.call("POST", self.s("/alert/accept"), {})
+
+    def dismiss_alert(self):
+        self.call("POST", self.s("/alert/dismiss"), {})
+
+    def alert_text(self):
+        return self.call("GET", self.s("/alert/text"))
+
     def screenshot(self):
         return base64.b64decode(self.call("GET", self.s("/screenshot")))
 
@@ -95,7 +105,7 @@ class StatusPageTest(TestCase):
         cls.db = SqlitePool()
         cls.addClassCleanup(cls.db.cleanup)
         cls.db.bulk_owners([("amy", "pool1"), ("ben", "pool1"), ("cat", "pool2")])
-        cls.pool = harness.pool(2, db=cls.db.spec, claim=False)
+        cls.pool = harness.pool(2, db=cls.db.spec, claim=False, args=["--ping-hold", "6s"])
         cls.addClassCleanup(cls.pool.stop)
         config = harness.sprayer_config(
             cls.pool, ownership={"source": "sqlite", "sqlite_path": cls.db.path, "poll_interval": "100ms"})
@@ -160,8 +170,20 @@ class StatusPageTest(TestCase):
         self.assertEqual(wd.script("return document.getElementById('source').textContent"), "ok")
         self.assertEqual(wd.script("return document.getElementById('users').textContent"), "3")
 
+        # Maintenance asks first; cancelled, nothing changes.
+        wd.click(wd.find('tr[data-server="pool2"] button[data-action="maintenance"]'))
+        self.assertIn("maintenance", wait_until(lambda: self.try_alert(wd), 10, interval=0.1,
+                                                what="the confirm before maintenance"))
+        wd.dismiss_alert()
+        msg = wait_until(lambda: wd.script("return document.getElementById('msg').textContent") or None, 10,
+                         interval=0.1, what="the page to say the action was cancelled")
+        self.assertIn("cancelled", msg)
+        self.assertEqual(self.server("pool2")["admin"], "ready")
+
         # Without the token the API refuses, and the page says so.
         wd.click(wd.find('tr[data-server="pool2"] button[data-action="maintenance"]'))
+        wait_until(lambda: self.try_alert(wd), 10, interval=0.1, what="the confirm before maintenance")
+        wd.accept_alert()
         msg = wait_until(lambda: wd.script("return document.getElementById('msg').textContent") or None, 10,
                          interval=0.1, what="the page to report the refused click")
         self.assertIn("401", msg)
@@ -170,6 +192,8 @@ class StatusPageTest(TestCase):
         # With the token typed in, the click puts pool2 in maintenance.
         wd.type(wd.find("#token"), TOKEN)
         wd.click(wd.find('tr[data-server="pool2"] button[data-action="maintenance"]'))
+        wait_until(lambda: self.try_alert(wd), 10, interval=0.1, what="the confirm before maintenance")
+        wd.accept_alert()
         wait_until(lambda: self.server("pool2")["admin"] == "maintenance", 10, interval=0.1,
                    what="pool2 in maintenance after the click")
         self.assertEqual(self.server("pool2")["state"], "maintenance")
@@ -190,6 +214,65 @@ class StatusPageTest(TestCase):
         wd.click(wd.find('tr[data-server="pool2"] button[data-action="ready"]'))
         wait_until(lambda: self.server("pool2")["admin"] == "ready", 10, interval=0.1,
                    what="pool2 ready again after the click")
+
+        self.plots_move_under_load(wd)
+
+    @staticmethod
+    def try_alert(wd):
+        try:
+            return wd.alert_text()
+        except AssertionError:  # no alert open yet
+            return None
+
+    def plots_move_under_load(self, wd):
+        """Under load the page shows pool1's address, rate, latency and a parked Ping, and its
+        sparkline (and the connections plot) change from one sample to the next."""
+        def cells():
+            return wd.script(
+                "const r = document.querySelector('tr[data-server=pool1]'); if (!r) return null;"
+                "return {points: r.querySelector('[data-field=spark]').dataset.points || '',"
+                " rate: r.querySelector('[data-field=rate]').textContent,"
+                " parked: r.querySelector('[data-field=parked]').textContent,"
+                " conns: document.getElementById('plot-conns').dataset.points || '',"
+                " text: r.textContent};")
+
+        users = ["amy", "ben"]
+        load = harness.SyncLoad(self.sprayer.port, lambda rng: (
+            (u := rng.choice(users),), f"/Microsoft-Server-ActiveSync?Cmd=Sync&User={u}&DeviceId=d1&DeviceType=x"),
+            threads=2, bound=60).start()
+        self.addCleanup(load.stop)
+        ping_result = []
+
+        def ping():
+            with self.sprayer.client(timeout=20) as c:
+                ping_result.append(c.request("POST", "/Microsoft-Server-ActiveSync?Cmd=Ping&User=amy&DeviceId=d2"
+                                                     "&DeviceType=x", body=b"p").status)
+        pinger = threading.Thread(target=ping, daemon=True)
+        pinger.start()
+        self.addCleanup(pinger.join, 20)
+
+        first = wait_until(lambda: (lambda c: c and c["points"].count(",") >= 2 and float(c["rate"] or 0) > 0
+                                    and c)(cells()), 20, interval=0.2,
+                           what="pool1's rate and sparkline under load")
+        parked = wait_until(lambda: (lambda c: c and c["parked"] == "1" and c)(cells()), 15, interval=0.2,
+                            what="the parked Ping on the page")
+        moved = wait_until(lambda: (lambda c: c and c["points"] != first["points"]
+                                    and c["conns"] != first["conns"] and c)(cells()), 15, interval=0.2,
+                           what="the sparkline to move with the next sample")
+        self.assertIn(self.pool[0].address, moved["text"], "the server's address is shown")
+        self.assertIn("weight 1", moved["text"])
+        self.assertRegex(moved["text"], r"\d+(\.\d+)? ms / \d+(\.\d+)? ms", "p50 / p99 shown")
+        self.assertTrue(parked)
+        wd.script("window.scrollTo(0, 0)")
+        png = wd.screenshot()
+        self.assertGreater(len(png), 5000)
+        with open(harness.scratch_path("status-under-load") + ".png", "wb") as f:
+            f.write(png)
+        load.stop()
+        self.assertGreater(load.count(), 0)
+        self.assertTrue(all(r[-2] == 200 for r in load.snapshot()), "every request under load answered 200")
+        pinger.join(20)
+        self.assertEqual(ping_result, [200])
 
 
 if __name__ == "__main__":
