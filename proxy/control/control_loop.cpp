@@ -151,7 +151,11 @@ int ControlLoop::run() {
   uv_run(&loop_, UV_RUN_DEFAULT);
   uv_loop_close(&loop_);
   if (access_log_) access_log_->flush();
-  LOG_INFO("sprayer stopped%s", forced_ ? " (drain deadline passed; remaining connections were closed)" : "");
+  if (forced_)
+    LOG_INFO("sprayer stopped: %lld client connections were cut (%lld parked long-polls)",
+             static_cast<long long>(cut_.first), static_cast<long long>(cut_.second));
+  else
+    LOG_INFO("sprayer stopped: every connection finished");
   return 0;
 }
 
@@ -160,13 +164,20 @@ void ControlLoop::on_signal(int signum) {
     case SIGTERM:
     case SIGINT:
       if (shutting_down_) {
-        LOG_INFO("second stop signal: closing every connection now");
+        cut_ = open_connections();
+        LOG_INFO("second stop signal: cutting every connection now (%lld client connections, %lld parked long-polls)",
+                 static_cast<long long>(cut_.first), static_cast<long long>(cut_.second));
         for (auto& w : workers_) w->force_stop();
         forced_ = true;
         return;
       }
-      LOG_INFO("stop signal: no new connections; in-flight requests may finish for %lld ms",
-               static_cast<long long>(config_->timeouts.drain.count()));
+      {
+        auto [connections, parked] = open_connections();
+        LOG_INFO("stop signal: no new connections; waiting up to %lld ms for %lld client connections "
+                 "(%lld parked long-polls among them)",
+                 static_cast<long long>(config_->timeouts.drain.count()), static_cast<long long>(connections),
+                 static_cast<long long>(parked));
+      }
       begin_shutdown();
       return;
     case SIGHUP:
@@ -285,8 +296,10 @@ void ControlLoop::on_passive_events(const std::vector<PassiveEvent>& events) {
         changed = tracker_->on_passive_failure(id, health::PassiveFailure::status_5xx, now) || changed;
         break;
       case PassiveOutcome::stall:
-        LOG_INFO("server %s: requests wait and nothing came back for %lld ms: checking it now", id.c_str(),
-                 static_cast<long long>(runtime_->config->health.stall_after.count()));
+        LOG_DEBUG("server %s: requests wait and nothing came back for %lld ms: checking it now", id.c_str(),
+                  static_cast<long long>(runtime_->config->health.stall_after.count()));
+        if (const health::ServerHealth* h = tracker_->find(id); h && !stalls_.count(id))
+          stalls_[id] = StallWatch{h->counters().checks_passed, h->counters().checks_failed};
         if (tracker_->on_stall(id, now) && checker_) checker_->reschedule();
         break;
     }
@@ -299,14 +312,23 @@ void ControlLoop::publish_route(std::shared_ptr<const Runtime> runtime) {
   std::shared_ptr<const health::HealthView> view = hide_pending(tracker_ ? tracker_->view() : nullptr);
   if (view && published_health_ && view != published_health_) {
     // Say what changed for the operator: one line per server whose state moved.
+    // A new view carries every server's availability of the moment: a healthy server whose
+    // index drifted inside its class is no news, only a change of state or class is.
     for (const auto& entry : view->servers) {
       const health::HealthEntry* before = published_health_->find(entry.id);
-      if (before && before->state == entry.state && before->availability == entry.availability) continue;
-      auto level = entry.state == health::ServerState::up ? conf::LogLevel::info : conf::LogLevel::warn;
-      SPRAYER_LOG(level, "server %s: %s -> %s (%s), availability %d", entry.id.c_str(),
-                  before ? std::string(health::to_string(before->state)).c_str() : "new",
-                  std::string(health::to_string(entry.state)).c_str(),
-                  std::string(health::to_string(entry.reason)).c_str(), entry.availability);
+      if (!before || before->state != entry.state) {
+        auto level = entry.state == health::ServerState::up ? conf::LogLevel::info : conf::LogLevel::warn;
+        SPRAYER_LOG(level, "server %s: %s -> %s (%s), availability %d", entry.id.c_str(),
+                    before ? std::string(health::to_string(before->state)).c_str() : "new",
+                    std::string(health::to_string(entry.state)).c_str(),
+                    std::string(health::to_string(entry.reason)).c_str(), entry.availability);
+      } else if (health::classify_availability(before->availability) !=
+                 health::classify_availability(entry.availability)) {
+        static const char* what[] = {"available: takes new users", "constrained: keeps its users, takes no new ones",
+                                     "takes only users bound to it"};
+        LOG_INFO("server %s: availability %d -> %d (%s)", entry.id.c_str(), before->availability, entry.availability,
+                 what[static_cast<size_t>(health::classify_availability(entry.availability))]);
+      }
     }
   }
   published_health_ = view;
@@ -442,7 +464,9 @@ void ControlLoop::on_shutdown_poll() {
   all_done = all_done && source_stopped_ && checker_stopped_;
   if (!all_done) {
     if (!forced_ && std::chrono::steady_clock::now() >= drain_deadline_) {
-      LOG_WARN("drain deadline passed: closing remaining connections");
+      cut_ = open_connections();
+      LOG_WARN("drain deadline passed: cutting %lld client connections still open (%lld parked long-polls)",
+               static_cast<long long>(cut_.first), static_cast<long long>(cut_.second));
       forced_ = true;
       for (auto& w : workers_) w->force_stop();
     }
@@ -459,7 +483,39 @@ void ControlLoop::on_shutdown_poll() {
   unwatch_tls_files();
 }
 
+std::pair<int64_t, int64_t> ControlLoop::open_connections() const {
+  int64_t connections = 0, parked = 0;
+  for (const auto& w : workers_) {
+    connections += w->stats().downstream_open.load(std::memory_order_relaxed);
+    for (const auto& p : w->stats().parked) parked += p.load(std::memory_order_relaxed);
+  }
+  return {connections, parked};
+}
+
+void ControlLoop::judge_stalls() {
+  for (auto it = stalls_.begin(); it != stalls_.end();) {
+    const health::ServerHealth* h = tracker_ ? tracker_->find(it->first) : nullptr;
+    if (!h) {
+      it = stalls_.erase(it);
+      continue;
+    }
+    const health::HealthCounters& c = h->counters();
+    if (c.checks_failed > it->second.checks_failed) {
+      LOG_WARN("server %s: requests waited %lld ms with nothing back, and its check failed too (%s): it is stalled",
+               it->first.c_str(), static_cast<long long>(runtime_->config->health.stall_after.count()),
+               std::string(health::to_string(h->last_failure())).c_str());
+    } else if (c.checks_passed > it->second.checks_passed) {
+      LOG_DEBUG("server %s: answers its check while holding requests (long-polls): not stalled", it->first.c_str());
+    } else {
+      ++it;
+      continue;
+    }
+    it = stalls_.erase(it);
+  }
+}
+
 void ControlLoop::take_sample() {
+  judge_stalls();
   std::vector<const WorkerStats*> stats;
   ProcessSample process;
   process.time = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();

@@ -71,6 +71,8 @@ class ControlLoop {
   void maybe_ready();
   std::string status_line() const;
   void take_sample();
+  void judge_stalls();
+  std::pair<int64_t, int64_t> open_connections() const;  // client connections, parked long-polls
 
   std::shared_ptr<const conf::Config> config_;
   std::shared_ptr<const Runtime> runtime_;
@@ -123,8 +125,16 @@ class ControlLoop {
   std::string reload_note_;       // the last refused reload, for the status line
   uv_timer_t sample_timer_{};
   StatusSamples samples_;  // the status page's sparklines
+  // Servers reported stalled, waiting for the check that says whether they really are:
+  // a server quietly holding long-polls is normal and not worth a line.
+  struct StallWatch {
+    uint64_t checks_passed = 0;
+    uint64_t checks_failed = 0;
+  };
+  std::map<std::string, StallWatch> stalls_;
   bool shutting_down_ = false;
   bool forced_ = false;
+  std::pair<int64_t, int64_t> cut_{0, 0};  // connections and parked long-polls a forced stop cut
 };
 
 }  // namespace sprayer::proxy
