@@ -1056,6 +1056,18 @@ void Loader::read_access_log(const Item& item, AccessLogConfig& access_log) {
       {"format", false, [&](const Item& v) { read_choice(v, formats, access_log.format); }},
       {"max_queued_bytes", false,
        [&](const Item& v) { read_size64(v, 64u << 10, uint64_t{1} << 32, access_log.max_queued_bytes); }},
+      {"mask_query", false,
+       [&](const Item& v) {
+         std::vector<std::string> names;
+         read_string_list(v, names);
+         for (const auto& name : names) {
+           if (name.empty() || name.find_first_of("=&# ") != std::string::npos) {
+             error(v, "each entry must be a query parameter name (no '=', '&', '#' or space)");
+             return;
+           }
+         }
+         access_log.mask_query = std::move(names);
+       }},
   });
 }
 

@@ -236,6 +236,8 @@ struct AccessLogConfig {
   std::string path = "stderr";        // a file (appended; reopened on SIGUSR1) or "stderr"
   AccessLogFormat format = AccessLogFormat::json;
   uint64_t max_queued_bytes = 16u << 20;  // past this, lines are dropped (and counted)
+  // Query parameters whose values are written as *** (names compared case-insensitively).
+  std::vector<std::string> mask_query = {"password", "pwd"};
   bool operator==(const AccessLogConfig&) const = default;
 };
 

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -102,9 +103,71 @@ void append_clf_time(std::string& out, std::chrono::system_clock::time_point t) 
   out.append(" +0000]");
 }
 
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// A query parameter name as a client may spell it: percent-encoded, '+' for space, any case.
+bool name_matches(std::string_view raw, std::string_view name) {
+  size_t j = 0;
+  for (size_t i = 0; i < raw.size(); ++i, ++j) {
+    char c = raw[i];
+    if (c == '%' && i + 2 < raw.size() && hex_value(raw[i + 1]) >= 0 && hex_value(raw[i + 2]) >= 0) {
+      c = static_cast<char>(hex_value(raw[i + 1]) * 16 + hex_value(raw[i + 2]));
+      i += 2;
+    } else if (c == '+') {
+      c = ' ';
+    }
+    if (j >= name.size()) return false;
+    const auto lower = [](char x) { return x >= 'A' && x <= 'Z' ? static_cast<char>(x + 32) : x; };
+    if (lower(c) != lower(name[j])) return false;
+  }
+  return j == name.size();
+}
+
 }  // namespace
 
-void format_access_line(conf::AccessLogFormat format, const AccessRecord& r, std::string& out) {
+std::string_view mask_query(std::string_view target, std::span<const std::string> mask, std::string& scratch) {
+  const size_t q = target.find('?');
+  if (mask.empty() || q == std::string_view::npos) return target;
+  const size_t end = std::min(target.find('#', q), target.size());
+  bool masked = false;
+  size_t copied = 0;  // target[0, copied) is in scratch when masked
+  size_t start = q + 1;
+  while (start <= end) {
+    size_t stop = target.find_first_of("&;", start);
+    if (stop == std::string_view::npos || stop > end) stop = end;
+    std::string_view param = target.substr(start, stop - start);
+    size_t eq = param.find('=');
+    if (eq != std::string_view::npos && eq + 1 < param.size()) {
+      std::string_view name = param.substr(0, eq);
+      for (const auto& m : mask) {
+        if (!name_matches(name, m)) continue;
+        if (!masked) scratch.clear();
+        masked = true;
+        const size_t value_at = start + eq + 1;
+        scratch.append(target.data() + copied, value_at - copied);
+        scratch += "***";
+        copied = stop;
+        break;
+      }
+    }
+    start = stop + 1;
+  }
+  if (!masked) return target;
+  scratch.append(target.data() + copied, target.size() - copied);
+  return scratch;
+}
+
+void format_access_line(conf::AccessLogFormat format, const AccessRecord& record, std::string& out,
+                        std::span<const std::string> mask) {
+  AccessRecord r = record;
+  std::string target_scratch, referer_scratch;
+  r.target = mask_query(record.target, mask, target_scratch);
+  r.referer = mask_query(record.referer, mask, referer_scratch);
   if (format == conf::AccessLogFormat::json) {
     out += "{\"time\":\"";
     append_iso_time(out, r.time);
@@ -150,6 +213,10 @@ void format_access_line(conf::AccessLogFormat format, const AccessRecord& r, std
     json_string(out, r.referer);
     out += ",\"user_agent\":";
     json_string(out, r.user_agent);
+    if (!r.rejected.empty()) {
+      out += ",\"rejected\":";
+      json_string(out, r.rejected);
+    }
     out += "}\n";
     return;
   }
@@ -193,6 +260,10 @@ void format_access_line(conf::AccessLogFormat format, const AccessRecord& r, std
     out.push_back('-');
   else
     append_ms(out, r.ttfb_ns);
+  if (!r.rejected.empty()) {
+    out += " rejected=";
+    combined_string(out, r.rejected);
+  }
   out.push_back('\n');
 }
 
@@ -302,7 +373,7 @@ void AccessLog::run() {
 
 uint64_t AccessLogBuffer::add(const AccessRecord& record) {
   if (!log_) return 0;
-  format_access_line(log_->format(), record, buffer_);
+  format_access_line(log_->format(), record, buffer_, log_->mask_query());
   ++lines_;
   return buffer_.size() >= kFlushBytes ? flush() : 0;
 }

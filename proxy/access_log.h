@@ -12,7 +12,9 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <span>
 #include <thread>
+#include <vector>
 
 #include "conf/config.h"
 
@@ -38,10 +40,21 @@ struct AccessRecord {
   int64_t ttfb_ns = -1;
   std::string_view referer;
   std::string_view user_agent;
+  // Why sprayer refused the request itself, a short snake_case code (bad_transfer_encoding,
+  // missing_host, ...); empty for a request that was not refused (then not written).
+  std::string_view rejected;
 };
 
 // Appends one line (with its newline) in the given format. Pure: unit-tested directly.
-void format_access_line(conf::AccessLogFormat format, const AccessRecord& record, std::string& out);
+// The values of the query parameters named in `mask` (target and referer) are written as ***.
+// JSON lines are valid JSON whatever the client sent: a byte that is not part of valid
+// UTF-8 is written as \u00XX (its value as a code point), valid UTF-8 as is.
+void format_access_line(conf::AccessLogFormat format, const AccessRecord& record, std::string& out,
+                        std::span<const std::string> mask = {});
+
+// `target` with the values of the query parameters named in `mask` (case-insensitive,
+// percent-encoded names decoded) replaced by ***; the result is `target` itself or `scratch`.
+std::string_view mask_query(std::string_view target, std::span<const std::string> mask, std::string& scratch);
 
 class AccessLog {
  public:
@@ -53,6 +66,7 @@ class AccessLog {
   AccessLog& operator=(const AccessLog&) = delete;
 
   conf::AccessLogFormat format() const { return config_.format; }
+  const std::vector<std::string>& mask_query() const { return config_.mask_query; }
   // Any thread: queue a batch of whole lines. False if the queue is over its limit and the
   // batch was dropped (the caller counts the lines).
   bool submit(std::string&& batch);

@@ -267,6 +267,7 @@ void DownstreamConnection::feed(Slice data) {
 
 void DownstreamConnection::on_parse_error(const RequestParser::Result& result) {
   int status = result.reject.status;
+  if (reject_code_.empty()) reject_code_ = to_string(result.reject.reason);
   WorkerStats::add(worker_.stats().bad_requests);
   LOG_DEBUG("client %s: bad request (%.*s%s%s) -> %d", client_ip_, static_cast<int>(to_string(result.reject.reason).size()),
             to_string(result.reject.reason).data(), *parser_.llhttp_error() ? ": " : "", parser_.llhttp_error(), status);
@@ -301,6 +302,7 @@ void DownstreamConnection::record_local(int status) {
   r.target = !parser_.target().empty() ? parser_.target() : parser_.head().start();
   r.http_minor = parser_.http_minor();
   r.reason = "local";
+  r.rejected = rejected();
   r.status = status;
   r.bytes_in = parser_.head().bytes();
   r.total_ns = static_cast<int64_t>(total);
@@ -318,6 +320,7 @@ void DownstreamConnection::handle_eof() {
 
 void DownstreamConnection::on_request_begin() {
   message_begin_ns_ = uv_hrtime();
+  reject_code_ = {};
   request_complete_ = false;
   state_ = State::reading_head;
   // The head timer is armed at the end of feed(), and only for a head that did not arrive

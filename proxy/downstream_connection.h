@@ -52,6 +52,9 @@ class DownstreamConnection final : private RequestParser::Handler {
   bool flush();                 // false if the connection failed and is closing
   void on_exchange_done();      // the response is fully queued
   void fail_exchange(int status);  // answer an error (if nothing was sent yet) and close
+  // The rule that refused the current request (access log), empty if none did.
+  std::string_view rejected() const { return reject_code_; }
+  void set_rejected(std::string_view code) { reject_code_ = code; }  // a static name
   void enter_tunnel();
   void pause_reading(PauseReasons reasons);
   void resume_reading(PauseReasons reasons);
@@ -128,6 +131,7 @@ class DownstreamConnection final : private RequestParser::Handler {
   bool request_complete_ = false;
   bool close_after_response_ = false;
   bool client_asked_close_ = false;  // Connection: close (or HTTP/1.0 without keep-alive)
+  std::string_view reject_code_;     // why the current request was refused (a static name), for the access log
   uint64_t bytes_written_ = 0;
   uint64_t message_begin_ns_ = 0;  // when the current request's first byte was parsed
   std::unique_ptr<TlsEngine> tls_;

@@ -88,6 +88,7 @@ void Exchange::start(bool has_body, bool chunked, bool upgrade) {
     if (worker.extractor().config().reject_malformed) {
       state_ = State::done;
       WorkerStats::add(worker.stats().bad_requests);
+      ds_.set_rejected("malformed_user");
       ds_.fail_exchange(400);
       return;
     }
@@ -572,6 +573,7 @@ void Exchange::record(int status) {
   r.ttfb_ns = ttfb_ns_;
   r.referer = header("referer");
   r.user_agent = header("user-agent");
+  r.rejected = ds_.rejected();
   if (uint64_t dropped = log.add(r)) WorkerStats::add(stats.access_log_dropped, dropped);
 }
 

@@ -99,6 +99,39 @@ class AccessLogJsonTest(TestCase):
         self.assertEqual(bad["method"], "GET")
         self.assertTrue(bad["target"].startswith("/Microsoft-Server-ActiveSync"), bad)
 
+    def test_bb_masked_queries_raw_bytes_and_rejection_reasons(self):
+        start = len(lines_of(self.log_path))
+        # A password in the query (some clients put it there): masked by default.
+        self.assertStatus(self.sprayer.request("GET", f"/traveler?user=dora&Password={PASSWORD}&pwd={PASSWORD}"),
+                          200, "Traveler request with a password in the query")
+        # Bytes that are not UTF-8 in the target: the line stays valid JSON.
+        with HttpClient(self.sprayer.port, timeout=5) as c:
+            c.send(b"GET /traveler?user=eve&x=\xff\xc3\xa9\xc0 HTTP/1.1\r\nHost: a\r\n\r\n")
+            raw_status = c.read_response().status
+        # Refused by a rule: Transfer-Encoding sprayer cannot frame.
+        with HttpClient(self.sprayer.port, timeout=5) as c:
+            c.send(b"POST /traveler?user=fay HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked, x\r\n\r\n")
+            self.assertStatus(c.read_response(), 400, "a bad Transfer-Encoding")
+        with HttpClient(self.sprayer.port, timeout=5) as c:
+            c.send(b"GET /traveler?user=gus HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+            self.assertStatus(c.read_response(), 400, "two Host headers")
+        lines = self.wait_lines(self.log_path, start + 4, "four requests")[start:]
+        records = [json.loads(line) for line in lines]  # every line is valid JSON
+        self.assertNotIn(PASSWORD, "\n".join(lines))
+        # Workers write their lines in batches: find each request by its user.
+        by_user = {re.search(r"user=(\w+)", r["target"]).group(1): (r, line) for r, line in zip(records, lines)}
+        masked = by_user["dora"][0]
+        self.assertEqual(masked["target"], "/traveler?user=dora&Password=***&pwd=***")
+        self.assertNotIn("rejected", masked, "a request that was served has no rejection")
+        raw, raw_line = by_user["eve"]
+        self.assertEqual(raw["status"], raw_status)
+        # 0xff and 0xc0 are no UTF-8: each is written as \u00XX; é (0xc3 0xa9) is kept.
+        self.assertEqual(raw["target"], "/traveler?user=eve&x=\u00ff\u00e9\u00c0")
+        self.assertIn("x=\\u00ff\u00e9\\u00c0", raw_line)
+        fay, gus = by_user["fay"][0], by_user["gus"][0]
+        self.assertEqual((fay["status"], fay["reason"], fay["rejected"]), (400, "local", "bad_transfer_encoding"))
+        self.assertEqual((gus["status"], gus["rejected"]), (400, "duplicate_host"))
+
     def test_c_sigusr1_reopens_after_rename(self):
         self.sprayer.request("GET", "/traveler?action=getStatus")
         self.wait_lines(self.log_path, 1, "before rotation")

@@ -964,7 +964,24 @@ TEST_CASE("access_log") {
   expect_error_with("access_log:\n  format: clf\n", 8, 11, "access_log.format", "expected one of: json, combined");
   expect_error_with("access_log:\n  path: \"\"\n", 8, 9, "access_log.path", "must be a file name or \"stderr\"");
   expect_error_with("access_log:\n  rotate: daily\n", 8, 3, "access_log.rotate",
-                    "unknown key; expected one of: enabled, path, format, max_queued_bytes");
+                    "unknown key; expected one of: enabled, path, format, max_queued_bytes, mask_query");
+}
+
+TEST_CASE("access_log.mask_query") {
+  conf::LoadResult defaults = load(minimal);
+  REQUIRE(defaults.ok());
+  CHECK(defaults.config->access_log.mask_query == std::vector<std::string>{"password", "pwd"});
+  conf::LoadResult set = load_with("access_log:\n  mask_query: [secret, token]\n");
+  INFO(all_errors(set));
+  REQUIRE(set.ok());
+  CHECK(set.config->access_log.mask_query == std::vector<std::string>{"secret", "token"});
+  conf::LoadResult none = load_with("access_log:\n  mask_query: []\n");
+  REQUIRE(none.ok());
+  CHECK(none.config->access_log.mask_query.empty());
+  expect_error_with("access_log:\n  mask_query: [\"a=b\"]\n", 8, 15, "access_log.mask_query",
+                    "each entry must be a query parameter name (no '=', '&', '#' or space)");
+  expect_error_with("access_log:\n  mask_query: password\n", 8, 15, "access_log.mask_query",
+                    "expected a list of strings, found \"password\"");
 }
 
 TEST_CASE("affinity.extractors") {

@@ -150,3 +150,53 @@ TEST_CASE("access log: an unopenable file is a clear error; a full queue drops a
   log.reset();
   std::remove(path.c_str());
 }
+
+TEST_CASE("access log: sensitive query values are masked, in the target and the referer") {
+  const std::vector<std::string> mask{"password", "pwd"};
+  std::string scratch;
+  CHECK(mask_query("/a?user=jo&password=s3cret&x=1", mask, scratch) == "/a?user=jo&password=***&x=1");
+  CHECK(mask_query("/a?PWD=1;Password=2#password=frag", mask, scratch) == "/a?PWD=***;Password=***#password=frag");
+  CHECK(mask_query("/a?pass%77ord=x&pwd", mask, scratch) == "/a?pass%77ord=***&pwd");  // encoded name; no value
+  CHECK(mask_query("/a?passwords=x&pw=y&password=", mask, scratch) == "/a?passwords=x&pw=y&password=");
+  CHECK(mask_query("/password=x", mask, scratch) == "/password=x");  // not a query
+  CHECK(mask_query("/a?password=x", {}, scratch) == "/a?password=x");
+  AccessRecord r = sample();
+  r.target = "/traveler?user=alice&password=hunter2";
+  r.referer = "https://x.example/login?pwd=hunter2";
+  std::string out;
+  format_access_line(AccessLogFormat::json, r, out, mask);
+  CHECK(out.find("hunter2") == std::string::npos);
+  CHECK(out.find("\"target\":\"/traveler?user=alice&password=***\"") != std::string::npos);
+  CHECK(out.find("\"referer\":\"https://x.example/login?pwd=***\"") != std::string::npos);
+  out.clear();
+  format_access_line(AccessLogFormat::combined, r, out, mask);
+  CHECK(out.find("hunter2") == std::string::npos);
+  CHECK(out.find("/traveler?user=alice&password=*** HTTP/1.1") != std::string::npos);
+}
+
+TEST_CASE("access log: bytes that are not UTF-8 are escaped, valid UTF-8 is kept") {
+  AccessRecord r = sample();
+  // Valid: é (2 bytes), € (3), 😀 (4). Invalid: a lone continuation byte, an overlong '/',
+  // a surrogate, a truncated sequence at the end, a byte that never starts one.
+  r.target = "/\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x80-\x80-\xC0\xAF-\xED\xA0\x80-\xFF-\xE2\x82";
+  std::string out;
+  format_access_line(AccessLogFormat::json, r, out);
+  CHECK(out.find("\"target\":\"/\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x80-\\u0080-\\u00c0\\u00af-\\u00ed\\u00a0\\u0080-"
+                 "\\u00ff-\\u00e2\\u0082\"") != std::string::npos);
+}
+
+TEST_CASE("access log: a refused request says which rule refused it") {
+  AccessRecord r = sample();
+  r.status = 400;
+  r.reason = "local";
+  r.rejected = "bad_transfer_encoding";
+  std::string out;
+  format_access_line(AccessLogFormat::json, r, out);
+  CHECK(out.find(",\"rejected\":\"bad_transfer_encoding\"}\n") != std::string::npos);
+  out.clear();
+  format_access_line(AccessLogFormat::combined, r, out);
+  CHECK(out.find(" rejected=bad_transfer_encoding\n") != std::string::npos);
+  out.clear();
+  format_access_line(AccessLogFormat::json, sample(), out);
+  CHECK(out.find("rejected") == std::string::npos);
+}
