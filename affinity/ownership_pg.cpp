@@ -267,6 +267,7 @@ bool PgOwnershipSource::send_query(Query query) {
   }
   query_ = query;
   columns_checked_ = false;
+  rows_read_ = 0;
   if (query == Query::full || query == Query::delta) rows_ = std::make_shared<OwnershipRowBlock>();
   servers_.clear();
   uv_timer_start(&deadline_timer_, on_deadline_timer, static_cast<std::uint64_t>(config_.query_timeout.count()), 0);
@@ -336,6 +337,8 @@ bool PgOwnershipSource::take_result(const PGresult* result) {
       std::optional<std::string_view> server;
       if (!PQgetisnull(result, i, 1)) server = std::string_view(PQgetvalue(result, i, 1), PQgetlength(result, i, 1));
       rows_->add(std::string_view(PQgetvalue(result, i, 0), PQgetlength(result, i, 0)), server, epoch);
+      if (full && config_.on_load_progress && config_.progress_rows && ++rows_read_ % config_.progress_rows == 0)
+        config_.on_load_progress(rows_read_);
     }
   } else if (query_ == Query::servers) {
     if (PQnfields(result) < 4) {

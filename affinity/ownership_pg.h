@@ -91,6 +91,7 @@ class PgOwnershipSource final : public OwnershipSource {
   bool want_servers_ = false;
   std::int64_t notified_epoch_ = 0;  // highest epoch announced by NOTIFY
   bool columns_checked_ = false;
+  std::size_t rows_read_ = 0;  // of the query in flight, for load progress
   std::shared_ptr<OwnershipRowBlock> rows_;  // of the owner query in flight
   std::vector<PoolServerRow> servers_;       // of the servers query in flight
   std::string last_notice_;                  // the server's last notice on this connection

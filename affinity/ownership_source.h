@@ -66,6 +66,10 @@ struct OwnershipSourceConfig {
   // At start the cache is served once the database has failed, or once this much time
   // passed without a snapshot from it (a connect that hangs must not leave the router blind).
   SourceDuration cache_grace{std::chrono::seconds(2)};
+  // During a full read, called with the rows read so far every `progress_rows` rows, on the
+  // thread that reads (SQLite: libuv's thread pool; PostgreSQL: the loop): thread-safe.
+  std::function<void(std::size_t rows)> on_load_progress;
+  std::size_t progress_rows = 100000;
 };
 
 enum class SourceState : std::uint8_t {

@@ -12,6 +12,7 @@
 #include <cassert>
 #include <charconv>
 #include <string>
+#include <functional>
 #include <utility>
 #include <vector>
 
@@ -27,6 +28,8 @@ struct SqliteOwnershipSource::Job {
   std::pair<dev_t, ino_t>* file_id = nullptr;     // of the file *db was opened on
   std::shared_ptr<const OwnershipSnapshot> base;  // for a delta
   std::optional<std::int64_t> marker_in;
+  std::function<void(std::size_t)> progress;  // full reads only
+  std::size_t progress_rows = 0;
   // Out.
   std::string error;
   std::optional<std::int64_t> marker_out;
@@ -103,7 +106,9 @@ bool read_marker(sqlite3* db, const std::string& sql, std::optional<std::int64_t
 }
 
 bool read_owners(sqlite3* db, const std::string& sql, const char* what, std::optional<std::int64_t> after,
-                 OwnershipRowBlock& rows, std::string& error) {
+                 OwnershipRowBlock& rows, std::string& error,
+                 const std::function<void(std::size_t)>& progress = {}, std::size_t every = 0) {
+  std::size_t count = 0;
   Statement st;
   if (st.prepare(db, sql) != SQLITE_OK) {
     error = db_error(db, std::string(what) + " query failed");
@@ -124,6 +129,7 @@ bool read_owners(sqlite3* db, const std::string& sql, const char* what, std::opt
     std::optional<std::string_view> server;
     if (sqlite3_column_type(st.get(), 1) != SQLITE_NULL) server = text_of(st.get(), 1);
     rows.add(text_of(st.get(), 0), server, epoch);
+    if (progress && every && ++count % every == 0) progress(count);
   }
   if (rc != SQLITE_DONE) {
     error = db_error(db, std::string(what) + " query failed");
@@ -211,7 +217,8 @@ void SqliteOwnershipSource::run_round(Job& job) {
   }
   if (changed) {
     auto rows = std::make_shared<OwnershipRowBlock>();
-    const bool ok = job.full ? read_owners(*db, job.queries.full, "full", std::nullopt, *rows, job.error)
+    const bool ok = job.full ? read_owners(*db, job.queries.full, "full", std::nullopt, *rows, job.error,
+                                           job.progress, job.progress_rows)
                              : read_owners(*db, job.queries.delta, "delta", job.base->epoch(), *rows, job.error);
     if (!ok) return close_db(db);
     if (job.full) {
@@ -295,6 +302,8 @@ void SqliteOwnershipSource::tick() {
   job_->file_id = &file_id_;
   job_->base = core_.snapshot();
   job_->marker_in = marker_;
+  job_->progress = config_.on_load_progress;
+  job_->progress_rows = config_.progress_rows;
   uv_queue_work(loop_, &work_req_, on_work, on_work_done);
 }
 

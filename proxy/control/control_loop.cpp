@@ -216,10 +216,22 @@ void ControlLoop::start_ownership_source() {
   sc.reconnect_max = oc.reconnect_max;
   sc.stale_after = oc.stale_after;
   sc.cache_file = oc.cache_file;
+  // A large table takes a while at start: say what is being read, how far it got, and when
+  // it is done. Later resyncs are routine and stay quiet.
+  sc.on_load_progress = [this](std::size_t rows) {
+    if (!table_loaded_.load(std::memory_order_relaxed)) LOG_INFO("ownership source: %zu rows read so far", rows);
+  };
+  LOG_INFO("ownership source: reading the table from %s",
+           sc.kind == affinity::SourceKind::sqlite ? ("SQLite " + sc.sqlite_path).c_str() : "PostgreSQL");
+  const auto load_started = std::chrono::steady_clock::now();
   affinity::OwnershipCallbacks callbacks;
-  callbacks.on_snapshot = [this](std::shared_ptr<const affinity::OwnershipSnapshot> snapshot) {
+  callbacks.on_snapshot = [this, load_started](std::shared_ptr<const affinity::OwnershipSnapshot> snapshot) {
     snapshot_ = std::move(snapshot);
     source_answered_ = true;
+    if (!table_loaded_.exchange(true))
+      LOG_INFO("ownership source: first snapshot, %zu users (epoch %lld), %.2f s after the read began", snapshot_->size(),
+               static_cast<long long>(snapshot_->epoch()),
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - load_started).count());
     publish_route();
     maybe_ready();
   };

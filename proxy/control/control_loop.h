@@ -132,6 +132,7 @@ class ControlLoop {
     uint64_t checks_failed = 0;
   };
   std::map<std::string, StallWatch> stalls_;
+  std::atomic<bool> table_loaded_{false};  // the first snapshot arrived (load progress stops)
   bool shutting_down_ = false;
   bool forced_ = false;
   std::pair<int64_t, int64_t> cut_{0, 0};  // connections and parked long-polls a forced stop cut

@@ -127,6 +127,23 @@ class LogTest(TestCase):
         self.assertIn("waiting up to", text)
         self.assertIn("sprayer stopped: every connection finished", text)
 
+    def test_f_a_large_table_says_what_it_loads(self):
+        db = SqlitePool()
+        self.addCleanup(db.cleanup)
+        db.bulk_owners([(f"user{i:06d}", "pool1") for i in range(250_000)])
+        pool = harness.pool(1)
+        self.addCleanup(pool.stop)
+        sprayer = self.start(pool, ownership={"source": "sqlite", "sqlite_path": db.path})
+        done = wait_until(lambda: self.lines(sprayer, r"ownership source: first snapshot, 250000 users"), 30,
+                          what="the end of the load in the log")
+        self.assertRegex(done[0], r"\(epoch 250000\), \d+\.\d\d s after the read began")
+        self.assertTrue(self.lines(sprayer, r"ownership source: reading the table from SQLite " + re.escape(db.path)))
+        progress = self.lines(sprayer, r"ownership source: \d+ rows read so far")
+        self.assertEqual([re.search(r"(\d+) rows", p).group(1) for p in progress], ["100000", "200000"])
+        text = sprayer.stderr_text()
+        self.assertLess(text.index("reading the table"), text.index("100000 rows read so far"))
+        self.assertLess(text.index("200000 rows read so far"), text.index("first snapshot"))
+
 
 if __name__ == "__main__":
     harness.main()
