@@ -54,14 +54,14 @@ struct ControlState {
     uint64_t ejections = 0;
     int64_t active_requests = 0;
     // For the status page.
-    std::string address;
+    std::string address{};
     uint32_t weight = 1;
-    std::string checks;               // health::Liveness: checking, up, down
-    std::string admin;                // ready, drain, maintenance
-    std::string reason;               // of the last routing transition
+    std::string checks{};             // health::Liveness: checking, up, down
+    std::string admin{};              // ready, drain, maintenance
+    std::string reason{};             // of the last routing transition
     double since_seconds = 0;         // since that transition
-    std::string last_failure;         // the last failed check or passive failure ("none")
-    std::optional<double> last_failure_seconds;  // how long ago
+    std::string last_failure{};       // the last failed check or passive failure ("none")
+    std::optional<double> last_failure_seconds{};  // how long ago
     int64_t parked = 0;               // long-polls in flight
     uint64_t takeovers_in = 0;        // requests taken over from their unusable owner
     uint64_t takeovers_out = 0;       // requests of its users that went elsewhere
