@@ -20,6 +20,24 @@ int hex_value(char c) {
   return -1;
 }
 
+// What llhttp refused by itself, named for the access log; anything else is bad_syntax.
+RejectReason llhttp_reason(llhttp_errno_t err) {
+  switch (err) {
+    case HPE_INVALID_TRANSFER_ENCODING: return RejectReason::bad_transfer_encoding;
+    case HPE_UNEXPECTED_CONTENT_LENGTH:
+    case HPE_INVALID_CONTENT_LENGTH: return RejectReason::bad_content_length;
+    case HPE_INVALID_CHUNK_SIZE: return RejectReason::bad_chunk;
+    case HPE_INVALID_METHOD: return RejectReason::bad_method;
+    case HPE_INVALID_URL: return RejectReason::bad_target;
+    case HPE_INVALID_VERSION: return RejectReason::bad_version;
+    case HPE_CR_EXPECTED:
+    case HPE_LF_EXPECTED:
+    case HPE_STRICT: return RejectReason::bad_line_ending;
+    case HPE_INVALID_EOF_STATE: return RejectReason::incomplete_request;
+    default: return RejectReason::bad_syntax;
+  }
+}
+
 }  // namespace
 
 std::string_view to_string(RejectReason reason) {
@@ -47,6 +65,10 @@ std::string_view to_string(RejectReason reason) {
     case RejectReason::chunk_extension_too_large: return "chunk_extension_too_large";
     case RejectReason::trailer_too_large: return "trailer_too_large";
     case RejectReason::no_host_to_redirect: return "no_host_to_redirect";
+    case RejectReason::bad_content_length: return "bad_content_length";
+    case RejectReason::bad_method: return "bad_method";
+    case RejectReason::bad_line_ending: return "bad_line_ending";
+    case RejectReason::incomplete_request: return "incomplete_request";
   }
   return "unknown";
 }
@@ -110,7 +132,7 @@ RequestParser::Result RequestParser::execute(const char* data, size_t len) {
     // on_headers_complete as HPE_CB_HEADERS_COMPLETE rather than HPE_USER.
     if (reject_.status != 0) return Result{Outcome::reject, used, reject_};
     llhttp_error_ = llhttp_errno_name(err);
-    return Result{Outcome::reject, used, Reject{400, RejectReason::bad_syntax}};
+    return Result{Outcome::reject, used, Reject{400, llhttp_reason(err)}};
   }
 }
 

@@ -46,6 +46,10 @@ enum class RejectReason : uint8_t {
   chunk_extension_too_large,
   trailer_too_large,
   no_host_to_redirect,
+  bad_content_length,    // llhttp: an invalid Content-Length, or one next to Transfer-Encoding
+  bad_method,
+  bad_line_ending,
+  incomplete_request,    // the connection ended inside a request
 };
 std::string_view to_string(RejectReason reason);
 

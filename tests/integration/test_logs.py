@@ -60,7 +60,8 @@ class LogTest(TestCase):
         db.execute("UPDATE pool_server SET availability = 90 WHERE server_id = 'pool1';")
         wait_until(lambda: next(s for s in self.api(sprayer, "/api/v1/servers")["servers"]
                                 if s["id"] == "pool1")["availability"] == 90, 10, what="pool1 at availability 90")
-        resp = harness.http_request(sprayer.admin_port, "POST", "/api/v1/servers/pool2/maintenance")
+        resp = harness.http_request(sprayer.admin_port, "POST", "/api/v1/servers/pool2/maintenance",
+                                     headers=harness.ADMIN_WRITE)
         self.assertStatus(resp, 200, "maintenance")
         wait_until(lambda: self.lines(sprayer, r"server pool2: up -> maintenance \(admin_maintenance\)"), 10,
                    what="pool2's transition in the log")

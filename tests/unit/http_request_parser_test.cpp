@@ -171,13 +171,13 @@ TEST_CASE("smuggling levers are refused") {
   CHECK(parse("GET / HTTP/1.1\r\nHost: h\r\nX-Folded: a\r\n  b\r\n\r\n") == "begin\nreject 400 obs_fold\n");
   CHECK(parse("GET / HTTP/1.1\r\nHost : h\r\n\r\n").find("reject 400") != std::string::npos);
   CHECK(parse("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n") ==
-        "begin\nreject 400 bad_syntax\n");
+        "begin\nreject 400 bad_content_length\n");
   CHECK(parse("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd") ==
-        "begin\nreject 400 bad_syntax\n");
+        "begin\nreject 400 bad_content_length\n");
   CHECK(parse("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n")
             .find("reject 400") != std::string::npos);
   CHECK(parse("GET / HTTP/1.1\nHost: h\n\n") == "begin\nreject 400 bad_syntax\n");
-  CHECK(parse("G@T / HTTP/1.1\r\nHost: h\r\n\r\n") == "begin\nreject 400 bad_syntax\n");
+  CHECK(parse("G@T / HTTP/1.1\r\nHost: h\r\n\r\n") == "begin\nreject 400 bad_method\n");
 }
 
 TEST_CASE("Host: required on HTTP/1.1, once, and the target must not name another host") {
