@@ -6,6 +6,7 @@
 #include <random>
 #include <utility>
 
+#include "affinity/ownership_changes.h"
 #include "affinity/snapshot_cache.h"
 
 namespace sprayer::affinity {
@@ -39,9 +40,10 @@ SourceEnvironment with_defaults(SourceEnvironment env) {
 
 struct SourceCore::ApplyJob {
   bool full = false;
-  std::shared_ptr<const OwnershipSnapshot> base;
+  ChangeDetection mode = ChangeDetection::epoch;
+  std::shared_ptr<const OwnershipSnapshot> base;  // the database's snapshot being served
   RowBlockPtr rows;
-  std::shared_ptr<const OwnershipSnapshot> result;
+  ReadOutcome result;
   std::function<void()> done;
 };
 
@@ -120,6 +122,8 @@ void SourceCore::apply_full_async(RowBlockPtr rows, std::function<void()> done) 
   assert(!apply_job_ && !closing_);
   apply_job_ = std::make_unique<ApplyJob>();
   apply_job_->full = true;
+  apply_job_->mode = config_.change_detection;
+  if (has_db_snapshot_) apply_job_->base = snapshot_;  // a full scan is diffed against it
   apply_job_->rows = std::move(rows);
   apply_job_->done = std::move(done);
   uv_queue_work(loop_, &apply_req_, on_apply_work, on_apply_done);
@@ -128,6 +132,7 @@ void SourceCore::apply_full_async(RowBlockPtr rows, std::function<void()> done) 
 void SourceCore::apply_delta_async(RowBlockPtr rows, std::function<void()> done) {
   assert(!apply_job_ && !closing_ && snapshot_);
   apply_job_ = std::make_unique<ApplyJob>();
+  apply_job_->mode = config_.change_detection;
   apply_job_->base = snapshot_;
   apply_job_->rows = std::move(rows);
   apply_job_->done = std::move(done);
@@ -136,7 +141,7 @@ void SourceCore::apply_delta_async(RowBlockPtr rows, std::function<void()> done)
 
 void SourceCore::on_apply_work(uv_work_t* req) noexcept {
   ApplyJob& job = *static_cast<SourceCore*>(req->data)->apply_job_;
-  job.result = job.full ? build_snapshot(*job.rows) : apply_rows(*job.base, *job.rows);
+  job.result = apply_read(job.mode, job.full, job.base, std::move(job.rows));
 }
 
 void SourceCore::on_apply_done(uv_work_t* req, int) noexcept { static_cast<SourceCore*>(req->data)->apply_done(); }
@@ -144,10 +149,22 @@ void SourceCore::on_apply_done(uv_work_t* req, int) noexcept { static_cast<Sourc
 void SourceCore::apply_done() {
   std::unique_ptr<ApplyJob> job = std::move(apply_job_);
   if (closing_) return maybe_finish_close();
-  if (job->full) {
-    deliver_full(std::move(job->result), std::move(job->rows));
-  } else if (job->base == snapshot_) {
-    deliver_delta(std::move(job->result), std::move(job->rows));
+  // A build from a base that is no longer served (the database's snapshot replaced) is
+  // stale; a full build from nothing is not.
+  const bool current = job->base == snapshot_ || (job->full && !job->base);
+  status_.counters.rows_skipped += job->result.skipped;
+  if (!current) {
+  } else if (job->result.snapshot && job->result.full) {
+    deliver_full(std::move(job->result.snapshot), std::move(job->result.rows));
+  } else if (job->result.snapshot) {
+    deliver_delta(std::move(job->result.snapshot), std::move(job->result.rows));
+    if (job->full) {
+      ++status_.counters.full_loads;  // a full scan that changed a few users
+      if (!closing_) succeeded();
+    }
+  } else if (job->full) {
+    ++status_.counters.full_loads;  // a full scan that changed nothing
+    succeeded();
   }
   if (closing_) return maybe_finish_close();  // a callback stopped the source
   job->done();

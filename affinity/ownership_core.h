@@ -43,6 +43,7 @@ class SourceCore {
   void failed(std::string reason);  // a query or the connection failed
   void count_reconnect() noexcept { ++status_.counters.reconnects; }
   void count_notification() noexcept { ++status_.counters.notifications; }
+  void count_skipped(std::size_t rows) noexcept { status_.counters.rows_skipped += rows; }
 
   SourceDuration next_backoff() { return backoff_.next(env_.random()); }
   void reset_backoff() noexcept { backoff_.reset(); }

@@ -4,6 +4,8 @@
 
 #include <libpq-fe.h>
 
+#include "affinity/ownership_changes.h"
+
 #include <sys/socket.h>
 
 #include <cassert>
@@ -246,7 +248,10 @@ bool PgOwnershipSource::send_query(Query query) {
       sent = PQsendQueryParams(conn_, config_.queries.full.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0);
       break;
     case Query::delta: {
-      epoch_text = std::to_string(core_.snapshot()->epoch());
+      const DeltaParameter after =
+          delta_parameter(config_.change_detection, core_.snapshot()->epoch(), config_.watermark_overlap);
+      // A zone suffix: a timestamptz column reads the text as UTC; a timestamp one ignores it.
+      epoch_text = after.integer ? std::to_string(*after.integer) : after.text + "+00";
       const char* params[] = {epoch_text.c_str()};
       sent = PQsendQueryParams(conn_, config_.queries.delta.c_str(), 1, nullptr, params, nullptr, nullptr, 0);
       break;
@@ -322,17 +327,31 @@ bool PgOwnershipSource::take_result(const PGresult* result) {
   const int tuples = PQntuples(result);
   if (query_ == Query::full || query_ == Query::delta) {
     const bool full = query_ == Query::full;
-    if (!columns_checked_ && PQnfields(result) < 3) {
-      fail(std::string(query_name(full)) + " query must return user_key, server_id, epoch");
+    const ChangeDetection mode = config_.change_detection;
+    if (!columns_checked_ && PQnfields(result) < (mode == ChangeDetection::full_scan ? 2 : 3)) {
+      fail(std::string(query_name(full)) + " query must return user_key, server_id" +
+           (mode == ChangeDetection::epoch ? ", epoch" : mode == ChangeDetection::watermark ? ", changed_at" : ""));
       return false;
     }
     columns_checked_ = true;
     for (int i = 0; i < tuples; ++i) {
       std::int64_t epoch = 0;
-      if (PQgetisnull(result, i, 2) || !parse_int(PQgetvalue(result, i, 2), PQgetlength(result, i, 2), epoch)) {
+      if (mode == ChangeDetection::epoch &&
+          (PQgetisnull(result, i, 2) || !parse_int(PQgetvalue(result, i, 2), PQgetlength(result, i, 2), epoch))) {
         fail(std::string(query_name(full)) + " query: epoch of user '" + PQgetvalue(result, i, 0) +
              "' is not an integer");
         return false;
+      }
+      if (mode == ChangeDetection::watermark) {
+        const auto value = PQgetisnull(result, i, 2)
+                               ? std::nullopt
+                               : change_value(mode, std::string_view(PQgetvalue(result, i, 2), PQgetlength(result, i, 2)));
+        if (!value) {
+          fail(std::string(query_name(full)) + " query: changed_at of user '" + PQgetvalue(result, i, 0) +
+               "' is not a timestamp");
+          return false;
+        }
+        epoch = *value;
       }
       std::optional<std::string_view> server;
       if (!PQgetisnull(result, i, 1)) server = std::string_view(PQgetvalue(result, i, 1), PQgetlength(result, i, 1));
@@ -416,7 +435,8 @@ void PgOwnershipSource::pump() {
     const bool needed = delta_forced_ || notified_epoch_ > core_.snapshot()->epoch();
     want_delta_ = delta_forced_ = false;
     if (needed) {
-      send_query(Query::delta);
+      // full_scan has no delta query: the full read is diffed against the snapshot.
+      send_query(config_.change_detection == ChangeDetection::full_scan ? Query::full : Query::delta);
       return;
     }
   }
@@ -432,7 +452,8 @@ void PgOwnershipSource::drain_notifies() {
     if (config_.owner_channel == n->relname) {
       std::int64_t epoch = 0;
       const std::string_view extra = n->extra ? n->extra : "";
-      if (parse_int(extra.data(), static_cast<int>(extra.size()), epoch)) {
+      if (config_.change_detection == ChangeDetection::epoch &&
+          parse_int(extra.data(), static_cast<int>(extra.size()), epoch)) {
         notified_epoch_ = std::max(notified_epoch_, epoch);
       } else {
         delta_forced_ = true;  // a payload we cannot read still means "look"

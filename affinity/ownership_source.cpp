@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <charconv>
 
+#include "affinity/ownership_mariadb.h"
+#include "affinity/ownership_odbc.h"
 #include "affinity/ownership_pg.h"
 #include "affinity/ownership_sqlite.h"
 
@@ -23,10 +25,20 @@ std::string_view to_string(SourceState state) noexcept {
 
 std::unique_ptr<OwnershipSource> make_ownership_source(uv_loop_t* loop, OwnershipSourceConfig config,
                                                        OwnershipCallbacks callbacks, SourceEnvironment env) {
-  if (config.kind == SourceKind::postgresql) {
-    return std::make_unique<PgOwnershipSource>(loop, std::move(config), std::move(callbacks), std::move(env));
+  switch (config.kind) {
+    case SourceKind::postgresql:
+      return std::make_unique<PgOwnershipSource>(loop, std::move(config), std::move(callbacks), std::move(env));
+    case SourceKind::mariadb: return make_mariadb_source(loop, std::move(config), std::move(callbacks), std::move(env));
+    case SourceKind::odbc: return make_odbc_source(loop, std::move(config), std::move(callbacks), std::move(env));
+    case SourceKind::sqlite: break;
   }
   return std::make_unique<SqliteOwnershipSource>(loop, std::move(config), std::move(callbacks), std::move(env));
+}
+
+bool heartbeat_stale(const PoolServerRow& row, std::chrono::system_clock::time_point now,
+                     SourceDuration max_age) noexcept {
+  if (max_age.count() <= 0) return false;
+  return !row.heartbeat_at || now - *row.heartbeat_at > max_age;
 }
 
 SourceDuration Backoff::next(std::uint64_t random_bits) {

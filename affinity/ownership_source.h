@@ -1,5 +1,6 @@
-// Ownership sources: read the pool's ownership table (SQLite or PostgreSQL) on the control
-// loop and hand out immutable snapshots. Configuration, status and the common interface.
+// Ownership sources: read the pool's ownership table (SQLite, PostgreSQL, MariaDB/MySQL or
+// ODBC) for the control loop and hand out immutable snapshots. Configuration, status and
+// the common interface.
 #pragma once
 
 #include <uv.h>
@@ -21,12 +22,39 @@ using SourceClock = std::chrono::steady_clock;
 using SourceTime = SourceClock::time_point;
 using SourceDuration = std::chrono::milliseconds;
 
-enum class SourceKind : std::uint8_t { sqlite, postgresql };
+enum class SourceKind : std::uint8_t { sqlite, postgresql, mariadb, odbc };
+
+// How changes to the owner table are found (ownership_changes.h has the rules):
+//  epoch      the third column is the pool-wide change number; deltas ask for "> last".
+//  watermark  the third column is a change timestamp (changed_at); deltas ask for rows
+//             after the last one seen minus an overlap and drop rows already applied.
+//  full_scan  no change column: every poll reads the whole table and applies the diff.
+enum class ChangeDetection : std::uint8_t { epoch, watermark, full_scan };
+std::string_view to_string(ChangeDetection mode) noexcept;
+
+// MariaDB / MySQL connection settings (libmariadb).
+struct MariadbSettings {
+  std::string host = "127.0.0.1";
+  unsigned port = 3306;
+  std::string unix_socket;   // used instead of host:port when set
+  std::string user;
+  std::string database;
+  std::string password_file;  // read at every connect; "" = no password
+  bool tls = false;           // require TLS
+  std::string tls_ca_file;    // verify the server against these CAs (and its name)
+};
+
+// ODBC (unixODBC): a DSN or driver connection string; the password is appended as PWD.
+struct OdbcSettings {
+  std::string connection;
+  std::string password_file;
+};
 
 // The queries against the pool's schema. Defaults fit conf/sql/schema-*.sql; a real pool's
 // own schema is mapped by overriding them. Owner queries return (user_key, server_id,
-// epoch); the delta query takes the last epoch seen as its one parameter ($1, which
-// SQLite accepts too); the servers query returns (server_id, address, availability,
+// epoch | changed_at | nothing, by ChangeDetection); the delta query takes the last epoch
+// (or the watermark timestamp) as its one parameter ($1; SQLite accepts it too, MariaDB
+// and ODBC also take ?); the servers query returns (server_id, address, availability,
 // heartbeat_at).
 struct OwnershipQueries {
   std::string full = "SELECT user_key, server_id, epoch FROM user_owner";
@@ -44,11 +72,17 @@ struct OwnershipSourceConfig {
   // libpq connection string; a multi-host one ("host=a,b port=5432,5432
   // target_session_attrs=read-write") follows the pool to the primary on fail-over.
   std::string pg_conninfo;
+  MariadbSettings mariadb;
+  OdbcSettings odbc;
   OwnershipQueries queries;
+  ChangeDetection change_detection = ChangeDetection::epoch;
+  // watermark: the delta asks for changed_at > (newest seen - overlap), so a commit that
+  // lands late with an older timestamp is still read if it is at most this late.
+  SourceDuration watermark_overlap{2000};
   std::string owner_channel = "sprayer_owner";    // PostgreSQL LISTEN channels
   std::string server_channel = "sprayer_server";
 
-  SourceDuration poll_interval{200};                  // SQLite: change check, delta, servers
+  SourceDuration poll_interval{200};                  // SQLite, MariaDB, ODBC: change check, delta, servers
   SourceDuration resync_interval{std::chrono::minutes(5)};  // full reload as a safety net
   SourceDuration reconnect_min{500};                  // backoff after an error, doubling...
   SourceDuration reconnect_max{std::chrono::seconds(30)};   // ...up to this
@@ -56,8 +90,9 @@ struct OwnershipSourceConfig {
   SourceDuration busy_timeout{1000};                  // SQLite: wait this long on a locked database
   // PostgreSQL: libpq ignores its own connect_timeout when driven with PQconnectPoll. The
   // limit covers the whole attempt, all hosts of a multi-host string together.
+  // MariaDB and ODBC hand it to the client library (whole seconds).
   SourceDuration connect_timeout{std::chrono::seconds(10)};
-  SourceDuration query_timeout{std::chrono::seconds(30)};      // PostgreSQL: no byte from the server while a query is out
+  SourceDuration query_timeout{std::chrono::seconds(30)};      // PostgreSQL, MariaDB: no byte from the server while a query is out; ODBC: the statement's timeout
   SourceDuration delta_poll_interval{std::chrono::seconds(5)}; // PostgreSQL: a delta even without a notification
   SourceDuration servers_interval{std::chrono::seconds(5)};    // PostgreSQL: servers re-read
 
@@ -88,6 +123,7 @@ struct SourceCounters {
   std::uint64_t errors = 0;
   std::uint64_t reconnects = 0;      // attempts after an error (SQLite: reopen)
   std::uint64_t notifications = 0;   // PostgreSQL NOTIFY received
+  std::uint64_t rows_skipped = 0;    // watermark: delta rows already applied (the overlap)
   std::uint64_t cache_writes = 0;
   std::uint64_t cache_write_errors = 0;
 };
@@ -158,6 +194,11 @@ class Backoff {
   SourceDuration max_;
   unsigned attempts_ = 0;
 };
+
+// True when the pool itself considers the server gone: its heartbeat is older than
+// max_age (or missing). max_age 0 = never.
+bool heartbeat_stale(const PoolServerRow& row, std::chrono::system_clock::time_point now,
+                     SourceDuration max_age) noexcept;
 
 // A database timestamp as UTC: "YYYY-MM-DD[ T]HH:MM:SS[.frac][Z|±HH[:MM]]" (SQLite text,
 // PostgreSQL timestamptz output) or a number of Unix seconds. nullopt if neither.

@@ -9,6 +9,8 @@
 
 #include <sqlite3.h>
 
+#include "affinity/ownership_changes.h"
+
 #include <cassert>
 #include <charconv>
 #include <string>
@@ -23,6 +25,8 @@ struct SqliteOwnershipSource::Job {
   bool full = false;
   std::string path;
   OwnershipQueries queries;
+  ChangeDetection mode = ChangeDetection::epoch;
+  SourceDuration overlap{0};
   int busy_timeout_ms = 0;
   sqlite3** db = nullptr;
   std::pair<dev_t, ino_t>* file_id = nullptr;     // of the file *db was opened on
@@ -34,6 +38,8 @@ struct SqliteOwnershipSource::Job {
   std::string error;
   std::optional<std::int64_t> marker_out;
   std::shared_ptr<const OwnershipSnapshot> snapshot;  // null: nothing changed
+  bool snapshot_full = false;                         // snapshot is a full one (else a delta)
+  std::size_t skipped = 0;
   RowBlockPtr rows;
   bool servers_read = false;
   std::vector<PoolServerRow> servers;
@@ -105,8 +111,8 @@ bool read_marker(sqlite3* db, const std::string& sql, std::optional<std::int64_t
   return true;
 }
 
-bool read_owners(sqlite3* db, const std::string& sql, const char* what, std::optional<std::int64_t> after,
-                 OwnershipRowBlock& rows, std::string& error,
+bool read_owners(sqlite3* db, const std::string& sql, const char* what, ChangeDetection mode,
+                 const DeltaParameter* after, OwnershipRowBlock& rows, std::string& error,
                  const std::function<void(std::size_t)>& progress = {}, std::size_t every = 0) {
   std::size_t count = 0;
   Statement st;
@@ -114,17 +120,36 @@ bool read_owners(sqlite3* db, const std::string& sql, const char* what, std::opt
     error = db_error(db, std::string(what) + " query failed");
     return false;
   }
-  if (after && sqlite3_bind_parameter_count(st.get()) >= 1) sqlite3_bind_int64(st.get(), 1, *after);
-  if (sqlite3_column_count(st.get()) < 3) {
-    error = std::string(what) + " query must return user_key, server_id, epoch";
+  if (after && sqlite3_bind_parameter_count(st.get()) >= 1) {
+    if (after->integer) {
+      sqlite3_bind_int64(st.get(), 1, *after->integer);
+    } else {
+      sqlite3_bind_text(st.get(), 1, after->text.data(), static_cast<int>(after->text.size()), SQLITE_TRANSIENT);
+    }
+  }
+  const int needed = mode == ChangeDetection::full_scan ? 2 : 3;
+  if (sqlite3_column_count(st.get()) < needed) {
+    error = std::string(what) + " query must return user_key, server_id" +
+            (mode == ChangeDetection::epoch ? ", epoch" : mode == ChangeDetection::watermark ? ", changed_at" : "");
     return false;
   }
   int rc;
   while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) {
     std::int64_t epoch = 0;
-    if (!int_of(st.get(), 2, epoch)) {
+    if (mode == ChangeDetection::epoch && !int_of(st.get(), 2, epoch)) {
       error = std::string(what) + " query: epoch of user '" + std::string(text_of(st.get(), 0)) + "' is not an integer";
       return false;
+    }
+    if (mode == ChangeDetection::watermark) {
+      const auto value = change_value(mode, sqlite3_column_type(st.get(), 2) == SQLITE_NULL
+                                                ? std::nullopt
+                                                : std::optional<std::string_view>(text_of(st.get(), 2)));
+      if (!value) {
+        error = std::string(what) + " query: changed_at of user '" + std::string(text_of(st.get(), 0)) +
+                "' is not a timestamp";
+        return false;
+      }
+      epoch = *value;
     }
     std::optional<std::string_view> server;
     if (sqlite3_column_type(st.get(), 1) != SQLITE_NULL) server = text_of(st.get(), 1);
@@ -216,17 +241,24 @@ void SqliteOwnershipSource::run_round(Job& job) {
     changed = job.full || job.marker_out != job.marker_in;
   }
   if (changed) {
+    // full_scan has no delta query: every round reads the table and keeps the difference.
+    const bool scan = !job.full && job.mode == ChangeDetection::full_scan;
     auto rows = std::make_shared<OwnershipRowBlock>();
-    const bool ok = job.full ? read_owners(*db, job.queries.full, "full", std::nullopt, *rows, job.error,
-                                           job.progress, job.progress_rows)
-                             : read_owners(*db, job.queries.delta, "delta", job.base->epoch(), *rows, job.error);
-    if (!ok) return close_db(db);
-    if (job.full) {
-      job.snapshot = build_snapshot(*rows);
-    } else if (!rows->empty()) {
-      job.snapshot = apply_rows(*job.base, *rows);
+    bool ok;
+    if (job.full || scan) {
+      ok = job.full ? read_owners(*db, job.queries.full, "full", job.mode, nullptr, *rows, job.error, job.progress,
+                                  job.progress_rows)
+                    : read_owners(*db, job.queries.full, "full", job.mode, nullptr, *rows, job.error);
+    } else {
+      const DeltaParameter after = delta_parameter(job.mode, job.base->epoch(), job.overlap);
+      ok = read_owners(*db, job.queries.delta, "delta", job.mode, &after, *rows, job.error);
     }
-    job.rows = std::move(rows);
+    if (!ok) return close_db(db);
+    ReadOutcome outcome = apply_read(job.mode, job.full || scan, job.full ? nullptr : job.base, std::move(rows));
+    job.snapshot = std::move(outcome.snapshot);
+    job.snapshot_full = outcome.full;
+    job.skipped = outcome.skipped;
+    job.rows = std::move(outcome.rows);
   }
   if (!job.queries.servers.empty()) {
     if (!read_servers(*db, job.queries.servers, job.servers, job.error)) return close_db(db);
@@ -297,6 +329,8 @@ void SqliteOwnershipSource::tick() {
   job_->full = need_full_ || resync_due;
   job_->path = config_.sqlite_path;
   job_->queries = config_.queries;
+  job_->mode = config_.change_detection;
+  job_->overlap = config_.watermark_overlap;
   job_->busy_timeout_ms = static_cast<int>(config_.busy_timeout.count());
   job_->db = &db_;
   job_->file_id = &file_id_;
@@ -326,11 +360,14 @@ void SqliteOwnershipSource::job_done() {
 
   failing_ = false;
   marker_ = job->marker_out;
+  core_.count_skipped(job->skipped);
   if (job->full) {
     need_full_ = false;
     last_full_ms_ = uv_now(loop_);
     core_.reset_backoff();
     core_.deliver_full(std::move(job->snapshot), std::move(job->rows));
+  } else if (job->snapshot && job->snapshot_full) {
+    core_.deliver_full(std::move(job->snapshot), std::move(job->rows));  // a scan that lost users
   } else if (job->snapshot) {
     core_.deliver_delta(std::move(job->snapshot), std::move(job->rows));
   }

@@ -4,8 +4,8 @@
 set -euo pipefail
 
 build_pkgs=(build-essential ccache cmake pkg-config libuv1-dev libsystemd-dev node-llhttp libssl-dev libyaml-cpp-dev
-            prometheus-cpp-dev doctest-dev libsqlite3-dev libpq-dev libmariadb-dev libldap-dev python3 curl openssl)
-test_pkgs=(clang libclang-rt-14-dev procps iproute2 postgresql mariadb-server keepalived testssl.sh prometheus chromium chromium-driver
+            prometheus-cpp-dev doctest-dev libsqlite3-dev libpq-dev libmariadb-dev unixodbc-dev libldap-dev python3 curl openssl)
+test_pkgs=(clang libclang-rt-14-dev procps iproute2 postgresql mariadb-server odbc-mariadb libsqliteodbc keepalived testssl.sh prometheus chromium chromium-driver
            logrotate lintian slapd ldap-utils gnutls-bin libwolfssl-dev)
 bench_pkgs=(wrk haproxy nginx util-linux)
 
