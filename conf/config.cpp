@@ -448,6 +448,8 @@ class Loader {
   void read_extractors(const Item& item, std::vector<ExtractorStepConfig>& steps);
   void read_user_map(const Item& item, std::vector<std::pair<std::string, std::string>>& map);
   void read_ownership(const Item& item, OwnershipConfig& ownership);
+  void read_ownership_mariadb(const Item& item, OwnershipMariadbConfig& mariadb);
+  void read_ownership_odbc(const Item& item, OwnershipOdbcConfig& odbc);
   void read_health(const Item& item, HealthConfig& health);
   void read_directory(const Item& item, DirectoryConfig& directory);
   void read_check_headers(const Item& item, std::vector<std::pair<std::string, std::string>>& headers);
@@ -499,11 +501,11 @@ void Loader::error(const YAML::Mark& mark, const std::string& key, std::string m
 LoadResult Loader::load(std::string_view yaml) {
   YAML::Node root(YAML::NodeType::Null);
   try {
-    if (!check_documents(yaml)) return {nullptr, std::move(errors_)};
+    if (!check_documents(yaml)) return {nullptr, std::move(errors_), {}};
     root = YAML::Load(std::string(yaml));
   } catch (const YAML::Exception& e) {
     error(e.mark, "", "invalid YAML: " + e.msg);
-    return {nullptr, std::move(errors_)};
+    return {nullptr, std::move(errors_), {}};
   }
   YAML::Mark start;  // line 1, column 1: where a key missing from an empty file belongs
   auto config = std::make_shared<Config>();
@@ -513,9 +515,11 @@ LoadResult Loader::load(std::string_view yaml) {
   check_listeners(*config);
   check_servers(*config);
   check_watermarks(*config);
-  if (!errors_.empty()) return {nullptr, std::move(errors_)};
+  if (!errors_.empty()) return {nullptr, std::move(errors_), {}};
   for (const auto& [path, mark] : marks_) config->positions[path] = {one_based(mark.line), one_based(mark.column)};
-  return {std::move(config), {}};
+  LoadResult result{std::move(config), {}, {}};
+  for (const auto& [key, mark] : marks_) result.lines.emplace(key, one_based(mark.line));
+  return result;
 }
 
 bool Loader::check_documents(std::string_view yaml) {
@@ -1200,10 +1204,17 @@ void Loader::check_user_map(const AffinityConfig& affinity) {
 }
 
 void Loader::read_ownership(const Item& item, OwnershipConfig& ownership) {
-  static constexpr std::array<std::pair<std::string_view, OwnershipSourceKind>, 3> sources{{
+  static constexpr std::array<std::pair<std::string_view, OwnershipSourceKind>, 5> sources{{
       {"none", OwnershipSourceKind::none},
       {"sqlite", OwnershipSourceKind::sqlite},
       {"postgresql", OwnershipSourceKind::postgresql},
+      {"mariadb", OwnershipSourceKind::mariadb},
+      {"odbc", OwnershipSourceKind::odbc},
+  }};
+  static constexpr std::array<std::pair<std::string_view, ChangeDetectionMode>, 3> modes{{
+      {"epoch", ChangeDetectionMode::epoch},
+      {"watermark", ChangeDetectionMode::watermark},
+      {"full_scan", ChangeDetectionMode::full_scan},
   }};
   auto text = [this](std::string& out) { return [this, &out](const Item& v) { read_string(v, out); }; };
   auto interval = [this](Duration& out) {
@@ -1213,6 +1224,13 @@ void Loader::read_ownership(const Item& item, OwnershipConfig& ownership) {
       {"source", false, [&](const Item& v) { read_choice(v, sources, ownership.source); }},
       {"sqlite_path", false, text(ownership.sqlite_path)},
       {"postgresql", false, text(ownership.postgresql)},
+      {"mariadb", false, [&](const Item& v) { read_ownership_mariadb(v, ownership.mariadb); }},
+      {"odbc", false, [&](const Item& v) { read_ownership_odbc(v, ownership.odbc); }},
+      {"change_detection", false, [&](const Item& v) { read_choice(v, modes, ownership.change_detection); }},
+      {"watermark_overlap", false,
+       [&](const Item& v) { read_duration(v, Duration(0), Duration(std::chrono::hours(1)), ownership.watermark_overlap); }},
+      {"heartbeat_max_age", false,
+       [&](const Item& v) { read_duration(v, Duration(0), max_timeout, ownership.heartbeat_max_age); }},
       {"query_full", false, text(ownership.query_full)},
       {"query_delta", false, text(ownership.query_delta)},
       {"query_servers", false, text(ownership.query_servers)},
@@ -1229,19 +1247,63 @@ void Loader::read_ownership(const Item& item, OwnershipConfig& ownership) {
   check_ownership(ownership);
 }
 
+void Loader::read_ownership_mariadb(const Item& item, OwnershipMariadbConfig& mariadb) {
+  auto text = [this](std::string& out) { return [this, &out](const Item& v) { read_string(v, out); }; };
+  read_map(item, {
+      {"host", false, text(mariadb.host)},
+      {"port", false, [&](const Item& v) { read_integer(v, 1, 65535, mariadb.port); }},
+      {"socket", false, text(mariadb.socket)},
+      {"user", true, text(mariadb.user)},
+      {"database", true, text(mariadb.database)},
+      {"password_file", false, text(mariadb.password_file)},
+      {"tls", false, [&](const Item& v) { read_bool(v, mariadb.tls); }},
+      {"tls_ca_file", false, text(mariadb.tls_ca_file)},
+  });
+}
+
+void Loader::read_ownership_odbc(const Item& item, OwnershipOdbcConfig& odbc) {
+  read_map(item, {
+      {"connection", true, [&](const Item& v) { read_string(v, odbc.connection); }},
+      {"password_file", false, [&](const Item& v) { read_string(v, odbc.password_file); }},
+  });
+}
+
 void Loader::check_ownership(const OwnershipConfig& ownership) {
   const std::string source = "ownership.source";
   if (usable(source) && ownership.source != OwnershipSourceKind::none) {
-    bool sqlite = ownership.source == OwnershipSourceKind::sqlite;
-    std::string needed = sqlite ? "ownership.sqlite_path" : "ownership.postgresql";
-    const std::string& value = sqlite ? ownership.sqlite_path : ownership.postgresql;
-    std::string kind = sqlite ? "sqlite" : "postgresql";
-    if (value.empty() && !failed_.contains(needed)) {
+    std::string needed;
+    bool empty = false;
+    std::string kind;
+    switch (ownership.source) {
+      case OwnershipSourceKind::sqlite:
+        needed = "ownership.sqlite_path", empty = ownership.sqlite_path.empty(), kind = "sqlite";
+        break;
+      case OwnershipSourceKind::postgresql:
+        needed = "ownership.postgresql", empty = ownership.postgresql.empty(), kind = "postgresql";
+        break;
+      case OwnershipSourceKind::mariadb:
+        needed = "ownership.mariadb", empty = !marks_.contains(needed), kind = "mariadb";
+        break;
+      case OwnershipSourceKind::odbc:
+        needed = "ownership.odbc", empty = !marks_.contains(needed), kind = "odbc";
+        break;
+      case OwnershipSourceKind::none: break;
+    }
+    if (empty && !failed_.contains(needed)) {
       if (marks_.contains(needed)) {
         error(marks_[needed], needed, "must not be empty when source is " + kind);
       } else {
         error(marks_[source], needed, "required when source is " + kind);
       }
+    }
+  }
+  // A password file that cannot be read fails every connect: say so at load time. Its
+  // content is never read here, nor shown.
+  for (const std::string& key : {std::string("ownership.mariadb.password_file"), std::string("ownership.odbc.password_file")}) {
+    const std::string& path = key == "ownership.odbc.password_file" ? ownership.odbc.password_file
+                                                                    : ownership.mariadb.password_file;
+    if (usable(key) && !path.empty() && ::access(path.c_str(), R_OK) != 0) {
+      error(marks_[key], key, "cannot read " + path + ": " + std::strerror(errno));
     }
   }
   const std::string min = "ownership.reconnect_min";

@@ -158,12 +158,37 @@ struct AffinityConfig {
   bool operator==(const AffinityConfig&) const = default;
 };
 
-enum class OwnershipSourceKind { none, sqlite, postgresql };
+enum class OwnershipSourceKind { none, sqlite, postgresql, mariadb, odbc };
+// How changes to the owner table are found (docs/configuration.md#change-detection).
+enum class ChangeDetectionMode { epoch, watermark, full_scan };
+
+struct OwnershipMariadbConfig {
+  std::string host = "127.0.0.1";
+  uint32_t port = 3306;
+  std::string socket;                  // a Unix socket instead of host:port
+  std::string user;
+  std::string database;
+  std::string password_file;           // first line is the password; never logged
+  bool tls = false;                    // require TLS
+  std::string tls_ca_file;             // verify the server's certificate and name against these CAs
+  bool operator==(const OwnershipMariadbConfig&) const = default;
+};
+
+struct OwnershipOdbcConfig {
+  std::string connection;              // "DSN=..." or "DRIVER={...};..." without the password
+  std::string password_file;           // appended as PWD
+  bool operator==(const OwnershipOdbcConfig&) const = default;
+};
 
 struct OwnershipConfig {
   OwnershipSourceKind source = OwnershipSourceKind::none;
   std::string sqlite_path;
   std::string postgresql;              // libpq connection string (multi-host allowed)
+  OwnershipMariadbConfig mariadb;
+  OwnershipOdbcConfig odbc;
+  ChangeDetectionMode change_detection = ChangeDetectionMode::epoch;
+  Duration watermark_overlap{2000};    // watermark: how late a commit may land and still be read
+  Duration heartbeat_max_age{0};       // a server whose heartbeat_at is older takes no new users; 0 = off
   std::string query_full;              // empty = the default schema's query
   std::string query_delta;
   std::string query_servers;
@@ -284,6 +309,7 @@ struct Config {
 struct LoadResult {
   std::shared_ptr<const Config> config;  // null when errors is not empty
   std::vector<ConfigError> errors;
+  std::map<std::string, int> lines;      // dotted key -> 1-based line of every key read (when ok)
   bool ok() const { return config != nullptr; }
 };
 

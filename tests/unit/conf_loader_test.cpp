@@ -1064,9 +1064,38 @@ TEST_CASE("ownership") {
     expect_error_with("ownership:\n  source: postgresql\n  postgresql: \"\"\n", 9, 15, "ownership.postgresql",
                       "must not be empty when source is postgresql");
   }
+  SUBCASE("mariadb and odbc, with a change detection mode and a heartbeat bound") {
+    conf::LoadResult result = load_with(
+        "ownership:\n  source: mariadb\n  mariadb:\n    host: db1\n    port: 3307\n    user: ro\n"
+        "    database: traveler\n    tls: true\n  change_detection: watermark\n  watermark_overlap: 3s\n"
+        "  heartbeat_max_age: 30s\n");
+    REQUIRE(result.ok());
+    const conf::OwnershipConfig& o = result.config->ownership;
+    CHECK(o.source == conf::OwnershipSourceKind::mariadb);
+    CHECK(o.mariadb.host == "db1");
+    CHECK(o.mariadb.port == 3307);
+    CHECK(o.mariadb.tls);
+    CHECK(o.change_detection == conf::ChangeDetectionMode::watermark);
+    CHECK(o.watermark_overlap == std::chrono::seconds(3));
+    CHECK(o.heartbeat_max_age == std::chrono::seconds(30));
+    result = load_with("ownership:\n  source: odbc\n  odbc:\n    connection: \"DSN=pool\"\n  change_detection: full_scan\n");
+    REQUIRE(result.ok());
+    CHECK(result.config->ownership.odbc.connection == "DSN=pool");
+    CHECK(result.config->ownership.change_detection == conf::ChangeDetectionMode::full_scan);
+  }
+  SUBCASE("mariadb and odbc need their settings; a password file must be readable") {
+    expect_error_with("ownership:\n  source: mariadb\n", 8, 11, "ownership.mariadb", "required when source is mariadb");
+    expect_error_with("ownership:\n  source: odbc\n  odbc:\n    password_file: /dev/null\n", 10, 5,
+                      "ownership.odbc.connection", "required key is missing");
+    expect_error_with("ownership:\n  source: mariadb\n  mariadb:\n    user: ro\n    database: t\n"
+                      "    password_file: /nonexistent/pw\n",
+                      12, 20, "ownership.mariadb.password_file", "cannot read /nonexistent/pw: No such file or directory");
+    expect_error_with("ownership:\n  change_detection: timestamps\n", 8, 21, "ownership.change_detection",
+                      "expected one of: epoch, watermark, full_scan");
+  }
   SUBCASE("an unknown source") {
     expect_error_with("ownership:\n  source: postgres\n", 8, 11, "ownership.source",
-                      "expected one of: none, sqlite, postgresql; did you mean \"postgresql\"?");
+                      "expected one of: none, sqlite, postgresql, mariadb, odbc; did you mean \"postgresql\"?");
   }
   SUBCASE("intervals") {
     expect_error_with("ownership:\n  poll_interval: 0s\n", 8, 18, "ownership.poll_interval",
