@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "affinity/ownership_changes.h"
 #include "proxy/log.h"
 #include "proxy/tls/tls_client_context.h"
 #include "proxy/tls/tls_context.h"
@@ -70,6 +71,51 @@ RequestLimits request_limits(const conf::LimitConfig& config) {
   limits.max_header_count = config.max_header_count;
   limits.max_body_bytes = config.max_body_bytes;
   return limits;
+}
+
+affinity::OwnershipSourceConfig ownership_source_config(const conf::OwnershipConfig& oc) {
+  using affinity::ChangeDetection;
+  using affinity::SourceKind;
+  affinity::OwnershipSourceConfig sc;
+  switch (oc.source) {
+    case conf::OwnershipSourceKind::postgresql: sc.kind = SourceKind::postgresql; break;
+    case conf::OwnershipSourceKind::mariadb: sc.kind = SourceKind::mariadb; break;
+    case conf::OwnershipSourceKind::odbc: sc.kind = SourceKind::odbc; break;
+    case conf::OwnershipSourceKind::sqlite:
+    case conf::OwnershipSourceKind::none: sc.kind = SourceKind::sqlite; break;
+  }
+  switch (oc.change_detection) {
+    case conf::ChangeDetectionMode::epoch: sc.change_detection = ChangeDetection::epoch; break;
+    case conf::ChangeDetectionMode::watermark: sc.change_detection = ChangeDetection::watermark; break;
+    case conf::ChangeDetectionMode::full_scan: sc.change_detection = ChangeDetection::full_scan; break;
+  }
+  sc.sqlite_path = oc.sqlite_path;
+  sc.pg_conninfo = oc.postgresql;
+  sc.mariadb.host = oc.mariadb.host;
+  sc.mariadb.port = oc.mariadb.port;
+  sc.mariadb.unix_socket = oc.mariadb.socket;
+  sc.mariadb.user = oc.mariadb.user;
+  sc.mariadb.database = oc.mariadb.database;
+  sc.mariadb.password_file = oc.mariadb.password_file;
+  sc.mariadb.tls = oc.mariadb.tls;
+  sc.mariadb.tls_ca_file = oc.mariadb.tls_ca_file;
+  sc.odbc.connection = oc.odbc.connection;
+  sc.odbc.password_file = oc.odbc.password_file;
+  sc.watermark_overlap = oc.watermark_overlap;
+  sc.queries = affinity::default_queries(sc.change_detection);
+  if (!oc.query_full.empty()) sc.queries.full = oc.query_full;
+  if (!oc.query_delta.empty()) sc.queries.delta = oc.query_delta;
+  if (!oc.query_servers.empty()) sc.queries.servers = oc.query_servers;
+  if (!oc.query_change.empty()) sc.queries.change = oc.query_change;
+  sc.poll_interval = oc.poll_interval;
+  // Without an epoch there is nothing for a NOTIFY trigger to announce: PostgreSQL polls.
+  if (sc.change_detection != ChangeDetection::epoch) sc.delta_poll_interval = oc.poll_interval;
+  sc.resync_interval = oc.resync_interval;
+  sc.reconnect_min = oc.reconnect_min;
+  sc.reconnect_max = oc.reconnect_max;
+  sc.stale_after = oc.stale_after;
+  sc.cache_file = oc.cache_file;
+  return sc;
 }
 
 }  // namespace sprayer::proxy

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "affinity/extract.h"
+#include "affinity/ownership_source.h"
 #include "conf/config.h"
 #include "proxy/http/request_parser.h"
 #include "proxy/runtime.h"
@@ -17,6 +18,10 @@ affinity::ExtractorConfig extractor_config(const conf::AffinityConfig& config);
 
 // The request parser's limits from the configuration's.
 RequestLimits request_limits(const conf::LimitConfig& limits);
+
+// The ownership source's settings (default queries for the change detection mode where
+// the configuration leaves a query empty).
+affinity::OwnershipSourceConfig ownership_source_config(const conf::OwnershipConfig& config);
 
 // Resolve every server address (blocking; control thread only). Errors name the server.
 bool resolve_servers(const conf::Config& config, std::vector<ServerTarget>& out, std::string& error);

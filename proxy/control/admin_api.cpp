@@ -8,6 +8,7 @@
 #include "affinity/rendezvous.h"
 #include "proxy/control/admin_auth.h"
 #include "proxy/control/admin_state.h"
+#include "proxy/config_adapters.h"
 #include "proxy/control/control_loop.h"
 #include "proxy/control/directory_metrics.h"
 #include "proxy/control/self_health.h"
@@ -149,6 +150,12 @@ ControlState ControlLoop::control_state() const {
       if (auto index = snapshot_->server_index(target.id)) row.owned_users = snapshot_->owned_users(*index);
     }
     for (const auto& w : workers_) row.active_requests += w->active_upstreams(target.slot);
+    if (const auto pool = pool_servers_.find(target.id); pool != pool_servers_.end()) {
+      ControlState::PoolHeartbeat beat{target.id, pool->second.second, std::nullopt};
+      if (const auto& at = pool->second.first.heartbeat_at)
+        beat.age_seconds = std::chrono::duration<double>(std::chrono::system_clock::now() - *at).count();
+      st.heartbeats.push_back(std::move(beat));
+    }
     st.servers.push_back(std::move(row));
   }
   st.source_configured = source_ != nullptr;
@@ -201,6 +208,12 @@ AdminResponse ControlLoop::servers_api() {
       out += ",\"last_transition_reason\":";
       json_string(out, health::to_string(h->last_transition_reason()));
       out += ",\"ejections\":" + std::to_string(h->counters().ejections);
+    }
+    if (const auto pool = pool_servers_.find(target.id); pool != pool_servers_.end()) {
+      out += ",\"pool_availability\":" + std::to_string(pool->second.first.availability);
+      out += ",\"pool_heartbeat_at\":";
+      json_string(out, pool->second.first.heartbeat_text);
+      out += pool->second.second ? ",\"pool_heartbeat_stale\":true" : ",\"pool_heartbeat_stale\":false";
     }
     out += ",\"active_requests\":" + std::to_string(active);
     out += "}";
@@ -284,6 +297,9 @@ AdminResponse ControlLoop::ownership_api() {
   out += ",\"errors\":" + std::to_string(st.counters.errors);
   out += ",\"reconnects\":" + std::to_string(st.counters.reconnects);
   out += ",\"notifications\":" + std::to_string(st.counters.notifications);
+  out += ",\"rows_skipped\":" + std::to_string(st.counters.rows_skipped);
+  out += ",\"change_detection\":";
+  json_string(out, affinity::to_string(ownership_source_config(config_->ownership).change_detection));
   out += "}\n";
   return AdminResponse{200, "application/json", std::move(out)};
 }

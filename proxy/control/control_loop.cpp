@@ -201,28 +201,16 @@ void ControlLoop::start_ownership_source() {
     LOG_WARN("no ownership source configured: every user is routed by rendezvous hashing");
     return;
   }
-  affinity::OwnershipSourceConfig sc;
-  sc.kind = oc.source == conf::OwnershipSourceKind::sqlite ? affinity::SourceKind::sqlite
-                                                            : affinity::SourceKind::postgresql;
-  sc.sqlite_path = oc.sqlite_path;
-  sc.pg_conninfo = oc.postgresql;
-  if (!oc.query_full.empty()) sc.queries.full = oc.query_full;
-  if (!oc.query_delta.empty()) sc.queries.delta = oc.query_delta;
-  if (!oc.query_servers.empty()) sc.queries.servers = oc.query_servers;
-  if (!oc.query_change.empty()) sc.queries.change = oc.query_change;
-  sc.poll_interval = oc.poll_interval;
-  sc.resync_interval = oc.resync_interval;
-  sc.reconnect_min = oc.reconnect_min;
-  sc.reconnect_max = oc.reconnect_max;
-  sc.stale_after = oc.stale_after;
-  sc.cache_file = oc.cache_file;
+  affinity::OwnershipSourceConfig sc = ownership_source_config(oc);
   // A large table takes a while at start: say what is being read, how far it got, and when
   // it is done. Later resyncs are routine and stay quiet.
   sc.on_load_progress = [this](std::size_t rows) {
     if (!table_loaded_.load(std::memory_order_relaxed)) LOG_INFO("ownership source: %zu rows read so far", rows);
   };
   LOG_INFO("ownership source: reading the table from %s",
-           sc.kind == affinity::SourceKind::sqlite ? ("SQLite " + sc.sqlite_path).c_str() : "PostgreSQL");
+           sc.kind == affinity::SourceKind::sqlite ? ("SQLite " + sc.sqlite_path).c_str()
+           : sc.kind == affinity::SourceKind::postgresql ? "PostgreSQL"
+           : sc.kind == affinity::SourceKind::mariadb ? "MariaDB/MySQL" : "ODBC");
   const auto load_started = std::chrono::steady_clock::now();
   affinity::OwnershipCallbacks callbacks;
   callbacks.on_snapshot = [this, load_started](std::shared_ptr<const affinity::OwnershipSnapshot> snapshot) {
@@ -235,12 +223,7 @@ void ControlLoop::start_ownership_source() {
     publish_route();
     maybe_ready();
   };
-  callbacks.on_servers = [this](std::vector<affinity::PoolServerRow> rows) {
-    if (!tracker_) return;
-    bool changed = false;
-    for (const auto& row : rows) changed = tracker_->set_availability(row.server_id, row.availability) || changed;
-    if (changed) publish_route();
-  };
+  callbacks.on_servers = [this](std::vector<affinity::PoolServerRow> rows) { on_pool_servers(std::move(rows)); };
   callbacks.on_status = [this](const affinity::SourceStatus& status) {
     // A database that fails with no cache to serve still ends the wait: sprayer routes by
     // rendezvous hashing meanwhile, and the status line says so.
@@ -257,6 +240,32 @@ void ControlLoop::start_ownership_source() {
   source_ = affinity::make_ownership_source(&loop_, sc, std::move(callbacks));
   source_stopped_ = false;
   source_->start();
+}
+
+// The table's availability feeds routing; a heartbeat older than heartbeat_max_age means the
+// pool itself counts the server gone, so it takes no new users (constrained) until the
+// heartbeat moves again. While the database is unreachable nothing is re-read: the last
+// verdict stands rather than every server turning stale at once.
+void ControlLoop::on_pool_servers(std::vector<affinity::PoolServerRow> rows) {
+  const auto max_age = config_->ownership.heartbeat_max_age;
+  const auto now = std::chrono::system_clock::now();
+  bool changed = false;
+  for (auto& row : rows) {
+    const bool stale = affinity::heartbeat_stale(row, now, max_age);
+    const auto before = pool_servers_.find(row.server_id);
+    const bool was_stale = before != pool_servers_.end() && before->second.second;
+    if (stale != was_stale) {
+      SPRAYER_LOG(stale ? conf::LogLevel::warn : conf::LogLevel::info,
+                  "server %s: pool heartbeat %s (heartbeat_at %s, limit %lld ms)%s", row.server_id.c_str(),
+                  stale ? "too old" : "current again", row.heartbeat_text.empty() ? "none" : row.heartbeat_text.c_str(),
+                  static_cast<long long>(max_age.count()), stale ? ": no new users" : "");
+    }
+    const int availability = stale ? std::min(row.availability, -1) : row.availability;
+    if (tracker_) changed = tracker_->set_availability(row.server_id, availability) || changed;
+    std::string id = row.server_id;
+    pool_servers_[std::move(id)] = {std::move(row), stale};
+  }
+  if (changed) publish_route();
 }
 
 void ControlLoop::start_health() {

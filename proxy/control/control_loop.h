@@ -44,6 +44,7 @@ class ControlLoop {
   AdminResponse route_api(std::string_view query);
   AdminResponse ownership_api();
   void start_ownership_source();
+  void on_pool_servers(std::vector<affinity::PoolServerRow> rows);
   void start_health();
   void on_passive_events(const std::vector<PassiveEvent>& events);
   // With `runtime`: a reload's new runtime goes to the workers with the route built from it.
@@ -103,6 +104,8 @@ class ControlLoop {
   std::unique_ptr<affinity::OwnershipSource> source_;
   bool source_stopped_ = true;
   std::shared_ptr<const affinity::OwnershipSnapshot> snapshot_;
+  // The last read of pool_server, by id, and whether each heartbeat was too old then.
+  std::map<std::string, std::pair<affinity::PoolServerRow, bool>, std::less<>> pool_servers_;
   std::shared_ptr<const RouteState> route_;
   std::vector<std::shared_ptr<const TlsContext>> tls_;  // what the workers serve now
   std::vector<uv_fs_event_t*> tls_watches_;

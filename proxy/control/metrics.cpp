@@ -296,8 +296,23 @@ std::vector<MetricFamily> control_families(const ControlState& st) {
              MetricType::Counter, [](const ControlState::ServerRow& s) { return s.ejections; });
   per_server("sprayer_server_active_requests", "Requests in flight to the server (sampled every 100 ms).",
              MetricType::Gauge, [](const ControlState::ServerRow& s) { return s.active_requests; });
+  {
+    MetricFamily stale = family("sprayer_server_heartbeat_stale",
+                                "1 if the pool's heartbeat for the server is older than ownership.heartbeat_max_age "
+                                "(no new users).",
+                                MetricType::Gauge);
+    MetricFamily age = family("sprayer_server_heartbeat_age_seconds",
+                              "Seconds since the server's last heartbeat in the pool table (at the last read).",
+                              MetricType::Gauge);
+    for (const auto& h : st.heartbeats) {
+      add_value(stale, h.stale ? 1 : 0, {{"server", h.id}});
+      if (h.age_seconds) add_value(age, *h.age_seconds, {{"server", h.id}});
+    }
+    if (!st.heartbeats.empty()) out.push_back(std::move(stale));  // no servers query: no family
+    if (!age.metric.empty()) out.push_back(std::move(age));
+  }
 
-  single("sprayer_ownership_source_configured", "1 if an ownership source (SQLite or PostgreSQL) is configured.",
+  single("sprayer_ownership_source_configured", "1 if an ownership source (SQLite, PostgreSQL, MariaDB or ODBC) is configured.",
          MetricType::Gauge, st.source_configured ? 1 : 0);
   {
     MetricFamily f = family("sprayer_ownership_source_state", "The ownership source's state: 1 for the current one.",

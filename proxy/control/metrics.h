@@ -67,6 +67,13 @@ struct ControlState {
     uint64_t takeovers_out = 0;       // requests of its users that went elsewhere
   };
   std::vector<ServerRow> servers;
+  // Configured servers the servers query returned, with the pool's heartbeat verdict.
+  struct PoolHeartbeat {
+    std::string id;
+    bool stale = false;                // heartbeat_at older than ownership.heartbeat_max_age
+    std::optional<double> age_seconds; // absent: no readable heartbeat
+  };
+  std::vector<PoolHeartbeat> heartbeats;
   double uptime_seconds = 0;
   double start_time_seconds = 0;   // Unix time
   std::string version;
