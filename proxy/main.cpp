@@ -11,6 +11,7 @@
 #include <cstring>
 #include <string>
 
+#include "affinity/ownership_check.h"
 #include "conf/config.h"
 #include "conf/config_dump.h"
 #include "proxy/config_adapters.h"
@@ -23,10 +24,11 @@ namespace {
 
 void usage(FILE* out) {
   std::fprintf(out,
-               "usage: sprayer [-c FILE] [-t | -T]\n"
+               "usage: sprayer [-c FILE] [-t [--check-queries] | -T]\n"
                "  -c, --config FILE  configuration file (default /etc/sprayer/sprayer.yaml); also --config=FILE\n"
                "  -t, --test         check the configuration as a start would (names resolved, files opened,\n"
                "                     ports tried) and exit (0 = valid, 1 = not)\n"
+               "  --check-queries    with -t: also run the ownership queries once against the database\n"
                "  -T, --dump         print the effective configuration, defaults filled in, as YAML and exit\n"
                "  -v, --version      print the version and exit\n"
                "  -V                 print the version, the build type and the libraries' versions and exit\n"
@@ -69,11 +71,37 @@ int invalid(const std::string& path, size_t errors) {
   return 1;
 }
 
+// Each configured ownership query once against the database: rows, or the first problem at
+// the file:line of its key.
+int run_query_check(const std::string& path, const sprayer::conf::LoadResult& loaded) {
+  const auto& ownership = loaded.config->ownership;
+  if (ownership.source == sprayer::conf::OwnershipSourceKind::none) {
+    std::printf("sprayer: no ownership source configured: no queries to check\n");
+    return 0;
+  }
+  int failed = 0;
+  for (const auto& check : sprayer::affinity::check_queries(sprayer::proxy::ownership_source_config(ownership))) {
+    const std::string key = "ownership." + (check.key == "connection" ? std::string("source") : check.key);
+    const auto line = loaded.lines.find(key);
+    const std::string where = path + ":" + (line == loaded.lines.end() ? std::string("0") : std::to_string(line->second));
+    if (check.ok) {
+      if (check.key != "connection") std::printf("%s: %s: %zu rows\n", where.c_str(), key.c_str(), check.rows);
+    } else {
+      ++failed;
+      std::fprintf(stderr, "%s: %s: %s%s\n", where.c_str(), key.c_str(),
+                   check.rows ? (std::to_string(check.rows) + " rows; ").c_str() : "", check.problem.c_str());
+    }
+  }
+  std::printf("sprayer: ownership queries %s\n", failed ? "failed" : "ok");
+  return failed ? 1 : 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string path = "/etc/sprayer/sprayer.yaml";
   Mode mode = Mode::run;
+  bool check_queries = false;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "-c" || arg == "--config") {
@@ -93,6 +121,8 @@ int main(int argc, char** argv) {
       mode = Mode::test;
     } else if (arg == "-T" || arg == "--dump") {
       mode = Mode::dump;
+    } else if (arg == "--check-queries") {
+      check_queries = true;
     } else if (arg == "-v" || arg == "--version") {
       std::printf("sprayer %s\n", SPRAYER_VERSION);
       return 0;
@@ -126,7 +156,12 @@ int main(int argc, char** argv) {
     if (!checked.errors.empty()) return invalid(path, checked.errors.size());
     std::printf("sprayer: configuration %s is valid%s\n", path.c_str(),
                 checked.warnings.empty() ? "" : " (with warnings)");
+    if (check_queries) return run_query_check(path, loaded);
     return 0;
+  }
+  if (check_queries) {
+    std::fprintf(stderr, "sprayer: --check-queries goes with -t\n");
+    return 2;
   }
   std::signal(SIGPIPE, SIG_IGN);
   sprayer::log::set_level(loaded.config->log.level);
