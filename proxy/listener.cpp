@@ -86,6 +86,36 @@ Listener::Listener(Worker& worker, const conf::ListenerConfig& config, std::shar
       backlog_(config.backlog) {}
 
 int Listener::open(std::string& error) {
+  int rc = inherited_fd_ >= 0 ? take_inherited(error) : bind_socket(error);
+  if (rc != 0) return rc;
+  rc = uv_poll_init(worker_.loop(), &poll_, fd_);
+  if (rc != 0) {
+    error = "listener " + name_ + ": uv_poll_init: " + uv_strerror(rc);
+    ::close(fd_);
+    fd_ = -1;
+    return rc;
+  }
+  poll_.data = this;
+  resume();
+  return 0;
+}
+
+int Listener::take_inherited(std::string& error) {
+  fd_ = inherited_fd_;
+  inherited_fd_ = -1;
+  int flags = fcntl(fd_, F_GETFL);
+  if (flags < 0 || fcntl(fd_, F_SETFL, flags | O_NONBLOCK) != 0 || fcntl(fd_, F_SETFD, FD_CLOEXEC) != 0 ||
+      ::listen(fd_, static_cast<int>(backlog_)) != 0) {
+    int err = errno;
+    error = "listener " + name_ + ": inherited socket for " + address_.to_string() + ": " + std::strerror(err);
+    ::close(fd_);
+    fd_ = -1;
+    return -err;
+  }
+  return 0;
+}
+
+int Listener::bind_socket(std::string& error) {
   sockaddr_storage ss;
   socklen_t len = 0;
   if (!make_sockaddr(address_, ss, len)) {
@@ -118,15 +148,6 @@ int Listener::open(std::string& error) {
     fd_ = -1;
     return -err;
   }
-  int rc = uv_poll_init(worker_.loop(), &poll_, fd_);
-  if (rc != 0) {
-    error = "listener " + name_ + ": uv_poll_init: " + uv_strerror(rc);
-    ::close(fd_);
-    fd_ = -1;
-    return rc;
-  }
-  poll_.data = this;
-  resume();
   return 0;
 }
 

@@ -27,7 +27,12 @@ class Listener {
   Listener(const Listener&) = delete;
   Listener& operator=(const Listener&) = delete;
 
+  // Before open(): use this listening socket, handed over by the process this one replaces
+  // (binary upgrade), instead of binding one. It stays the same kernel socket, in the same
+  // SO_REUSEPORT group, so the hand-over refuses no connection.
+  void adopt(int fd) { inherited_fd_ = fd; }
   int open(std::string& error);  // 0 or a negative errno
+  int fd() const { return fd_; }
   void pause();
   void resume();
   bool paused() const { return paused_; }
@@ -46,6 +51,8 @@ class Listener {
   static void on_poll(uv_poll_t* handle, int status, int events) noexcept;
   static void on_close(uv_handle_t* handle) noexcept;
   void on_readable();
+  int bind_socket(std::string& error);
+  int take_inherited(std::string& error);
 
   Worker& worker_;
   conf::ListenerConfig config_;  // a copy: the Config it came from may be replaced by a reload
@@ -55,6 +62,7 @@ class Listener {
   uint32_t backlog_;
   uv_poll_t poll_{};
   int fd_ = -1;
+  int inherited_fd_ = -1;
   bool paused_ = true;
   bool closing_ = false;
 };

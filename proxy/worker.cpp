@@ -57,12 +57,15 @@ void Worker::run() {
   for (size_t i = 0; i < listener_configs.size(); ++i) {
     auto tls = i < runtime_->listener_tls.size() ? runtime_->listener_tls[i] : nullptr;
     auto* listener = new Listener(*this, listener_configs[i], std::move(tls));
+    if (i < inherited_fds_.size() && inherited_fds_[i] >= 0) listener->adopt(inherited_fds_[i]);
     if (listener->open(error) != 0) {
       listener->close();
       break;
     }
+    if (hold_accept_) listener->pause();
     listeners_.push_back(listener);
   }
+  note_listeners();
   {
     std::lock_guard<std::mutex> lock(start_mutex_);
     start_error_ = error;
@@ -102,6 +105,31 @@ void Worker::start_access_log_timer() {
   uv_timer_start(&access_log_timer_, [](uv_timer_t* h) noexcept { static_cast<Worker*>(h->data)->flush_access_log(); },
                  kAccessLogFlushMs, kAccessLogFlushMs);
   uv_unref(reinterpret_cast<uv_handle_t*>(&access_log_timer_));
+}
+
+void Worker::inherit(std::vector<int> fds, bool hold_accept) {
+  inherited_fds_ = std::move(fds);
+  hold_accept_ = hold_accept;
+}
+
+void Worker::allow_accept() {
+  std::lock_guard<std::mutex> lock(mailbox_mutex_);
+  if (mailbox_closed_) return;
+  accept_requested_ = true;
+  uv_async_send(&async_);
+}
+
+std::vector<std::pair<std::string, int>> Worker::listening_sockets() const {
+  std::lock_guard<std::mutex> lock(active_mutex_);
+  return listening_fds_;
+}
+
+void Worker::note_listeners() {
+  std::vector<std::pair<std::string, int>> fds;
+  for (auto* listener : listeners_)
+    if (listener && listener->fd() >= 0) fds.emplace_back(listener->address().to_string(), listener->fd());
+  std::lock_guard<std::mutex> lock(active_mutex_);
+  listening_fds_ = std::move(fds);
 }
 
 void Worker::begin_drain() { post(true, false); }
@@ -154,7 +182,7 @@ void Worker::join() {
 }
 
 void Worker::on_async() {
-  bool drain, stop, answers;
+  bool drain, stop, answers, accept;
   std::shared_ptr<const RouteState> route;
   std::shared_ptr<const Runtime> runtime;
   std::vector<std::shared_ptr<const TlsContext>> tls;
@@ -167,6 +195,8 @@ void Worker::on_async() {
     stop = stop_requested_;
     drain_requested_ = false;
     stop_requested_ = false;
+    accept = accept_requested_;
+    accept_requested_ = false;
     answers = directory_answers_;
     directory_answers_ = false;
   }
@@ -180,6 +210,12 @@ void Worker::on_async() {
   // draining started).
   for (size_t i = 0; i < tls.size() && i < listeners_.size(); ++i)
     if (listeners_[i]) listeners_[i]->set_tls(std::move(tls[i]));
+  if (accept && hold_accept_) {
+    hold_accept_ = false;
+    if (!draining_ && !at_connection_limit())
+      for (auto* listener : listeners_)
+        if (listener) listener->resume();
+  }
   if (drain && !draining_) {
     draining_ = true;
     stop_listeners();
@@ -280,7 +316,8 @@ void Worker::apply_listeners(const Runtime& next) {
   for (size_t j = 0; j < listeners_.size(); ++j)
     if (!kept[j] && listeners_[j]) listeners_[j]->close();
   listeners_ = std::move(fresh);
-  if (at_connection_limit())
+  note_listeners();
+  if (at_connection_limit() || hold_accept_)
     for (auto* listener : listeners_)
       if (listener) listener->pause();
 }
@@ -301,7 +338,7 @@ void Worker::on_tick() {
     maybe_finish();
     return;
   }
-  if (!at_connection_limit())
+  if (!at_connection_limit() && !hold_accept_)
     for (auto* listener : listeners_)
       if (listener) listener->resume();
 }
@@ -315,6 +352,7 @@ void Worker::stop_listeners() {
   for (auto* listener : listeners_)
     if (listener) listener->close();
   listeners_.clear();
+  note_listeners();
 }
 
 void Worker::maybe_finish() {

@@ -46,6 +46,13 @@ class Worker {
   // removed servers' requests in flight finish on their connections.
   void publish_runtime(std::shared_ptr<const Runtime> runtime, std::shared_ptr<const RouteState> state);
 
+  // Before start(), binary upgrade: the listening sockets handed over by the process this
+  // one replaces, by listener index (-1: bind one), and no accepting until allow_accept().
+  void inherit(std::vector<int> fds, bool hold_accept);
+  // Control thread: start accepting (the new process of an upgrade, once it is ready).
+  void allow_accept();
+  // Control thread: this worker's listening sockets (address, descriptor), for an upgrade.
+  std::vector<std::pair<std::string, int>> listening_sockets() const;
   // Control thread: start the thread and wait until its listeners are bound (or failed).
   bool start(std::string& error);
   // Control thread: stop accepting; finish in-flight requests; close idle connections.
@@ -97,6 +104,7 @@ class Worker {
   void apply_runtime(std::shared_ptr<const Runtime> next);
   void apply_listeners(const Runtime& next);
   void post(bool drain, bool stop);
+  void note_listeners();
   void flush_access_log();
   void start_access_log_timer();
 
@@ -126,10 +134,14 @@ class Worker {
   size_t connection_count_ = 0;
   uint64_t spread_ = 0;
   bool draining_ = false;
+  std::vector<int> inherited_fds_;  // by listener index, until start
+  bool hold_accept_ = false;
+  std::vector<std::pair<std::string, int>> listening_fds_;  // under active_mutex_
 
   std::mutex mailbox_mutex_;
   bool drain_requested_ = false;
   bool stop_requested_ = false;
+  bool accept_requested_ = false;
   bool mailbox_closed_ = false;
   std::shared_ptr<const RouteState> mailbox_route_;
   std::shared_ptr<const Runtime> mailbox_runtime_;

@@ -114,7 +114,13 @@ const llhttp_settings_t admin_settings = [] {
 
 }  // namespace
 
-int AdminServer::listen(const conf::Endpoint& address, std::string& error) {
+int AdminServer::fd() const {
+  uv_os_fd_t fd = -1;
+  if (!open_ || uv_fileno(reinterpret_cast<const uv_handle_t*>(&tcp_), &fd) != 0) return -1;
+  return fd;
+}
+
+int AdminServer::listen(const conf::Endpoint& address, std::string& error, int inherited_fd) {
   sockaddr_storage ss{};
   int rc = uv_ip4_addr(address.host.c_str(), address.port, reinterpret_cast<sockaddr_in*>(&ss));
   if (rc != 0) rc = uv_ip6_addr(address.host.c_str(), address.port, reinterpret_cast<sockaddr_in6*>(&ss));
@@ -125,7 +131,7 @@ int AdminServer::listen(const conf::Endpoint& address, std::string& error) {
   uv_tcp_init(loop_, &tcp_);
   tcp_.data = this;
   open_ = true;
-  rc = uv_tcp_bind(&tcp_, reinterpret_cast<sockaddr*>(&ss), 0);
+  rc = inherited_fd >= 0 ? uv_tcp_open(&tcp_, inherited_fd) : uv_tcp_bind(&tcp_, reinterpret_cast<sockaddr*>(&ss), 0);
   if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(&tcp_), 128, &AdminServer::on_connection);
   if (rc != 0) error = "admin: cannot listen on " + address.to_string() + ": " + uv_strerror(rc);
   return rc;

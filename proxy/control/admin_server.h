@@ -36,7 +36,9 @@ class AdminServer {
   using Handler = std::function<AdminResponse(const AdminRequest&)>;
 
   AdminServer(uv_loop_t* loop, Handler handler) : loop_(loop), handler_(std::move(handler)) {}
-  int listen(const conf::Endpoint& address, std::string& error);
+  // inherited_fd >= 0: that listening socket, handed over by a binary upgrade, not a new bind.
+  int listen(const conf::Endpoint& address, std::string& error, int inherited_fd = -1);
+  int fd() const;  // the listening socket, -1 when not listening
   void close(uv_close_cb done = nullptr);
 
  private:
