@@ -943,6 +943,7 @@ void Loader::read_timeouts(const Item& item, TimeoutConfig& timeouts) {
       {"upstream_response", false, timeout(timeouts.upstream_response, std::chrono::seconds(1))},
       {"upstream_idle", false, timeout(timeouts.upstream_idle)},
       {"drain", false, timeout(timeouts.drain)},
+      {"upgrade", false, timeout(timeouts.upgrade)},
   });
 }
 

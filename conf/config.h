@@ -94,6 +94,8 @@ struct TimeoutConfig {
   Duration upstream_response{std::chrono::minutes(35)};  // request sent → first response byte / between bytes
   Duration upstream_idle{std::chrono::seconds(30)};      // idle pooled keep-alive connection
   Duration drain{std::chrono::seconds(30)};              // SIGTERM: in-flight requests may finish this long
+  Duration upgrade{0};  // binary upgrade: the old process's drain; 0 = not set: upstream_response
+  Duration upgrade_drain() const { return upgrade.count() ? upgrade : upstream_response; }
   bool operator==(const TimeoutConfig&) const = default;
 };
 

@@ -120,6 +120,7 @@ class Dumper {
     duration("upstream_response", t.upstream_response);
     duration("upstream_idle", t.upstream_idle);
     duration("drain", t.drain);
+    duration("upgrade", t.upgrade_drain());
     out_ << YAML::EndMap;
   }
 

@@ -313,6 +313,18 @@ TEST_CASE("health.stall_after: default, a value, 0 = off, and out of range") {
   CHECK(bad.errors[0].to_string().find("health.stall_after") != std::string::npos);
 }
 
+TEST_CASE("timeouts.upgrade: upstream_response unless set, and never zero") {
+  auto unset = load_with("timeouts:\n  upstream_response: 20m\n");
+  REQUIRE(unset.ok());
+  CHECK(unset.config->timeouts.upgrade_drain() == 20min);
+  auto set = load_with("timeouts:\n  upstream_response: 20m\n  upgrade: 90s\n");
+  REQUIRE(set.ok());
+  CHECK(set.config->timeouts.upgrade_drain() == 90s);
+  const conf::ConfigError zero = single_error(load_with("timeouts:\n  upgrade: 0s\n"));
+  CHECK(zero.line == 8);
+  CHECK(zero.key == "timeouts.upgrade");
+}
+
 TEST_CASE("affinity.authenticated_wins: on by default, can be turned off") {
   REQUIRE(load_with("").ok());
   CHECK(load_with("").config->affinity.authenticated_wins);
