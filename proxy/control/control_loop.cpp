@@ -32,10 +32,14 @@ ControlLoop::~ControlLoop() = default;
 int ControlLoop::run() {
   started_ = std::chrono::steady_clock::now();
   started_wall_ = std::chrono::system_clock::now();
+  std::string error;
+  if (!take_over(error)) {
+    LOG_ERROR("%s", error.c_str());
+    return 1;
+  }
   auto runtime = std::make_shared<Runtime>();
   runtime->config = config_;
   runtime->extractor = extractor_config(config_->affinity);
-  std::string error;
   if (config_->access_log.enabled) {
     access_log_ = AccessLog::open(config_->access_log, error);
     if (!access_log_) {
@@ -80,19 +84,24 @@ int ControlLoop::run() {
     uv_loop_close(&loop_);
     return 1;
   };
-  // The workers' SO_REUSEPORT would share a port with another process that holds it.
+  // The workers' SO_REUSEPORT would share a port with another process that holds it; an
+  // upgrade's inherited sockets are the one deliberate exception.
   for (const auto& listener : config_->listeners)
-    if (probe_listener(listener, error) != 0) return fail_start(error);
+    if (!inherited_.listeners.count(listener.address.to_string()) && probe_listener(listener, error) != 0)
+      return fail_start(error);
   unsigned workers = config_->workers ? config_->workers : std::max(1u, std::thread::hardware_concurrency());
   for (unsigned i = 0; i < workers; ++i) {
     auto worker = std::make_unique<Worker>(static_cast<int>(i), runtime_, connections_, &health_events_);
+    if (inherited_.upgrade) worker->inherit(inherited_for(i), true);
     bool ok = worker->start(error);
     workers_.push_back(std::move(worker));
     if (!ok) return fail_start(error);
   }
+  close_unused_inherited(workers);
   if (config_->admin.enabled) {
     admin_ = std::make_unique<AdminServer>(&loop_, [this](const AdminRequest& r) { return handle_admin(r); });
-    if (admin_->listen(config_->admin.address, error) != 0) return fail_start(error);
+    const bool adopt = inherited_.admin.fd >= 0 && inherited_.admin.address == config_->admin.address.to_string();
+    if (admin_->listen(config_->admin.address, error, adopt ? inherited_.admin.fd : -1) != 0) return fail_start(error);
   }
   collector_ = std::make_unique<WorkerStatsCollector>(
       workers_, [this] { return slot_ids_; },
@@ -116,7 +125,7 @@ int ControlLoop::run() {
 
   auto signal_cb = [](uv_signal_t* h, int signum) noexcept { static_cast<ControlLoop*>(h->data)->on_signal(signum); };
   for (auto [handle, signum] : {std::pair{&sigterm_, SIGTERM}, std::pair{&sigint_, SIGINT}, std::pair{&sighup_, SIGHUP},
-                                std::pair{&sigusr1_, SIGUSR1}}) {
+                                std::pair{&sigusr1_, SIGUSR1}, std::pair{&sigusr2_, SIGUSR2}}) {
     uv_signal_init(&loop_, handle);
     handle->data = this;
     uv_signal_start(handle, signal_cb, signum);
@@ -155,7 +164,7 @@ int ControlLoop::run() {
     LOG_INFO("sprayer stopped: %lld client connections were cut (%lld parked long-polls)",
              static_cast<long long>(cut_.first), static_cast<long long>(cut_.second));
   else
-    LOG_INFO("sprayer stopped: every connection finished");
+    LOG_INFO("sprayer stopped: every connection finished%s", handed_over_ ? " (after the binary upgrade)" : "");
   return 0;
 }
 
@@ -184,6 +193,9 @@ void ControlLoop::on_signal(int signum) {
       // The whole file, certificates included. A file that is refused still lets a rotated
       // certificate in: SIGHUP has always meant "reload the certificates".
       if (!reload_config("SIGHUP").applied && !shutting_down_) reload_tls("SIGHUP, running configuration");
+      return;
+    case SIGUSR2:
+      start_upgrade();
       return;
     case SIGUSR1:
       // logrotate renamed the access log: the writer thread opens the name again.
@@ -433,6 +445,7 @@ void ControlLoop::watch_tls_files() {
 void ControlLoop::maybe_ready() {
   if (notifier_.is_ready() || shutting_down_ || !listening_) return;
   if (source_ && !source_answered_) return;
+  if (inherited_.upgrade) upgrade_ready();
   notifier_.ready(status_line());
 }
 
@@ -467,13 +480,21 @@ std::string ControlLoop::status_line() const {
   return line;
 }
 
-void ControlLoop::begin_shutdown() {
-  notifier_.stopping("stopping: draining connections for up to " +
-                     std::to_string(config_->timeouts.drain.count() / 1000) + " s");
+void ControlLoop::begin_shutdown(bool upgrade) {
+  // After an upgrade systemd follows the new process: a STOPPING=1 from here would stop it.
+  if (!upgrade)
+    notifier_.stopping("stopping: draining connections for up to " +
+                       std::to_string(config_->timeouts.drain.count() / 1000) + " s");
+  if (upgrade_) {
+    LOG_WARN("binary upgrade: stopping, so the new process (pid %d) is stopped too", static_cast<int>(upgrade_->pid()));
+    upgrade_->abandon(true);
+    upgrade_ = nullptr;
+  }
   shutting_down_ = true;
   if (source_) source_->stop([this] { source_stopped_ = true; });
   if (checker_) checker_->stop([this] { checker_stopped_ = true; });
-  drain_deadline_ = std::chrono::steady_clock::now() + config_->timeouts.drain;
+  drain_deadline_ =
+      std::chrono::steady_clock::now() + (upgrade ? config_->timeouts.upgrade_drain() : config_->timeouts.drain);
   for (auto& w : workers_) w->begin_drain();
   uv_timer_start(&shutdown_timer_, [](uv_timer_t* t) noexcept { static_cast<ControlLoop*>(t->data)->on_shutdown_poll(); },
                  kShutdownPollMs, kShutdownPollMs);
@@ -496,7 +517,7 @@ void ControlLoop::on_shutdown_poll() {
   uv_timer_stop(&shutdown_timer_);
   if (admin_) admin_->close();
   health_events_.close();
-  for (auto* h : {&sigterm_, &sigint_, &sighup_, &sigusr1_}) uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr);
+  for (auto* h : {&sigterm_, &sigint_, &sighup_, &sigusr1_, &sigusr2_}) uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&shutdown_timer_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&tls_debounce_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&pending_timer_), nullptr);

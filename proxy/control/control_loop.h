@@ -24,6 +24,7 @@
 #include "proxy/runtime.h"
 #include "proxy/control/self_health.h"
 #include "proxy/control/systemd_notify.h"
+#include "proxy/control/upgrade.h"
 #include "proxy/control/status_samples.h"
 #include "proxy/worker.h"
 
@@ -65,7 +66,15 @@ class ControlLoop {
   void unwatch_tls_files();
   std::shared_ptr<const health::HealthView> hide_pending(std::shared_ptr<const health::HealthView> view) const;
   void on_pending_poll();
-  void begin_shutdown();
+  // upgrade: the new process serves; drain for timeouts.upgrade and tell systemd nothing.
+  void begin_shutdown(bool upgrade = false);
+  // upgrade_control.cpp: SIGUSR2 in the old process, the inherited sockets in the new one.
+  void start_upgrade();
+  void on_upgrade_done(bool ready, const std::string& why);
+  bool take_over(std::string& error);
+  std::vector<int> inherited_for(unsigned worker) const;
+  void close_unused_inherited(unsigned workers);
+  void upgrade_ready();
   void on_shutdown_poll();
   // systemd: READY=1 once the listeners are bound and the ownership source has answered
   // (a snapshot, the cache, or a failure it serves through); STATUS= lines after that.
@@ -82,7 +91,7 @@ class ControlLoop {
   std::vector<std::string> slot_ids_;
   void remember_slots();
   uv_loop_t loop_{};
-  uv_signal_t sigterm_{}, sigint_{}, sighup_{}, sigusr1_{};
+  uv_signal_t sigterm_{}, sigint_{}, sighup_{}, sigusr1_{}, sigusr2_{};
   uv_timer_t shutdown_timer_{};
   std::unique_ptr<AdminServer> admin_;
   std::vector<std::unique_ptr<Worker>> workers_;
@@ -136,6 +145,10 @@ class ControlLoop {
   };
   std::map<std::string, StallWatch> stalls_;
   std::atomic<bool> table_loaded_{false};  // the first snapshot arrived (load progress stops)
+  OwnCommand own_command_;              // what SIGUSR2 starts again
+  InheritedSockets inherited_;          // from the process this one replaced (binary upgrade)
+  UpgradeChild* upgrade_ = nullptr;     // an upgrade in progress; frees itself
+  bool handed_over_ = false;            // the new process serves: this one drains and exits
   bool shutting_down_ = false;
   bool forced_ = false;
   std::pair<int64_t, int64_t> cut_{0, 0};  // connections and parked long-polls a forced stop cut
