@@ -3,6 +3,7 @@
 #include "proxy/downstream_connection.h"
 
 #include <arpa/inet.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -598,9 +599,18 @@ void DownstreamConnection::on_send_timer(uv_timer_t* timer) noexcept {
 // ---- shutdown --------------------------------------------------------------------------
 
 void DownstreamConnection::begin_drain() {
-  if (state_ == State::idle) {
-    close_between_requests();
-    return;
+  // Between requests the connection closes now, unless a request is on its way: one that
+  // has not sent its first request yet (its head timer bounds the wait) or bytes that are in
+  // the socket already. Closing those would reset a request the client just sent (seen in a
+  // binary upgrade under load: a connection accepted just before the switch).
+  if (state_ == State::idle && timer_purpose_ != Timer::head) {
+    int waiting = 0;
+    uv_os_fd_t fd = -1;
+    if (uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp_), &fd) != 0 || ioctl(fd, FIONREAD, &waiting) != 0 ||
+        waiting == 0) {
+      close_between_requests();
+      return;
+    }
   }
   close_after_response_ = true;
 }
