@@ -4,14 +4,77 @@
 // looks only at keys that were written and read without error (Loader::usable).
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <map>
 #include <string>
+#include <string_view>
 
 #include "conf/loader.h"
 
 namespace sprayer::conf::detail {
+
+void Loader::check_listener(const Item& item, const ListenerConfig& listener) {
+  if (listener.tls.enabled && listener.redirect_to_https) {
+    error(item, "redirect_to_https is for a plain listener; this one has tls");
+  }
+}
+
+void Loader::check_upstream_tls(const Item& item, const UpstreamTlsConfig& tls) {
+  if (tls.client_cert.empty() != tls.client_key.empty())
+    error(item, "client_cert and client_key must be given together");
+}
+
+void Loader::check_admin_tokens(const Item& item) {
+  for (const char* key : {"token", "read_token"}) {
+    std::string path = join(item.path, key);
+    std::string file_path = path + "_file";
+    if (marks_.contains(path) && marks_.contains(file_path))
+      error(marks_[file_path], file_path, "give " + std::string(key) + " or " + key + "_file, not both");
+  }
+}
+
+void Loader::check_extractor(const Item& step_item, const ExtractorStepConfig& step) {
+  std::string kind_path = join(step_item.path, "kind");
+  std::string name_path = join(step_item.path, "name");
+  if (!usable(kind_path) || failed_.contains(name_path)) return;
+  bool takes_name = step.kind == "header" || step.kind == "cookie" || step.kind == "query";
+  if (takes_name && step.name.empty()) {
+    if (marks_.contains(name_path)) {
+      error(marks_[name_path], name_path, "must not be empty for kind " + step.kind);
+    } else {
+      error(step_item.mark, name_path, "required for kind " + step.kind);
+    }
+  } else if (!takes_name && marks_.contains(name_path)) {
+    error(marks_[name_path], name_path, "only header, cookie and query extractors take a name");
+  } else if (step.kind != "query" && takes_name && !is_http_token(step.name)) {
+    error(marks_[name_path], name_path, "must be an HTTP token (letters, digits and !#$%&'*+-.^_`|~)");
+  } else if (step.kind == "query" && !is_visible_ascii(step.name)) {
+    error(marks_[name_path], name_path, "must be printable ASCII without spaces");
+  }
+}
+
+void Loader::check_health(const Item& item, const HealthConfig& health) {
+  for (const auto& [name, value] : health.headers) {
+    std::string path = join(join(item.path, "headers"), name);
+    if (!health.auth_file.empty() && iequals_ascii(name, "Authorization") && usable(path))
+      error(marks_[path], path, "auth_file already sends Authorization; keep the login in one place");
+  }
+  if (health.max_hold < health.min_hold && usable(join(item.path, "max_hold")))
+    error(marks_[join(item.path, "max_hold")], join(item.path, "max_hold"), "must not be less than min_hold");
+}
+
+void Loader::check_directory(const Item& item, const DirectoryConfig& d) {
+  if (!d.enabled || !usable(join(item.path, "enabled"))) return;
+  for (const char* key : {"uri", "base_dn"}) {
+    std::string path = join(item.path, key);
+    const std::string& value = std::string_view(key) == "uri" ? d.uri : d.base_dn;
+    if (value.empty() && !failed_.contains(path)) error(marks_[join(item.path, "enabled")], path, "required when enabled");
+  }
+  const std::string min = join(item.path, "reconnect_min");
+  if (d.reconnect_min > d.reconnect_max && usable(min)) error(marks_[min], min, "must not exceed reconnect_max");
+}
 
 void Loader::check_user_map(const AffinityConfig& affinity) {
   // Aliases are compared with the normalised user, so one that normalisation would change

@@ -23,9 +23,7 @@ void Loader::read_listener(const Item& item, ListenerConfig& listener) {
        }},
       {"freebind", false, [&](const Item& v) { read_bool(v, listener.freebind); }},
   });
-  if (listener.tls.enabled && listener.redirect_to_https) {
-    error(item, "redirect_to_https is for a plain listener; this one has tls");
-  }
+  check_listener(item, listener);
 }
 
 void Loader::read_tls(const Item& item, TlsConfig& tls) {
@@ -115,8 +113,7 @@ void Loader::read_upstream_tls(const Item& item, UpstreamTlsConfig& tls) {
          if (read_choice(v, versions, chosen)) tls.min_version = std::string(chosen);
        }},
   });
-  if (tls.client_cert.empty() != tls.client_key.empty())
-    error(item, "client_cert and client_key must be given together");
+  check_upstream_tls(item, tls);
 }
 
 void Loader::apply_server_tls(Config& config) {
@@ -203,12 +200,7 @@ void Loader::read_admin(const Item& item, AdminConfig& admin) {
          if (read_string(v, admin.state_file)) admin.state_file = resolve_path(admin.state_file);
        }},
   });
-  for (const char* key : {"token", "read_token"}) {
-    std::string path = join(item.path, key);
-    std::string file_path = path + "_file";
-    if (marks_.contains(path) && marks_.contains(file_path))
-      error(marks_[file_path], file_path, "give " + std::string(key) + " or " + key + "_file, not both");
-  }
+  check_admin_tokens(item);
 }
 
 void Loader::read_token(const Item& item, std::string& out) {

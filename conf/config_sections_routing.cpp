@@ -51,7 +51,6 @@ void Loader::read_extractors(const Item& item, std::vector<ExtractorStepConfig>&
     Item step_item{element, index_path(item.path, index++), element.IsNull() ? item.mark : element.Mark()};
     ExtractorStepConfig& step = steps.emplace_back();
     std::string kind_path = join(step_item.path, "kind");
-    std::string name_path = join(step_item.path, "name");
     std::string_view kind;
     if (element.IsScalar()) {
       // Shorthand for the kinds that take no name: "- basic_auth".
@@ -65,21 +64,7 @@ void Loader::read_extractors(const Item& item, std::vector<ExtractorStepConfig>&
           {"name", false, [&](const Item& v) { read_string(v, step.name); }},
       });
     }
-    if (!usable(kind_path) || failed_.contains(name_path)) continue;
-    bool takes_name = step.kind == "header" || step.kind == "cookie" || step.kind == "query";
-    if (takes_name && step.name.empty()) {
-      if (marks_.contains(name_path)) {
-        error(marks_[name_path], name_path, "must not be empty for kind " + step.kind);
-      } else {
-        error(step_item.mark, name_path, "required for kind " + step.kind);
-      }
-    } else if (!takes_name && marks_.contains(name_path)) {
-      error(marks_[name_path], name_path, "only header, cookie and query extractors take a name");
-    } else if (step.kind != "query" && takes_name && !is_http_token(step.name)) {
-      error(marks_[name_path], name_path, "must be an HTTP token (letters, digits and !#$%&'*+-.^_`|~)");
-    } else if (step.kind == "query" && !is_visible_ascii(step.name)) {
-      error(marks_[name_path], name_path, "must be printable ASCII without spaces");
-    }
+    check_extractor(step_item, step);
   }
 }
 
@@ -231,13 +216,7 @@ void Loader::read_health(const Item& item, HealthConfig& health) {
       {"max_hold", false,
        [&](const Item& v) { read_duration(v, Duration(0), std::chrono::hours(24), health.max_hold); }},
   });
-  for (const auto& [name, value] : health.headers) {
-    std::string path = join(join(item.path, "headers"), name);
-    if (!health.auth_file.empty() && iequals_ascii(name, "Authorization") && usable(path))
-      error(marks_[path], path, "auth_file already sends Authorization; keep the login in one place");
-  }
-  if (health.max_hold < health.min_hold && usable(join(item.path, "max_hold")))
-    error(marks_[join(item.path, "max_hold")], join(item.path, "max_hold"), "must not be less than min_hold");
+  check_health(item, health);
 }
 
 void Loader::read_directory(const Item& item, DirectoryConfig& d) {
@@ -277,14 +256,7 @@ void Loader::read_directory(const Item& item, DirectoryConfig& d) {
       {"reconnect_min", false, span(Duration(10), max_timeout, d.reconnect_min)},
       {"reconnect_max", false, span(Duration(10), max_timeout, d.reconnect_max)},
   });
-  if (!d.enabled || !usable(join(item.path, "enabled"))) return;
-  for (const char* key : {"uri", "base_dn"}) {
-    std::string path = join(item.path, key);
-    const std::string& value = std::string_view(key) == "uri" ? d.uri : d.base_dn;
-    if (value.empty() && !failed_.contains(path)) error(marks_[join(item.path, "enabled")], path, "required when enabled");
-  }
-  const std::string min = join(item.path, "reconnect_min");
-  if (d.reconnect_min > d.reconnect_max && usable(min)) error(marks_[min], min, "must not exceed reconnect_max");
+  check_directory(item, d);
 }
 
 void Loader::read_check_headers(const Item& item, std::vector<std::pair<std::string, std::string>>& headers) {

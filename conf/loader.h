@@ -126,9 +126,16 @@ class Loader {
   void read_directory(const Item& item, DirectoryConfig& directory);
   void read_check_headers(const Item& item, std::vector<std::pair<std::string, std::string>>& headers);
 
-  // conf/config_checks.cpp: checks across keys.
+  // conf/config_checks.cpp: checks across keys, each called where the keys it needs are read
+  // (a section's at the end of that section, the whole file's after the walk).
+  void check_listener(const Item& item, const ListenerConfig& listener);
+  void check_upstream_tls(const Item& item, const UpstreamTlsConfig& tls);
+  void check_admin_tokens(const Item& item);
+  void check_extractor(const Item& step_item, const ExtractorStepConfig& step);
   void check_user_map(const AffinityConfig& affinity);
   void check_ownership(const OwnershipConfig& ownership);
+  void check_health(const Item& item, const HealthConfig& health);
+  void check_directory(const Item& item, const DirectoryConfig& directory);
   void check_listeners(const Config& config);
   void check_servers(const Config& config);
   void check_watermarks(const Config& config);
