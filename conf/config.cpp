@@ -96,11 +96,11 @@ void Loader::error(const YAML::Mark& mark, const std::string& key, std::string m
 LoadResult Loader::load(std::string_view yaml) {
   YAML::Node root(YAML::NodeType::Null);
   try {
-    if (!check_documents(yaml)) return {nullptr, std::move(errors_), {}};
+    if (!check_documents(yaml)) return {nullptr, std::move(errors_)};
     root = YAML::Load(std::string(yaml));
   } catch (const YAML::Exception& e) {
     error(e.mark, "", "invalid YAML: " + e.msg);
-    return {nullptr, std::move(errors_), {}};
+    return {nullptr, std::move(errors_)};
   }
   YAML::Mark start;  // line 1, column 1: where a key missing from an empty file belongs
   auto config = std::make_shared<Config>();
@@ -110,11 +110,9 @@ LoadResult Loader::load(std::string_view yaml) {
   check_listeners(*config);
   check_servers(*config);
   check_watermarks(*config);
-  if (!errors_.empty()) return {nullptr, std::move(errors_), {}};
+  if (!errors_.empty()) return {nullptr, std::move(errors_)};
   for (const auto& [path, mark] : marks_) config->positions[path] = {one_based(mark.line), one_based(mark.column)};
-  LoadResult result{std::move(config), {}, {}};
-  for (const auto& [key, mark] : marks_) result.lines.emplace(key, one_based(mark.line));
-  return result;
+  return {std::move(config), {}};
 }
 
 bool Loader::check_documents(std::string_view yaml) {

@@ -286,7 +286,8 @@ struct KeyPosition {
 struct Config {
   std::string source;                  // file the config came from (for messages)
   // Where each written key's value stands in the file, so that checks made after loading
-  // (files opened, names resolved: conf/preflight) can point at it too.
+  // (files opened, names resolved: proxy/control/preflight, sprayer -t --check-queries) can
+  // point at it too. The one map of key positions: error_at reads it.
   std::map<std::string, KeyPosition> positions;
   // An error at `key`'s position, or at the first of `fallbacks` that was written; at the
   // file alone when none was (a default).
@@ -311,7 +312,6 @@ struct Config {
 struct LoadResult {
   std::shared_ptr<const Config> config;  // null when errors is not empty
   std::vector<ConfigError> errors;
-  std::map<std::string, int> lines;      // dotted key -> 1-based line of every key read (when ok)
   bool ok() const { return config != nullptr; }
 };
 

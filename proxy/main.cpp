@@ -82,8 +82,10 @@ int run_query_check(const std::string& path, const sprayer::conf::LoadResult& lo
   int failed = 0;
   for (const auto& check : sprayer::affinity::check_queries(sprayer::proxy::ownership_source_config(ownership))) {
     const std::string key = "ownership." + (check.key == "connection" ? std::string("source") : check.key);
-    const auto line = loaded.lines.find(key);
-    const std::string where = path + ":" + (line == loaded.lines.end() ? std::string("0") : std::to_string(line->second));
+    const auto& positions = loaded.config->positions;
+    const auto position = positions.find(key);
+    const std::string where =
+        path + ":" + (position == positions.end() ? std::string("0") : std::to_string(position->second.line));
     if (check.ok) {
       if (check.key != "connection") std::printf("%s: %s: %zu rows\n", where.c_str(), key.c_str(), check.rows);
     } else {
