@@ -2,6 +2,8 @@
 // strings), durations and sizes in the units the loader reads.
 #include "conf/config_dump.h"
 
+#include <iterator>
+
 #include <yaml-cpp/yaml.h>
 
 namespace sprayer::conf {
@@ -197,10 +199,36 @@ class Dumper {
 
   void ownership(const OwnershipConfig& o) {
     out_ << YAML::Key << "ownership" << YAML::Value << YAML::BeginMap;
-    static constexpr const char* sources[] = {"none", "sqlite", "postgresql"};
-    text("source", sources[static_cast<int>(o.source)]);
+    static constexpr const char* sources[] = {"none", "sqlite", "postgresql", "mariadb", "odbc"};
+    static_assert(std::size(sources) == static_cast<size_t>(OwnershipSourceKind::odbc) + 1);
+    text("source", sources[static_cast<size_t>(o.source)]);
     text("sqlite_path", o.sqlite_path);
     text("postgresql", o.postgresql);
+    // user and database are required inside the section, so it is printed only when it was set.
+    if (o.source == OwnershipSourceKind::mariadb || !o.mariadb.user.empty()) {
+      const OwnershipMariadbConfig& m = o.mariadb;
+      out_ << YAML::Key << "mariadb" << YAML::Value << YAML::BeginMap;
+      text("host", m.host);
+      number("port", m.port);
+      text("socket", m.socket);
+      text("user", m.user);
+      text("database", m.database);
+      text("password_file", m.password_file);
+      flag("tls", m.tls);
+      text("tls_ca_file", m.tls_ca_file);
+      out_ << YAML::EndMap;
+    }
+    if (o.source == OwnershipSourceKind::odbc || !o.odbc.connection.empty()) {
+      out_ << YAML::Key << "odbc" << YAML::Value << YAML::BeginMap;
+      text("connection", o.odbc.connection);
+      text("password_file", o.odbc.password_file);
+      out_ << YAML::EndMap;
+    }
+    static constexpr const char* modes[] = {"epoch", "watermark", "full_scan"};
+    static_assert(std::size(modes) == static_cast<size_t>(ChangeDetectionMode::full_scan) + 1);
+    text("change_detection", modes[static_cast<size_t>(o.change_detection)]);
+    duration("watermark_overlap", o.watermark_overlap);
+    duration("heartbeat_max_age", o.heartbeat_max_age);
     text("query_full", o.query_full);
     text("query_delta", o.query_delta);
     text("query_servers", o.query_servers);
