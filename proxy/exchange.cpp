@@ -51,6 +51,7 @@ void Exchange::start(bool has_body, bool chunked, bool upgrade) {
   response_close_delimited_ = false;
   retried_stale_ = false;
   retried_next_ = false;
+  early_resent_ = false;
   status_ = 0;
   attempt_ = 0;
   held_.clear();
@@ -209,7 +210,7 @@ void Exchange::on_connected(UpstreamConnection& up) {
     connect_begin_ns_ = 0;
   }
   up.begin_response(head_request_);
-  ds_.worker().upstream_pool(up.slot()).on_request_sent(uv_now(ds_.worker().loop()));
+  ds_.worker().upstream_pool(up.slot()).on_request_sent(uv_now(ds_.worker().loop()), long_poll_);
   up.writer().add_copy(request_head_);
   // Bytes that arrived while connecting.
   for (auto& piece : held_) {
@@ -564,7 +565,9 @@ void Exchange::record(int status) {
   // server_ is a slot, not a position in runtime().servers (a reload reorders those): the
   // pool keeps its server's target, a removed server's included.
   if (server_ >= 0) r.server = worker.upstream_pool(static_cast<size_t>(server_)).target().id;
-  r.reason = retried ? std::string_view("retry") : affinity::to_string(reason_);
+  r.reason = early_resent_ ? std::string_view("early_resend")
+             : retried    ? std::string_view("retry")
+                          : affinity::to_string(reason_);
   r.status = status;
   r.bytes_in = bytes_in_;
   r.bytes_out = ds_.bytes_written() - bytes_out_start_;

@@ -57,6 +57,17 @@ class Exchange {
   void record(int status);
   void uncount_long_poll();
 
+  // Early re-send on a hung server (defined in early_resend.cpp).
+  bool long_poll() const { return long_poll_; }
+  bool user_found() const { return user_found_; }
+  uint64_t key_hash() const { return key_hash_; }
+  // Sent upstream at or before `sent_before_ns` (uv_hrtime) and no response byte back yet.
+  bool awaits_first_byte(uint64_t sent_before_ns) const;
+  // Safe to run twice, sent whole, nothing of the answer seen, not re-sent early before.
+  bool early_resend_ready() const;
+  // Leaves the stalled connection (closed) for `candidates` (server slots, in order).
+  void resend_early(std::vector<uint32_t> candidates);
+
  private:
   struct Piece {
     Slice slice;
@@ -102,6 +113,7 @@ class Exchange {
   bool response_close_delimited_ = false;
   bool retried_stale_ = false;
   bool retried_next_ = false;
+  bool early_resent_ = false;      // left a hung server before its verdict (resend_early)
   int status_ = 0;
   // Per-request accounting (record()).
   bool recorded_ = true;            // nothing to record before the first start()

@@ -55,6 +55,7 @@ class UpstreamConnection final : private ResponseParser::Handler {
   size_t slot() const;  // the server's slot (see UpstreamPool::slot)
   const UpstreamPool& pool() const { return pool_; }
   uint32_t requests() const { return requests_; }
+  Exchange* exchange() const { return exchange_; }
 
  private:
   ~UpstreamConnection();

@@ -13,6 +13,7 @@ typedef struct ssl_session_st SSL_SESSION;  // <openssl/ssl.h> without the whole
 #include <vector>
 
 #include "proxy/runtime.h"
+#include "proxy/stall_watch.h"
 
 namespace sprayer::proxy {
 
@@ -51,21 +52,14 @@ class UpstreamPool {
   void retire();
   bool retired() const { return retired_; }
 
-  // Stall watch (health.stall_after): a request went out at `unanswered_since_` and no byte
-  // at all has come back from this server since. Cheap stores on the data path; the worker
-  // tick asks stalled() and reports once per silence.
-  void on_request_sent(uint64_t now_ms) {
-    if (unanswered_since_ == 0) unanswered_since_ = now_ms;
-  }
-  void on_bytes() {
-    unanswered_since_ = 0;
-    stall_reported_ = false;
-  }
-  bool stalled(uint64_t now_ms, uint64_t after_ms) {
-    if (unanswered_since_ == 0 || stall_reported_ || now_ms - unanswered_since_ < after_ms) return false;
-    stall_reported_ = true;
-    return true;
-  }
+  // Stall watch (health.stall_after, StallWatch): the exchange reports what it sent and the
+  // connections every byte that came back; the worker tick asks.
+  void on_request_sent(uint64_t now_ms, bool long_poll) { watch_.on_request_sent(now_ms, long_poll); }
+  void on_bytes() { watch_.on_bytes(); }
+  bool stalled(uint64_t now_ms, uint64_t after_ms) { return watch_.stalled(now_ms, after_ms); }
+  bool hung(uint64_t now_ms, uint64_t after_ms) const { return watch_.hung(now_ms, after_ms); }
+  bool note_hang_logged() { return watch_.note_hang_logged(); }
+  const std::unordered_set<UpstreamConnection*>& active() const { return active_; }
   size_t idle_count() const { return idle_.size(); }
 
   // The newest TLS session the server issued to this worker, offered by the next connection
@@ -85,8 +79,7 @@ class UpstreamPool {
   bool retired_ = false;
   std::vector<UpstreamConnection*> idle_;
   std::unordered_set<UpstreamConnection*> active_;  // attached to a request
-  uint64_t unanswered_since_ = 0;  // loop time in ms; 0 = nothing waits unanswered
-  bool stall_reported_ = false;
+  StallWatch watch_;
   SSL_SESSION* tls_session_ = nullptr;
   std::shared_ptr<const TlsClientContext> session_context_;
 };

@@ -4,6 +4,7 @@
 #include <cassert>
 
 #include "proxy/downstream_connection.h"
+#include "proxy/early_resend.h"
 #include "proxy/listener.h"
 #include "proxy/log.h"
 #include "proxy/upstream_pool.h"
@@ -333,6 +334,9 @@ void Worker::on_tick() {
     uint64_t now = uv_now(&loop_);
     for (size_t i = 0; i < pools_.size(); ++i)
       if (pools_[i] && pools_[i]->stalled(now, stall_ms)) passive_.report(static_cast<uint16_t>(i), PassiveOutcome::stall);
+    // Requests safe to repeat do not wait for the verdict on a server that answers nothing.
+    for (auto& pool : pools_)
+      if (pool && pool->hung(now, stall_ms)) resend_early(*this, *pool, stall_ms);
   }
   if (draining_) {
     maybe_finish();

@@ -79,6 +79,7 @@ struct alignas(64) WorkerStats {
   std::atomic<int64_t> parked[kStatRows]{};          // long-polls in flight, by the server routed to
   std::atomic<uint64_t> takeover_in[kStatRows]{};    // requests routed here because their owner was unusable
   std::atomic<uint64_t> takeover_out[kStatRows]{};   // requests of users this server owns, routed elsewhere
+  std::atomic<uint64_t> early_resends[kStatRows]{};  // safe requests moved off this hung server before its verdict
   std::atomic<uint64_t> timeouts_by[kTimeoutKinds]{};
   std::atomic<uint64_t> upstream_bytes_in{0};   // response bytes read from pool servers
   std::atomic<uint64_t> upstream_bytes_out{0};  // request bytes written to pool servers

@@ -82,6 +82,20 @@ std::vector<MetricFamily> worker_families(const std::vector<const WorkerStats*>&
           [](const WorkerStats& s) { return s.upstream_connect_failures.load(std::memory_order_relaxed); });
   counter("sprayer_upstream_retries_total", "Requests sent again to another candidate or a fresh connection.",
           [](const WorkerStats& s) { return s.upstream_retries.load(std::memory_order_relaxed); });
+  {
+    // Every configured server, zeros included, so that rate() sees the first one.
+    MetricFamily f = family("sprayer_early_resends_total",
+                            "Requests safe to repeat (Ping, GET, HEAD, OPTIONS) moved off a server that answered "
+                            "nothing for health.stall_after, before the health verdict, by that server.",
+                            MetricType::Counter);
+    for (size_t row = 0; row < server_ids.size() && row < kStatServers; ++row)
+      if (!server_ids[row].empty())
+        add_value(f, sum(workers, [row](const WorkerStats& s) { return s.early_resends[row].load(std::memory_order_relaxed); }),
+                  {{"server", server_ids[row]}});
+    double other = sum(workers, [](const WorkerStats& s) { return s.early_resends[kStatServers].load(std::memory_order_relaxed); });
+    if (other > 0) add_value(f, other, {{"server", "other"}});
+    out.push_back(std::move(f));
+  }
   counter("sprayer_bad_requests_total", "Requests rejected as malformed or over a limit.",
           [](const WorkerStats& s) { return s.bad_requests.load(std::memory_order_relaxed); });
   {

@@ -77,6 +77,20 @@ TEST_CASE("metrics: completed requests by server, status class and reason; only 
   CHECK(seen == 4);
 }
 
+TEST_CASE("metrics: early re-sends by the hung server, every configured server shown") {
+  WorkerStats a, b;
+  WorkerStats::add(a.early_resends[WorkerStats::server_row(1)], 3);
+  WorkerStats::add(b.early_resends[WorkerStats::server_row(1)], 2);
+  auto families = worker_families({&a, &b}, {"s1", "s2"});
+  const auto* f = find(families, "sprayer_early_resends_total");
+  REQUIRE(f);
+  REQUIRE(f->metric.size() == 2);
+  CHECK(label(f->metric[0], "server") == "s1");
+  CHECK(f->metric[0].counter.value == 0);
+  CHECK(label(f->metric[1], "server") == "s2");
+  CHECK(f->metric[1].counter.value == 5);
+}
+
 TEST_CASE("metrics: histograms are cumulative, summed over workers, count equals +Inf") {
   WorkerStats a, b;
   a.request_seconds.observe(200'000);         // 0.2 ms  -> first bucket (0.0005)
