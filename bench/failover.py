@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Failover side by side: sprayer, HAProxy and nginx in front of the same three poolsims,
-the same health settings (check every 1 s, fall 2, rise 2), the same steady load over 3,000
-users (POST ActiveSync Sync, keep-alive clients). At t=2 s the server that serves a third of
-the users is killed (kill -9) or frozen (SIGSTOP); we count failed and slow (> 1 s) requests
-and measure how long until that server's users are answered again.
+the same health settings (check every 1 s, fall 2 or --fall, rise 2), the same steady load over 3,000
+users (POST ActiveSync Sync, keep-alive clients; --mix: the phones' mix, 60 % POST Ping answered
+at once, 20 % POST Sync, 20 % GET). At t=2 s the server that serves a third of the users is
+killed (kill -9) or frozen (SIGSTOP); we count failed and slow (> 1 s) requests and measure how
+long until that server's users are answered again.
 
-usage: bench/failover.py [--seconds 8] [--threads 6] [--reps 3] [--out FILE]
+usage: bench/failover.py [--seconds 8] [--threads 6] [--reps 3] [--fall 2] [--mix]
+                         [--proxies sprayer,haproxy,nginx] [--modes kill,stop] [--build DIR] [--out FILE]
 Run by bench/failover.sh, which builds and installs what is needed.
 """
 import argparse
@@ -27,6 +29,8 @@ import time
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 SPRAYER = os.path.join(ROOT, "build", "proxy", "sprayer")
 POOLSIM = os.path.join(ROOT, "build", "tests", "poolsim", "poolsim")
+FALL = 2
+MIX = False
 USERS = 3000
 KILL_AT = 2.0
 
@@ -85,7 +89,7 @@ health:
   interval: 1s
   timeout: 800ms
   rise: 2
-  fall: 2
+  fall: {FALL}
   passive_failures: 3
 admin:
   address: 127.0.0.1:{admin}
@@ -120,13 +124,13 @@ backend pool
     hash-type consistent
     option httpchk GET /traveler?action=getStatus
     http-check expect string Traveler\\ server\\ is\\ available.
-    default-server inter 1s fall 2 rise 2
+    default-server inter 1s fall {FALL} rise 2
 {servers}""")
     return ["haproxy", "-f", path, "-db"]
 
 
 def nginx_config(work, pool, port, _admin):
-    servers = "".join(f"        server 127.0.0.1:{p} max_fails=2 fail_timeout=2s;\n" for _, p in sorted(pool.ports.items()))
+    servers = "".join(f"        server 127.0.0.1:{p} max_fails={FALL} fail_timeout=2s;\n" for _, p in sorted(pool.ports.items()))
     path = os.path.join(work, "nginx.conf")
     with open(path, "w") as f:
         f.write(f"""worker_processes 1;
@@ -170,13 +174,22 @@ def run_load(port, seconds, threads, on_tick):
         conn = None
         while not stop.is_set():
             i = rng.randrange(USERS)
+            kind = "sync"
+            if MIX:
+                draw = rng.random()
+                kind = "ping" if draw < 0.6 else "sync" if draw < 0.8 else "get"
             start = time.monotonic()
             status, served = -1, None
             try:
                 if conn is None:
                     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                conn.request("POST", f"/Microsoft-Server-ActiveSync?Cmd=Sync&User=u{i:05d}&DeviceId=d{i}",
-                             body=b"sync", headers={"Host": "mail.example.com"})
+                base = f"/Microsoft-Server-ActiveSync?User=u{i:05d}&DeviceId=d{i}"
+                if kind == "ping":  # hold=0s: answered at once, so the closed loop keeps going
+                    conn.request("POST", base + "&Cmd=Ping&hold=0s", body=b"<Ping/>", headers={"Host": "mail.example.com"})
+                elif kind == "get":
+                    conn.request("GET", base + "&Cmd=Options", headers={"Host": "mail.example.com"})
+                else:
+                    conn.request("POST", base + "&Cmd=Sync", body=b"sync", headers={"Host": "mail.example.com"})
                 resp = conn.getresponse()
                 resp.read()
                 status, served = resp.status, resp.getheader("X-Served-By")
@@ -188,7 +201,7 @@ def run_load(port, seconds, threads, on_tick):
                     conn.close()
                 conn = None
             with lock:
-                records.append((start, time.monotonic(), i, status, served))
+                records.append((start, time.monotonic(), i, status, served, kind))
         if conn is not None:
             conn.close()
 
@@ -236,6 +249,9 @@ def measure(proxy, mode, seconds, threads, work):
     after = [r for r in records if r[0] >= at]
     failed = [r for r in records if r[3] != 200 and r[1] >= at]
     slow = [r for r in records if r[1] >= at and r[1] - r[0] > 1.0]
+    slow_by_kind = collections.Counter(r[5] for r in slow)
+    # Requests safe to repeat (Ping, GET) in flight at the event or after it: the longest wait.
+    safe = [r[1] - r[0] for r in records if r[1] >= at and r[5] in ("ping", "get")]
     answered = [r[1] for r in after if r[2] in victim_users and r[3] == 200]
     # Back to normal: the victim's users answered, and no failure or slow request after that.
     last_bad = max([r[1] for r in failed + slow], default=at)
@@ -245,9 +261,20 @@ def measure(proxy, mode, seconds, threads, work):
         "victim_users": len(victim_users),
         "failed": len(failed),
         "slow": len(slow),
+        "slow_by_kind": dict(slow_by_kind),
+        "safe_max_ms": max(safe, default=float("nan")) * 1000,
         "recovered_ms": recovered * 1000,
         "rps": len(records) / seconds,
     }
+
+
+def versions(proxies):
+    out = []
+    if "haproxy" in proxies:
+        out.append(subprocess.run(["haproxy", "-v"], capture_output=True, text=True).stdout.splitlines()[0])
+    if "nginx" in proxies:
+        out.append(subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip())
+    return "; ".join(out) or "sprayer only"
 
 
 def main():
@@ -255,14 +282,25 @@ def main():
     ap.add_argument("--seconds", type=float, default=8)
     ap.add_argument("--threads", type=int, default=6)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--fall", type=int, default=2)
+    ap.add_argument("--mix", action="store_true")
+    ap.add_argument("--proxies", default="sprayer,haproxy,nginx")
+    ap.add_argument("--modes", default="kill,stop")
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"), help="the build tree of sprayer and poolsim")
     ap.add_argument("--out")
     args = ap.parse_args()
+    global SPRAYER, POOLSIM, FALL, MIX
+    SPRAYER = os.path.join(args.build, "proxy", "sprayer")
+    POOLSIM = os.path.join(args.build, "tests", "poolsim", "poolsim")
+    FALL, MIX = args.fall, args.mix
+    proxies = args.proxies.split(",")
+    modes = args.modes.split(",")
     results = collections.defaultdict(list)
     with tempfile.TemporaryDirectory(prefix="sprayer-failover-") as work:
         for rep in range(args.reps):
-            for mode in ("kill", "stop"):
+            for mode in modes:
                 # A/B alternation: the order of proxies rotates each repetition.
-                order = list(PROXIES)[rep % 3:] + list(PROXIES)[:rep % 3]
+                order = proxies[rep % len(proxies):] + proxies[:rep % len(proxies)]
                 for proxy in order:
                     r = measure(proxy, mode, args.seconds, args.threads, work)
                     results[(mode, proxy)].append(r)
@@ -273,19 +311,20 @@ def main():
 
     lines = [f"# Failover: sprayer vs HAProxy vs nginx ({datetime.date.today()})", "",
              f"Machine: {platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}. "
-             f"Versions: {subprocess.run(['haproxy', '-v'], capture_output=True, text=True).stdout.splitlines()[0]}; "
-             f"{subprocess.run(['nginx', '-v'], capture_output=True, text=True).stderr.strip()}.", "",
-             f"Command: `bench/failover.sh --seconds {args.seconds:g} --threads {args.threads} --reps {args.reps}`. "
+             f"Versions: {versions(proxies)}.", "",
+             f"Command: `bench/failover.sh --seconds {args.seconds:g} --threads {args.threads} --reps {args.reps} "
+             f"--fall {FALL}{' --mix' if MIX else ''} --proxies {args.proxies} --modes {args.modes}`. "
              f"Each proxy pinned to CPU 0 with one worker; {args.threads} keep-alive clients over {USERS} users; "
-             f"pool2 hit at t={KILL_AT:g} s; health every 1 s, fall 2, rise 2 everywhere. Medians of {args.reps} "
+             f"{'the phones mix (60 % POST Ping answered at once, 20 % POST Sync, 20 % GET)' if MIX else 'POST Sync'}; "
+             f"pool2 hit at t={KILL_AT:g} s; health every 1 s, fall {FALL}, rise 2 everywhere. Medians of {args.reps} "
              f"runs (min–max).", "",
              "Back to normal = the hit server's users are answered again and no request fails or "
              "takes over 1 s after that. The load is closed-loop: a client stuck on a frozen server "
              "sends nothing else, which is why req/s drops after SIGSTOP.", "",
-             "| event | proxy | failed requests | slow (>1 s) | back to normal after (ms) | req/s |",
-             "|---|---|---|---|---|---|"]
-    for mode in ("kill", "stop"):
-        for proxy in PROXIES:
+             "| event | proxy | failed requests | slow (>1 s) | slow by kind, all runs | longest Ping/GET (ms, --mix) | back to normal after (ms) | req/s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for mode in modes:
+        for proxy in proxies:
             rs = results[(mode, proxy)]
             def cell(key, fmt="{:.0f}"):
                 vs = [r[key] for r in rs if r[key] == r[key]]  # NaN: not within the run
@@ -293,8 +332,12 @@ def main():
                     return "not within the run"
                 note = "" if len(vs) == len(rs) else f", {len(rs) - len(vs)} runs never"
                 return f"{fmt.format(med(vs))} ({fmt.format(min(vs))}–{fmt.format(max(vs))}{note})"
+            kinds = collections.Counter()
+            for r in rs:
+                kinds.update(r["slow_by_kind"])
+            by_kind = ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())) or "none"
             lines.append(f"| {'kill -9' if mode == 'kill' else 'SIGSTOP'} | {proxy} | {cell('failed')} | "
-                         f"{cell('slow')} | {cell('recovered_ms')} | {cell('rps')} |")
+                         f"{cell('slow')} | {by_kind} | {cell('safe_max_ms')} | {cell('recovered_ms')} | {cell('rps')} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
