@@ -62,6 +62,8 @@ class DownstreamConnection final : private RequestParser::Handler {
 
   // Drain (SIGTERM): idle connections close now, busy ones after their response.
   void begin_drain();
+  // The worker's sweep (every second): a parked Ping gives back what it can rebuild.
+  void rest_if_parked();
 
  private:
   enum class Timer { none, head, idle, body, linger, next_request };

@@ -123,9 +123,6 @@ void Exchange::resume_route(std::string key) {
 
 void Exchange::route_and_send() {
   Worker& worker = ds_.worker();
-  const conf::Config& config = worker.config();
-  const RequestParser& request = ds_.request();
-  std::string_view method = request.method_name();
   RouteResult route = route_user(worker.route_state(), user_key_,
                                  user_found_ ? std::optional<uint64_t>(key_hash_) : std::nullopt,
                                  worker.next_spread());
@@ -149,8 +146,16 @@ void Exchange::route_and_send() {
     }
   }
 
+  build_request_head(n > 0 ? static_cast<int>(candidates_[0]) : -1);
+  try_next_candidate();
+}
+
+void Exchange::build_request_head(int slot) {
+  Worker& worker = ds_.worker();
+  const conf::Config& config = worker.config();
+  const RequestParser& request = ds_.request();
   ForwardOptions options;
-  options.method = method;
+  options.method = request.method_name();
   options.target = ds_.target();
   options.http_minor = request.http_minor();
   options.x_forwarded = config.http.x_forwarded;
@@ -160,12 +165,11 @@ void Exchange::route_and_send() {
   options.preserve_host = config.http.preserve_host;
   options.upgrade = upgrade_;
   request_head_.clear();
-  if (!options.preserve_host && n > 0) {
-    // The Host for the first candidate; retries rebuild below if needed.
-    options.upstream_host = worker.upstream_pool(candidates_[0]).target().host_port;
+  if (!options.preserve_host && slot >= 0) {
+    // The Host of the server the head is built for (the first candidate; a rebuilt head's own).
+    options.upstream_host = worker.upstream_pool(static_cast<size_t>(slot)).target().host_port;
   }
   build_upstream_request(ds_.head(), options, request_head_);
-  try_next_candidate();
 }
 
 void Exchange::try_next_candidate() {
@@ -211,6 +215,8 @@ void Exchange::on_connected(UpstreamConnection& up) {
   }
   up.begin_response(head_request_);
   ds_.worker().upstream_pool(up.slot()).on_request_sent(uv_now(ds_.worker().loop()), long_poll_);
+  // A parked Ping gave its head back (rest()): a retry builds it again.
+  if (request_head_.empty()) build_request_head(static_cast<int>(up.slot()));
   up.writer().add_copy(request_head_);
   // Bytes that arrived while connecting.
   for (auto& piece : held_) {

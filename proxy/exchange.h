@@ -67,6 +67,9 @@ class Exchange {
   bool early_resend_ready() const;
   // Leaves the stalled connection (closed) for `candidates` (server slots, in order).
   void resend_early(std::vector<uint32_t> candidates);
+  // A parked Ping (request sent whole, no answer yet) gives back what a retry can rebuild:
+  // the upstream head, the held-piece list (parked.cpp).
+  void rest();
 
  private:
   struct Piece {
@@ -75,6 +78,7 @@ class Exchange {
   };
 
   void route_and_send();
+  void build_request_head(int slot);  // request_head_ for the server at `slot` (-1: none)
   void try_next_candidate();
   void attach(UpstreamConnection* up);
   void send_request_start();

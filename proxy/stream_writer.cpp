@@ -16,8 +16,59 @@ struct StreamWriter::Request {
   std::vector<uv_buf_t> bufs;
 };
 
+namespace {
+
+// Per worker thread: batch buffers between two batches. Few writers batch at once (those a
+// read or a tick touches before the flush), so a handful of spares serves a whole worker.
+constexpr size_t kMaxSpares = 32;
+constexpr size_t kMaxSpareBytes = 64 * 1024;  // a rare big batch's buffer goes back to malloc
+
+template <typename T>
+struct Spares {
+  std::vector<T> items;
+  void take(T& into) {
+    if (items.empty()) return;
+    into.swap(items.back());
+    items.pop_back();
+  }
+  void put(T& from, size_t bytes) {
+    from.clear();
+    if (bytes > kMaxSpareBytes || items.size() >= kMaxSpares) {
+      T().swap(from);
+      return;
+    }
+    items.emplace_back();
+    items.back().swap(from);
+  }
+};
+
+template <typename T>
+Spares<T>& spares() {
+  thread_local Spares<T> kept;
+  return kept;
+}
+
+}  // namespace
+
+void StreamWriter::borrow() {
+  auto& copies = spares<std::string>();
+  auto& parts = spares<std::vector<Part>>();
+  if (copies_.capacity() <= kInlineBytes) copies.take(copies_);
+  if (parts_.capacity() == 0) parts.take(parts_);
+}
+
+void StreamWriter::give_back() {
+  auto& copies = spares<std::string>();
+  auto& parts = spares<std::vector<Part>>();
+  parts_.clear();  // releases the slices' chunks first
+  if (copies_.capacity() > kInlineBytes) copies.put(copies_, copies_.capacity());
+  copies_.clear();
+  if (parts_.capacity() > 0) parts.put(parts_, parts_.capacity() * sizeof(Part));
+}
+
 void StreamWriter::add_copy(std::string_view bytes) {
   if (bytes.empty()) return;
+  if (parts_.empty()) borrow();
   if (!parts_.empty() && parts_.back().slice.empty() && parts_.back().offset + parts_.back().len == copies_.size()) {
     parts_.back().len += bytes.size();
   } else {
@@ -39,6 +90,7 @@ void StreamWriter::add(Slice slice) {
     add_copy(std::string_view(slice.data(), slice.size()));
     return;
   }
+  if (parts_.empty()) borrow();
   batch_bytes_ += slice.size();
   size_t len = slice.size();
   parts_.push_back(Part{std::move(slice), 0, len});
@@ -78,8 +130,7 @@ int StreamWriter::encrypt() {
     }
   }
   if (!gathered.empty() && !seal(gathered.data(), gathered.size())) return UV_EPROTO;
-  parts_.clear();
-  copies_.clear();
+  give_back();
   batch_bytes_ = 0;
   tls_->take_ciphertext([this](Slice s) { add(std::move(s)); });
   return 0;
@@ -137,8 +188,7 @@ int StreamWriter::flush() {
     skip = 0;
   }
   size_t remaining = batch_bytes_ - written;
-  parts_.clear();
-  copies_.clear();
+  give_back();
   batch_bytes_ = 0;
   request->req.data = request.get();
   int rc = uv_write(&request->req, stream_, request->bufs.data(), static_cast<unsigned>(request->bufs.size()),

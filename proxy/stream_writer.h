@@ -19,6 +19,11 @@ class StreamWriter {
  public:
   using DoneFn = void (*)(void* owner, int status);
 
+  StreamWriter() = default;
+  ~StreamWriter() { give_back(); }
+  StreamWriter(const StreamWriter&) = delete;
+  StreamWriter& operator=(const StreamWriter&) = delete;
+
   void init(uv_stream_t* stream, void* owner, DoneFn done) {
     stream_ = stream;
     owner_ = owner;
@@ -48,10 +53,14 @@ class StreamWriter {
   size_t in_flight() const { return in_flight_; }
   bool idle() const { return in_flight_ == 0 && parts_.empty(); }
   void discard() {
-    parts_.clear();
-    copies_.clear();
+    give_back();
     batch_bytes_ = 0;
   }
+  // Bytes of batch memory held (0 between batches): what an idle or parked connection keeps.
+  size_t held_capacity() const {
+    return (copies_.capacity() > kInlineBytes ? copies_.capacity() : 0) + parts_.capacity() * sizeof(Part);
+  }
+  static constexpr size_t kInlineBytes = 15;  // what a std::string holds without the heap
 
  private:
   struct Part {
@@ -63,6 +72,12 @@ class StreamWriter {
   static void on_write(uv_write_t* req, int status) noexcept;
 
   int encrypt();
+  // The batch's memory (copies_, parts_) is borrowed from the worker thread's spares at the
+  // first add and given back when the batch is written or queued, so that the thousands of
+  // connections that wait (parked Pings, idle keep-alive) hold none of it, without a malloc per
+  // batch for the busy ones.
+  void borrow();
+  void give_back();
 
   uv_stream_t* stream_ = nullptr;
   TlsEngine* tls_ = nullptr;

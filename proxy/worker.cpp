@@ -14,6 +14,9 @@ namespace {
 
 constexpr uint64_t kTickMs = 100;
 constexpr uint64_t kAccessLogFlushMs = 100;
+// How often parked Pings are asked to give memory back: a Ping answered within this long
+// rarely pays for the rebuild, one parked for minutes holds the memory at most this long.
+constexpr uint32_t kRestEveryTicks = 10;
 
 }  // namespace
 
@@ -337,6 +340,10 @@ void Worker::on_tick() {
     // Requests safe to repeat do not wait for the verdict on a server that answers nothing.
     for (auto& pool : pools_)
       if (pool && pool->hung(now, stall_ms)) resend_early(*this, *pool, stall_ms);
+  }
+  if (++rest_ticks_ >= kRestEveryTicks) {
+    rest_ticks_ = 0;
+    for (DownstreamConnection* c = connections_; c; c = c->list_next_) c->rest_if_parked();
   }
   if (draining_) {
     maybe_finish();

@@ -133,6 +133,7 @@ class Worker {
   DownstreamConnection* connections_ = nullptr;  // intrusive list
   size_t connection_count_ = 0;
   uint64_t spread_ = 0;
+  uint32_t rest_ticks_ = 0;  // ticks since parked Pings last gave memory back
   bool draining_ = false;
   std::vector<int> inherited_fds_;  // by listener index, until start
   bool hold_accept_ = false;

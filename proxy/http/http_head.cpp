@@ -62,6 +62,11 @@ void HttpHead::release() {
   std::vector<Field>().swap(fields_);
 }
 
+void HttpHead::shrink() {
+  arena_.shrink_to_fit();
+  fields_.shrink_to_fit();
+}
+
 void HttpHead::append_start(const char* at, size_t len) {
   if (last_ != Last::start) {
     start_off_ = static_cast<uint32_t>(arena_.size());

@@ -42,6 +42,7 @@ class HttpHead {
 
   void clear();
   void release();  // clear and give the memory back (idle and parked connections)
+  void shrink();   // keep the head, give its spare capacity back (parked requests); views move
 
   // Parser callbacks; llhttp may deliver each piece in several parts.
   void append_start(const char* at, size_t len);  // request target or response reason

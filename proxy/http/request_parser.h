@@ -119,6 +119,13 @@ class RequestParser {
   bool keep_alive() const { return keep_alive_; }
   // The llhttp error name of the last bad_syntax rejection, for the debug log.
   const char* llhttp_error() const { return llhttp_error_; }
+  // A parked request keeps its head, without the spare capacity (the Host view is re-pointed).
+  void compact() {
+    head_.shrink();
+    size_t host = head_.find(FieldKind::host);
+    host_ = host == HttpHead::npos ? std::string_view() : head_.value(host);
+    target_.shrink_to_fit();
+  }
   // Idle and parked connections: give the head's memory back.
   void release() {
     head_.release();

@@ -47,6 +47,11 @@ class TlsBioBuffers {
   }
 
   void release();  // drops all pending input and output
+  // Nothing pending: gives the (empty) lists' memory back, for a connection that waits long.
+  void trim() {
+    if (in_.empty()) std::vector<Slice>().swap(in_);
+    if (out_.empty()) std::vector<OutChunk>().swap(out_);
+  }
 
  private:
   struct OutChunk {

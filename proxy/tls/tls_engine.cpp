@@ -590,4 +590,10 @@ std::string_view TlsEngine::cipher() const {
 
 bool TlsEngine::session_reused() const { return records_ ? reused_ : ssl_ && SSL_session_reused(ssl_) == 1; }
 
+void TlsEngine::rest() {
+  if (!records_) return;
+  records_->rest();
+  buffers_.trim();
+}
+
 }  // namespace sprayer::proxy

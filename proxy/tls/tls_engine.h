@@ -100,6 +100,10 @@ class TlsEngine {
   // listener says `record_layer: openssl`): records are then sealed and opened by TlsRecords
   // and the SSL object is freed. True from then on.
   bool own_records() const { return records_ != nullptr; }
+  // The connection will wait long (a parked Ping): what the record layer and the buffers can
+  // rebuild at the next record goes back (the cipher contexts, empty buffer lists). No-op while
+  // OpenSSL still runs the connection.
+  void rest();
 
   // Installed by TlsContext as the keylog callback: hands the engine of `ssl` its TLS 1.3
   // application traffic secrets.

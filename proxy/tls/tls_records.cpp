@@ -180,6 +180,20 @@ bool TlsRecords::install(Direction& d, bool encrypt) {
   return ok;
 }
 
+bool TlsRecords::rebuild(Direction& d, bool encrypt) {
+  uint64_t seq = d.seq;
+  bool ok = install(d, encrypt);
+  d.seq = seq;
+  return ok;
+}
+
+void TlsRecords::rest() {
+  for (Direction* d : {&read_, &write_}) {
+    EVP_CIPHER_CTX_free(d->ctx);  // cleanses the key schedule
+    d->ctx = nullptr;
+  }
+}
+
 bool TlsRecords::next_secret(Direction& d) {
   unsigned char next[48];
   bool ok = expand_label(digest_, d.secret, hash_len_, "traffic upd", next, hash_len_);
@@ -213,6 +227,7 @@ size_t TlsRecords::seal_any(uint8_t type, const char* data, size_t len, char* ou
   o[2] = 3;
   o[3] = static_cast<unsigned char>(inner >> 8);
   o[4] = static_cast<unsigned char>(inner);
+  if (!write_.ctx && !rebuild(write_, true)) return 0;
   unsigned char iv[12];
   nonce(write_, iv);
   EVP_CIPHER_CTX* ctx = write_.ctx;
@@ -241,6 +256,7 @@ TlsRecords::Open TlsRecords::open_into(const char* record, size_t record_len, ch
   const auto* r = reinterpret_cast<const unsigned char*>(record);
   auto* o = reinterpret_cast<unsigned char*>(out);
   size_t sealed = record_len - kHeader - kTag;
+  if (!read_.ctx && !rebuild(read_, false)) return Open::bad_tag;
   unsigned char iv[12];
   nonce(read_, iv);
   EVP_CIPHER_CTX* ctx = read_.ctx;

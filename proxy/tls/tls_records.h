@@ -78,6 +78,11 @@ class TlsRecords {
   // Writes are rekeyed long before AES-GCM's safety margin (section 5.5): when this is true
   // the caller sends a KeyUpdate and then calls update_write_key().
   bool write_key_worn() const { return write_.seq >= kRekeyAfter; }
+  // For a connection that waits long (a parked Ping): frees both cipher contexts, the bulk of
+  // the record layer's memory; the next record rebuilds its direction's context from the
+  // traffic secret kept here (sequence numbers stay).
+  void rest();
+  bool resting() const { return !read_.ctx && !write_.ctx; }
 
   uint64_t read_seq() const { return read_.seq; }
   uint64_t write_seq() const { return write_.seq; }
@@ -104,6 +109,7 @@ class TlsRecords {
   TlsRecords() = default;
   size_t seal_any(uint8_t type, const char* data, size_t len, char* out);
   bool install(Direction& d, bool encrypt);
+  bool rebuild(Direction& d, bool encrypt);  // install, keeping the sequence number
   bool next_secret(Direction& d);
   void nonce(const Direction& d, unsigned char out[12]) const;
 

@@ -441,6 +441,21 @@ class TlsTest(harness.TestCase):
                               f"{n} in order")
         self.normal_https_request("after pipelining")
 
+    def test_parked_ping_over_tls_is_answered_after_the_keys_rested(self):
+        # A Ping held past the worker's one-second sweep: the record layer gave its cipher
+        # contexts back while it waited and rebuilds them for the answer (sequence numbers kept),
+        # and the connection goes on in both directions.
+        with TlsHttpClient(self.tls_port, self.pki.ca, timeout=15) as c:
+            for round_ in range(2):
+                started = time.monotonic()
+                resp = c.request("POST", "/Microsoft-Server-ActiveSync?Cmd=Ping&User=jdoe&DeviceId=d1"
+                                         "&DeviceType=test&hold=2500ms", body=b"<Ping/>", host="mail.example.com")
+                self.assertEqual(resp.status, 200, resp.describe())
+                self.assertGreaterEqual(time.monotonic() - started, 2.4, "the Ping was not held")
+                self.assertEqual(resp.json()["cmd"], "Ping", resp.describe())
+                resp = c.request("GET", "/poolsim/headers", headers={"X-Seq": str(round_)}, host="mail.example.com")
+                self.assertEqual(resp.status, 200, f"request after parked Ping {round_}: {resp.describe()}")
+
     # ---- certificate choice ---------------------------------------------------------------
 
     def test_sni_wildcard_name(self):

@@ -125,6 +125,26 @@ TEST_CASE("a GET gives begin, head, complete and the end of the message") {
   CHECK(parse("GET / HTTP/1.0\r\n\r\n") == "begin\nhead GET / host= close\ncomplete\nend\n");
 }
 
+TEST_CASE("a parked request's head gives its spare capacity back and reads the same") {
+  Recorder r;
+  r.parser.set_limits(small_limits());
+  // Delivered in small pieces, as a slow client does, so the arena grew in steps.
+  std::string request = "POST /as?Cmd=Ping HTTP/1.1\r\nHost: mail.example\r\nUser-Agent: Apple-iPhone\r\n"
+                        "Content-Length: 4\r\n\r\nping";
+  for (size_t at = 0; at < request.size(); at += 3) REQUIRE(r.feed(std::string_view(request).substr(at, 3)));
+  REQUIRE(join(r.events) == "begin\nhead POST /as?Cmd=Ping host=mail.example\nbody ping\ncomplete\nend\n");
+  r.parser.compact();
+  const HttpHead& head = r.parser.head();
+  REQUIRE(head.count() == 3);
+  CHECK(head.name(0) == "Host");
+  CHECK(head.value(1) == "Apple-iPhone");
+  CHECK(head.value(2) == "4");
+  CHECK(r.parser.host() == "mail.example");  // re-pointed into the moved arena
+  CHECK(r.parser.target() == "/as?Cmd=Ping");
+  r.parser.compact();  // twice is harmless
+  CHECK(r.parser.host() == "mail.example");
+}
+
 TEST_CASE("pipelined requests come out in order with their bodies, whatever the split") {
   std::string stream =
       "GET /a HTTP/1.1\r\nHost: h\r\n\r\n"

@@ -113,3 +113,46 @@ TEST_CASE("stream writer: small slices pin no chunk, and each queued write count
   close(fds[1]);
   CHECK(loop.close() == 0);
 }
+
+TEST_CASE("stream writer: a written batch leaves the writer holding no buffer; the next one reuses it") {
+  int fds[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, fds) == 0);
+  sprayer::test::TestLoop loop;
+  uv_pipe_t pipe;
+  REQUIRE(uv_pipe_init(loop.get(), &pipe, 0) == 0);
+  REQUIRE(uv_pipe_open(&pipe, fds[0]) == 0);
+  StreamWriter a, b;
+  a.init(reinterpret_cast<uv_stream_t*>(&pipe), nullptr, nullptr);
+  b.init(reinterpret_cast<uv_stream_t*>(&pipe), nullptr, nullptr);
+  CHECK(a.held_capacity() == 0);
+  std::string head(800, 'h');  // a phone's request head
+  a.add_copy(head);
+  a.add_copy("\r\n");
+  CHECK(a.held_capacity() >= head.size());
+  REQUIRE(a.flush() == 0);
+  // Written whole: nothing stays with the writer (a parked Ping's upstream side waits minutes).
+  CHECK(a.held_capacity() == 0);
+  // Two writers batching at once each get a buffer; both go back when written.
+  a.add_copy(head);
+  b.add_copy("HTTP/1.1 200 OK\r\n\r\n");
+  CHECK(a.held_capacity() >= head.size());
+  CHECK(b.held_capacity() > 0);
+  REQUIRE(a.flush() == 0);
+  REQUIRE(b.flush() == 0);
+  CHECK(a.held_capacity() == 0);
+  CHECK(b.held_capacity() == 0);
+  std::string wire;
+  char buf[8192];
+  ssize_t n;
+  while ((n = recv(fds[1], buf, sizeof buf, MSG_DONTWAIT)) > 0) wire.append(buf, size_t(n));
+  CHECK(wire == head + "\r\n" + head + "HTTP/1.1 200 OK\r\n\r\n");
+  // A batch dropped unwritten gives its buffer back too.
+  a.add_copy(head);
+  a.discard();
+  CHECK(a.held_capacity() == 0);
+  CHECK(a.batch_bytes() == 0);
+  uv_close(reinterpret_cast<uv_handle_t*>(&pipe), nullptr);
+  REQUIRE(loop.run_until([&] { return true; }, std::chrono::seconds(1)));
+  close(fds[1]);
+  CHECK(loop.close() == 0);
+}

@@ -61,6 +61,36 @@ TEST_CASE("tls records: every suite seals what its mirror opens, in sequence, up
   }
 }
 
+TEST_CASE("tls records: a resting side rebuilds its keys at the next record, sequence numbers kept") {
+  for (auto [suite, hash] : {std::pair{uint16_t(0x1301), size_t(32)}, std::pair{uint16_t(0x1302), size_t(48)},
+                             std::pair{uint16_t(0x1303), size_t(32)}}) {
+    CAPTURE(suite);
+    Pair p(suite, hash);
+    CHECK(round_trip(*p.peer, *p.server, "POST /ping") == "POST /ping");
+    CHECK(round_trip(*p.server, *p.peer, "100 Continue") == "100 Continue");
+    p.server->rest();
+    CHECK(p.server->resting());
+    p.server->rest();  // twice is harmless
+    CHECK(p.server->write_seq() == 1);
+    CHECK(p.server->read_seq() == 1);
+    // Both directions, in either order: the peer still opens (its sequence numbers moved on).
+    CHECK(round_trip(*p.server, *p.peer, "HTTP/1.1 200 OK") == "HTTP/1.1 200 OK");
+    CHECK_FALSE(p.server->resting());
+    CHECK(round_trip(*p.peer, *p.server, "next request") == "next request");
+    CHECK(p.server->write_seq() == 2);
+    CHECK(p.server->read_seq() == 2);
+    // A key update after a rest starts the new key at sequence 0 on both sides.
+    p.server->rest();
+    REQUIRE(p.server->update_write_key());
+    REQUIRE(p.peer->update_read_key());
+    CHECK(round_trip(*p.server, *p.peer, "after the update") == "after the update");
+    CHECK(p.server->write_seq() == 1);
+    // A forged record to a resting side fails as it would otherwise.
+    p.server->rest();
+    CHECK(round_trip(*p.peer, *p.server, "forged", 23, 7) == "<failed>");
+  }
+}
+
 TEST_CASE("tls records: a flipped bit anywhere fails the record") {
   Pair p(0x1301, 32);
   std::string content = "the response";
