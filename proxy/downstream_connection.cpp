@@ -30,7 +30,8 @@ void DownstreamConnection::accept(Worker& worker, int fd, const sockaddr_storage
   if (connection->init(fd, peer, listener, std::move(tls)) != 0) connection->close();
 }
 
-DownstreamConnection::DownstreamConnection(Worker& worker) : worker_(worker), exchange_(*this) {}
+DownstreamConnection::DownstreamConnection(Worker& worker)
+    : Connection(worker.loop(), worker.buffers(), worker.stats().bytes_in), worker_(worker), exchange_(*this) {}
 
 DownstreamConnection::~DownstreamConnection() {
   if (counted_) worker_.on_connection_closed(this);
@@ -41,109 +42,80 @@ int DownstreamConnection::init(int fd, const sockaddr_storage& peer, const conf:
   redirect_to_https_ = listener.redirect_to_https;
   https_port_ = listener.https_port;
   parser_.set_check_host(listener.tls.check_host);
-  uv_tcp_init(worker_.loop(), &tcp_);
-  tcp_.data = this;
-  ++handles_open_;
-  timer_.init(worker_.loop(), this, &DownstreamConnection::on_timer);
-  ++handles_open_;
-  uv_timer_init(worker_.loop(), &send_timer_);
-  send_timer_.data = this;
-  ++handles_open_;
+  init_timer(send_timer_);
   counted_ = true;
   worker_.on_connection_opened(this);
   if (peer.ss_family == AF_INET)
     inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&peer)->sin_addr, client_ip_, sizeof client_ip_);
   else if (peer.ss_family == AF_INET6)
     inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&peer)->sin6_addr, client_ip_, sizeof client_ip_);
-  int rc = uv_tcp_open(&tcp_, fd);
+  int rc = uv_tcp_open(tcp(), fd);
   if (rc != 0) {
     ::close(fd);
     return rc;
   }
-  writer_.init(reinterpret_cast<uv_stream_t*>(&tcp_), this, &DownstreamConnection::on_write_done);
   if (tls) {
     tls_ = std::make_unique<TlsEngine>(std::move(tls), worker_.buffers());
     writer_.set_tls(tls_.get());
+    set_read_phase(&DownstreamConnection::sniff_tls);
+  } else {
+    set_read_phase(&DownstreamConnection::read_clear);
   }
-  state_ = State::idle;
+  set_state(State::idle);
   arm_timer(Timer::head);
-  update_read_state();
   return 0;
+}
+
+void DownstreamConnection::set_state(State state) {
+  state_ = state;
+  switch (state) {
+    case State::idle:
+    case State::reading_head:
+    case State::in_exchange:  // until the request is complete (then hold_pipelined)
+      set_input_phase(&DownstreamConnection::parse_input);
+      return;
+    case State::tunnel:
+      set_input_phase(&DownstreamConnection::tunnel_input);
+      return;
+    case State::closing:
+      // Lingering: not even TLS records are decrypted any more.
+      set_read_phase(&DownstreamConnection::discard_input);
+      set_input_phase(&DownstreamConnection::discard_input);
+      return;
+    case State::closed:
+      stop_phases();
+      return;
+  }
 }
 
 // ---- reading ---------------------------------------------------------------------------
 
-void DownstreamConnection::pause_reading(PauseReasons reasons) {
-  pause_reasons_.add(reasons);
-  update_read_state();
-}
-
-void DownstreamConnection::resume_reading(PauseReasons reasons) {
-  pause_reasons_.remove(reasons);
-  update_read_state();
+void DownstreamConnection::on_resumed() {
   // Plaintext the engine holds but we did not take while paused: no socket read will come
   // for it. Never while parsing (whoever called the parser drains when it returns) and never
   // ahead of older pipelined bytes still held in pending_ (they are parsed first).
-  if (tls_ && pause_reasons_.empty() && !draining_tls_ && !parsing_ && pending_.empty() && tls_->input_pending())
-    drain_tls();
+  if (tls_ && !draining_tls_ && !parsing_ && pending_.empty() && tls_->input_pending()) drain_tls();
 }
 
-void DownstreamConnection::update_read_state() {
-  bool want = state_ != State::closed && pause_reasons_.empty();
-  if (want == reading_) return;
-  reading_ = want;
-  auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
-  if (want)
-    uv_read_start(stream, &DownstreamConnection::on_alloc, &DownstreamConnection::on_read);
-  else
-    uv_read_stop(stream);
-}
-
-void DownstreamConnection::on_alloc(uv_handle_t* handle, size_t, uv_buf_t* buf) noexcept {
-  auto* self = static_cast<DownstreamConnection*>(handle->data);
-  Chunk* chunk = self->worker_.buffers().acquire();
-  *buf = uv_buf_init(chunk->data(), chunk->capacity);
-}
-
-void DownstreamConnection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) noexcept {
-  static_cast<DownstreamConnection*>(stream->data)->handle_read(nread, buf);
-}
-
-void DownstreamConnection::handle_read(ssize_t nread, const uv_buf_t* buf) {
-  Chunk* chunk = buf->base ? reinterpret_cast<Chunk*>(buf->base) - 1 : nullptr;
-  if (nread <= 0) {
-    if (chunk) BufferPool::unref(chunk);
-    if (nread < 0) handle_eof();
+void DownstreamConnection::sniff_tls(Slice data) {
+  if (TlsEngine::looks_like_http(data.data(), data.size())) {
+    // Plain HTTP on the TLS port: answer in plaintext, so whoever typed http:// sees why.
+    WorkerStats::add(worker_.stats().bad_requests);
+    WorkerStats::add(worker_.stats().tls_failures);
+    writer_.set_tls(nullptr);
+    tls_.reset();
+    std::string response;
+    build_explained_error("This port speaks HTTPS; use an https:// URL.\n", response);
+    writer_.add_copy(response);
+    set_state(State::closing);
+    if (flush()) start_lingering_close();
     return;
   }
-  Slice data(chunk, buf->base, static_cast<size_t>(nread));
-  BufferPool::unref(chunk);
-  WorkerStats::add(worker_.stats().bytes_in, static_cast<uint64_t>(nread));
-  if (tls_) {
-    handle_tls_input(std::move(data));
-    return;
-  }
-  process(std::move(data));
+  set_read_phase(&DownstreamConnection::read_tls);
+  read_tls(std::move(data));
 }
 
-void DownstreamConnection::handle_tls_input(Slice data) {
-  if (!tls_input_seen_) {
-    tls_input_seen_ = true;
-    if (TlsEngine::looks_like_http(data.data(), data.size())) {
-      // Plain HTTP on the TLS port: answer in plaintext, so whoever typed http:// sees why.
-      WorkerStats::add(worker_.stats().bad_requests);
-      WorkerStats::add(worker_.stats().tls_failures);
-      writer_.set_tls(nullptr);
-      tls_.reset();
-      std::string response;
-      build_explained_error("This port speaks HTTPS; use an https:// URL.\n", response);
-      writer_.add_copy(response);
-      state_ = State::closing;
-      if (flush()) start_lingering_close();
-      return;
-    }
-  }
-  if (state_ == State::closing) return;  // lingering: the client's bytes are dropped
+void DownstreamConnection::read_tls(Slice data) {
   tls_->feed_ciphertext(std::move(data));
   drain_tls();
 }
@@ -151,11 +123,11 @@ void DownstreamConnection::handle_tls_input(Slice data) {
 void DownstreamConnection::drain_tls() {
   draining_tls_ = true;
   TlsStatus status = TlsStatus::ok;
-  while (tls_ && state_ != State::closed && state_ != State::closing && pause_reasons_.empty()) {
+  while (tls_ && state_ != State::closed && state_ != State::closing && !paused()) {
     Slice plain;
     status = tls_->read_plaintext(plain);
     if (status != TlsStatus::ok) break;
-    process(std::move(plain));
+    deliver(std::move(plain));
   }
   draining_tls_ = false;
   if (!tls_ || state_ == State::closed) return;
@@ -195,37 +167,24 @@ void DownstreamConnection::handle_tls_close() {
   start_lingering_close();
 }
 
-void DownstreamConnection::process(Slice data) {
-  switch (state_) {
-    case State::closed:
-      return;
-    case State::closing:
-      return;  // lingering: discard
-    case State::tunnel:
-      exchange_.on_tunnel_data(std::move(data));
-      return;
-    case State::in_exchange:
-      if (request_complete_) {
-        // A pipelined request: keep it until the current response is done. One read's
-        // worth is enough to hold; beyond that the client waits (TCP back-pressure).
-        if (pending_.empty()) {
-          pending_ = std::move(data);
-        } else if (!worker_.buffers().join(pending_, data)) {
-          pause_reading(PauseReason::pipeline);
-          send_error_and_close(400);
-          return;
-        }
-        pause_reading(PauseReason::pipeline);
-        return;
-      }
-      feed(std::move(data));
-      return;
-    case State::idle:
-    case State::reading_head:
-      feed(std::move(data));
-      return;
+void DownstreamConnection::parse_input(Slice data) { feed(std::move(data)); }
+
+void DownstreamConnection::hold_pipelined(Slice data) {
+  // A pipelined request: keep it until the current response is done. One read's worth is
+  // enough to hold; beyond that the client waits (TCP back-pressure).
+  if (pending_.empty()) {
+    pending_ = std::move(data);
+  } else if (!worker_.buffers().join(pending_, data)) {
+    pause_reading(PauseReason::pipeline);
+    send_error_and_close(400);
+    return;
   }
+  pause_reading(PauseReason::pipeline);
 }
+
+void DownstreamConnection::tunnel_input(Slice data) { exchange_.on_tunnel_data(std::move(data)); }
+
+void DownstreamConnection::discard_input(Slice) {}
 
 void DownstreamConnection::feed(Slice data) {
   input_ = data;
@@ -237,7 +196,7 @@ void DownstreamConnection::feed(Slice data) {
   parsing_ = false;
   input_.reset();
   if (state_ == State::closed || state_ == State::closing) return;
-  if (state_ == State::reading_head && !timer_.pending()) arm_timer(Timer::head);
+  if (state_ == State::reading_head && !deadline().pending()) arm_timer(Timer::head);
   switch (result.outcome) {
     case RequestParser::Outcome::more:
       exchange_.flush_upstream();
@@ -248,14 +207,10 @@ void DownstreamConnection::feed(Slice data) {
       exchange_.flush_upstream();
       if (result.consumed < data.size()) {
         Slice rest = data.sub(result.consumed, data.size() - result.consumed);
-        if (state_ == State::tunnel)
-          exchange_.on_tunnel_data(std::move(rest));
-        else if (state_ == State::in_exchange)
-          process(std::move(rest));
-        else if (state_ == State::idle && pause_reasons_.has(PauseReason::client_full))
+        if (state_ == State::idle && pause_has(PauseReason::own_writes))
           pending_ = std::move(rest);  // parsed once the client has read its answers
-        else if (state_ == State::idle)
-          feed(std::move(rest));  // the response was already complete (early answer)
+        else
+          deliver(std::move(rest));  // to the tunnel, held as pipelined, or parsed (early answer)
       }
       return;
     case RequestParser::Outcome::stopped:
@@ -310,7 +265,7 @@ void DownstreamConnection::record_local(int status) {
   if (uint64_t dropped = log.add(r)) WorkerStats::add(stats.access_log_dropped, dropped);
 }
 
-void DownstreamConnection::handle_eof() {
+void DownstreamConnection::on_eof(ssize_t) {
   // A client that hangs up mid-request or while its long-poll is parked: free the upstream
   // side too (the server would otherwise hold the Ping for nothing).
   if (state_ == State::in_exchange || state_ == State::tunnel) exchange_.abort();
@@ -323,11 +278,11 @@ void DownstreamConnection::on_request_begin() {
   message_begin_ns_ = uv_hrtime();
   reject_code_ = {};
   request_complete_ = false;
-  state_ = State::reading_head;
+  set_state(State::reading_head);
   // The head timer is armed at the end of feed(), and only for a head that did not arrive
   // whole: most heads come in one read and never touch the timer.
   timer_purpose_ = Timer::head;
-  timer_.clear();
+  deadline().clear();
 }
 
 RequestParser::Handler::Verdict DownstreamConnection::on_request_head() {
@@ -335,7 +290,7 @@ RequestParser::Handler::Verdict DownstreamConnection::on_request_head() {
   client_asked_close_ = !parser_.keep_alive();
   if (client_asked_close_ || worker_.draining()) close_after_response_ = true;
 
-  state_ = State::in_exchange;
+  set_state(State::in_exchange);
   arm_timer(parser_.has_body() ? Timer::body : Timer::none);
   WorkerStats::add(worker_.stats().requests);
   if (redirect_to_https_) {
@@ -357,6 +312,7 @@ void DownstreamConnection::on_request_body(const char* at, size_t len) {
 
 void DownstreamConnection::on_request_complete() {
   request_complete_ = true;
+  if (state_ == State::in_exchange) set_input_phase(&DownstreamConnection::hold_pipelined);
   if (timer_purpose_ == Timer::body) arm_timer(Timer::none);
   if (local_redirect_) {
     local_redirect_ = false;
@@ -392,7 +348,7 @@ bool DownstreamConnection::flush() {
 void DownstreamConnection::on_exchange_done() {
   if (closing_after_response() || !request_complete_) {
     // Unread request body (the server answered early) or the client asked to close.
-    state_ = State::closing;
+    set_state(State::closing);
     if (client_asked_close_ && request_complete_ && pending_.empty() && !tls_ && writer_.idle()) {
       // The client said this was its last request, it was read whole and the answer is
       // written: the FIN follows the response and no input can be lost, so no lingering
@@ -403,11 +359,11 @@ void DownstreamConnection::on_exchange_done() {
     start_lingering_close();
     return;
   }
-  state_ = State::idle;
+  set_state(State::idle);
   if (writer_.queued() > worker_.config().http.buffer_high_watermark) {
     // A client that does not read its answers gets no more of them: nothing is read or
     // parsed until it has (the send timeout watches that it does).
-    pause_reading(PauseReason::client_full);
+    pause_reading(PauseReason::own_writes);
     arm_timer(Timer::none);
     return;
   }
@@ -415,7 +371,7 @@ void DownstreamConnection::on_exchange_done() {
 }
 
 void DownstreamConnection::resume_next_request() {
-  if (pending_.empty() && !pause_reasons_.has(PauseReason::pipeline) && !tls_) {
+  if (pending_.empty() && !pause_has(PauseReason::pipeline) && !tls_) {
     // Nothing held back: wait for the next request.
     arm_timer(Timer::idle);
     return;
@@ -426,7 +382,7 @@ void DownstreamConnection::resume_next_request() {
 }
 
 void DownstreamConnection::start_next_request() {
-  if (pause_reasons_.has(PauseReason::client_full)) return;
+  if (pause_has(PauseReason::own_writes)) return;
   // Bytes that arrived first are parsed first: the held pipelined input, then whatever the
   // socket (or the TLS engine) has since.
   if (!pending_.empty()) {
@@ -460,7 +416,7 @@ void DownstreamConnection::send_error_and_close(int status) {
   std::string response;
   build_error_response(status, true, response);
   writer_.add_copy(response);
-  state_ = State::closing;
+  set_state(State::closing);
   if (!flush()) return;
   start_lingering_close();
 }
@@ -469,20 +425,21 @@ void DownstreamConnection::start_lingering_close() {
   // Half-close once the response is written, then read and drop what the client still
   // sends for a short while: closing with unread input would reset the connection and
   // could destroy the response before the client reads it.
-  state_ = State::closing;
+  set_state(State::closing);
   pending_.reset();
   resume_reading(PauseReason::pipeline | PauseReason::peer_full | PauseReason::not_connected |
-                 PauseReason::own_writes | PauseReason::peer_closed | PauseReason::client_full);
+                 PauseReason::own_writes | PauseReason::peer_closed);
   arm_timer(Timer::linger);
   if (tls_ && tls_->handshake_done()) {
     tls_->shutdown();  // close_notify, so the client knows the response was not truncated
     if (!flush()) return;
   }
-  if (writer_.idle()) {
-    shutdown_req_.data = this;
-    if (uv_shutdown(&shutdown_req_, reinterpret_cast<uv_stream_t*>(&tcp_), &DownstreamConnection::on_shutdown) != 0)
-      close();
-  }
+  if (writer_.idle()) shut_down_writes();
+}
+
+void DownstreamConnection::shut_down_writes() {
+  shutdown_req_.data = this;
+  if (uv_shutdown(&shutdown_req_, stream(), &DownstreamConnection::on_shutdown) != 0) close();
 }
 
 void DownstreamConnection::on_shutdown(uv_shutdown_t* req, int status) noexcept {
@@ -491,15 +448,11 @@ void DownstreamConnection::on_shutdown(uv_shutdown_t* req, int status) noexcept 
 }
 
 void DownstreamConnection::enter_tunnel() {
-  state_ = State::tunnel;
+  set_state(State::tunnel);
   arm_timer(Timer::none);
 }
 
-void DownstreamConnection::on_write_done(void* self, int status) noexcept {
-  static_cast<DownstreamConnection*>(self)->handle_write_done(status);
-}
-
-void DownstreamConnection::handle_write_done(int status) {
+void DownstreamConnection::on_write_done(int status) {
   if (state_ == State::closed) return;
   if (status != 0) {
     exchange_.abort();
@@ -511,21 +464,17 @@ void DownstreamConnection::handle_write_done(int status) {
   else
     uv_timer_again(&send_timer_);
   if (state_ == State::closing) {
-    if (writer_.idle() && !uv_is_closing(reinterpret_cast<uv_handle_t*>(&tcp_)) && shutdown_req_.data == nullptr) {
-      shutdown_req_.data = this;
-      if (uv_shutdown(&shutdown_req_, reinterpret_cast<uv_stream_t*>(&tcp_), &DownstreamConnection::on_shutdown) != 0)
-        close();
-    }
+    if (writer_.idle() && !handles_closing() && shutdown_req_.data == nullptr) shut_down_writes();
     return;
   }
   if (writer_.queued() > worker_.config().http.buffer_low_watermark) return;
-  if (pause_reasons_.has(PauseReason::own_writes)) resume_reading(PauseReason::own_writes);
+  const bool was_full = pause_has(PauseReason::own_writes);
+  if (was_full) resume_reading(PauseReason::own_writes);
   if (state_ == State::closed) return;
   exchange_.on_downstream_drained();
-  if (pause_reasons_.has(PauseReason::client_full)) {
-    resume_reading(PauseReason::client_full);
-    if (state_ == State::idle) resume_next_request();
-  }
+  // Idle with no timer: the end of a response (or the next request) waited for the client to
+  // read; an idle connection whose own TLS output filled the queue keeps its idle timer.
+  if (was_full && state_ == State::idle && timer_purpose_ == Timer::none) resume_next_request();
 }
 
 // ---- timers ----------------------------------------------------------------------------
@@ -537,7 +486,7 @@ void DownstreamConnection::arm_timer(Timer purpose) {
   uint64_t ms = 0;
   switch (purpose) {
     case Timer::none:
-      timer_.clear();
+      deadline().clear();
       return;
     case Timer::head: ms = static_cast<uint64_t>(t.client_header.count()); break;
     case Timer::idle: ms = static_cast<uint64_t>(t.client_idle.count()); break;
@@ -545,15 +494,10 @@ void DownstreamConnection::arm_timer(Timer purpose) {
     case Timer::linger: ms = kLingerMs; break;
     case Timer::next_request: ms = 0; break;
   }
-  timer_.set_in(ms);
+  deadline().set_in(ms);
 }
 
-void DownstreamConnection::on_timer(uv_timer_t* timer) noexcept {
-  auto* self = static_cast<DownstreamConnection*>(timer->data);
-  if (self->timer_.expired()) self->handle_timer();
-}
-
-void DownstreamConnection::handle_timer() {
+void DownstreamConnection::on_deadline() {
   Timer purpose = timer_purpose_;
   switch (purpose) {
     case Timer::none:
@@ -589,7 +533,7 @@ void DownstreamConnection::handle_timer() {
 }
 
 void DownstreamConnection::on_send_timer(uv_timer_t* timer) noexcept {
-  auto* self = static_cast<DownstreamConnection*>(timer->data);
+  auto* self = static_cast<DownstreamConnection*>(static_cast<Connection*>(timer->data));
   // A client that stopped reading holds buffers and an upstream: let it go.
   self->worker_.stats().timeout(TimeoutKind::client_send);
   self->exchange_.abort();
@@ -606,7 +550,7 @@ void DownstreamConnection::begin_drain() {
   if (state_ == State::idle && timer_purpose_ != Timer::head) {
     int waiting = 0;
     uv_os_fd_t fd = -1;
-    if (uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp_), &fd) != 0 || ioctl(fd, FIONREAD, &waiting) != 0 ||
+    if (uv_fileno(reinterpret_cast<uv_handle_t*>(tcp()), &fd) != 0 || ioctl(fd, FIONREAD, &waiting) != 0 ||
         waiting == 0) {
       close_between_requests();
       return;
@@ -626,20 +570,12 @@ void DownstreamConnection::close_between_requests() {
 
 void DownstreamConnection::close() {
   if (state_ == State::closed) return;
-  state_ = State::closed;
+  set_state(State::closed);
   exchange_.abort();
   pending_.reset();
   parser_.release();
   writer_.discard();
-  for (auto* handle : {reinterpret_cast<uv_handle_t*>(&tcp_), timer_.handle(),
-                       reinterpret_cast<uv_handle_t*>(&send_timer_)}) {
-    if (handle->loop && !uv_is_closing(handle)) uv_close(handle, &DownstreamConnection::on_close);
-  }
-}
-
-void DownstreamConnection::on_close(uv_handle_t* handle) noexcept {
-  auto* self = static_cast<DownstreamConnection*>(handle->data);
-  if (--self->handles_open_ == 0) delete self;
+  close_handles();
 }
 
 }  // namespace sprayer::proxy

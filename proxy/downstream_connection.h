@@ -12,12 +12,11 @@
 #include "conf/config.h"
 
 #include "proxy/buffer_pool.h"
-#include "proxy/deadline.h"
+#include "proxy/connection.h"
 #include "proxy/pause.h"
 #include "proxy/exchange.h"
 #include "proxy/http/http_head.h"
 #include "proxy/http/request_parser.h"
-#include "proxy/stream_writer.h"
 
 namespace sprayer::proxy {
 
@@ -25,7 +24,7 @@ class Worker;
 class TlsContext;
 class TlsEngine;
 
-class DownstreamConnection final : private RequestParser::Handler {
+class DownstreamConnection final : public Connection, private RequestParser::Handler {
  public:
   enum class State { idle, reading_head, in_exchange, tunnel, closing, closed };
 
@@ -38,7 +37,6 @@ class DownstreamConnection final : private RequestParser::Handler {
   const RequestParser& request() const { return parser_; }
   std::string_view client_ip() const { return client_ip_; }
   std::string_view target() const { return parser_.target(); }
-  bool is_tls() const { return tls_ != nullptr; }
   // Inside the parser: what the request adds upstream is flushed once when it returns.
   bool parsing() const { return parsing_; }
   uint64_t bytes_written() const { return bytes_written_; }  // to this client, all requests
@@ -47,8 +45,7 @@ class DownstreamConnection final : private RequestParser::Handler {
   bool closing_after_response() const;
   void set_close_after_response() { close_after_response_ = true; }
 
-  // Exchange → client.
-  StreamWriter& writer() { return writer_; }
+  // Exchange → client (and writer(), pause_reading(), resume_reading() of the Connection).
   bool flush();                 // false if the connection failed and is closing
   void on_exchange_done();      // the response is fully queued
   void fail_exchange(int status);  // answer an error (if nothing was sent yet) and close
@@ -56,8 +53,6 @@ class DownstreamConnection final : private RequestParser::Handler {
   std::string_view rejected() const { return reject_code_; }
   void set_rejected(std::string_view code) { reject_code_ = code; }  // a static name
   void enter_tunnel();
-  void pause_reading(PauseReasons reasons);
-  void resume_reading(PauseReasons reasons);
   void close();                 // idempotent; frees itself after the last close callback
 
   // Drain (SIGTERM): idle connections close now, busy ones after their response.
@@ -68,16 +63,25 @@ class DownstreamConnection final : private RequestParser::Handler {
  private:
   enum class Timer { none, head, idle, body, linger, next_request };
 
-  DownstreamConnection(Worker& worker);
-  ~DownstreamConnection();
+  explicit DownstreamConnection(Worker& worker);
+  ~DownstreamConnection() override;
   int init(int fd, const sockaddr_storage& peer, const conf::ListenerConfig& listener,
            std::shared_ptr<const TlsContext> tls);
+  // The state, and with it what input means (see the input phases below).
+  void set_state(State state);
 
-  void handle_tls_input(Slice data);
+  // Read phases (Connection): the socket's bytes.
+  void sniff_tls(Slice data);   // the first bytes on a TLS port: plain HTTP gets a plaintext answer
+  void read_tls(Slice data);    // TLS records: decrypted into the input phase
+  // Input phases: the plaintext.
+  void parse_input(Slice data);     // a request is read (idle, head, body)
+  void hold_pipelined(Slice data);  // the next request waits for the current response
+  void tunnel_input(Slice data);    // after an upgrade: straight to the server
+  void discard_input(Slice data);   // lingering close: the client's bytes are dropped
+
   void drain_tls();
   void handle_tls_close();
   void send_redirect();
-  void process(Slice data);
   void feed(Slice data);
   void on_parse_error(const RequestParser::Result& result);
   void send_error_and_close(int status);
@@ -91,20 +95,16 @@ class DownstreamConnection final : private RequestParser::Handler {
   void start_next_request();
   void resume_next_request();  // idle again: wait for the next request, or parse a held one
   void arm_timer(Timer purpose);
-  void update_read_state();
+  void shut_down_writes();
 
-  // uv callbacks
-  static void on_alloc(uv_handle_t* handle, size_t suggested, uv_buf_t* buf) noexcept;
-  static void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) noexcept;
-  static void on_timer(uv_timer_t* timer) noexcept;
+  // Connection
+  void on_eof(ssize_t status) override;
+  void on_write_done(int status) override;
+  void on_deadline() override;
+  void on_resumed() override;
+
   static void on_send_timer(uv_timer_t* timer) noexcept;
-  static void on_write_done(void* self, int status) noexcept;
   static void on_shutdown(uv_shutdown_t* req, int status) noexcept;
-  static void on_close(uv_handle_t* handle) noexcept;
-  void handle_read(ssize_t nread, const uv_buf_t* buf);
-  void handle_eof();
-  void handle_timer();
-  void handle_write_done(int status);
 
   // RequestParser::Handler
   void on_request_begin() override;
@@ -117,34 +117,28 @@ class DownstreamConnection final : private RequestParser::Handler {
   Worker& worker_;
   DownstreamConnection* list_prev_ = nullptr;
   DownstreamConnection* list_next_ = nullptr;
-  uv_tcp_t tcp_{};
-  Deadline timer_;
   uv_timer_t send_timer_{};
   uv_shutdown_t shutdown_req_{};
   RequestParser parser_{*this};
   Exchange exchange_;
-  StreamWriter writer_;
   Slice input_;            // the read being parsed, so on_body can slice it without a copy
   Slice pending_;          // pipelined bytes that wait for the current response
   State state_ = State::idle;
   Timer timer_purpose_ = Timer::none;
-  PauseReasons pause_reasons_;
-  bool reading_ = false;
   bool request_complete_ = false;
   bool close_after_response_ = false;
   bool client_asked_close_ = false;  // Connection: close (or HTTP/1.0 without keep-alive)
   std::string_view reject_code_;     // why the current request was refused (a static name), for the access log
   uint64_t bytes_written_ = 0;
   uint64_t message_begin_ns_ = 0;  // when the current request's first byte was parsed
-  std::unique_ptr<TlsEngine> tls_;
-  bool tls_input_seen_ = false;
+  // Re-entry guards, not phases: a callback from inside the TLS drain or the parser must not
+  // start another one (whoever called it continues when it returns).
   bool draining_tls_ = false;
   bool parsing_ = false;          // inside parser_.execute
   bool tls_counted_ = false;
   bool redirect_to_https_ = false;
   bool local_redirect_ = false;   // this request is answered here with a 308
   uint16_t https_port_ = 443;
-  int handles_open_ = 0;
   bool counted_ = false;
   char client_ip_[46] = {0};
 };

@@ -9,12 +9,11 @@ enum class PauseReason : uint8_t {
   peer_full = 1 << 0,      // the other side's write queue is over the high watermark
   not_connected = 1 << 1,  // upstream not connected yet and held bytes are over the mark
   pipeline = 1 << 2,       // a pipelined request waits for the current response
-  own_writes = 1 << 4,     // this side's own write queue is over the high watermark (TLS
-                           // output its records provoke: it must read before it sends more)
-  peer_closed = 1 << 5,    // the client's close_notify: nothing more is read from it
-  // The bytes queued towards this client are over the high watermark: no further request
-  // is read or parsed (pipelined ones included) until they fall below the low one.
-  client_full = 1 << 3,
+  // This side's own write queue is over the high watermark, whatever filled it: a response
+  // the client does not read, or TLS output its own records provoke. Nothing more is read or
+  // parsed (held pipelined requests included) until it falls below the low one.
+  own_writes = 1 << 3,
+  peer_closed = 1 << 4,    // the client's close_notify: nothing more is read from it
 };
 
 // A set of pause reasons (a bitmask).

@@ -13,20 +13,14 @@
 
 namespace sprayer::proxy {
 
-UpstreamConnection::UpstreamConnection(Worker& worker, UpstreamPool& pool) : worker_(worker), pool_(pool) {
-  uv_tcp_init(worker_.loop(), &tcp_);
-  tcp_.data = this;
-  ++handles_open_;
-  timer_.init(worker_.loop(), this, &UpstreamConnection::on_timer);
-  ++handles_open_;
-  writer_.init(reinterpret_cast<uv_stream_t*>(&tcp_), this, &UpstreamConnection::on_write_done);
+UpstreamConnection::UpstreamConnection(Worker& worker, UpstreamPool& pool)
+    : Connection(worker.loop(), worker.buffers(), worker.stats().upstream_bytes_in), worker_(worker), pool_(pool) {
   counted_ = true;
   WorkerStats::add(worker_.stats().upstream_open, 1);
 }
 
 UpstreamConnection::~UpstreamConnection() {
   if (counted_) WorkerStats::add(worker_.stats().upstream_open, -1);
-  writer_.set_tls(nullptr);
 }
 
 size_t UpstreamConnection::slot() const { return pool_.slot(); }
@@ -45,11 +39,11 @@ int UpstreamConnection::connect(const sockaddr* addr) {
     writer_.set_tls(tls_.get());
   }
   connect_req_.data = this;
-  int rc = uv_tcp_connect(&connect_req_, &tcp_, addr, &UpstreamConnection::on_connect);
+  int rc = uv_tcp_connect(&connect_req_, tcp(), addr, &UpstreamConnection::on_connect);
   if (rc != 0) return rc;
-  uv_tcp_nodelay(&tcp_, 1);
+  uv_tcp_nodelay(tcp(), 1);
   timer_purpose_ = Timer::connect;
-  timer_.set_in(static_cast<uint64_t>(worker_.config().timeouts.upstream_connect.count()));
+  deadline().set_in(static_cast<uint64_t>(worker_.config().timeouts.upstream_connect.count()));
   return 0;
 }
 
@@ -71,15 +65,20 @@ void UpstreamConnection::handle_connect(int status) {
   }
   // The connect deadline keeps running: it covers the handshake too.
   state_ = State::handshaking;
-  update_read_state();
+  set_input_phase(&UpstreamConnection::response_input);
+  set_read_phase(&UpstreamConnection::read_handshake);
   advance_handshake();
 }
 
 void UpstreamConnection::connected() {
-  timer_.clear();
+  deadline().clear();
   timer_purpose_ = Timer::none;
   state_ = State::active;
-  update_read_state();
+  set_input_phase(&UpstreamConnection::response_input);
+  if (tls_)
+    set_read_phase(&UpstreamConnection::read_tls);
+  else
+    set_read_phase(&UpstreamConnection::read_clear);
   if (exchange_) exchange_->on_connected(*this);
 }
 
@@ -113,7 +112,10 @@ void UpstreamConnection::on_tls_session(void* self, SSL_SESSION* session) noexce
 
 void UpstreamConnection::attach(Exchange* exchange) {
   exchange_ = exchange;
-  if (state_ == State::idle) state_ = State::active;
+  if (state_ == State::idle) {
+    state_ = State::active;
+    set_input_phase(&UpstreamConnection::response_input);
+  }
 }
 
 void UpstreamConnection::begin_response(bool head_request) {
@@ -122,20 +124,20 @@ void UpstreamConnection::begin_response(bool head_request) {
   response_done_ = false;
   keep_alive_ = false;
   parser_.begin(head_request);
-  pause_reasons_.clear();
-  update_read_state();
+  clear_pause();
   arm_response_timer();
 }
 
 void UpstreamConnection::arm_response_timer() {
   timer_purpose_ = Timer::response;
-  timer_.set_in(static_cast<uint64_t>(worker_.config().timeouts.upstream_response.count()));
+  deadline().set_in(static_cast<uint64_t>(worker_.config().timeouts.upstream_response.count()));
 }
 
 void UpstreamConnection::enter_tunnel() {
   state_ = State::tunnel;
+  set_input_phase(&UpstreamConnection::tunnel_input);
   timer_purpose_ = Timer::none;
-  timer_.clear();
+  deadline().clear();
 }
 
 bool UpstreamConnection::flush() {
@@ -153,68 +155,25 @@ void UpstreamConnection::make_idle() {
   state_ = State::idle;
   exchange_ = nullptr;
   parser_.clear_head();  // keeps its capacity for the next response
-  pause_reasons_.clear();
-  update_read_state();
+  set_input_phase(&UpstreamConnection::idle_input);
+  clear_pause();
   timer_purpose_ = Timer::idle;
-  timer_.set_in(static_cast<uint64_t>(worker_.config().timeouts.upstream_idle.count()));
+  deadline().set_in(static_cast<uint64_t>(worker_.config().timeouts.upstream_idle.count()));
 }
 
-void UpstreamConnection::pause_reading(PauseReasons reasons) {
-  pause_reasons_.add(reasons);
-  update_read_state();
-}
-
-void UpstreamConnection::resume_reading(PauseReasons reasons) {
-  pause_reasons_.remove(reasons);
-  update_read_state();
-}
-
-void UpstreamConnection::update_read_state() {
-  bool want = (state_ == State::active || state_ == State::idle || state_ == State::tunnel ||
-               state_ == State::handshaking) &&
-              pause_reasons_.empty();
-  if (want == reading_) return;
-  reading_ = want;
-  auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
-  if (want)
-    uv_read_start(stream, &UpstreamConnection::on_alloc, &UpstreamConnection::on_read);
-  else
-    uv_read_stop(stream);
-}
-
-void UpstreamConnection::on_alloc(uv_handle_t* handle, size_t, uv_buf_t* buf) noexcept {
-  auto* self = static_cast<UpstreamConnection*>(handle->data);
-  Chunk* chunk = self->worker_.buffers().acquire();
-  *buf = uv_buf_init(chunk->data(), chunk->capacity);
-}
-
-void UpstreamConnection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) noexcept {
-  static_cast<UpstreamConnection*>(stream->data)->handle_read(nread, buf);
-}
-
-void UpstreamConnection::handle_read(ssize_t nread, const uv_buf_t* buf) {
-  Chunk* chunk = buf->base ? reinterpret_cast<Chunk*>(buf->base) - 1 : nullptr;
-  if (nread <= 0) {
-    if (chunk) BufferPool::unref(chunk);
-    if (nread < 0) handle_eof(nread);
-    return;
-  }
-  WorkerStats::add(worker_.stats().upstream_bytes_in, static_cast<uint64_t>(nread));
-  Slice data(chunk, buf->base, static_cast<size_t>(nread));
-  BufferPool::unref(chunk);
-  if (tls_) {
-    handle_tls_input(std::move(data));
-  } else {
-    handle_data(std::move(data));
-  }
-}
-
-void UpstreamConnection::handle_tls_input(Slice ciphertext) {
+void UpstreamConnection::read_handshake(Slice ciphertext) {
   tls_->feed_ciphertext(std::move(ciphertext));
-  if (state_ == State::handshaking) {
-    advance_handshake();
-    if (state_ != State::active) return;
-  }
+  advance_handshake();
+  if (state_ != State::active) return;
+  decrypt();  // what came with the server's last flight
+}
+
+void UpstreamConnection::read_tls(Slice ciphertext) {
+  tls_->feed_ciphertext(std::move(ciphertext));
+  decrypt();
+}
+
+void UpstreamConnection::decrypt() {
   // Everything fed is decrypted now: a pooled idle connection must read the session tickets
   // a TLS 1.3 server sends after the handshake (they yield no plaintext), and a response
   // split over records is parsed piece by piece.
@@ -222,11 +181,11 @@ void UpstreamConnection::handle_tls_input(Slice ciphertext) {
     Slice plain;
     TlsStatus status = tls_->read_plaintext(plain);
     if (status == TlsStatus::ok) {
-      handle_data(std::move(plain));
+      deliver(std::move(plain));
       continue;
     }
     if (status == TlsStatus::closed) {
-      handle_eof(UV_EOF);  // close_notify: the server ends the connection
+      on_eof(UV_EOF);  // close_notify: the server ends the connection
       return;
     }
     if (status == TlsStatus::error) {
@@ -245,7 +204,7 @@ void UpstreamConnection::handle_tls_input(Slice ciphertext) {
   if (state_ != State::closed && tls_->pending_ciphertext() > 0 && writer_.flush() != 0) fail(UpstreamError::reset);
 }
 
-void UpstreamConnection::handle_eof(ssize_t nread) {
+void UpstreamConnection::on_eof(ssize_t nread) {
   if (state_ == State::idle) {
     close();
     return;
@@ -273,18 +232,18 @@ void UpstreamConnection::handle_eof(ssize_t nread) {
   if (!response_done_) fail(UpstreamError::reset);
 }
 
-void UpstreamConnection::handle_data(Slice data) {
-  if (state_ == State::idle) {
-    // A server says nothing unasked; whatever this is, the connection is not reusable.
-    close();
-    return;
-  }
+void UpstreamConnection::idle_input(Slice) {
+  // A server says nothing unasked; whatever this is, the connection is not reusable.
+  close();
+}
+
+void UpstreamConnection::tunnel_input(Slice data) {
   pool_.on_bytes();
-  if (state_ == State::tunnel) {
-    if (exchange_) exchange_->on_upstream_tunnel_data(std::move(data));
-    return;
-  }
-  if (state_ != State::active) return;
+  if (exchange_) exchange_->on_upstream_tunnel_data(std::move(data));
+}
+
+void UpstreamConnection::response_input(Slice data) {
+  pool_.on_bytes();
   if (timer_purpose_ == Timer::response) arm_response_timer();
   response_byte_seen_ = true;
   input_ = data;
@@ -315,23 +274,16 @@ void UpstreamConnection::handle_data(Slice data) {
   fail(UpstreamError::bad_response);
 }
 
-void UpstreamConnection::on_write_done(void* self, int status) noexcept {
-  auto* up = static_cast<UpstreamConnection*>(self);
-  if (up->state_ == State::closed) return;
+void UpstreamConnection::on_write_done(int status) {
+  if (state_ == State::closed) return;
   if (status != 0) {
-    up->fail(UpstreamError::reset);
+    fail(UpstreamError::reset);
     return;
   }
-  if (up->exchange_ && up->writer_.queued() <= up->worker_.config().http.buffer_low_watermark)
-    up->exchange_->on_upstream_drained();
+  if (exchange_ && writer_.queued() <= worker_.config().http.buffer_low_watermark) exchange_->on_upstream_drained();
 }
 
-void UpstreamConnection::on_timer(uv_timer_t* timer) noexcept {
-  auto* self = static_cast<UpstreamConnection*>(timer->data);
-  if (self->timer_.expired()) self->handle_timer();
-}
-
-void UpstreamConnection::handle_timer() {
+void UpstreamConnection::on_deadline() {
   switch (timer_purpose_) {
     case Timer::none:
       return;
@@ -379,14 +331,7 @@ void UpstreamConnection::close() {
     writer_.flush();
   }
   parser_.release();
-  for (auto* handle : {reinterpret_cast<uv_handle_t*>(&tcp_), timer_.handle()}) {
-    if (!uv_is_closing(handle)) uv_close(handle, &UpstreamConnection::on_close);
-  }
-}
-
-void UpstreamConnection::on_close(uv_handle_t* handle) noexcept {
-  auto* self = static_cast<UpstreamConnection*>(handle->data);
-  if (--self->handles_open_ == 0) delete self;
+  close_handles();
 }
 
 // ---- the response (ResponseParser::Handler) --------------------------------------------
@@ -405,7 +350,7 @@ void UpstreamConnection::on_response_body(const char* at, size_t len) {
 void UpstreamConnection::on_response_complete() {
   response_done_ = true;
   keep_alive_ = parser_.keep_alive();
-  timer_.clear();
+  deadline().clear();
   timer_purpose_ = Timer::none;
   if (exchange_) exchange_->on_response_complete(*this);
 }

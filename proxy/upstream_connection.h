@@ -11,12 +11,11 @@ typedef struct ssl_session_st SSL_SESSION;  // <openssl/ssl.h> without the whole
 #include <memory>
 
 #include "proxy/buffer_pool.h"
-#include "proxy/deadline.h"
+#include "proxy/connection.h"
 #include "proxy/health_events.h"
 #include "proxy/pause.h"
 #include "proxy/http/http_head.h"
 #include "proxy/http/response_parser.h"
-#include "proxy/stream_writer.h"
 
 namespace sprayer::proxy {
 
@@ -25,7 +24,7 @@ class TlsEngine;
 class UpstreamPool;
 class Worker;
 
-class UpstreamConnection final : private ResponseParser::Handler {
+class UpstreamConnection final : public Connection, private ResponseParser::Handler {
  public:
   // handshaking: TCP is up, TLS is not yet; the connection is not "connected" until it is.
   enum class State { connecting, handshaking, active, idle, tunnel, closed };
@@ -37,10 +36,7 @@ class UpstreamConnection final : private ResponseParser::Handler {
   void detach() { exchange_ = nullptr; }
   void begin_response(bool head_request);
   void enter_tunnel();
-  StreamWriter& writer() { return writer_; }
-  bool flush();
-  void pause_reading(PauseReasons reasons);
-  void resume_reading(PauseReasons reasons);
+  bool flush();  // and writer(), pause_reading(), resume_reading() of the Connection
   void make_idle();                   // back in the pool: read for EOF, arm the idle timer
   void close();                       // idempotent; frees itself after the last close callback
   void fail_server_down();            // health says the server is gone: end the request now
@@ -58,26 +54,29 @@ class UpstreamConnection final : private ResponseParser::Handler {
   Exchange* exchange() const { return exchange_; }
 
  private:
-  ~UpstreamConnection();
+  ~UpstreamConnection() override;
   void fail(UpstreamError error);
   void arm_response_timer();
-  void update_read_state();
+
+  // Read phases (Connection): the socket's bytes. None while connecting.
+  void read_handshake(Slice ciphertext);  // TLS: until the handshake is done
+  void read_tls(Slice ciphertext);        // TLS records, decrypted into the input phase
+  // Input phases: the plaintext.
+  void idle_input(Slice data);      // in the pool: the server says nothing unasked
+  void response_input(Slice data);  // a response is parsed
+  void tunnel_input(Slice data);    // after an upgrade: straight to the client
 
   static void on_connect(uv_connect_t* req, int status) noexcept;
-  static void on_alloc(uv_handle_t* handle, size_t suggested, uv_buf_t* buf) noexcept;
-  static void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) noexcept;
-  static void on_timer(uv_timer_t* timer) noexcept;
-  static void on_write_done(void* self, int status) noexcept;
-  static void on_close(uv_handle_t* handle) noexcept;
   void handle_connect(int status);
-  void handle_read(ssize_t nread, const uv_buf_t* buf);
-  void handle_eof(ssize_t nread);
-  void handle_data(Slice data);
-  void handle_tls_input(Slice ciphertext);
+  void decrypt();
   void advance_handshake();
   void connected();
   static void on_tls_session(void* self, SSL_SESSION* session) noexcept;
-  void handle_timer();
+
+  // Connection
+  void on_eof(ssize_t status) override;
+  void on_write_done(int status) override;
+  void on_deadline() override;
 
   // ResponseParser::Handler
   ResponseParser::HeadAction on_response_head() override;
@@ -89,22 +88,15 @@ class UpstreamConnection final : private ResponseParser::Handler {
   Worker& worker_;
   UpstreamPool& pool_;
   Exchange* exchange_ = nullptr;
-  uv_tcp_t tcp_{};
   uv_connect_t connect_req_{};
-  Deadline timer_;
   ResponseParser parser_{*this};
-  StreamWriter writer_;
   Slice input_;
-  std::unique_ptr<TlsEngine> tls_;  // null = plain HTTP
   State state_ = State::connecting;
   Timer timer_purpose_ = Timer::none;
-  PauseReasons pause_reasons_;
-  bool reading_ = false;
   bool response_byte_seen_ = false;
   bool response_done_ = false;
   bool keep_alive_ = false;
   bool counted_ = false;
-  int handles_open_ = 0;
   uint32_t requests_ = 0;
 };
 
