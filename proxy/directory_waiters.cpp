@@ -6,7 +6,7 @@
 #include "affinity/directory.h"
 #include "proxy/directory_client.h"
 #include "proxy/exchange.h"
-#include "proxy/worker.h"
+#include "proxy/worker_context.h"
 
 namespace sprayer::proxy {
 
@@ -18,22 +18,22 @@ void DirectoryWaiters::open(uv_loop_t* loop) {
 }
 
 bool DirectoryWaiters::cached_key(const std::string& name, std::string& key, bool& answered) {
-  DirectoryClient* directory = worker_.runtime().directory.get();
+  DirectoryClient* directory = ctx_.runtime().directory.get();
   auto answer = directory->cache().find(name, affinity::DirectoryClock::now());
   answered = answer.has_value();
   if (!answer || !answer->found) return false;
-  std::string resolved = worker_.extractor().normalise(answer->key);
+  std::string resolved = ctx_.extractor.normalise(answer->key);
   if (resolved.empty()) return false;
   key = std::move(resolved);
   return true;
 }
 
 bool DirectoryWaiters::resolve(Exchange& exchange, std::string_view raw_user, std::string& key) {
-  DirectoryClient* directory = worker_.runtime().directory.get();
+  DirectoryClient* directory = ctx_.runtime().directory.get();
   if (!directory) return false;
   std::string name = affinity::directory_name(raw_user);
   if (name.empty()) return false;
-  WorkerStats& stats = worker_.stats();
+  WorkerStats& stats = ctx_.stats;
   bool answered = false;
   cached_key(name, key, answered);
   if (answered) {
@@ -50,7 +50,7 @@ bool DirectoryWaiters::resolve(Exchange& exchange, std::string_view raw_user, st
   const uint64_t wait = static_cast<uint64_t>(directory->config().wait.count());
   if (wait == 0 || !open_) return false;
   WorkerStats::add(stats.directory_waits);
-  parked_.push_back(Parked{&exchange, std::move(name), uv_now(worker_.loop()) + wait});
+  parked_.push_back(Parked{&exchange, std::move(name), uv_now(ctx_.loop) + wait});
   arm();
   return true;
 }
@@ -68,13 +68,13 @@ void DirectoryWaiters::arm() {
   }
   uint64_t first = parked_.front().deadline_ms;
   for (const Parked& p : parked_) first = std::min(first, p.deadline_ms);
-  uint64_t now = uv_now(worker_.loop());
+  uint64_t now = uv_now(ctx_.loop);
   uv_timer_start(&timer_, [](uv_timer_t* t) noexcept { static_cast<DirectoryWaiters*>(t->data)->on_timer(); },
                  first > now ? first - now : 0, 0);
 }
 
 void DirectoryWaiters::on_answers() {
-  DirectoryClient* directory = worker_.runtime().directory.get();
+  DirectoryClient* directory = ctx_.runtime().directory.get();
   if (!directory || parked_.empty()) return;
   const bool up = directory->up();
   // Taken out first: resuming one request may end another's connection.
@@ -92,14 +92,14 @@ void DirectoryWaiters::on_answers() {
 }
 
 void DirectoryWaiters::on_timer() {
-  const uint64_t now = uv_now(worker_.loop());
+  const uint64_t now = uv_now(ctx_.loop);
   std::vector<Exchange*> late;
   std::erase_if(parked_, [&](const Parked& p) {
     if (p.deadline_ms > now) return false;
     late.push_back(p.exchange);
     return true;
   });
-  WorkerStats::add(worker_.stats().directory_wait_timeouts, late.size());
+  WorkerStats::add(ctx_.stats.directory_wait_timeouts, late.size());
   arm();
   for (Exchange* exchange : late) exchange->resume_route({});
 }

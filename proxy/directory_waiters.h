@@ -14,11 +14,11 @@
 namespace sprayer::proxy {
 
 class Exchange;
-class Worker;
+struct WorkerContext;
 
 class DirectoryWaiters {
  public:
-  explicit DirectoryWaiters(Worker& worker) : worker_(worker) {}
+  explicit DirectoryWaiters(WorkerContext& context) : ctx_(context) {}
   void open(uv_loop_t* loop);  // the timer, unreferenced: waiting requests keep the loop alive
 
   // The key for a user the extractor found (`key` holds its normalised form). Returns true
@@ -40,7 +40,7 @@ class DirectoryWaiters {
   void on_timer();
   void arm();
 
-  Worker& worker_;
+  WorkerContext& ctx_;
   uv_timer_t timer_{};
   bool open_ = false;
   std::vector<Parked> parked_;

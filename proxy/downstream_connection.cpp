@@ -26,15 +26,26 @@ int status_class(int status) { return status >= 100 && status < 600 ? status / 1
 
 void DownstreamConnection::accept(Worker& worker, int fd, const sockaddr_storage& peer,
                                   const conf::ListenerConfig& listener, std::shared_ptr<const TlsContext> tls) {
-  auto* connection = new DownstreamConnection(worker);
-  if (connection->init(fd, peer, listener, std::move(tls)) != 0) connection->close();
+  accept(worker.context(), worker, fd, peer, listener, std::move(tls));
 }
 
-DownstreamConnection::DownstreamConnection(Worker& worker)
-    : Connection(worker.loop(), worker.buffers(), worker.stats().bytes_in), worker_(worker), exchange_(*this) {}
+DownstreamConnection* DownstreamConnection::accept(WorkerContext& context, DownstreamRegistry& registry, int fd,
+                                                   const sockaddr_storage& peer, const conf::ListenerConfig& listener,
+                                                   std::shared_ptr<const TlsContext> tls) {
+  auto* connection = new DownstreamConnection(context, registry);
+  if (connection->init(fd, peer, listener, std::move(tls)) == 0) return connection;
+  connection->close();
+  return nullptr;
+}
+
+DownstreamConnection::DownstreamConnection(WorkerContext& context, DownstreamRegistry& registry)
+    : Connection(context.loop, context.buffers, context.stats.bytes_in),
+      ctx_(context),
+      registry_(registry),
+      exchange_(*this, context) {}
 
 DownstreamConnection::~DownstreamConnection() {
-  if (counted_) worker_.on_connection_closed(this);
+  if (counted_) registry_.on_connection_closed(this);
 }
 
 int DownstreamConnection::init(int fd, const sockaddr_storage& peer, const conf::ListenerConfig& listener,
@@ -44,7 +55,7 @@ int DownstreamConnection::init(int fd, const sockaddr_storage& peer, const conf:
   parser_.set_check_host(listener.tls.check_host);
   init_timer(send_timer_);
   counted_ = true;
-  worker_.on_connection_opened(this);
+  registry_.on_connection_opened(this);
   if (peer.ss_family == AF_INET)
     inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&peer)->sin_addr, client_ip_, sizeof client_ip_);
   else if (peer.ss_family == AF_INET6)
@@ -55,7 +66,7 @@ int DownstreamConnection::init(int fd, const sockaddr_storage& peer, const conf:
     return rc;
   }
   if (tls) {
-    tls_ = std::make_unique<TlsEngine>(std::move(tls), worker_.buffers());
+    tls_ = std::make_unique<TlsEngine>(std::move(tls), ctx_.buffers);
     writer_.set_tls(tls_.get());
     set_read_phase(&DownstreamConnection::sniff_tls);
   } else {
@@ -100,8 +111,8 @@ void DownstreamConnection::on_resumed() {
 void DownstreamConnection::sniff_tls(Slice data) {
   if (TlsEngine::looks_like_http(data.data(), data.size())) {
     // Plain HTTP on the TLS port: answer in plaintext, so whoever typed http:// sees why.
-    WorkerStats::add(worker_.stats().bad_requests);
-    WorkerStats::add(worker_.stats().tls_failures);
+    WorkerStats::add(ctx_.stats.bad_requests);
+    WorkerStats::add(ctx_.stats.tls_failures);
     writer_.set_tls(nullptr);
     tls_.reset();
     std::string response;
@@ -133,13 +144,13 @@ void DownstreamConnection::drain_tls() {
   if (!tls_ || state_ == State::closed) return;
   if (!tls_counted_ && tls_->handshake_done()) {
     tls_counted_ = true;
-    WorkerStats::add(worker_.stats().tls_handshakes);
-    if (tls_->own_records()) WorkerStats::add(worker_.stats().tls_own_records);
+    WorkerStats::add(ctx_.stats.tls_handshakes);
+    if (tls_->own_records()) WorkerStats::add(ctx_.stats.tls_own_records);
   }
   // Handshake flights, session tickets and alerts go out even when no response is due.
   if (tls_->pending_ciphertext() > 0 && !flush()) return;
   if (status == TlsStatus::error) {
-    WorkerStats::add(worker_.stats().tls_failures);
+    WorkerStats::add(ctx_.stats.tls_failures);
     LOG_DEBUG("client %s: TLS: %.*s", client_ip_, static_cast<int>(tls_->error().size()), tls_->error().data());
     exchange_.abort();
     close();
@@ -151,7 +162,7 @@ void DownstreamConnection::drain_tls() {
   }
   // Output the client's own records provoke counts like any other: a client that sends them
   // without reading the answers is read no further until it does.
-  if (writer_.queued() > worker_.config().http.buffer_high_watermark) pause_reading(PauseReason::own_writes);
+  if (writer_.queued() > ctx_.config().http.buffer_high_watermark) pause_reading(PauseReason::own_writes);
 }
 
 void DownstreamConnection::handle_tls_close() {
@@ -174,7 +185,7 @@ void DownstreamConnection::hold_pipelined(Slice data) {
   // enough to hold; beyond that the client waits (TCP back-pressure).
   if (pending_.empty()) {
     pending_ = std::move(data);
-  } else if (!worker_.buffers().join(pending_, data)) {
+  } else if (!ctx_.buffers.join(pending_, data)) {
     pause_reading(PauseReason::pipeline);
     send_error_and_close(400);
     return;
@@ -190,7 +201,7 @@ void DownstreamConnection::feed(Slice data) {
   input_ = data;
   parsing_ = true;
   // Read per call: a reload applies to the next request.
-  parser_.set_limits(request_limits(worker_.config().limits));
+  parser_.set_limits(request_limits(ctx_.config().limits));
   if (tls_) parser_.set_server_name(tls_->sni());
   RequestParser::Result result = parser_.execute(data.data(), data.size());
   parsing_ = false;
@@ -224,7 +235,7 @@ void DownstreamConnection::feed(Slice data) {
 void DownstreamConnection::on_parse_error(const RequestParser::Result& result) {
   int status = result.reject.status;
   if (reject_code_.empty()) reject_code_ = to_string(result.reject.reason);
-  WorkerStats::add(worker_.stats().bad_requests);
+  WorkerStats::add(ctx_.stats.bad_requests);
   LOG_DEBUG("client %s: bad request (%.*s%s%s) -> %d", client_ip_, static_cast<int>(to_string(result.reject.reason).size()),
             to_string(result.reject.reason).data(), *parser_.llhttp_error() ? ": " : "", parser_.llhttp_error(), status);
   if (state_ == State::in_exchange) {
@@ -242,11 +253,11 @@ void DownstreamConnection::on_parse_error(const RequestParser::Result& result) {
 }
 
 void DownstreamConnection::record_local(int status) {
-  WorkerStats& stats = worker_.stats();
+  WorkerStats& stats = ctx_.stats;
   WorkerStats::add(stats.finished[kStatNoServer][status_class(status)][kReasonLocal]);
   const uint64_t total = message_begin_ns_ ? uv_hrtime() - message_begin_ns_ : 0;
   stats.request_seconds.observe(total);
-  AccessLogBuffer& log = worker_.access_log();
+  AccessLogBuffer& log = ctx_.access_log;
   if (!log.enabled()) return;
   AccessRecord r;
   r.time = std::chrono::system_clock::now() -
@@ -286,13 +297,13 @@ void DownstreamConnection::on_request_begin() {
 }
 
 RequestParser::Handler::Verdict DownstreamConnection::on_request_head() {
-  bool upgrade = parser_.upgrade() && worker_.config().http.allow_upgrade;
+  bool upgrade = parser_.upgrade() && ctx_.config().http.allow_upgrade;
   client_asked_close_ = !parser_.keep_alive();
-  if (client_asked_close_ || worker_.draining()) close_after_response_ = true;
+  if (client_asked_close_ || ctx_.draining) close_after_response_ = true;
 
   set_state(State::in_exchange);
   arm_timer(parser_.has_body() ? Timer::body : Timer::none);
-  WorkerStats::add(worker_.stats().requests);
+  WorkerStats::add(ctx_.stats.requests);
   if (redirect_to_https_) {
     if (parser_.host().empty()) return Verdict::refuse(400, RejectReason::no_host_to_redirect);
     local_redirect_ = true;  // answered at message end; a body is read and dropped
@@ -324,13 +335,13 @@ void DownstreamConnection::on_request_complete() {
 
 // ---- responses -------------------------------------------------------------------------
 
-bool DownstreamConnection::closing_after_response() const { return close_after_response_ || worker_.draining(); }
+bool DownstreamConnection::closing_after_response() const { return close_after_response_ || ctx_.draining; }
 
 bool DownstreamConnection::flush() {
   if (state_ == State::closed) return false;
   size_t before = writer_.in_flight();
   bytes_written_ += writer_.batch_bytes();
-  WorkerStats::add(worker_.stats().bytes_out, writer_.batch_bytes());
+  WorkerStats::add(ctx_.stats.bytes_out, writer_.batch_bytes());
   int rc = writer_.flush();
   if (rc != 0) {
     LOG_DEBUG("client %s: write failed: %s", client_ip_, uv_strerror(rc));
@@ -339,7 +350,7 @@ bool DownstreamConnection::flush() {
     return false;
   }
   if (writer_.in_flight() > 0 && before == 0) {
-    uint64_t ms = static_cast<uint64_t>(worker_.config().timeouts.client_send.count());
+    uint64_t ms = static_cast<uint64_t>(ctx_.config().timeouts.client_send.count());
     uv_timer_start(&send_timer_, &DownstreamConnection::on_send_timer, ms, ms);
   }
   return true;
@@ -360,7 +371,7 @@ void DownstreamConnection::on_exchange_done() {
     return;
   }
   set_state(State::idle);
-  if (writer_.queued() > worker_.config().http.buffer_high_watermark) {
+  if (writer_.queued() > ctx_.config().http.buffer_high_watermark) {
     // A client that does not read its answers gets no more of them: nothing is read or
     // parsed until it has (the send timeout watches that it does).
     pause_reading(PauseReason::own_writes);
@@ -398,7 +409,7 @@ void DownstreamConnection::send_redirect() {
   std::string response;
   build_https_redirect(parser_.host(), https_port_, parser_.target(), closing_after_response(), response);
   writer_.add_copy(response);
-  WorkerStats::add(worker_.stats().responses[3]);
+  WorkerStats::add(ctx_.stats.responses[3]);
   bool flushed = flush();
   record_local(308);
   if (!flushed) return;
@@ -406,7 +417,7 @@ void DownstreamConnection::send_redirect() {
 }
 
 void DownstreamConnection::fail_exchange(int status) {
-  WorkerStats::add(worker_.stats().responses[status_class(status)]);
+  WorkerStats::add(ctx_.stats.responses[status_class(status)]);
   send_error_and_close(status);
   exchange_.record(status);
 }
@@ -467,7 +478,7 @@ void DownstreamConnection::on_write_done(int status) {
     if (writer_.idle() && !handles_closing() && shutdown_req_.data == nullptr) shut_down_writes();
     return;
   }
-  if (writer_.queued() > worker_.config().http.buffer_low_watermark) return;
+  if (writer_.queued() > ctx_.config().http.buffer_low_watermark) return;
   const bool was_full = pause_has(PauseReason::own_writes);
   if (was_full) resume_reading(PauseReason::own_writes);
   if (state_ == State::closed) return;
@@ -482,7 +493,7 @@ void DownstreamConnection::on_write_done(int status) {
 void DownstreamConnection::arm_timer(Timer purpose) {
   if (state_ == State::closed) return;
   timer_purpose_ = purpose;
-  const auto& t = worker_.config().timeouts;
+  const auto& t = ctx_.config().timeouts;
   uint64_t ms = 0;
   switch (purpose) {
     case Timer::none:
@@ -507,11 +518,11 @@ void DownstreamConnection::on_deadline() {
       start_next_request();
       return;
     case Timer::idle:
-      worker_.stats().timeout(TimeoutKind::client_idle);
+      ctx_.stats.timeout(TimeoutKind::client_idle);
       close_between_requests();
       return;
     case Timer::head:
-      worker_.stats().timeout(TimeoutKind::client_header);
+      ctx_.stats.timeout(TimeoutKind::client_header);
       if (state_ == State::reading_head) {
         send_error_and_close(408);
       } else {
@@ -519,7 +530,7 @@ void DownstreamConnection::on_deadline() {
       }
       return;
     case Timer::body:
-      worker_.stats().timeout(TimeoutKind::client_body);
+      ctx_.stats.timeout(TimeoutKind::client_body);
       exchange_.abort();
       if (exchange_.response_started())
         close();
@@ -535,7 +546,7 @@ void DownstreamConnection::on_deadline() {
 void DownstreamConnection::on_send_timer(uv_timer_t* timer) noexcept {
   auto* self = static_cast<DownstreamConnection*>(static_cast<Connection*>(timer->data));
   // A client that stopped reading holds buffers and an upstream: let it go.
-  self->worker_.stats().timeout(TimeoutKind::client_send);
+  self->ctx_.stats.timeout(TimeoutKind::client_send);
   self->exchange_.abort();
   self->close();
 }

@@ -15,6 +15,8 @@
 #include "proxy/connection.h"
 #include "proxy/pause.h"
 #include "proxy/exchange.h"
+#include "proxy/exchange_sides.h"
+#include "proxy/worker_context.h"
 #include "proxy/http/http_head.h"
 #include "proxy/http/request_parser.h"
 
@@ -24,36 +26,42 @@ class Worker;
 class TlsContext;
 class TlsEngine;
 
-class DownstreamConnection final : public Connection, private RequestParser::Handler {
+class DownstreamConnection final : public Connection, public ExchangeDownstream, private RequestParser::Handler {
  public:
   enum class State { idle, reading_head, in_exchange, tunnel, closing, closed };
 
   static void accept(Worker& worker, int fd, const sockaddr_storage& peer, const conf::ListenerConfig& listener,
                      std::shared_ptr<const TlsContext> tls);
+  // The same without a Worker (unit tests): null if the socket could not be taken.
+  static DownstreamConnection* accept(WorkerContext& context, DownstreamRegistry& registry, int fd,
+                                      const sockaddr_storage& peer, const conf::ListenerConfig& listener,
+                                      std::shared_ptr<const TlsContext> tls);
 
-  Worker& worker() { return worker_; }
   State state() const { return state_; }
   const HttpHead& head() const { return parser_.head(); }
-  const RequestParser& request() const { return parser_; }
-  std::string_view client_ip() const { return client_ip_; }
   std::string_view target() const { return parser_.target(); }
-  // Inside the parser: what the request adds upstream is flushed once when it returns.
-  bool parsing() const { return parsing_; }
-  uint64_t bytes_written() const { return bytes_written_; }  // to this client, all requests
-  bool request_complete() const { return request_complete_; }
-  // The client gets "Connection: close" and the connection ends after this response.
-  bool closing_after_response() const;
-  void set_close_after_response() { close_after_response_ = true; }
 
-  // Exchange → client (and writer(), pause_reading(), resume_reading() of the Connection).
-  bool flush();                 // false if the connection failed and is closing
-  void on_exchange_done();      // the response is fully queued
-  void fail_exchange(int status);  // answer an error (if nothing was sent yet) and close
+  // ExchangeDownstream: what the Exchange sees of the client.
+  const RequestParser& request() const override { return parser_; }
+  std::string_view client_ip() const override { return client_ip_; }
+  bool is_tls() const override { return Connection::is_tls(); }
+  bool parsing() const override { return parsing_; }
+  uint64_t bytes_written() const override { return bytes_written_; }
+  bool request_complete() const override { return request_complete_; }
+  // The client gets "Connection: close" and the connection ends after this response.
+  bool closing_after_response() const override;
+  void set_close_after_response() override { close_after_response_ = true; }
   // The rule that refused the current request (access log), empty if none did.
-  std::string_view rejected() const { return reject_code_; }
-  void set_rejected(std::string_view code) { reject_code_ = code; }  // a static name
-  void enter_tunnel();
-  void close();                 // idempotent; frees itself after the last close callback
+  std::string_view rejected() const override { return reject_code_; }
+  void set_rejected(std::string_view code) override { reject_code_ = code; }
+  StreamWriter& writer() override { return writer_; }
+  bool flush() override;
+  void on_exchange_done() override;
+  void fail_exchange(int status) override;
+  void enter_tunnel() override;
+  void pause_reading(PauseReasons reasons) override { Connection::pause_reading(reasons); }
+  void resume_reading(PauseReasons reasons) override { Connection::resume_reading(reasons); }
+  void close() override;  // idempotent; frees itself after the last close callback
 
   // Drain (SIGTERM): idle connections close now, busy ones after their response.
   void begin_drain();
@@ -63,7 +71,7 @@ class DownstreamConnection final : public Connection, private RequestParser::Han
  private:
   enum class Timer { none, head, idle, body, linger, next_request };
 
-  explicit DownstreamConnection(Worker& worker);
+  DownstreamConnection(WorkerContext& context, DownstreamRegistry& registry);
   ~DownstreamConnection() override;
   int init(int fd, const sockaddr_storage& peer, const conf::ListenerConfig& listener,
            std::shared_ptr<const TlsContext> tls);
@@ -114,7 +122,8 @@ class DownstreamConnection final : public Connection, private RequestParser::Han
 
   friend class Worker;  // the worker's intrusive list of its connections
 
-  Worker& worker_;
+  WorkerContext& ctx_;
+  DownstreamRegistry& registry_;
   DownstreamConnection* list_prev_ = nullptr;
   DownstreamConnection* list_next_ = nullptr;
   uv_timer_t send_timer_{};

@@ -46,7 +46,7 @@ std::vector<uint32_t> takeover_slots(const RouteState& state, std::string_view u
 
 size_t resend_early(Worker& worker, UpstreamPool& pool, uint64_t stall_ms) {
   const uint32_t slot = static_cast<uint32_t>(pool.slot());
-  auto routing = state_of(worker.route_state(), slot);
+  auto routing = state_of(worker.context().route_state(), slot);
   // A server already down had its requests ended (UpstreamPool::fail_active); one in
   // maintenance only finishes what it has.
   if (!routing || (*routing != affinity::ServerState::up && *routing != affinity::ServerState::draining)) return 0;
@@ -68,8 +68,8 @@ size_t resend_early(Worker& worker, UpstreamPool& pool, uint64_t stall_ms) {
     Exchange* exchange = up->exchange();
     if (!exchange || !pool.active().count(up) || !exchange->early_resend_ready()) continue;
     std::vector<uint32_t> candidates = takeover_slots(
-        worker.route_state(), exchange->user_key(),
-        exchange->user_found() ? std::optional<uint64_t>(exchange->key_hash()) : std::nullopt, worker.next_spread(),
+        worker.context().route_state(), exchange->user_key(),
+        exchange->user_found() ? std::optional<uint64_t>(exchange->key_hash()) : std::nullopt, worker.context().next_spread(),
         slot);
     if (candidates.empty()) continue;  // nowhere else to go: wait for the verdict
     exchange->resend_early(std::move(candidates));
@@ -101,8 +101,7 @@ bool Exchange::early_resend_ready() const {
 }
 
 void Exchange::resend_early(std::vector<uint32_t> candidates) {
-  Worker& worker = ds_.worker();
-  WorkerStats& stats = worker.stats();
+  WorkerStats& stats = ctx_.stats;
   early_resent_ = true;
   retried_next_ = true;  // a second attempt: counted with reason "retry"
   WorkerStats::add(stats.early_resends[WorkerStats::server_row(server_)]);

@@ -7,13 +7,12 @@
 #include "affinity/rendezvous.h"
 #include "affinity/request_view.h"
 #include "proxy/access_log.h"
-#include "proxy/downstream_connection.h"
 #include "proxy/health_events.h"
 #include "proxy/log.h"
 #include "proxy/pause.h"
 #include "proxy/upstream_connection.h"
 #include "proxy/upstream_pool.h"
-#include "proxy/worker.h"
+#include "proxy/directory_waiters.h"
 
 namespace sprayer::proxy {
 namespace {
@@ -40,7 +39,6 @@ void chunk_header(size_t len, std::string& out) {
 // ---- request ---------------------------------------------------------------------------
 
 void Exchange::start(bool has_body, bool chunked, bool upgrade) {
-  Worker& worker = ds_.worker();
   state_ = State::connecting;
   parked_ = false;
   has_body_ = has_body;
@@ -70,7 +68,7 @@ void Exchange::start(bool has_body, bool chunked, bool upgrade) {
   connect_ns_ = -1;
   sent_ns_ = 0;
   ttfb_ns_ = -1;
-  bytes_in_ = ds_.head().bytes();
+  bytes_in_ = ds_.request().head().bytes();
   bytes_out_start_ = ds_.bytes_written();
 
   const RequestParser& request = ds_.request();
@@ -78,23 +76,23 @@ void Exchange::start(bool has_body, bool chunked, bool upgrade) {
   head_request_ = request.method() == HTTP_HEAD;
 
   // Find the user, look up the owner, and take the router's candidate order.
-  auto& headers = worker.header_scratch();
+  auto& headers = ctx_.header_scratch;
   headers.clear();
-  const HttpHead& head = ds_.head();
+  const HttpHead& head = ds_.request().head();
   for (size_t i = 0; i < head.count(); ++i) headers.push_back(affinity::Header{head.name(i), head.value(i)});
-  affinity::RequestView view{method, ds_.target(), headers};
-  affinity::ExtractResult user = worker.extractor().extract(view);
+  affinity::RequestView view{method, ds_.request().target(), headers};
+  affinity::ExtractResult user = ctx_.extractor.extract(view);
   if (user.status == affinity::ExtractResult::Status::malformed) {
-    WorkerStats::add(worker.stats().malformed_users);
-    if (worker.extractor().config().reject_malformed) {
+    WorkerStats::add(ctx_.stats.malformed_users);
+    if (ctx_.extractor.config().reject_malformed) {
       state_ = State::done;
-      WorkerStats::add(worker.stats().bad_requests);
+      WorkerStats::add(ctx_.stats.bad_requests);
       ds_.set_rejected("malformed_user");
       ds_.fail_exchange(400);
       return;
     }
   }
-  if (user.disagreement) WorkerStats::add(worker.stats().user_key_disagreements);
+  if (user.disagreement) WorkerStats::add(ctx_.stats.user_key_disagreements);
   user_key_ = std::move(user.user_key);
   long_poll_ = is_long_poll(user.cmd);
   user_found_ = user.found();
@@ -102,7 +100,7 @@ void Exchange::start(bool has_body, bool chunked, bool upgrade) {
   // The one hook for the directory: the key may change, and may take a short wait.
   if (user_found_) {
     const std::string normalised = user_key_;
-    if (worker.directory_waiters().resolve(*this, user.raw_user, user_key_)) {
+    if (ctx_.directory_waiters.resolve(*this, user.raw_user, user_key_)) {
       parked_ = true;
       return;
     }
@@ -122,27 +120,26 @@ void Exchange::resume_route(std::string key) {
 }
 
 void Exchange::route_and_send() {
-  Worker& worker = ds_.worker();
-  RouteResult route = route_user(worker.route_state(), user_key_,
+  RouteResult route = route_user(ctx_.route_state(), user_key_,
                                  user_found_ ? std::optional<uint64_t>(key_hash_) : std::nullopt,
-                                 worker.next_spread());
+                                 ctx_.next_spread());
   reason_ = route.decision.reason;
-  WorkerStats::add(worker.stats().routed[static_cast<size_t>(reason_)]);
+  WorkerStats::add(ctx_.stats.routed[static_cast<size_t>(reason_)]);
   // Kept as slots (the worker's pool numbers), which a reload never reassigns: a retry after a
   // reload still goes to the server that was chosen.
-  const RouteState& route_state = worker.route_state();
+  const RouteState& route_state = ctx_.route_state();
   candidates_.clear();
   for (uint16_t index : route.decision.candidates) candidates_.push_back(route_state.slots[index]);
   size_t n = candidates_.size();
   if (n > 0) {
     const size_t row = WorkerStats::server_row(candidates_[0]);
     if (reason_ == affinity::RouteReason::takeover) {
-      WorkerStats::add(worker.stats().takeover_in[row]);
-      if (route.owner) WorkerStats::add(worker.stats().takeover_out[WorkerStats::server_row(route_state.slots[*route.owner])]);
+      WorkerStats::add(ctx_.stats.takeover_in[row]);
+      if (route.owner) WorkerStats::add(ctx_.stats.takeover_out[WorkerStats::server_row(route_state.slots[*route.owner])]);
     }
     if (long_poll_) {
       long_poll_row_ = static_cast<int>(row);
-      WorkerStats::add(worker.stats().parked[row], 1);
+      WorkerStats::add(ctx_.stats.parked[row], 1);
     }
   }
 
@@ -151,12 +148,11 @@ void Exchange::route_and_send() {
 }
 
 void Exchange::build_request_head(int slot) {
-  Worker& worker = ds_.worker();
-  const conf::Config& config = worker.config();
+  const conf::Config& config = ctx_.config();
   const RequestParser& request = ds_.request();
   ForwardOptions options;
   options.method = request.method_name();
-  options.target = ds_.target();
+  options.target = ds_.request().target();
   options.http_minor = request.http_minor();
   options.x_forwarded = config.http.x_forwarded;
   options.client_ip = ds_.client_ip();
@@ -167,21 +163,20 @@ void Exchange::build_request_head(int slot) {
   request_head_.clear();
   if (!options.preserve_host && slot >= 0) {
     // The Host of the server the head is built for (the first candidate; a rebuilt head's own).
-    options.upstream_host = worker.upstream_pool(static_cast<size_t>(slot)).target().host_port;
+    options.upstream_host = ctx_.upstream_pool(static_cast<size_t>(slot)).target().host_port;
   }
-  build_upstream_request(ds_.head(), options, request_head_);
+  build_upstream_request(ds_.request().head(), options, request_head_);
 }
 
 void Exchange::try_next_candidate() {
-  Worker& worker = ds_.worker();
   while (attempt_ < candidates_.size()) {
-    UpstreamPool& pool = worker.upstream_pool(candidates_[attempt_++]);
+    UpstreamPool& pool = ctx_.upstream_pool(candidates_[attempt_++]);
     if (pool.retired()) continue;  // removed by a reload after this request was routed
     bool reused = false;
     int error = 0;
     UpstreamConnection* up = pool.acquire(reused, error);
     if (!up) {
-      WorkerStats::add(worker.stats().upstream_connect_failures);
+      WorkerStats::add(ctx_.stats.upstream_connect_failures);
       LOG_DEBUG("upstream %s: cannot connect: %s", pool.target().id.c_str(), uv_strerror(error));
       continue;
     }
@@ -195,26 +190,26 @@ void Exchange::try_next_candidate() {
   if (candidates_.empty())
     LOG_WARN("no pool server can take requests (all down, in maintenance or unavailable)");
   else
-    LOG_WARN("no pool server reachable for %s", ds_.target().data());
+    LOG_WARN("no pool server reachable for %s", ds_.request().target().data());
   ds_.fail_exchange(503);
 }
 
-void Exchange::attach(UpstreamConnection* up) {
+void Exchange::attach(ExchangeUpstream* up) {
   up_ = up;
   up->attach(this);
 }
 
-void Exchange::on_connected(UpstreamConnection& up) {
+void Exchange::on_connected(ExchangeUpstream& up) {
   if (&up != up_) return;
   state_ = State::active;
   sent_ns_ = uv_hrtime();
   if (connect_begin_ns_ != 0) {
     connect_ns_ = static_cast<int64_t>(sent_ns_ - connect_begin_ns_);
-    ds_.worker().stats().connect_seconds.observe(static_cast<uint64_t>(connect_ns_));
+    ctx_.stats.connect_seconds.observe(static_cast<uint64_t>(connect_ns_));
     connect_begin_ns_ = 0;
   }
   up.begin_response(head_request_);
-  ds_.worker().upstream_pool(up.slot()).on_request_sent(uv_now(ds_.worker().loop()), long_poll_);
+  ctx_.upstream_pool(up.slot()).on_request_sent(uv_now(ctx_.loop), long_poll_);
   // A parked Ping gave its head back (rest()): a retry builds it again.
   if (request_head_.empty()) build_request_head(static_cast<int>(up.slot()));
   up.writer().add_copy(request_head_);
@@ -233,17 +228,17 @@ void Exchange::on_connected(UpstreamConnection& up) {
   if (!ds_.parsing()) flush_upstream();
 }
 
-void Exchange::report(const UpstreamConnection& up, UpstreamError error) {
+void Exchange::report(const ExchangeUpstream& up, UpstreamError error) {
   PassiveOutcome outcome = PassiveOutcome::success;
-  if (passive_outcome(error, outcome)) ds_.worker().passive().report(static_cast<uint16_t>(up.slot()), outcome);
+  if (passive_outcome(error, outcome)) ctx_.passive.report(static_cast<uint16_t>(up.slot()), outcome);
 }
 
-void Exchange::on_connect_failed(UpstreamConnection& up, int status) {
+void Exchange::on_connect_failed(ExchangeUpstream& up, int status) {
   if (&up != up_) return;
   report(up, UpstreamError::connect);
   up_ = nullptr;
-  WorkerStats::add(ds_.worker().stats().upstream_connect_failures);
-  if (attempt_ < candidates_.size()) WorkerStats::add(ds_.worker().stats().upstream_retries);
+  WorkerStats::add(ctx_.stats.upstream_connect_failures);
+  if (attempt_ < candidates_.size()) WorkerStats::add(ctx_.stats.upstream_retries);
   try_next_candidate();
 }
 
@@ -266,7 +261,7 @@ void Exchange::put(Slice data) {
   }
   held_bytes_ += data.size();
   held_.push_back(Piece{std::move(data), {}});
-  if (held_bytes_ > ds_.worker().config().http.buffer_high_watermark) ds_.pause_reading(PauseReason::not_connected);
+  if (held_bytes_ > ctx_.config().http.buffer_high_watermark) ds_.pause_reading(PauseReason::not_connected);
 }
 
 void Exchange::put_copy(std::string_view bytes) {
@@ -317,7 +312,7 @@ void Exchange::flush_upstream() {
 
 void Exchange::check_upstream_backpressure() {
   if (!up_) return;
-  if (up_->writer().queued() > ds_.worker().config().http.buffer_high_watermark) ds_.pause_reading(PauseReason::peer_full);
+  if (up_->writer().queued() > ctx_.config().http.buffer_high_watermark) ds_.pause_reading(PauseReason::peer_full);
 }
 
 void Exchange::on_upstream_drained() {
@@ -332,13 +327,13 @@ void Exchange::on_tunnel_data(Slice data) {
 
 // ---- response --------------------------------------------------------------------------
 
-ResponseParser::HeadAction Exchange::on_response_head(UpstreamConnection& up) {
+ResponseParser::HeadAction Exchange::on_response_head(ExchangeUpstream& up) {
   const ResponseParser& response = up.response();
   int status = response.status();
-  const conf::Config& config = ds_.worker().config();
+  const conf::Config& config = ctx_.config();
   if (ttfb_ns_ < 0 && sent_ns_ != 0 && (status >= 200 || status == 101)) {
     ttfb_ns_ = static_cast<int64_t>(uv_hrtime() - sent_ns_);
-    ds_.worker().stats().ttfb_seconds.observe(static_cast<uint64_t>(ttfb_ns_));
+    ctx_.stats.ttfb_seconds.observe(static_cast<uint64_t>(ttfb_ns_));
   }
   if (status < 200) {
     if (status == 101) {
@@ -348,11 +343,11 @@ ResponseParser::HeadAction Exchange::on_response_head(UpstreamConnection& up) {
       }
       ResponseOptions options;
       options.status = 101;
-      options.reason = up.head().start();
+      options.reason = up.response().head().start();
       options.via = config.http.via;
       options.upgrade = true;
       std::string head;
-      build_downstream_response(up.head(), options, head);
+      build_downstream_response(up.response().head(), options, head);
       ds_.writer().add_copy(head);
       response_started_ = true;
       status_ = 101;
@@ -366,10 +361,10 @@ ResponseParser::HeadAction Exchange::on_response_head(UpstreamConnection& up) {
     if (ds_.request().http_minor() >= 1) {
       ResponseOptions options;
       options.status = status;
-      options.reason = up.head().start();
+      options.reason = up.response().head().start();
       options.via = config.http.via;
       std::string head;
-      build_downstream_response(up.head(), options, head);
+      build_downstream_response(up.response().head(), options, head);
       ds_.writer().add_copy(head);
       ds_.flush();
     }
@@ -384,14 +379,14 @@ ResponseParser::HeadAction Exchange::on_response_head(UpstreamConnection& up) {
 
   ResponseOptions options;
   options.status = status;
-  options.reason = up.head().start();
+  options.reason = up.response().head().start();
   options.via = config.http.via;
   options.close = ds_.closing_after_response();
   std::string head;
-  build_downstream_response(up.head(), options, head);
+  build_downstream_response(up.response().head(), options, head);
   ds_.writer().add_copy(head);
   response_started_ = true;
-  WorkerStats::add(ds_.worker().stats().responses[status_class(status)]);
+  WorkerStats::add(ctx_.stats.responses[status_class(status)]);
   return no_body ? ResponseParser::HeadAction::no_body : ResponseParser::HeadAction::proceed;
 }
 
@@ -410,14 +405,14 @@ void Exchange::on_response_body(Slice data) {
 
 void Exchange::check_downstream_backpressure() {
   if (!up_) return;
-  if (ds_.writer().queued() > ds_.worker().config().http.buffer_high_watermark) up_->pause_reading(PauseReason::peer_full);
+  if (ds_.writer().queued() > ctx_.config().http.buffer_high_watermark) up_->pause_reading(PauseReason::peer_full);
 }
 
 void Exchange::on_downstream_drained() {
   if (up_) up_->resume_reading(PauseReason::peer_full);
 }
 
-void Exchange::on_response_complete(UpstreamConnection& up) {
+void Exchange::on_response_complete(ExchangeUpstream& up) {
   if (state_ != State::active) return;
   if (response_chunked_) ds_.writer().add_copy("0\r\n\r\n");
   bool reuse = up.keep_alive() && ds_.request_complete() && !response_close_delimited_;
@@ -434,19 +429,18 @@ void Exchange::finish(bool reuse_upstream) {
 }
 
 void Exchange::release_upstream(bool reuse) {
-  UpstreamConnection* up = up_;
+  ExchangeUpstream* up = up_;
   up_ = nullptr;
   if (!up) return;
   up->detach();
   if (reuse)
-    ds_.worker().upstream_pool(up->slot()).release(up);
+    up->release_to_pool();
   else
     up->close();
 }
 
-void Exchange::on_upstream_error(UpstreamConnection& up, UpstreamError error) {
+void Exchange::on_upstream_error(ExchangeUpstream& up, UpstreamError error) {
   if (&up != up_) return;
-  Worker& worker = ds_.worker();
   if (state_ == State::tunnel) {
     release_upstream(false);
     state_ = State::done;
@@ -465,8 +459,8 @@ void Exchange::on_upstream_error(UpstreamConnection& up, UpstreamError error) {
     release_upstream(false);
     // Its siblings in the pool are as suspect (a restarted or killed server): drop them so
     // the retry opens a fresh connection and learns the truth from the connect.
-    worker.upstream_pool(server).close_idle();
-    WorkerStats::add(worker.stats().upstream_retries);
+    ctx_.upstream_pool(server).close_idle();
+    WorkerStats::add(ctx_.stats.upstream_retries);
     --attempt_;
     resend_from_replay();
     try_next_candidate();
@@ -479,7 +473,7 @@ void Exchange::on_upstream_error(UpstreamConnection& up, UpstreamError error) {
       (error == UpstreamError::reset || error == UpstreamError::server_down) && attempt_ < candidates_.size()) {
     retried_next_ = true;
     release_upstream(false);
-    WorkerStats::add(worker.stats().upstream_retries);
+    WorkerStats::add(ctx_.stats.upstream_retries);
     resend_from_replay();
     try_next_candidate();
     return;
@@ -519,7 +513,7 @@ void Exchange::on_upstream_tunnel_data(Slice data) {
 void Exchange::abort() {
   if (parked_) {
     parked_ = false;
-    ds_.worker().directory_waiters().cancel(*this);
+    ctx_.directory_waiters.cancel(*this);
   }
   if (state_ == State::idle || state_ == State::done) {
     state_ = State::idle;
@@ -534,15 +528,14 @@ void Exchange::abort() {
 
 void Exchange::uncount_long_poll() {
   if (long_poll_row_ < 0) return;
-  WorkerStats::add(ds_.worker().stats().parked[long_poll_row_], -1);
+  WorkerStats::add(ctx_.stats.parked[long_poll_row_], -1);
   long_poll_row_ = -1;
 }
 
 void Exchange::record(int status) {
   if (recorded_) return;
   recorded_ = true;
-  Worker& worker = ds_.worker();
-  WorkerStats& stats = worker.stats();
+  WorkerStats& stats = ctx_.stats;
   const uint64_t total = uv_hrtime() - start_ns_;
   const bool retried = attempt_ > 1 || retried_stale_ || retried_next_;
   const size_t reason = retried ? kReasonRetry : static_cast<size_t>(reason_);
@@ -554,9 +547,9 @@ void Exchange::record(int status) {
     stats.request_seconds.observe(total);
     stats.server_seconds[WorkerStats::server_row(server_)].observe(total);
   }
-  AccessLogBuffer& log = worker.access_log();
+  AccessLogBuffer& log = ctx_.access_log;
   if (!log.enabled()) return;
-  const HttpHead& head = ds_.head();
+  const HttpHead& head = ds_.request().head();
   auto header = [&head](std::string_view name) {
     size_t i = head.find(name);
     return i == HttpHead::npos ? std::string_view() : head.value(i);
@@ -565,12 +558,12 @@ void Exchange::record(int status) {
   r.time = wall_start_;
   r.client_ip = ds_.client_ip();
   r.method = ds_.request().method_name();
-  r.target = ds_.target();
+  r.target = ds_.request().target();
   r.http_minor = ds_.request().http_minor();
   r.user = user_key_;
   // server_ is a slot, not a position in runtime().servers (a reload reorders those): the
   // pool keeps its server's target, a removed server's included.
-  if (server_ >= 0) r.server = worker.upstream_pool(static_cast<size_t>(server_)).target().id;
+  if (server_ >= 0) r.server = ctx_.upstream_pool(static_cast<size_t>(server_)).target().id;
   r.reason = early_resent_ ? std::string_view("early_resend")
              : retried    ? std::string_view("retry")
                           : affinity::to_string(reason_);

@@ -10,19 +10,18 @@
 
 #include "affinity/router.h"
 #include "proxy/buffer_pool.h"
+#include "proxy/exchange_sides.h"
 #include "proxy/health_events.h"
 #include "proxy/http/response_parser.h"
+#include "proxy/worker_context.h"
 
 namespace sprayer::proxy {
-
-class DownstreamConnection;
-class UpstreamConnection;
 
 class Exchange {
  public:
   enum class State { idle, connecting, active, tunnel, done };
 
-  explicit Exchange(DownstreamConnection& downstream) : ds_(downstream) {}
+  Exchange(ExchangeDownstream& downstream, WorkerContext& context) : ds_(downstream), ctx_(context) {}
 
   // Downstream side.
   void start(bool has_body, bool chunked, bool upgrade);
@@ -41,12 +40,12 @@ class Exchange {
   affinity::RouteReason reason() const { return reason_; }
 
   // Upstream side.
-  void on_connected(UpstreamConnection& up);
-  void on_connect_failed(UpstreamConnection& up, int status);
-  ResponseParser::HeadAction on_response_head(UpstreamConnection& up);
+  void on_connected(ExchangeUpstream& up);
+  void on_connect_failed(ExchangeUpstream& up, int status);
+  ResponseParser::HeadAction on_response_head(ExchangeUpstream& up);
   void on_response_body(Slice data);
-  void on_response_complete(UpstreamConnection& up);
-  void on_upstream_error(UpstreamConnection& up, UpstreamError error);
+  void on_response_complete(ExchangeUpstream& up);
+  void on_upstream_error(ExchangeUpstream& up, UpstreamError error);
   void on_upstream_tunnel_data(Slice data);
   void on_upstream_drained();
   void on_upstream_read_done();     // flush what the read produced toward the client
@@ -80,7 +79,7 @@ class Exchange {
   void route_and_send();
   void build_request_head(int slot);  // request_head_ for the server at `slot` (-1: none)
   void try_next_candidate();
-  void attach(UpstreamConnection* up);
+  void attach(ExchangeUpstream* up);
   void send_request_start();
   void put(Slice data);
   void put_copy(std::string_view bytes);
@@ -88,11 +87,12 @@ class Exchange {
   void release_upstream(bool reuse);
   void check_upstream_backpressure();
   void check_downstream_backpressure();
-  void report(const UpstreamConnection& up, UpstreamError error);
+  void report(const ExchangeUpstream& up, UpstreamError error);
   void resend_from_replay();
 
-  DownstreamConnection& ds_;
-  UpstreamConnection* up_ = nullptr;
+  ExchangeDownstream& ds_;
+  WorkerContext& ctx_;
+  ExchangeUpstream* up_ = nullptr;
   State state_ = State::idle;
   std::string request_head_;
   std::vector<Piece> held_;        // request bytes that arrived before the upstream connected

@@ -9,32 +9,34 @@
 #include "proxy/pause.h"
 #include "proxy/tls/tls_engine.h"
 #include "proxy/upstream_pool.h"
-#include "proxy/worker.h"
+#include "proxy/worker_context.h"
 
 namespace sprayer::proxy {
 
-UpstreamConnection::UpstreamConnection(Worker& worker, UpstreamPool& pool)
-    : Connection(worker.loop(), worker.buffers(), worker.stats().upstream_bytes_in), worker_(worker), pool_(pool) {
+UpstreamConnection::UpstreamConnection(WorkerContext& context, UpstreamPool& pool)
+    : Connection(context.loop, context.buffers, context.stats.upstream_bytes_in), ctx_(context), pool_(pool) {
   counted_ = true;
-  WorkerStats::add(worker_.stats().upstream_open, 1);
+  WorkerStats::add(ctx_.stats.upstream_open, 1);
 }
 
 UpstreamConnection::~UpstreamConnection() {
-  if (counted_) WorkerStats::add(worker_.stats().upstream_open, -1);
+  if (counted_) WorkerStats::add(ctx_.stats.upstream_open, -1);
 }
 
 size_t UpstreamConnection::slot() const { return pool_.slot(); }
+
+void UpstreamConnection::release_to_pool() { pool_.release(this); }
 
 int UpstreamConnection::connect(const sockaddr* addr) {
   state_ = State::connecting;
   // The server's TLS settings as of the current configuration (a reload may have changed
   // them); the pool's own copy for a server a reload removed while requests still use it.
   const std::shared_ptr<ServerTls>* server_tls = &pool_.target().tls;
-  for (const auto& s : worker_.runtime().servers)
+  for (const auto& s : ctx_.runtime().servers)
     if (s.slot == slot()) server_tls = &s.tls;
   if (const auto& tls = *server_tls) {
     std::shared_ptr<const TlsClientContext> context = tls->context.load();
-    tls_ = std::make_unique<TlsEngine>(context, worker_.buffers(), pool_.tls_session(context));
+    tls_ = std::make_unique<TlsEngine>(context, ctx_.buffers, pool_.tls_session(context));
     if (SSL* ssl = tls_->native_handle()) TlsClientContext::set_session_sink(ssl, &UpstreamConnection::on_tls_session, this);
     writer_.set_tls(tls_.get());
   }
@@ -43,7 +45,7 @@ int UpstreamConnection::connect(const sockaddr* addr) {
   if (rc != 0) return rc;
   uv_tcp_nodelay(tcp(), 1);
   timer_purpose_ = Timer::connect;
-  deadline().set_in(static_cast<uint64_t>(worker_.config().timeouts.upstream_connect.count()));
+  deadline().set_in(static_cast<uint64_t>(ctx_.config().timeouts.upstream_connect.count()));
   return 0;
 }
 
@@ -89,7 +91,7 @@ void UpstreamConnection::advance_handshake() {
   if (status == TlsStatus::want_io) return;
   const std::string& id = pool_.target().id;
   if (status != TlsStatus::ok) {
-    WorkerStats::add(worker_.stats().upstream_tls_failures);
+    WorkerStats::add(ctx_.stats.upstream_tls_failures);
     std::string_view why = tls_->error().empty() ? std::string_view("connection closed during the handshake")
                                                  : tls_->error();
     LOG_WARN("upstream %s: TLS handshake failed: %.*s", id.c_str(), static_cast<int>(why.size()), why.data());
@@ -98,8 +100,8 @@ void UpstreamConnection::advance_handshake() {
     fail(UpstreamError::connect);
     return;
   }
-  WorkerStats::add(worker_.stats().upstream_tls_handshakes);
-  if (tls_->session_reused()) WorkerStats::add(worker_.stats().upstream_tls_resumed);
+  WorkerStats::add(ctx_.stats.upstream_tls_handshakes);
+  if (tls_->session_reused()) WorkerStats::add(ctx_.stats.upstream_tls_resumed);
   LOG_DEBUG("upstream %s: TLS %.*s %s", id.c_str(), static_cast<int>(tls_->protocol().size()),
             tls_->protocol().data(), tls_->session_reused() ? "resumed" : "full handshake");
   connected();
@@ -130,7 +132,7 @@ void UpstreamConnection::begin_response(bool head_request) {
 
 void UpstreamConnection::arm_response_timer() {
   timer_purpose_ = Timer::response;
-  deadline().set_in(static_cast<uint64_t>(worker_.config().timeouts.upstream_response.count()));
+  deadline().set_in(static_cast<uint64_t>(ctx_.config().timeouts.upstream_response.count()));
 }
 
 void UpstreamConnection::enter_tunnel() {
@@ -142,7 +144,7 @@ void UpstreamConnection::enter_tunnel() {
 
 bool UpstreamConnection::flush() {
   if (state_ == State::closed) return false;
-  WorkerStats::add(worker_.stats().upstream_bytes_out, writer_.batch_bytes());
+  WorkerStats::add(ctx_.stats.upstream_bytes_out, writer_.batch_bytes());
   int rc = writer_.flush();
   if (rc != 0) {
     fail(UpstreamError::reset);
@@ -158,7 +160,7 @@ void UpstreamConnection::make_idle() {
   set_input_phase(&UpstreamConnection::idle_input);
   clear_pause();
   timer_purpose_ = Timer::idle;
-  deadline().set_in(static_cast<uint64_t>(worker_.config().timeouts.upstream_idle.count()));
+  deadline().set_in(static_cast<uint64_t>(ctx_.config().timeouts.upstream_idle.count()));
 }
 
 void UpstreamConnection::read_handshake(Slice ciphertext) {
@@ -210,7 +212,7 @@ void UpstreamConnection::on_eof(ssize_t nread) {
     return;
   }
   if (state_ == State::handshaking) {
-    WorkerStats::add(worker_.stats().upstream_tls_failures);
+    WorkerStats::add(ctx_.stats.upstream_tls_failures);
     LOG_WARN("upstream %s: TLS handshake failed: the server closed the connection (%s)",
              pool_.target().id.c_str(), uv_strerror(static_cast<int>(nread)));
     pool_.drop_tls_session();
@@ -280,7 +282,7 @@ void UpstreamConnection::on_write_done(int status) {
     fail(UpstreamError::reset);
     return;
   }
-  if (exchange_ && writer_.queued() <= worker_.config().http.buffer_low_watermark) exchange_->on_upstream_drained();
+  if (exchange_ && writer_.queued() <= ctx_.config().http.buffer_low_watermark) exchange_->on_upstream_drained();
 }
 
 void UpstreamConnection::on_deadline() {
@@ -288,15 +290,15 @@ void UpstreamConnection::on_deadline() {
     case Timer::none:
       return;
     case Timer::connect:
-      worker_.stats().timeout(TimeoutKind::upstream_connect);
+      ctx_.stats.timeout(TimeoutKind::upstream_connect);
       fail(UpstreamError::connect);
       return;
     case Timer::response:
-      worker_.stats().timeout(TimeoutKind::upstream_response);
+      ctx_.stats.timeout(TimeoutKind::upstream_response);
       fail(UpstreamError::timeout);
       return;
     case Timer::idle:
-      worker_.stats().timeout(TimeoutKind::upstream_idle);
+      ctx_.stats.timeout(TimeoutKind::upstream_idle);
       close();
       return;
   }

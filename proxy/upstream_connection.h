@@ -12,6 +12,7 @@ typedef struct ssl_session_st SSL_SESSION;  // <openssl/ssl.h> without the whole
 
 #include "proxy/buffer_pool.h"
 #include "proxy/connection.h"
+#include "proxy/exchange_sides.h"
 #include "proxy/health_events.h"
 #include "proxy/pause.h"
 #include "proxy/http/http_head.h"
@@ -22,33 +23,39 @@ namespace sprayer::proxy {
 class Exchange;
 class TlsEngine;
 class UpstreamPool;
-class Worker;
+struct WorkerContext;
 
-class UpstreamConnection final : public Connection, private ResponseParser::Handler {
+class UpstreamConnection final : public Connection, public ExchangeUpstream, private ResponseParser::Handler {
  public:
   // handshaking: TCP is up, TLS is not yet; the connection is not "connected" until it is.
   enum class State { connecting, handshaking, active, idle, tunnel, closed };
 
-  UpstreamConnection(Worker& worker, UpstreamPool& pool);
+  UpstreamConnection(WorkerContext& context, UpstreamPool& pool);
   int connect(const sockaddr* addr);  // 0: the result comes to the exchange later
 
-  void attach(Exchange* exchange);    // become active for one request
-  void detach() { exchange_ = nullptr; }
-  void begin_response(bool head_request);
-  void enter_tunnel();
-  bool flush();  // and writer(), pause_reading(), resume_reading() of the Connection
+  // ExchangeUpstream
+  void attach(Exchange* exchange) override;  // become active for one request
+  void detach() override { exchange_ = nullptr; }
+  void begin_response(bool head_request) override;
+  void enter_tunnel() override;
+  StreamWriter& writer() override { return writer_; }
+  bool flush() override;
+  void pause_reading(PauseReasons reasons) override { Connection::pause_reading(reasons); }
+  void resume_reading(PauseReasons reasons) override { Connection::resume_reading(reasons); }
+  void release_to_pool() override;
+  void close() override;              // idempotent; frees itself after the last close callback
+  const ResponseParser& response() const override { return parser_; }
+  bool reused() const override { return requests_ > 1; }
+  bool response_byte_seen() const override { return response_byte_seen_; }
+  bool keep_alive() const override { return keep_alive_; }
+  size_t slot() const override;  // the server's slot (see UpstreamPool::slot)
+
   void make_idle();                   // back in the pool: read for EOF, arm the idle timer
-  void close();                       // idempotent; frees itself after the last close callback
   void fail_server_down();            // health says the server is gone: end the request now
 
   State state() const { return state_; }
-  bool reused() const { return requests_ > 1; }
-  bool response_byte_seen() const { return response_byte_seen_; }
-  bool keep_alive() const { return keep_alive_; }
   int status() const { return parser_.status(); }
   const HttpHead& head() const { return parser_.head(); }
-  const ResponseParser& response() const { return parser_; }
-  size_t slot() const;  // the server's slot (see UpstreamPool::slot)
   const UpstreamPool& pool() const { return pool_; }
   uint32_t requests() const { return requests_; }
   Exchange* exchange() const { return exchange_; }
@@ -85,7 +92,7 @@ class UpstreamConnection final : public Connection, private ResponseParser::Hand
 
   enum class Timer { none, connect, response, idle };
 
-  Worker& worker_;
+  WorkerContext& ctx_;
   UpstreamPool& pool_;
   Exchange* exchange_ = nullptr;
   uv_connect_t connect_req_{};

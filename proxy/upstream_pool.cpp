@@ -7,7 +7,7 @@
 #include <algorithm>
 
 #include "proxy/upstream_connection.h"
-#include "proxy/worker.h"
+#include "proxy/worker_context.h"
 
 namespace sprayer::proxy {
 
@@ -36,7 +36,7 @@ UpstreamConnection* UpstreamPool::acquire(bool& reused, int& error) {
     error = UV_ECANCELED;
     return nullptr;
   }
-  auto* connection = new UpstreamConnection(worker_, *this);
+  auto* connection = new UpstreamConnection(ctx_, *this);
   error = connection->connect(reinterpret_cast<const sockaddr*>(&target_.addr));
   if (error != 0) {
     connection->close();
@@ -48,9 +48,9 @@ UpstreamConnection* UpstreamPool::acquire(bool& reused, int& error) {
 
 void UpstreamPool::release(UpstreamConnection* connection) {
   active_.erase(connection);
-  const auto& config = worker_.config();
+  const auto& config = ctx_.config();
   uint32_t max_requests = config.upstream.max_requests_per_connection;
-  if (retired_ || idle_.size() >= config.upstream.max_idle_per_server || worker_.draining() ||
+  if (retired_ || idle_.size() >= config.upstream.max_idle_per_server || ctx_.draining ||
       (max_requests != 0 && connection->requests() >= max_requests)) {
     connection->close();
     return;

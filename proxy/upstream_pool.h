@@ -19,14 +19,14 @@ namespace sprayer::proxy {
 
 class TlsClientContext;
 class UpstreamConnection;
-class Worker;
+struct WorkerContext;
 
 class UpstreamPool {
  public:
   // `target` is copied: a pool outlives the Runtime it was made from when a reload removes
   // its server while requests are still in flight on it.
-  UpstreamPool(Worker& worker, ServerTarget target)
-      : worker_(worker), slot_(target.slot), target_(std::move(target)) {}
+  UpstreamPool(WorkerContext& context, ServerTarget target)
+      : ctx_(context), slot_(target.slot), target_(std::move(target)) {}
   ~UpstreamPool();
   UpstreamPool(const UpstreamPool&) = delete;
   UpstreamPool& operator=(const UpstreamPool&) = delete;
@@ -73,7 +73,7 @@ class UpstreamPool {
   void drop_tls_session();
 
  private:
-  Worker& worker_;
+  WorkerContext& ctx_;
   size_t slot_;
   ServerTarget target_;
   bool retired_ = false;

@@ -53,7 +53,7 @@ void Worker::run() {
   directory_waiters_.open(&loop_);
   for (const auto& server : runtime_->servers) {
     if (server.slot >= pools_.size()) pools_.resize(server.slot + 1u);
-    pools_[server.slot] = std::make_unique<UpstreamPool>(*this, server);
+    pools_[server.slot] = std::make_unique<UpstreamPool>(context_, server);
   }
 
   std::string error;
@@ -272,7 +272,7 @@ void Worker::apply_runtime(std::shared_ptr<const Runtime> next) {
     if (server.slot >= pools_.size()) pools_.resize(server.slot + 1u);
     if (server.slot >= in_next.size()) in_next.resize(server.slot + 1u, false);
     in_next[server.slot] = true;
-    if (!pools_[server.slot]) pools_[server.slot] = std::make_unique<UpstreamPool>(*this, server);
+    if (!pools_[server.slot]) pools_[server.slot] = std::make_unique<UpstreamPool>(context_, server);
   }
   // Removed servers: their requests in flight finish on their connections; nothing new.
   for (const auto& server : runtime_->servers)

@@ -20,6 +20,7 @@
 #include "proxy/health_events.h"
 #include "proxy/route_state.h"
 #include "proxy/runtime.h"
+#include "proxy/worker_context.h"
 #include "proxy/worker_stats.h"
 
 namespace sprayer::proxy {
@@ -28,11 +29,11 @@ class Listener;
 class DownstreamConnection;
 class UpstreamPool;
 
-class Worker {
+class Worker final : public DownstreamRegistry {
  public:
   Worker(int index, std::shared_ptr<const Runtime> runtime, std::atomic<int64_t>& process_connections,
          HealthEvents* health_events = nullptr);
-  ~Worker();
+  ~Worker();  // not virtual: a Worker is never deleted through its registry
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
 
@@ -82,6 +83,8 @@ class Worker {
   std::vector<affinity::Header>& header_scratch() { return header_scratch_; }
   PassiveReporter& passive() { return passive_; }
   DirectoryWaiters& directory_waiters() { return directory_waiters_; }
+  // What the data path on this loop uses of the worker.
+  WorkerContext& context() { return context_; }
   // Directory thread: answers are in the cache; parked requests look again.
   void notify_directory();
   // Requests in flight per server slot on this worker, as of its last tick (read by the
@@ -91,8 +94,8 @@ class Worker {
 
   // Process-wide downstream connection count, for max_connections.
   bool at_connection_limit() const;
-  void on_connection_opened(DownstreamConnection* connection);
-  void on_connection_closed(DownstreamConnection* connection);
+  void on_connection_opened(DownstreamConnection* connection) override;
+  void on_connection_closed(DownstreamConnection* connection) override;
 
  private:
   void run();
@@ -114,7 +117,7 @@ class Worker {
   affinity::Extractor extractor_;
   std::vector<affinity::Header> header_scratch_;
   PassiveReporter passive_;
-  DirectoryWaiters directory_waiters_{*this};
+  DirectoryWaiters directory_waiters_{context_};
   bool directory_answers_ = false;  // mailbox
   mutable std::mutex active_mutex_;      // the tick and the API only, never the data path
   std::vector<int64_t> active_upstreams_;  // by slot
@@ -138,6 +141,8 @@ class Worker {
   std::vector<int> inherited_fds_;  // by listener index, until start
   bool hold_accept_ = false;
   std::vector<std::pair<std::string, int>> listening_fds_;  // under active_mutex_
+  WorkerContext context_{&loop_, buffers_, stats_, access_log_, runtime_, route_state_, extractor_,
+                         passive_, directory_waiters_, pools_, draining_, spread_, header_scratch_};
 
   std::mutex mailbox_mutex_;
   bool drain_requested_ = false;
