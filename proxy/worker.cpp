@@ -97,7 +97,16 @@ void Worker::run() {
   int rc = uv_loop_close(&loop_);
   loop_close_status_.store(rc);
   if (rc != 0) LOG_WARN("worker %d: loop closed with handles open: %s", index_, uv_strerror(rc));
-  finished_.store(true);
+  {
+    std::lock_guard<std::mutex> lock(start_mutex_);
+    finished_.store(true);
+  }
+  start_cv_.notify_all();
+}
+
+bool Worker::wait_finished(std::chrono::milliseconds limit) {
+  std::unique_lock<std::mutex> lock(start_mutex_);
+  return start_cv_.wait_for(lock, limit, [this] { return finished_.load(); });
 }
 
 void Worker::start_access_log_timer() {

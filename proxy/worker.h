@@ -6,6 +6,7 @@
 #include <uv.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <memory>
@@ -62,6 +63,8 @@ class Worker final : public DownstreamRegistry {
   void force_stop();
   void join();
   bool finished() const { return finished_.load(); }
+  // Any thread: waits until finished() or `limit` passes; returns finished().
+  bool wait_finished(std::chrono::milliseconds limit);
   // uv_loop_close's result once finished: 0 means every handle was closed.
   int loop_close_status() const { return loop_close_status_.load(); }
 
@@ -154,7 +157,7 @@ class Worker final : public DownstreamRegistry {
   std::vector<std::shared_ptr<const TlsContext>> mailbox_tls_;  // async_ is closing: sending to it would abort libuv
 
   std::mutex start_mutex_;
-  std::condition_variable start_cv_;
+  std::condition_variable start_cv_;  // start_done_, and finished_ at the end
   bool start_done_ = false;
   std::string start_error_;
   std::atomic<bool> finished_{false};

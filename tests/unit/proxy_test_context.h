@@ -84,24 +84,6 @@ struct FakeServer {
   std::vector<std::string> got;
 };
 
-// A port on 127.0.0.1 that refuses connections for as long as this lives (bound, not
-// listening: no other test can take it meanwhile).
-struct RefusingPort {
-  RefusingPort() {
-    fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-    socklen_t len = sizeof a;
-    getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    port = ntohs(a.sin_port);
-  }
-  ~RefusingPort() { close(fd); }
-  int fd = -1;
-  uint16_t port = 0;
-};
-
 // A configuration with one listener (not opened: tests hand sockets over themselves) and one
 // server per port, pool1, pool2, ... in that order.
 inline std::shared_ptr<conf::Config> make_config(const std::vector<uint16_t>& server_ports) {

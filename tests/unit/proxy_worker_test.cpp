@@ -24,6 +24,7 @@ namespace {
 
 using sprayer::test::listen_any;
 using sprayer::test::free_port;
+using sprayer::test::RefusingPort;
 using sprayer::test::connect_to;
 using sprayer::test::read_until;
 
@@ -46,20 +47,11 @@ std::shared_ptr<proxy::Runtime> make_runtime(uint16_t listen_port, uint16_t serv
   return runtime;
 }
 
-// The worker counts a request just after its last byte went out: a client on another thread
-// can be faster than that.
-template <typename Pred>
-bool eventually(Pred pred) {
-  auto deadline = std::chrono::steady_clock::now() + 5s;
-  while (!pred() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
-  return pred();
-}
-
+// Drains and joins the worker: afterwards its counters are final (the worker counts a request
+// just after its last byte went out, which a client on another thread can outrun).
 void stop_and_check(proxy::Worker& worker) {
   worker.begin_drain();
-  auto deadline = std::chrono::steady_clock::now() + 5s;
-  while (!worker.finished() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
-  REQUIRE(worker.finished());
+  REQUIRE(worker.wait_finished(5s));
   worker.join();
   CHECK(worker.loop_close_status() == 0);
 }
@@ -102,25 +94,25 @@ TEST_CASE("worker forwards requests over keep-alive and drains cleanly") {
   CHECK(seen.find("X-Forwarded-For: 127.0.0.1\r\n") != std::string::npos);
   CHECK(seen.find("Host: mail.example.com\r\n") != std::string::npos);
   CHECK(seen.find("Connection:") == std::string::npos);
+  close(client);
+  close(upstream);
+  stop_and_check(worker);
   // Both requests came over one upstream connection (the server accepted only once).
   CHECK(worker.stats().requests.load() == 2);
   // Both counted as finished by pool1 (index 0), 2xx, no user in the request; one new
   // upstream connection (connect time observed once), two first bytes.
   const auto no_user = static_cast<size_t>(affinity::RouteReason::no_user);
-  // The request histogram is the last thing a finished request touches.
-  CHECK(eventually([&] { return worker.stats().request_seconds.count.load() == 2; }));
+  CHECK(worker.stats().request_seconds.count.load() == 2);
   CHECK(worker.stats().finished[0][2][no_user].load() == 2);
   CHECK(worker.stats().ttfb_seconds.count.load() == 2);
   CHECK(worker.stats().connect_seconds.count.load() == 1);
   CHECK(worker.stats().upstream_bytes_in.load() > 0);
   CHECK(worker.stats().upstream_bytes_out.load() >= seen.size());
-  close(client);
-  close(upstream);
-  stop_and_check(worker);
 }
 
 TEST_CASE("a refused connect to every server answers 503 and closes") {
-  uint16_t dead_port = free_port();
+  RefusingPort refusing;  // bound, never listening: no other process can take it meanwhile
+  uint16_t dead_port = refusing.port;
   uint16_t port = free_port();
   std::atomic<int64_t> connections{0};
   proxy::Worker worker(0, make_runtime(port, dead_port), connections);
@@ -132,16 +124,17 @@ TEST_CASE("a refused connect to every server answers 503 and closes") {
   std::string response = read_until(client, "\n\n\n");  // reads to EOF
   CHECK(response.rfind("HTTP/1.1 503 ", 0) == 0);
   CHECK(response.find("Connection: close\r\n") != std::string::npos);
-  CHECK(worker.stats().upstream_connect_failures.load() >= 1);
-  // Counted against the server of the last attempt, as a 5xx.
-  CHECK(eventually([&] { return worker.stats().request_seconds.count.load() == 1; }));
-  CHECK(worker.stats().finished[0][5][static_cast<size_t>(affinity::RouteReason::no_user)].load() == 1);
   close(client);
   stop_and_check(worker);
+  CHECK(worker.stats().upstream_connect_failures.load() >= 1);
+  // Counted against the server of the last attempt, as a 5xx.
+  CHECK(worker.stats().request_seconds.count.load() == 1);
+  CHECK(worker.stats().finished[0][5][static_cast<size_t>(affinity::RouteReason::no_user)].load() == 1);
 }
 
 TEST_CASE("a worker writes access log lines through its buffer and hands them over by stop") {
-  uint16_t dead_port = free_port();
+  RefusingPort refusing;  // bound, never listening: no other process can take it meanwhile
+  uint16_t dead_port = refusing.port;
   uint16_t port = free_port();
   std::string path = "/tmp/sprayer-unit-worker-access-" + std::to_string(getpid()) + ".log";
   std::remove(path.c_str());
@@ -184,7 +177,8 @@ TEST_CASE("a worker writes access log lines through its buffer and hands them ov
 // Slots and positions differ once a reload removed a server: the runtime then lists
 // "pool2" first, but its pools, metric rows and health reports stay at slot 1.
 TEST_CASE("the access log names the server of a slot that is not its position") {
-  uint16_t dead_port = free_port();
+  RefusingPort refusing;  // bound, never listening: no other process can take it meanwhile
+  uint16_t dead_port = refusing.port;
   uint16_t port = free_port();
   std::string path = "/tmp/sprayer-unit-worker-slot-" + std::to_string(getpid()) + ".log";
   std::remove(path.c_str());

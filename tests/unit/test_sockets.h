@@ -36,6 +36,24 @@ inline uint16_t free_port() {
   return port;
 }
 
+// A port on 127.0.0.1 that refuses connections for as long as this lives (bound, not
+// listening: no other test can take it meanwhile).
+struct RefusingPort {
+  RefusingPort() {
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    socklen_t len = sizeof a;
+    getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    port = ntohs(a.sin_port);
+  }
+  ~RefusingPort() { close(fd); }
+  int fd = -1;
+  uint16_t port = 0;
+};
+
 // A blocking client connected to 127.0.0.1:port (5 s receive timeout), retried for up to 5 s
 // while the listener comes up; each attempt uses a fresh socket.
 inline int connect_to(uint16_t port) {
