@@ -671,9 +671,11 @@ def main():
     ap.add_argument("--scenarios", default="1,2,3,4,5,6,7,8")
     ap.add_argument("--parked", default="2000,8000", help="parked connection levels")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", f"run-{datetime.date.today()}.md"))
+    ap.add_argument("--peers", default="sprayer,haproxy-hash,haproxy-map,nginx",
+                    help="proxies for scenarios 1, 2 and 8 (e.g. sprayer alone, to compare two builds)")
     args = ap.parse_args()
     scenarios = {int(s) for s in args.scenarios.split(",") if s}
-    peers = ["sprayer", "haproxy-hash", "haproxy-map", "nginx"]
+    peers = [p for p in args.peers.split(",") if p]
 
     work = tempfile.mkdtemp(prefix="sprayer-bench-")
     pool = Pool(work)
