@@ -38,8 +38,6 @@ class DownstreamConnection final : public Connection, public ExchangeDownstream,
                                       std::shared_ptr<const TlsContext> tls);
 
   State state() const { return state_; }
-  const HttpHead& head() const { return parser_.head(); }
-  std::string_view target() const { return parser_.target(); }
 
   // ExchangeDownstream: what the Exchange sees of the client.
   const RequestParser& request() const override { return parser_; }

@@ -70,23 +70,13 @@ class Worker final : public DownstreamRegistry {
 
   int index() const { return index_; }
   uv_loop_t* loop() { return &loop_; }
-  // This worker's access log lines (enabled() false when the log is off).
-  AccessLogBuffer& access_log() { return access_log_; }
-  BufferPool& buffers() { return buffers_; }
   const Runtime& runtime() const { return *runtime_; }
   const conf::Config& config() const { return *runtime_->config; }
   WorkerStats& stats() { return stats_; }
   const WorkerStats& stats() const { return stats_; }
-  UpstreamPool& upstream_pool(size_t slot) { return *pools_[slot]; }
   bool draining() const { return draining_; }
-  uint64_t next_spread() { return spread_++; }
-  const RouteState& route_state() const { return *route_state_; }
-  const affinity::Extractor& extractor() const { return extractor_; }
-  // Scratch space for the header view of one request (no allocation per request).
-  std::vector<affinity::Header>& header_scratch() { return header_scratch_; }
-  PassiveReporter& passive() { return passive_; }
-  DirectoryWaiters& directory_waiters() { return directory_waiters_; }
-  // What the data path on this loop uses of the worker.
+  // What the data path on this loop (connections, exchanges, pools) uses of the worker:
+  // buffers, access log, route state, extractor, pools, passive reports, directory waiters.
   WorkerContext& context() { return context_; }
   // Directory thread: answers are in the cache; parked requests look again.
   void notify_directory();
@@ -118,7 +108,7 @@ class Worker final : public DownstreamRegistry {
   std::shared_ptr<const Runtime> runtime_;
   std::shared_ptr<const RouteState> route_state_;
   affinity::Extractor extractor_;
-  std::vector<affinity::Header> header_scratch_;
+  std::vector<affinity::Header> header_scratch_;  // one request's header view (no allocation per request)
   PassiveReporter passive_;
   DirectoryWaiters directory_waiters_{context_};
   bool directory_answers_ = false;  // mailbox
