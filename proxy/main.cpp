@@ -6,10 +6,12 @@
 #include <sys/resource.h>
 #include <uv.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <thread>
 
 #include "affinity/ownership_check.h"
 #include "conf/config.h"
@@ -17,6 +19,7 @@
 #include "proxy/config_adapters.h"
 #include "proxy/control/control_loop.h"
 #include "proxy/control/preflight.h"
+#include "proxy/control/process_stats.h"
 #include "proxy/log.h"
 #include "proxy/runtime.h"
 
@@ -46,7 +49,7 @@ void long_version() {
   std::printf("  libpq %d.%d\n", pq / 10000, pq % 10000);
 }
 
-// Each parked long-poll holds two descriptors (client and server side).
+// Once per start, and only when the limit stops accepting below limits.max_connections.
 void raise_descriptor_limit(const sprayer::conf::Config& config) {
   rlimit limit{};
   if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
@@ -55,12 +58,12 @@ void raise_descriptor_limit(const sprayer::conf::Config& config) {
     setrlimit(RLIMIT_NOFILE, &limit);
     getrlimit(RLIMIT_NOFILE, &limit);
   }
-  uint64_t needed = static_cast<uint64_t>(config.limits.max_connections) * 2 + 64;
-  if (limit.rlim_cur != RLIM_INFINITY && needed > limit.rlim_cur)
-    LOG_WARN("limits.max_connections=%u needs about %llu descriptors but the limit is %llu: accepting will pause "
-             "when descriptors run out; raise LimitNOFILE or lower max_connections",
-             config.limits.max_connections, static_cast<unsigned long long>(needed),
-             static_cast<unsigned long long>(limit.rlim_cur));
+  if (limit.rlim_cur == RLIM_INFINITY) return;
+  unsigned workers = config.workers ? config.workers : std::max(1u, std::thread::hardware_concurrency());
+  auto budget = sprayer::proxy::descriptor_budget(limit.rlim_cur, workers, config.listeners.size(),
+                                                  config.servers.size());
+  if (std::string warning = sprayer::proxy::descriptor_warning(budget, config.limits.max_connections); !warning.empty())
+    LOG_WARN("%s", warning.c_str());
 }
 
 enum class Mode { run, test, dump };

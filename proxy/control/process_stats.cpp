@@ -71,4 +71,31 @@ std::optional<ProcessStats> read_process_stats() {
   return out;
 }
 
+DescriptorBudget descriptor_budget(uint64_t limit, unsigned workers, size_t listeners, size_t servers) {
+  DescriptorBudget b;
+  b.limit = limit;
+  // stdio, the control loop (epoll, wakeups, signals, timers), the admin listener and its
+  // calls, the access log, certificate watches, the ownership database: 32; one check
+  // connection per server at a time; per worker its loop, wakeups and one socket per listener.
+  b.reserved = 32 + servers + static_cast<uint64_t>(workers) * (4 + listeners);
+  uint64_t free = limit > b.reserved ? limit - b.reserved : 0;
+  b.client_only = free;
+  b.with_upstream = free / 2;
+  return b;
+}
+
+std::string descriptor_warning(const DescriptorBudget& b, uint32_t max_connections) {
+  if (b.with_upstream >= max_connections) return {};
+  const uint64_t lifts = static_cast<uint64_t>(max_connections) * 2 + b.reserved;
+  char text[512];
+  std::snprintf(text, sizeof text,
+                "the descriptor limit (%llu) caps client connections at about %llu, below limits.max_connections=%u "
+                "(%llu while no connection holds a pool server connection; a parked Ping holds one): accepting "
+                "pauses there; raise the limit to %llu (LimitNOFILE, ulimit -n) or lower max_connections",
+                static_cast<unsigned long long>(b.limit), static_cast<unsigned long long>(b.with_upstream),
+                max_connections, static_cast<unsigned long long>(b.client_only),
+                static_cast<unsigned long long>(lifts));
+  return text;
+}
+
 }  // namespace sprayer::proxy

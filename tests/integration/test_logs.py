@@ -1,7 +1,8 @@
 """sprayer's log says what happened, once: only real server transitions (not the healthy
 servers whose availability drifted when another one changes), a stall only when the check
-confirms it (a quiet server holding a Ping is normal), and a stop says how many connections
-and parked Pings it waits for and how many it cut."""
+confirms it (a quiet server holding a Ping is normal), a stop says how many connections
+and parked Pings it waits for and how many it cut, and the descriptor limit is mentioned once,
+only when it caps limits.max_connections, with the cap it gives."""
 
 import json
 import os
@@ -144,6 +145,32 @@ class LogTest(TestCase):
         text = sprayer.stderr_text()
         self.assertLess(text.index("reading the table"), text.index("100000 rows read so far"))
         self.assertLess(text.index("200000 rows read so far"), text.index("first snapshot"))
+
+    def test_g_descriptor_limit_warned_once_and_only_when_it_caps(self):
+        # A shell wrapper lowers both the soft and the hard limit, so sprayer cannot raise it.
+        wrapper = harness.scratch_path("low-nofile.sh")
+        with open(wrapper, "w") as f:
+            f.write(f"#!/bin/sh\nulimit -n 300 || exit 99\nexec {harness.SPRAYER_BIN} \"$@\"\n")
+        os.chmod(wrapper, 0o755)
+        pool = harness.pool(1)
+        self.addCleanup(pool.stop)
+        for max_connections, capped in ((1000, True), (50, False)):
+            with self.subTest(max_connections=max_connections):
+                config = harness.sprayer_config(pool, workers=1, limits={"max_connections": max_connections})
+                sprayer = Sprayer(config, binary=wrapper).start()
+                try:
+                    self.assertStatus(sprayer.request("GET", "/traveler?action=getStatus"), 200, "a request")
+                    # One worker, one listener, one server: 32 + 1 + 1 * (4 + 1) reserved, the rest halved.
+                    warned = self.lines(sprayer, r"descriptor limit")
+                    if capped:
+                        self.assertEqual(len(warned), 1, sprayer.stderr_text())
+                        self.assertIn("(300) caps client connections at about 131", warned[0])
+                        self.assertIn("max_connections=1000", warned[0])
+                        self.assertIn("raise the limit to 2038", warned[0])
+                    else:
+                        self.assertEqual(warned, [], "no warning when the limit leaves room for max_connections")
+                finally:
+                    sprayer.stop()
 
 
 if __name__ == "__main__":
