@@ -40,7 +40,9 @@ AdminResponse ControlLoop::handle_admin(const AdminRequest& request) {
     std::string body = "{\"error\":";
     json_string(body, verdict.error);
     body += "}\n";
-    return AdminResponse{verdict.status, "application/json", std::move(body)};
+    AdminResponse refused{verdict.status, "application/json", std::move(body)};
+    if (verdict.challenge) refused.extra_headers = "WWW-Authenticate: Basic realm=\"sprayer admin\", charset=\"UTF-8\"\r\n";
+    return refused;
   }
   if (path == "/healthz") {
     SelfHealth health = judge_self_health(self_health_input());

@@ -7,6 +7,7 @@
 
 #include <array>
 
+#include "affinity/extract_decode.h"
 #include "proxy/http/http_head.h"
 
 namespace sprayer::proxy {
@@ -25,15 +26,33 @@ std::string_view bearer(std::string_view authorization) {
   return trim(authorization.substr(7));
 }
 
-// Empty when the request's bearer token is one of `accepted` (empty ones never match).
-AdminVerdict check_token(const AdminRequest& request, std::string_view first, std::string_view second) {
-  if (request.authorization.empty()) return {401, "bearer token required"};
-  std::string_view given = bearer(request.authorization);
+// The password of "Basic base64(user:password)": what a browser sends once the operator typed
+// the read token at its login prompt (any user name). Empty for another scheme.
+std::string basic_password(std::string_view authorization) {
+  authorization = trim(authorization);
+  if (authorization.size() < 6 || !iequals(authorization.substr(0, 6), "basic ")) return {};
+  std::string_view encoded = trim(authorization.substr(6));
+  auto data = affinity::decode::base64_data_length(encoded);
+  if (!data) return {};
+  std::string decoded = affinity::decode::base64_decode(encoded.substr(0, *data));
+  size_t colon = decoded.find(':');
+  return colon == std::string::npos ? std::string() : decoded.substr(colon + 1);
+}
+
+// Empty when the request's token is one of `accepted` (empty ones never match). Reads take it
+// as a bearer token or, from a browser, as the password of Basic credentials; state changes
+// only as a bearer token (a browser sends cached Basic credentials with any cross-site form).
+AdminVerdict check_token(const AdminRequest& request, std::string_view first, std::string_view second,
+                         bool basic_too = false) {
+  if (request.authorization.empty()) return {401, "bearer token required", basic_too};
+  std::string password = basic_too ? basic_password(request.authorization) : std::string();
+  std::string_view given = password.empty() ? bearer(request.authorization) : std::string_view(password);
   bool match = false;
   // Both compared, whatever the first gave, so the time says nothing about which matched.
   if (!first.empty() && tokens_equal(given, first)) match = true;
   if (!second.empty() && tokens_equal(given, second)) match = true;
-  if (given.empty() || !match) return {403, "wrong token"};
+  // A browser asks its user again only after a 401.
+  if (given.empty() || !match) return {password.empty() ? 403 : 401, "wrong token", !password.empty()};
   return {};
 }
 
@@ -67,7 +86,7 @@ bool is_state_change(std::string_view method) {
   return method == "POST" || method == "PUT" || method == "DELETE" || method == "PATCH";
 }
 
-bool is_guarded_read(std::string_view path) { return path == "/metrics" || path == "/api/v1/route"; }
+bool is_guarded_read(std::string_view path) { return path != "/healthz"; }
 
 bool is_loopback(const conf::Endpoint& address) {
   in_addr v4{};
@@ -108,7 +127,7 @@ AdminVerdict check_admin_request(const AdminRequest& request, std::string_view p
   if (is_guarded_read(path) && !is_loopback(config.address)) {
     if (config.read_token.empty() && config.token.empty())
       return {403, "the admin listener is not on loopback: set admin.read_token to read " + std::string(path)};
-    return check_token(request, config.read_token, config.token);
+    return check_token(request, config.read_token, config.token, true);
   }
   return {};
 }

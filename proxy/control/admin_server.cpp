@@ -43,10 +43,12 @@ struct AdminConnection {
     char head[256];
     int n = std::snprintf(head, sizeof head,
                           "HTTP/1.1 %d %.*s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                          "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
+                          "Cache-Control: no-store\r\nConnection: close\r\n",
                           r.status, static_cast<int>(status_reason(r.status).size()), status_reason(r.status).data(),
                           r.content_type.c_str(), r.body.size());
     out->assign(head, static_cast<size_t>(n));
+    out->append(r.extra_headers);
+    out->append("\r\n");
     out->append(r.body);
     auto* req = new uv_write_t;
     req->data = out;

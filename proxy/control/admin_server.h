@@ -16,6 +16,7 @@ struct AdminResponse {
   int status = 200;
   std::string content_type = "text/plain; charset=utf-8";
   std::string body;
+  std::string extra_headers{};  // "Name: value\r\n" lines added to the head
 };
 
 struct AdminRequest {

@@ -162,7 +162,9 @@ function buildRows(servers) {
 }
 async function refresh() {
   let s;
-  try { s = await (await fetch("/api/v1/status", {cache: "no-store"})).json(); }
+  // Off loopback the read needs a token: the one typed here, else the browser's login prompt.
+  const headers = $("token").value ? {Authorization: "Bearer " + $("token").value} : {};
+  try { s = await (await fetch("/api/v1/status", {cache: "no-store", headers})).json(); }
   catch (e) { say("cannot read /api/v1/status: " + e, false); return; }
   $("version").textContent = s.version;
   $("uptime").textContent = age(s.uptime_seconds);

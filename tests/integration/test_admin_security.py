@@ -2,7 +2,11 @@
 a forged cross-origin form POST (the CSRF that put a server into maintenance) is refused and
 changes nothing; state changes need a JSON content type or X-Sprayer-Admin and no foreign
 Origin; a missing token is 401, a wrong one 403, and each refusal is logged with the client
-address and never the token; /metrics and /api/v1/route need a read token off loopback."""
+address and never the token; off loopback every read but /healthz (/metrics, /status and its
+JSON, servers, ownership, route) needs a read token, which a browser may give at its login
+prompt."""
+
+import base64
 
 import json
 import os
@@ -16,8 +20,8 @@ TOKEN = "write-t0ken-sprayer"
 READ_TOKEN = "read-t0ken-sprayer"
 
 
-def admin_state(sprayer, sid):
-    resp = harness.http_request(sprayer.admin_port, "GET", "/api/v1/servers", timeout=5)
+def admin_state(sprayer, sid, headers=()):
+    resp = harness.http_request(sprayer.admin_port, "GET", "/api/v1/servers", headers=list(headers), timeout=5)
     return next(s for s in json.loads(resp.body)["servers"] if s["id"] == sid)["admin"]
 
 
@@ -86,7 +90,8 @@ class NoTokenTest(harness.TestCase):
         self.assertEqual(admin_state(self.sprayer, "pool1"), "ready")
 
     def test_reads_open_on_loopback(self):
-        for target in ("/metrics", "/api/v1/route?user=jdoe", "/api/v1/servers", "/healthz"):
+        for target in ("/metrics", "/api/v1/route?user=jdoe", "/api/v1/servers", "/api/v1/status",
+                       "/api/v1/ownership", "/status", "/healthz"):
             with self.subTest(target=target):
                 resp = harness.http_request(self.sprayer.admin_port, "GET", target, timeout=5)
                 self.assertEqual(resp.status, 200, resp.body[:200])
@@ -125,7 +130,7 @@ class TokenTest(harness.TestCase):
         # The read token does not change state.
         resp = self.call("POST", target, [("Authorization", "Bearer " + READ_TOKEN), *harness.ADMIN_WRITE])
         self.assertEqual(resp.status, 403, resp.body)
-        self.assertEqual(admin_state(self.sprayer, "pool1"), "ready")
+        self.assertEqual(admin_state(self.sprayer, "pool1", [("Authorization", "Bearer " + READ_TOKEN)]), "ready")
         wait_until(lambda: self.sprayer.stderr_text().count("refused (403)") >= 2, 5, what="refusals logged")
         log = self.sprayer.stderr_text()
         self.assertIn("refused (401)", log)
@@ -139,12 +144,21 @@ class TokenTest(harness.TestCase):
         self.assertEqual(resp.status, 200, resp.body)
 
     def test_guarded_reads_need_a_token_off_loopback(self):
-        for target in ("/metrics", "/api/v1/route?user=jdoe"):
+        for target in ("/metrics", "/api/v1/route?user=jdoe", "/status", "/api/v1/status", "/api/v1/servers",
+                       "/api/v1/ownership"):
             with self.subTest(target=target):
-                self.assertEqual(self.call("GET", target).status, 401)
+                refused = self.call("GET", target)
+                self.assertEqual(refused.status, 401)
+                self.assertNotIn(b"pool1", refused.body, "a refused read must not tell about servers")
+                # A browser opening the page is asked for the token (any user name, the token as password).
+                self.assertIn("Basic", refused.header("WWW-Authenticate", ""))
                 self.assertEqual(self.call("GET", target, [("Authorization", "Bearer nope")]).status, 403)
                 self.assertEqual(self.call("GET", target, [("Authorization", "Bearer " + READ_TOKEN)]).status, 200)
                 self.assertEqual(self.call("GET", target, [("Authorization", "Bearer " + TOKEN)]).status, 200)
+                basic = base64.b64encode(f"operator:{READ_TOKEN}".encode()).decode()
+                self.assertEqual(self.call("GET", target, [("Authorization", "Basic " + basic)]).status, 200)
+                wrong = base64.b64encode(b"operator:guess").decode()
+                self.assertEqual(self.call("GET", target, [("Authorization", "Basic " + wrong)]).status, 401)
         # /healthz stays open: keepalived's check script asks it without a token.
         self.assertEqual(self.call("GET", "/healthz").status, 200)
 

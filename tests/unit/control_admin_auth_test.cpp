@@ -88,7 +88,7 @@ TEST_CASE("a missing token is 401, a wrong one 403, and neither answer carries a
   CHECK(check_admin_request(r, "", c).status == 403);
 }
 
-TEST_CASE("metrics and route lookups need a read token off loopback only") {
+TEST_CASE("every read but /healthz needs a read token off loopback only") {
   AdminRequest r;
   r.method = "GET";
   for (const char* loopback : {"127.0.0.1", "127.1.2.3", "::1"}) {
@@ -99,8 +99,14 @@ TEST_CASE("metrics and route lookups need a read token off loopback only") {
   CHECK_FALSE(is_loopback(open.address));
   CHECK(check_admin_request(r, "/metrics", open).status == 403);  // nothing configured: closed
   CHECK(check_admin_request(r, "/healthz", open).ok());
-  CHECK(check_admin_request(r, "/api/v1/servers", open).ok());
+  for (const char* read : {"/status", "/api/v1/status", "/api/v1/servers", "/api/v1/ownership", "/api/v1/route"})
+    CHECK_MESSAGE(check_admin_request(r, read, open).status == 403, read);
   open.read_token = "reader";
+  for (const char* read : {"/status", "/api/v1/status", "/api/v1/servers", "/api/v1/ownership"}) {
+    AdminVerdict v = check_admin_request(r, read, open);
+    CHECK_MESSAGE(v.status == 401, read);
+    CHECK(v.challenge);  // a browser asks for the token
+  }
   open.token = "writer";
   CHECK(check_admin_request(r, "/api/v1/route", open).status == 401);
   r.authorization = "Bearer reader";
@@ -109,6 +115,13 @@ TEST_CASE("metrics and route lookups need a read token off loopback only") {
   CHECK(check_admin_request(r, "/metrics", open).ok());
   r.authorization = "Bearer other";
   CHECK(check_admin_request(r, "/metrics", open).status == 403);
+  // A browser's login prompt: any user, the token as the password; a wrong one asks again.
+  r.authorization = "Basic b3BlcmF0b3I6cmVhZGVy";  // operator:reader
+  CHECK(check_admin_request(r, "/status", open).ok());
+  r.authorization = "Basic b3BlcmF0b3I6b3RoZXI=";  // operator:other
+  AdminVerdict wrong = check_admin_request(r, "/api/v1/status", open);
+  CHECK(wrong.status == 401);
+  CHECK(wrong.challenge);
   // The read token changes nothing.
   AdminRequest write = post();
   write.authorization = "Bearer reader";
