@@ -137,6 +137,10 @@ struct AdminConfig {
   // Drain and maintenance survive a restart here (written on every change, read at start);
   // empty = kept in memory only.
   std::string state_file = "/var/lib/sprayer/admin-state";
+  // The other member of an active/standby pair: its admin listener ("host:port" or
+  // "http://host:port"). Drain and maintenance are exchanged with it (proxy/control/admin_peer.h),
+  // with `token` on both sides. Port 0: no peer.
+  Endpoint peer{};
   bool operator==(const AdminConfig&) const = default;
 };
 

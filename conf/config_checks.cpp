@@ -35,6 +35,17 @@ void Loader::check_admin_tokens(const Item& item) {
   }
 }
 
+// A peer's calls change admin states: they need the write token, and the listener they reach.
+void Loader::check_admin_peer(const AdminConfig& admin) {
+  if (admin.peer.port == 0 || !usable("admin.peer")) return;
+  if (admin.token.empty())
+    error(marks_["admin.peer"], "admin.peer",
+          "needs admin.token (or admin.token_file), the same on both members: the peer's calls change admin states");
+  else if (!admin.enabled)
+    error(marks_["admin.peer"], "admin.peer",
+          "needs the admin listener (admin.enabled: true): the peer sends its changes there");
+}
+
 void Loader::check_extractor(const Item& step_item, const ExtractorStepConfig& step) {
   std::string kind_path = join(step_item.path, "kind");
   std::string name_path = join(step_item.path, "name");

@@ -92,6 +92,7 @@ ConfigDiff diff_configs(const Config& running, const Config& next) {
   restart(running.workers == next.workers, "workers");
   restart(running.admin.enabled == next.admin.enabled, "admin.enabled");
   restart(running.admin.address == next.admin.address, "admin.address");
+  restart(running.admin.peer == next.admin.peer, "admin.peer");
   restart(running.ownership == next.ownership, "ownership");
   restart(running.health.enabled == next.health.enabled, "health.enabled");
   restart(running.directory == next.directory, "directory");
@@ -103,6 +104,7 @@ std::shared_ptr<const Config> keep_restart_only(const Config& running, const Con
   out->workers = running.workers;
   out->admin.enabled = running.admin.enabled;
   out->admin.address = running.admin.address;
+  out->admin.peer = running.admin.peer;
   out->ownership = running.ownership;
   out->health.enabled = running.health.enabled;
   out->directory = running.directory;

@@ -163,6 +163,7 @@ class Dumper {
     if (a.token_file.empty()) text("token", a.token); else text("token_file", a.token_file);
     if (a.read_token_file.empty()) text("read_token", a.read_token); else text("read_token_file", a.read_token_file);
     text("state_file", a.state_file);
+    text("peer", a.peer.port ? "http://" + a.peer.to_string() : std::string());
     out_ << YAML::EndMap;
   }
 

@@ -199,8 +199,37 @@ void Loader::read_admin(const Item& item, AdminConfig& admin) {
        [&](const Item& v) {
          if (read_string(v, admin.state_file)) admin.state_file = resolve_path(admin.state_file);
        }},
+      {"peer", false, [&](const Item& v) { read_peer(v, admin.peer); }},
   });
   check_admin_tokens(item);
+  check_admin_peer(admin);
+}
+
+// admin.peer: "host:port" or "http://host:port" (the admin listener speaks plain HTTP); "": none.
+void Loader::read_peer(const Item& item, Endpoint& out) {
+  if (!expect_scalar(item, "the peer's admin address such as \"http://sprayer2.example.com:9100\"")) return;
+  std::string_view text = item.node.Scalar();
+  if (text.empty()) {  // what -T prints without a peer
+    out = Endpoint{};
+    return;
+  }
+  if (text.rfind("https://", 0) == 0) {
+    error(item, "the admin listener speaks plain HTTP: write http://" + std::string(text.substr(8)) +
+                    " (keep the admin addresses on a management network)");
+    return;
+  }
+  if (text.rfind("http://", 0) == 0) text.remove_prefix(7);
+  if (!text.empty() && text.back() == '/') text.remove_suffix(1);
+  Endpoint value;
+  if (std::string problem = endpoint_problem(text, value); !problem.empty()) {
+    error(item, "invalid address " + quoted(std::string(item.node.Scalar())) + ": " + problem);
+    return;
+  }
+  if (value.port == 0) {
+    error(item, "port must be between 1 and 65535");
+    return;
+  }
+  out = std::move(value);
 }
 
 void Loader::read_token(const Item& item, std::string& out) {

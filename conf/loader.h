@@ -112,6 +112,7 @@ class Loader {
   void read_admin(const Item& item, AdminConfig& admin);
   void read_token(const Item& item, std::string& out);
   void read_token_file(const Item& item, std::string& path, std::string& token);
+  void read_peer(const Item& item, Endpoint& out);
   void read_log(const Item& item, LogConfig& log);
   void read_access_log(const Item& item, AccessLogConfig& access_log);
 
@@ -131,6 +132,7 @@ class Loader {
   void check_listener(const Item& item, const ListenerConfig& listener);
   void check_upstream_tls(const Item& item, const UpstreamTlsConfig& tls);
   void check_admin_tokens(const Item& item);
+  void check_admin_peer(const AdminConfig& admin);
   void check_extractor(const Item& step_item, const ExtractorStepConfig& step);
   void check_user_map(const AffinityConfig& affinity);
   void check_ownership(const OwnershipConfig& ownership);

@@ -2,6 +2,7 @@
 // API (route, ownership, servers and their admin states, reload). The listener itself is
 // admin_server.*; these methods answer what it parsed.
 #include <algorithm>
+#include <chrono>
 #include <string>
 
 #include "affinity/directory.h"
@@ -62,6 +63,7 @@ AdminResponse ControlLoop::handle_admin(const AdminRequest& request) {
   if (path == "/api/v1/ownership") return ownership_api();
   if (path == "/api/v1/servers") return servers_api();
   if (path == "/api/v1/reload") return reload_api(request);
+  if (path == "/api/v1/admin-states") return admin_states_api(request);
   if (path.substr(0, 16) == "/api/v1/servers/") return server_state_api(request, path.substr(16));
   return AdminResponse{404, "text/plain; charset=utf-8", "not found\n"};
 }
@@ -178,6 +180,10 @@ ControlState ControlLoop::control_state() const {
     st.source_state = "none";
   }
   if (snapshot_) st.snapshot_bytes = snapshot_->memory_bytes();
+  if (peer_) {
+    const AdminPeerStatus& peer = peer_->status();
+    st.admin_peer = ControlState::Peer{peer.up.value_or(false), peer.exchanges_ok, peer.exchanges_failed};
+  }
   st.process = read_process_stats();
   st.samples = &samples_;
   return st;
@@ -206,6 +212,9 @@ AdminResponse ControlLoop::servers_api() {
       auto source = admin_sources_.find(target.id);
       out += ",\"admin_source\":";
       json_string(out, source == admin_sources_.end() ? std::string_view("none") : std::string_view(source->second));
+      auto record = admin_records_.find(target.id);
+      out += ",\"admin_changed_at_ms\":" +
+             std::to_string(record == admin_records_.end() ? uint64_t{0} : record->second.stamp);
       out += ",\"availability\":" + std::to_string(h->availability());
       out += ",\"last_transition_reason\":";
       json_string(out, health::to_string(h->last_transition_reason()));
@@ -220,7 +229,20 @@ AdminResponse ControlLoop::servers_api() {
     out += ",\"active_requests\":" + std::to_string(active);
     out += "}";
   }
-  out += "]}\n";
+  out += "]";
+  if (peer_) {
+    const AdminPeerStatus& peer = peer_->status();
+    out += ",\"peer\":{\"address\":";
+    json_string(out, peer.address);
+    out += ",\"up\":";
+    out += !peer.up ? "null" : *peer.up ? "true" : "false";
+    out += ",\"exchanges_ok\":" + std::to_string(peer.exchanges_ok);
+    out += ",\"exchanges_failed\":" + std::to_string(peer.exchanges_failed);
+    out += ",\"last_error\":";
+    json_string(out, peer.last_error);
+    out += "}";
+  }
+  out += "}\n";
   return AdminResponse{200, "application/json", std::move(out)};
 }
 
@@ -245,9 +267,11 @@ AdminResponse ControlLoop::server_state_api(const AdminRequest& request, std::st
   if (!tracker_ || !tracker_->find(id))
     return AdminResponse{404, "application/json", "{\"error\":\"no such server\"}\n"};
   LOG_INFO("admin: server %s set to %s", id.c_str(), std::string(action).c_str());
-  if (tracker_->set_admin_state(id, state, clock_.now())) publish_route();
-  admin_sources_[id] = "api";
+  const uint64_t now_ms = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+  if (set_admin_record(id, AdminRecord{state, next_admin_stamp(now_ms, admin_records_)}, "api")) publish_route();
   save_admin_state_file();
+  if (peer_) peer_->changed();  // never waited for: the answer below is this member's
   return servers_api();
 }
 
@@ -260,11 +284,12 @@ void ControlLoop::load_admin_state_file() {
     LOG_WARN("admin state file ignored, every server starts ready: %s", error.c_str());
     return;
   }
-  for (const auto& [id, state] : states) {
+  for (const auto& [id, record] : states) {
     if (!tracker_->find(id)) continue;  // a server no longer configured
-    tracker_->set_admin_state(id, state, clock_.now());
-    admin_sources_[id] = "state_file";
-    LOG_INFO("server %s: %s, as kept in %s", id.c_str(), std::string(health::to_string(state)).c_str(), path.c_str());
+    set_admin_record(id, record, "state_file");
+    if (record.state != health::AdminState::ready)
+      LOG_INFO("server %s: %s, as kept in %s", id.c_str(), std::string(health::to_string(record.state)).c_str(),
+               path.c_str());
   }
 }
 
@@ -273,7 +298,7 @@ void ControlLoop::save_admin_state_file() {
   if (path.empty() || !tracker_) return;
   AdminStates states;
   for (const auto& s : runtime_->servers)
-    if (const health::ServerHealth* h = tracker_->find(s.id)) states[s.id] = h->admin_state();
+    if (auto record = admin_records_.find(s.id); record != admin_records_.end()) states[s.id] = record->second;
   std::string error;
   if (!save_admin_states(path, states, error))
     LOG_WARN("admin state not saved, a restart will forget it: %s", error.c_str());

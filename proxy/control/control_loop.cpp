@@ -121,6 +121,7 @@ int ControlLoop::run() {
     directory->start();
   }
   start_health();
+  start_admin_peer();
   start_ownership_source();
 
   auto signal_cb = [](uv_signal_t* h, int signum) noexcept { static_cast<ControlLoop*>(h->data)->on_signal(signum); };
@@ -516,6 +517,7 @@ void ControlLoop::on_shutdown_poll() {
   }
   uv_timer_stop(&shutdown_timer_);
   if (admin_) admin_->close();
+  if (peer_) peer_->stop();
   health_events_.close();
   for (auto* h : {&sigterm_, &sigint_, &sighup_, &sigusr1_, &sigusr2_}) uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&shutdown_timer_), nullptr);

@@ -16,7 +16,9 @@
 #include "health/active_checker.h"
 #include "health/clock.h"
 #include "health/health_view.h"
+#include "proxy/control/admin_peer.h"
 #include "proxy/control/admin_server.h"
+#include "proxy/control/admin_state.h"
 #include "proxy/control/config_reload.h"
 #include "proxy/health_events.h"
 #include "proxy/control/metrics.h"
@@ -58,6 +60,14 @@ class ControlLoop {
   // admin.state_file: read at start, written on every change (admin_state.h).
   void load_admin_state_file();
   void save_admin_state_file();
+  // admin_sync.cpp: the stamped states, shared with admin.peer (admin_peer.h).
+  void start_admin_peer();
+  // True when the server's routing state changed (the caller publishes the route).
+  bool set_admin_record(const std::string& id, const AdminRecord& record, const char* source);
+  std::string admin_states_text() const;
+  // Merges a peer's states (newer stamps win); false with `error` when the text is not states.
+  bool merge_peer_states(std::string_view text, std::string& error);
+  AdminResponse admin_states_api(const AdminRequest& request);
   void on_signal(int signum);
   // config_reload.cpp
   ReloadOutcome reload_config(const char* why);
@@ -131,6 +141,8 @@ class ControlLoop {
   uv_timer_t pending_timer_{};
   // Where each server's admin state came from: "api", "state_file" or "peer"; absent: never set.
   std::map<std::string, std::string> admin_sources_;
+  AdminStates admin_records_;        // each server's last admin change and its stamp
+  std::unique_ptr<AdminPeer> peer_;  // admin.peer, when set
   SystemdNotifier notifier_;
   bool listening_ = false;        // workers and admin listener bound
   bool source_answered_ = false;  // the ownership source gave a snapshot or its first verdict

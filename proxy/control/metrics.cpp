@@ -286,6 +286,16 @@ std::vector<MetricFamily> control_families(const ControlState& st) {
          "Unix time of the last applied reload (the start time before any).", MetricType::Gauge,
          st.last_reload_success_seconds);
 
+  if (st.admin_peer) {
+    single("sprayer_admin_peer_up", "1 if the last admin state exchange with admin.peer worked, else 0.",
+           MetricType::Gauge, st.admin_peer->up ? 1 : 0);
+    MetricFamily f = family("sprayer_admin_peer_exchanges_total",
+                            "Admin state exchanges with admin.peer, by result: ok or failed.", MetricType::Counter);
+    add_value(f, static_cast<double>(st.admin_peer->exchanges_ok), {{"result", "ok"}});
+    add_value(f, static_cast<double>(st.admin_peer->exchanges_failed), {{"result", "failed"}});
+    out.push_back(std::move(f));
+  }
+
   auto per_server = [&](const char* name, const char* help, MetricType type, auto get) {
     MetricFamily f = family(name, help, type);
     for (const auto& s : st.servers) add_value(f, static_cast<double>(get(s)), {{"server", s.id}});

@@ -96,6 +96,13 @@ struct ControlState {
   double last_reload_success_seconds = 0;  // Unix time; the start until a reload succeeds
   std::optional<ProcessStats> process;    // process_* (absent without /proc)
   const StatusSamples* samples = nullptr;  // the status page's history (the control loop's)
+  // admin.peer, the other member of the pair (absent: none configured).
+  struct Peer {
+    bool up = false;  // the last exchange worked (false before the first one ends)
+    uint64_t exchanges_ok = 0;
+    uint64_t exchanges_failed = 0;
+  };
+  std::optional<Peer> admin_peer;
   // For the status page only (the worker families export these).
   int64_t downstream_connections = 0;
   int64_t upstream_connections = 0;

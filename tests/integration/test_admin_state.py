@@ -1,7 +1,10 @@
 """Admin states outlive the process: a server drained (or put into maintenance) through the
 API is still drained after sprayer restarts, read from admin.state_file, and /api/v1/servers
-says where each state came from. A damaged state file is ignored with a warning, never
+says where each state came from. Each line carries when the change was made (what the pair's
+members compare, test_pair.py). A damaged state file is ignored with a warning, never
 half-applied."""
+
+import re
 
 import json
 import os
@@ -46,8 +49,10 @@ class AdminStateFileTest(harness.TestCase):
             self.assertEqual(now["pool2"]["admin"], "maintenance")
         with open(self.state_file) as f:
             kept = f.read()
-        self.assertIn("pool1 drain\n", kept)
-        self.assertIn("pool2 maintenance\n", kept)
+        self.assertRegex(kept, r"(?m)^pool1 drain \d{13}$")
+        self.assertRegex(kept, r"(?m)^pool2 maintenance \d{13}$")
+        drained_at = int(re.search(r"(?m)^pool1 drain (\d+)$", kept).group(1))
+        self.assertEqual(now["pool1"]["admin_changed_at_ms"], drained_at)
         self.assertFalse(os.path.exists(self.state_file + ".tmp"), "the temporary file must be renamed away")
 
         with Sprayer(self.config) as second:
@@ -63,7 +68,11 @@ class AdminStateFileTest(harness.TestCase):
             post(second, "/api/v1/servers/pool1/ready")
             post(second, "/api/v1/servers/pool2/ready")
         with open(self.state_file) as f:
-            self.assertNotIn("pool", f.read(), "ready servers leave the file")
+            kept = f.read()
+        # An undrain stays in the file with its time: it must beat an older drain a peer still holds.
+        self.assertNotRegex(kept, r"(?m)^pool\d (drain|maintenance)", "ready servers are written as ready")
+        self.assertRegex(kept, r"(?m)^pool1 ready \d{13}$")
+        self.assertNotIn("pool3", kept, "a server never changed is not in the file")
 
     def test_damaged_file_is_ignored_whole(self):
         with open(self.state_file, "w") as f:

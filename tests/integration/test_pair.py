@@ -8,6 +8,11 @@ conf/deploy/keepalived/keepalived.conf with only its settings block filled in. A
 namespace keeps sending requests for many users to the VIP while the active sprayer is killed,
 stopped, cut off the network and brought back. Needs root and `ip netns`; skipped otherwise.
 
+Both also share drain and maintenance through each other's admin API (admin.peer): a server
+drained on the active stays drained on the standby that takes over, and an undrain made there
+reaches the old active once it is back. LoopbackPairTest runs the same exchange with two
+sprayers on loopback (no namespaces, no keepalived), so it runs on every machine.
+
 Run alone as a script, it is also the load client (`test_pair.py --load-client ...`), started
 inside the client namespace: stdlib only, and decided before the harness is imported.
 """
@@ -97,6 +102,7 @@ import tempfile  # noqa: E402
 import unittest  # noqa: E402
 
 import harness  # noqa: E402
+from harness import Sprayer, wait_until  # noqa: E402
 
 IP = shutil.which("ip")
 KEEPALIVED = shutil.which("keepalived")
@@ -215,6 +221,119 @@ def render_keepalived(role, sprayer_config, script, folder):
 
 
 SKIP_REASON = why_no_namespaces() if __name__ == "__main__" else "not run as a script"
+ADMIN_TOKEN = "pair-admin-t0ken"
+AUTH = [("Authorization", f"Bearer {ADMIN_TOKEN}")]
+
+
+class LoopbackPairTest(harness.TestCase):
+    """Two sprayers on loopback, each naming the other as admin.peer: the admin state exchange
+    without namespaces. A drain on A reaches B; with A killed, B keeps it, says once that the
+    peer is gone (log and metric) and takes an undrain at once; A, started again with its older
+    drain still in its state file, takes the newer undrain from B."""
+    TIMEOUT = 90.0
+
+    def setUp(self):
+        super().setUp()
+        self.pool = harness.pool(2)
+        self.addCleanup(self.pool.stop)
+        ports = {"a": harness.free_port(), "b": harness.free_port()}
+        self.config = {}
+        for role, other in (("a", "b"), ("b", "a")):
+            config = harness.sprayer_config(self.pool, workers=1, admin_port=ports[role])
+            config["admin"].update({"token": ADMIN_TOKEN, "peer": f"http://127.0.0.1:{ports[other]}"})
+            config["health"] = {"interval": "500ms"}
+            self.config[role] = config
+        self.sprayers = {}
+        for role in ("a", "b"):
+            self.start(role)
+
+    def start(self, role):
+        sprayer = Sprayer(self.config[role]).start()
+        self.sprayers[role] = sprayer
+        self.addCleanup(lambda: sprayer.returncode is None and sprayer.stop())
+        return sprayer
+
+    def servers(self, role):
+        resp = harness.http_request(self.sprayers[role].admin_port, "GET", "/api/v1/servers", timeout=5)
+        self.assertEqual(resp.status, 200, resp.body[:300])
+        return json.loads(resp.body)
+
+    def server(self, role, sid):
+        return next(s for s in self.servers(role)["servers"] if s["id"] == sid)
+
+    def post(self, role, target):
+        started = time.monotonic()
+        resp = harness.http_request(self.sprayers[role].admin_port, "POST", target,
+                                    headers=[*harness.ADMIN_WRITE, *AUTH], timeout=5)
+        self.assertEqual(resp.status, 200, resp.body[:300])
+        return time.monotonic() - started
+
+    def test_admin_states_follow_the_pair(self):
+        a, b = self.sprayers["a"], self.sprayers["b"]
+        for role in ("a", "b"):
+            wait_until(lambda r=role: self.servers(r)["peer"]["up"] is True, 10, interval=0.05,
+                       what=f"sprayer {role} to exchange admin states with its peer")
+        drained_at = time.monotonic()
+        self.post("a", "/api/v1/servers/pool1/drain")
+        mine = self.server("a", "pool1")
+        self.assertEqual((mine["admin"], mine["admin_source"]), ("drain", "api"))
+        theirs = wait_until(lambda: (lambda s: s["admin"] == "drain" and s)(self.server("b", "pool1")), 5,
+                            interval=0.01, what="the drain to reach the peer")
+        reached = time.monotonic() - drained_at
+        self.assertEqual(theirs["admin_source"], "peer")
+        self.assertEqual(theirs["admin_changed_at_ms"], mine["admin_changed_at_ms"], "one change, one stamp")
+        print(f"\n[pair/loopback] a drain on A reached B after {reached * 1000:.0f} ms", flush=True)
+
+        # A dies: B keeps the server drained (no new users for pool1) and says once that A is gone.
+        a.kill()
+        a.proc.wait(timeout=5)
+        a._stderr.close()
+        wait_until(lambda: self.servers("b")["peer"]["exchanges_failed"] >= 3, 15, interval=0.1,
+                   what="B to try its dead peer a few times")
+        self.assertEqual(self.server("b", "pool1")["admin"], "drain")
+        self.assertIs(self.servers("b")["peer"]["up"], False)
+        self.assertEqual(harness.metric(b.admin_port, "sprayer_admin_peer_up"), 0)
+        self.assertGreaterEqual(harness.metric(b.admin_port, "sprayer_admin_peer_exchanges_total", result="failed"), 3)
+        gone = [line for line in b.stderr_text().splitlines() if "admin peer" in line and "no exchange" in line]
+        self.assertEqual(len(gone), 1, "a dead peer is logged once, not at every exchange:\n" + "\n".join(gone))
+        for i in range(10):
+            resp = b.request("GET", f"/Microsoft-Server-ActiveSync?Cmd=Sync&User=new{i}&DeviceId=d&DeviceType=x")
+            self.assertEqual(resp.header("X-Served-By"), "pool2", f"a drained server takes no new users: {resp.describe()}")
+
+        # An undrain on B does not wait for the dead peer.
+        took = self.post("b", "/api/v1/servers/pool1/ready")
+        self.assertLess(took, 1.0, "a local change must not wait for a peer that is down")
+        self.assertEqual(self.server("b", "pool1")["admin"], "ready")
+        print(f"[pair/loopback] undrain on B with A down answered in {took * 1000:.0f} ms", flush=True)
+
+        # A comes back with its own (older) drain in its state file: B's newer undrain wins.
+        with open(self.config["a"]["admin"]["state_file"]) as f:
+            self.assertRegex(f.read(), r"(?m)^pool1 drain \d+$", "A kept its drain in its state file")
+        back_at = time.monotonic()
+        self.start("a")
+        back = wait_until(lambda: (lambda s: s["admin"] == "ready" and s)(self.server("a", "pool1")), 10,
+                          interval=0.02, what="the undrain made on B to reach A once it is back")
+        self.assertEqual(back["admin_source"], "peer")
+        print(f"[pair/loopback] A restarted: the undrain from B applied {1000 * (time.monotonic() - back_at):.0f} ms "
+              f"after its start began", flush=True)
+        wait_until(lambda: "admin peer" in b.stderr_text() and "answers again" in b.stderr_text(), 10,
+                   what="B to log that its peer answers again")
+        self.assertEqual(self.servers("b")["peer"]["up"], True)
+        with open(self.config["a"]["admin"]["state_file"]) as f:
+            self.assertRegex(f.read(), r"(?m)^pool1 ready \d+$", "A's state file follows the peer's change")
+
+    def test_wrong_token_is_an_unreachable_peer(self):
+        b = self.sprayers["b"]
+        # Restart A with another token: B's exchanges are refused, and B says why.
+        self.sprayers["a"].stop()
+        self.config["a"]["admin"]["token"] = "another-t0ken"
+        self.start("a")
+        peer = wait_until(lambda: (lambda p: "HTTP 403" in p["last_error"] and p)(self.servers("b")["peer"]), 10,
+                          interval=0.05, what="B to see its exchanges refused")
+        self.assertIs(peer["up"], False)
+        self.assertIn("HTTP 403", peer["last_error"])
+        self.assertIn("wrong token", peer["last_error"])
+        self.assertNotIn(ADMIN_TOKEN, b.stderr_text(), "the token is never logged")
 
 
 @unittest.skipIf(SKIP_REASON is not None, f"active/standby pair test skipped: {SKIP_REASON}")
@@ -304,8 +423,9 @@ class PairTest(harness.TestCase):
             ],
             "servers": [{"id": sid, "address": f"{ADDR['pool']}:{port}"} for sid, port in POOL_PORTS.items()],
             "timeouts": {"upstream_connect": "500ms", "drain": "1s"},
-            # Both members run on one file system here: neither keeps admin states in a file.
-            "admin": {"address": "127.0.0.1:9100", "state_file": ""},
+            # Both members run on one file system here: neither keeps admin states in a file;
+            # they share them through each other's admin API (admin.peer, set per member below).
+            "admin": {"address": "0.0.0.0:9100", "state_file": "", "token": ADMIN_TOKEN},
             "ownership": {"source": "sqlite", "sqlite_path": cls.db.path, "max_staleness": "5s"},
             "health": {"interval": "500ms"},
             "log": {"level": "info"},
@@ -317,8 +437,10 @@ class PairTest(harness.TestCase):
             folder = os.path.join(cls.run_dir, f"sprayer-{role}")
             os.mkdir(folder, 0o755)
             path = os.path.join(folder, "sprayer.yaml")
+            mine = json.loads(json.dumps(config))
+            mine["admin"]["peer"] = f"http://{ADDR[cls.other(role)]}:9100"
             with open(path, "w") as f:
-                f.write(harness.to_yaml(config))
+                f.write(harness.to_yaml(mine))
             cls.sprayer_config[role] = path
             cls.start_sprayer(role)
         for role in ("a", "b"):
@@ -452,6 +574,18 @@ class PairTest(harness.TestCase):
         self.assertIsNotNone(m, f"s_client said:\n{proc.stdout[-1500:]}\n{proc.stderr[-500:]}")
         return m.group(1)
 
+    def admin(self, role, method, target):
+        """The admin API of sprayer `role`, from inside its namespace, with the token."""
+        argv = [CURL, "-s", "--max-time", "3", "-X", method, "-H", f"Authorization: Bearer {ADMIN_TOKEN}",
+                "-H", "X-Sprayer-Admin: 1", "-w", "\n%{http_code}", f"http://127.0.0.1:9100{target}"]
+        out = run(self.net.exec_argv(role, argv), check=False).stdout
+        body, _, code = out.rpartition("\n")
+        self.assertEqual(code, "200", f"{method} {target} on {role}: {out[-300:]}")
+        return json.loads(body)
+
+    def admin_server(self, role, sid):
+        return next(s for s in self.admin(role, "GET", "/api/v1/servers")["servers"] if s["id"] == sid)
+
     # --- the scenarios, in order (each starts from the state the previous one left)
 
     def test_1_kill9_active(self):
@@ -567,6 +701,47 @@ class PairTest(harness.TestCase):
         self.assertTrue(late, "no requests after the heal")
         self.assertEqual(failed[:5], [], "clients must reach the VIP holder after the heal (gratuitous ARP)")
         self.check_routing(late, "after the partition")
+
+    def test_5_admin_states_follow_the_vip(self):
+        """Drain on the active, kill it: the new active keeps the server drained; an undrain made
+        there reaches the old active once it is back."""
+        active = self.active()
+        standby = self.other(active)
+        self.wait_healthy_backup(standby)
+        for role in (active, standby):
+            wait_until(lambda r=role: self.admin(r, "GET", "/api/v1/servers")["peer"]["up"] is True, 10,
+                       interval=0.1, what=f"sprayer {role} to exchange admin states with its peer")
+        drained_at = time.monotonic()
+        self.admin(active, "POST", "/api/v1/servers/pool1/drain")
+        theirs = wait_until(lambda: (lambda s: s["admin"] == "drain" and s)(self.admin_server(standby, "pool1")), 5,
+                            interval=0.02, what="the drain to reach the standby")
+        reached = time.monotonic() - drained_at
+        self.assertEqual(theirs["admin_source"], "peer")
+
+        killed_at = time.monotonic()
+        self.procs[f"sprayer-{active}"].kill()
+        self.wait_vip(standby, 5.0)
+        self.wait_answers(killed_at, USERS)
+        now = self.admin_server(standby, "pool1")
+        self.assertEqual((now["admin"], now["admin_source"]), ("drain", "peer"),
+                         "the new active must keep the server drained")
+        # Drained, not in maintenance: pool1's own users still reach it, through the new active.
+        self.check_routing(self.events(killed_at), "after the kill, pool1 drained")
+        took = time.monotonic()
+        self.admin(standby, "POST", "/api/v1/servers/pool1/ready")
+        took = time.monotonic() - took
+        self.assertEqual(self.admin_server(standby, "pool1")["admin"], "ready")
+
+        back_at = time.monotonic()
+        self.start_sprayer(active)
+        self.wait_healthy_backup(active)
+        back = wait_until(lambda: (lambda s: s["admin"] == "ready" and s)(self.admin_server(active, "pool1")), 10,
+                          interval=0.05, what="the undrain to reach the old active once it is back")
+        print(f"\n[pair] drain on the active reached the standby after {reached * 1000:.0f} ms; after the kill the "
+              f"new active kept it (undrain there answered in {took * 1000:.0f} ms with the peer down); the old "
+              f"active, back, took the undrain {time.monotonic() - back_at:.1f} s after its restart began "
+              f"(source {back['admin_source']})", flush=True)
+        self.assertEqual(back["admin_source"], "peer")
 
 
 if __name__ == "__main__":

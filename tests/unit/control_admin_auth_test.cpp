@@ -139,25 +139,56 @@ TEST_CASE("tokens_equal compares whole contents") {
 TEST_CASE("admin states round-trip through the file; a damaged file gives nothing") {
   std::string path = scratch_file();
   std::string error;
-  AdminStates states{{"pool1", health::AdminState::drain},
-                     {"pool2", health::AdminState::maintenance},
-                     {"pool3", health::AdminState::ready}};
+  AdminStates states{{"pool1", {health::AdminState::drain, 1764626400123}},
+                     {"pool2", {health::AdminState::maintenance, 5}},
+                     {"pool3", {health::AdminState::ready, 7}},
+                     {"pool4", {health::AdminState::ready, 0}}};
   REQUIRE(save_admin_states(path, states, error));
   AdminStates read;
   REQUIRE(load_admin_states(path, read, error));
-  CHECK(read.size() == 2);  // a ready server is not written
-  CHECK(read["pool1"] == health::AdminState::drain);
-  CHECK(read["pool2"] == health::AdminState::maintenance);
+  CHECK(read.size() == 3);  // a ready server never changed is not written; a stamped undrain is
+  CHECK(read["pool1"] == AdminRecord{health::AdminState::drain, 1764626400123});
+  CHECK(read["pool2"] == AdminRecord{health::AdminState::maintenance, 5});
+  CHECK(read["pool3"] == AdminRecord{health::AdminState::ready, 7});
   CHECK(access((path + ".tmp").c_str(), F_OK) != 0);
 
   std::ofstream(path) << "pool1 drain\npool2 sideways\n";
   CHECK_FALSE(load_admin_states(path, read, error));
   CHECK(read.empty());
   CHECK(error.find(":2:") != std::string::npos);
+  for (const char* bad : {"pool1 drain 12x\n", "pool1 drain 1 2\n", "pool1 drain -1\n"}) {
+    CHECK_FALSE_MESSAGE(parse_admin_states(bad, "t", read, error), bad);
+    CHECK(error.find("t:1:") == 0);
+  }
+  // A file from before stamps: the states hold, stamped 0 (any change since wins).
+  REQUIRE(parse_admin_states("# old\npool1 drain\r\n", "t", read, error));
+  CHECK(read["pool1"] == AdminRecord{health::AdminState::drain, 0});
 
   std::remove(path.c_str());
   CHECK(load_admin_states(path, read, error));  // no file yet: no states, no error
   CHECK(read.empty());
   CHECK_FALSE(save_admin_states("/nonexistent-folder/admin-state", states, error));
   CHECK(error.find("/nonexistent-folder") != std::string::npos);
+}
+
+TEST_CASE("the pair's admin states: the later change wins, whichever member made it") {
+  AdminRecord mine{health::AdminState::drain, 100};
+  CHECK_FALSE(merge_admin_record(mine, {health::AdminState::ready, 99}));  // older: kept
+  CHECK(mine.state == health::AdminState::drain);
+  CHECK(merge_admin_record(mine, {health::AdminState::ready, 101}));  // the undrain made later
+  CHECK(mine == AdminRecord{health::AdminState::ready, 101});
+  CHECK_FALSE(merge_admin_record(mine, {health::AdminState::ready, 101}));  // the same: no change
+  // A tie (two changes in the same millisecond) goes to the state that takes more traffic away.
+  CHECK(merge_admin_record(mine, {health::AdminState::maintenance, 101}));
+  CHECK_FALSE(merge_admin_record(mine, {health::AdminState::drain, 101}));
+  // A new change is stamped after every one known, even when this clock is behind.
+  AdminStates known{{"pool1", {health::AdminState::drain, 5000}}};
+  CHECK(next_admin_stamp(1000, known) == 5001);
+  CHECK(next_admin_stamp(9000, known) == 9000);
+  CHECK(next_admin_stamp(7, {}) == 7);
+  // What the members send each other is the file's text.
+  AdminStates sent{{"pool1", {health::AdminState::maintenance, 42}}}, got;
+  std::string error;
+  REQUIRE(parse_admin_states(format_admin_states(sent), "peer", got, error));
+  CHECK(got == sent);
 }
