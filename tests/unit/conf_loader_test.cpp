@@ -1294,3 +1294,26 @@ TEST_CASE("active/standby pair keys: listeners[].freebind and ownership.max_stal
   check_error(single_error(load_with("ownership:\n  max_staleness: 25h\n")), 8, 18, "ownership.max_staleness",
               "must be between 0s and 24h");
 }
+
+TEST_CASE("admin.peer: the other member's admin listener, with the token") {
+  conf::LoadResult r = load_with("admin:\n  token: t0k\n  peer: http://sprayer2.example.com:9100/\n");
+  REQUIRE(r.ok());
+  CHECK(r.config->admin.peer.to_string() == "sprayer2.example.com:9100");
+  r = load_with("admin:\n  token: t0k\n  peer: \"10.0.0.2:9100\"\n");
+  REQUIRE(r.ok());
+  CHECK(r.config->admin.peer.to_string() == "10.0.0.2:9100");
+  CHECK(load(minimal).config->admin.peer.port == 0);  // no peer by default
+  r = load_with("admin:\n  peer: \"\"\n");  // as -T prints it: none, no token needed
+  REQUIRE(r.ok());
+  CHECK(r.config->admin.peer.port == 0);
+  expect_error_with("admin:\n  peer: http://10.0.0.2:9100\n", 8, 9, "admin.peer",
+                    "needs admin.token (or admin.token_file), the same on both members: the peer's calls change "
+                    "admin states");
+  expect_error_with("admin:\n  token: t0k\n  peer: https://10.0.0.2:9100\n", 9, 9, "admin.peer",
+                    "the admin listener speaks plain HTTP: write http://10.0.0.2:9100 (keep the admin addresses on a "
+                    "management network)");
+  expect_error_with("admin:\n  token: t0k\n  peer: http://10.0.0.2\n", 9, 9, "admin.peer",
+                    "invalid address \"http://10.0.0.2\": missing port, expected \"host:port\"");
+  expect_error_with("admin:\n  token: t0k\n  enabled: false\n  peer: 10.0.0.2:9100\n", 10, 9, "admin.peer",
+                    "needs the admin listener (admin.enabled: true): the peer sends its changes there");
+}
