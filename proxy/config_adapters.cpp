@@ -118,4 +118,15 @@ affinity::OwnershipSourceConfig ownership_source_config(const conf::OwnershipCon
   return sc;
 }
 
+std::vector<uint16_t> assign_listener_slots(const conf::Config& config, std::vector<std::string>& names) {
+  std::vector<uint16_t> slots;
+  for (const auto& listener : config.listeners) {
+    size_t slot = 0;
+    while (slot < names.size() && names[slot] != listener.name) ++slot;
+    if (slot == names.size()) names.push_back(listener.name);
+    slots.push_back(static_cast<uint16_t>(std::min<size_t>(slot, UINT16_MAX)));
+  }
+  return slots;
+}
+
 }  // namespace sprayer::proxy

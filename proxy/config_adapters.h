@@ -13,6 +13,10 @@
 
 namespace sprayer::proxy {
 
+// Each configured listener's stats slot (Runtime::listener_slots): a name seen before keeps
+// its slot, a new one is appended to `names` (slot -> name, never shrinks).
+std::vector<uint16_t> assign_listener_slots(const conf::Config& config, std::vector<std::string>& names);
+
 // The extractor settings a Config asks for (conf keeps its own plain types).
 affinity::ExtractorConfig extractor_config(const conf::AffinityConfig& config);
 

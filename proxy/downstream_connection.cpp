@@ -25,14 +25,16 @@ int status_class(int status) { return status >= 100 && status < 600 ? status / 1
 }  // namespace
 
 void DownstreamConnection::accept(Worker& worker, int fd, const sockaddr_storage& peer,
-                                  const conf::ListenerConfig& listener, std::shared_ptr<const TlsContext> tls) {
-  accept(worker.context(), worker, fd, peer, listener, std::move(tls));
+                                  const conf::ListenerConfig& listener, std::shared_ptr<const TlsContext> tls,
+                                  uint16_t listener_slot) {
+  accept(worker.context(), worker, fd, peer, listener, std::move(tls), listener_slot);
 }
 
 DownstreamConnection* DownstreamConnection::accept(WorkerContext& context, DownstreamRegistry& registry, int fd,
                                                    const sockaddr_storage& peer, const conf::ListenerConfig& listener,
-                                                   std::shared_ptr<const TlsContext> tls) {
+                                                   std::shared_ptr<const TlsContext> tls, uint16_t listener_slot) {
   auto* connection = new DownstreamConnection(context, registry);
+  connection->listener_slot_ = listener_slot;
   if (connection->init(fd, peer, listener, std::move(tls)) == 0) return connection;
   connection->close();
   return nullptr;
@@ -113,6 +115,7 @@ void DownstreamConnection::sniff_tls(Slice data) {
     // Plain HTTP on the TLS port: answer in plaintext, so whoever typed http:// sees why.
     WorkerStats::add(ctx_.stats.bad_requests);
     WorkerStats::add(ctx_.stats.tls_failures);
+    WorkerStats::add(ctx_.stats.tls_failures_by[WorkerStats::listener_row(listener_slot_)]);
     writer_.set_tls(nullptr);
     tls_.reset();
     std::string response;
@@ -144,13 +147,19 @@ void DownstreamConnection::drain_tls() {
   if (!tls_ || state_ == State::closed) return;
   if (!tls_counted_ && tls_->handshake_done()) {
     tls_counted_ = true;
+    const size_t row = WorkerStats::listener_row(listener_slot_);
     WorkerStats::add(ctx_.stats.tls_handshakes);
-    if (tls_->own_records()) WorkerStats::add(ctx_.stats.tls_own_records);
+    WorkerStats::add(ctx_.stats.tls_handshakes_by[row]);
+    if (tls_->own_records()) {
+      WorkerStats::add(ctx_.stats.tls_own_records);
+      WorkerStats::add(ctx_.stats.tls_own_records_by[row]);
+    }
   }
   // Handshake flights, session tickets and alerts go out even when no response is due.
   if (tls_->pending_ciphertext() > 0 && !flush()) return;
   if (status == TlsStatus::error) {
     WorkerStats::add(ctx_.stats.tls_failures);
+    WorkerStats::add(ctx_.stats.tls_failures_by[WorkerStats::listener_row(listener_slot_)]);
     LOG_DEBUG("client %s: TLS: %.*s", client_ip_, static_cast<int>(tls_->error().size()), tls_->error().data());
     exchange_.abort();
     close();

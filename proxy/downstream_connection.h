@@ -31,13 +31,14 @@ class DownstreamConnection final : public Connection, public ExchangeDownstream,
   enum class State { idle, reading_head, in_exchange, tunnel, closing, closed };
 
   static void accept(Worker& worker, int fd, const sockaddr_storage& peer, const conf::ListenerConfig& listener,
-                     std::shared_ptr<const TlsContext> tls);
+                     std::shared_ptr<const TlsContext> tls, uint16_t listener_slot);
   // The same without a Worker (unit tests): null if the socket could not be taken.
   static DownstreamConnection* accept(WorkerContext& context, DownstreamRegistry& registry, int fd,
                                       const sockaddr_storage& peer, const conf::ListenerConfig& listener,
-                                      std::shared_ptr<const TlsContext> tls);
+                                      std::shared_ptr<const TlsContext> tls, uint16_t listener_slot = 0);
 
   State state() const { return state_; }
+  uint16_t listener_slot() const { return listener_slot_; }
 
   // ExchangeDownstream: what the Exchange sees of the client.
   const RequestParser& request() const override { return parser_; }
@@ -146,6 +147,7 @@ class DownstreamConnection final : public Connection, public ExchangeDownstream,
   bool redirect_to_https_ = false;
   bool local_redirect_ = false;   // this request is answered here with a 308
   uint16_t https_port_ = 443;
+  uint16_t listener_slot_ = 0;  // which listener it came in on (per-listener stats)
   bool counted_ = false;
   char client_ip_[46] = {0};
 };

@@ -77,13 +77,15 @@ int probe_listener(const conf::ListenerConfig& config, std::string& error) {
   return -err;
 }
 
-Listener::Listener(Worker& worker, const conf::ListenerConfig& config, std::shared_ptr<const TlsContext> tls)
+Listener::Listener(Worker& worker, const conf::ListenerConfig& config, std::shared_ptr<const TlsContext> tls,
+                   uint16_t slot)
     : worker_(worker),
       config_(config),
       tls_(std::move(tls)),
       name_(config.name),
       address_(config.address),
-      backlog_(config.backlog) {}
+      backlog_(config.backlog),
+      slot_(slot) {}
 
 int Listener::open(std::string& error) {
   int rc = inherited_fd_ >= 0 ? take_inherited(error) : bind_socket(error);
@@ -151,10 +153,11 @@ int Listener::bind_socket(std::string& error) {
   return 0;
 }
 
-void Listener::reconfigure(const conf::ListenerConfig& config, std::shared_ptr<const TlsContext> tls) {
+void Listener::reconfigure(const conf::ListenerConfig& config, std::shared_ptr<const TlsContext> tls, uint16_t slot) {
   config_ = config;
   tls_ = std::move(tls);
   name_ = config.name;
+  slot_ = slot;
   if (config.backlog != backlog_ && fd_ >= 0 && !closing_) {
     backlog_ = config.backlog;
     ::listen(fd_, static_cast<int>(backlog_));  // Linux applies a new backlog to a listening socket
@@ -225,7 +228,7 @@ void Listener::on_readable() {
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    DownstreamConnection::accept(worker_, fd, peer, config_, tls_);
+    DownstreamConnection::accept(worker_, fd, peer, config_, tls_, slot_);
   }
 }
 

@@ -23,7 +23,8 @@ int probe_listener(const conf::ListenerConfig& config, std::string& error);
 
 class Listener {
  public:
-  Listener(Worker& worker, const conf::ListenerConfig& config, std::shared_ptr<const TlsContext> tls);
+  // slot: the listener's row in the per-listener stats (Runtime::listener_slots).
+  Listener(Worker& worker, const conf::ListenerConfig& config, std::shared_ptr<const TlsContext> tls, uint16_t slot);
   Listener(const Listener&) = delete;
   Listener& operator=(const Listener&) = delete;
 
@@ -43,7 +44,7 @@ class Listener {
   void set_tls(std::shared_ptr<const TlsContext> tls) { if (tls_ && tls) tls_ = std::move(tls); }
   // Reload kept this listener's address (so its socket): new settings and TLS (null = plain)
   // for the connections accepted from now on.
-  void reconfigure(const conf::ListenerConfig& config, std::shared_ptr<const TlsContext> tls);
+  void reconfigure(const conf::ListenerConfig& config, std::shared_ptr<const TlsContext> tls, uint16_t slot);
   const conf::Endpoint& address() const { return address_; }
 
  private:
@@ -60,6 +61,7 @@ class Listener {
   std::string name_;
   conf::Endpoint address_;
   uint32_t backlog_;
+  uint16_t slot_;
   uv_poll_t poll_{};
   int fd_ = -1;
   int inherited_fd_ = -1;

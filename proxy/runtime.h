@@ -45,6 +45,8 @@ struct Runtime {
   std::vector<ServerTarget> servers;
   affinity::ExtractorConfig extractor;  // how users are found in requests
   std::vector<std::shared_ptr<const TlsContext>> listener_tls;  // per listener; null = plain
+  // Per listener, its row in the per-listener stats (by name, stable for the process's life).
+  std::vector<uint16_t> listener_slots;
   std::shared_ptr<AccessLog> access_log;  // null = off; thread-safe hand-off to its writer
   std::string check_headers;  // extra status-check header lines; may hold a login: never log
   std::shared_ptr<DirectoryClient> directory;  // null = no directory lookup (restart-only)

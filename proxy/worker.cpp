@@ -60,7 +60,8 @@ void Worker::run() {
   const auto& listener_configs = runtime_->config->listeners;
   for (size_t i = 0; i < listener_configs.size(); ++i) {
     auto tls = i < runtime_->listener_tls.size() ? runtime_->listener_tls[i] : nullptr;
-    auto* listener = new Listener(*this, listener_configs[i], std::move(tls));
+    uint16_t slot = i < runtime_->listener_slots.size() ? runtime_->listener_slots[i] : static_cast<uint16_t>(i);
+    auto* listener = new Listener(*this, listener_configs[i], std::move(tls), slot);
     if (i < inherited_fds_.size() && inherited_fds_[i] >= 0) listener->adopt(inherited_fds_[i]);
     if (listener->open(error) != 0) {
       listener->close();
@@ -307,16 +308,17 @@ void Worker::apply_listeners(const Runtime& next) {
   std::vector<bool> kept(listeners_.size(), false);
   for (size_t i = 0; i < configs.size(); ++i) {
     auto tls = i < next.listener_tls.size() ? next.listener_tls[i] : nullptr;
+    uint16_t slot = i < next.listener_slots.size() ? next.listener_slots[i] : static_cast<uint16_t>(i);
     for (size_t j = 0; j < listeners_.size(); ++j) {
       if (kept[j] || !listeners_[j] || !(listeners_[j]->address() == configs[i].address)) continue;
       // Same address: keep the socket, so no connection is refused during the reload.
       kept[j] = true;
-      listeners_[j]->reconfigure(configs[i], tls);
+      listeners_[j]->reconfigure(configs[i], tls, slot);
       fresh[i] = listeners_[j];
       break;
     }
     if (fresh[i]) continue;
-    auto* listener = new Listener(*this, configs[i], std::move(tls));
+    auto* listener = new Listener(*this, configs[i], std::move(tls), slot);
     std::string error;
     if (listener->open(error) != 0) {
       LOG_ERROR("worker %d: reload: %s", index_, error.c_str());
@@ -397,6 +399,8 @@ void Worker::on_connection_opened(DownstreamConnection* connection) {
   process_connections_.fetch_add(1, std::memory_order_relaxed);
   WorkerStats::add(stats_.downstream_accepted);
   WorkerStats::add(stats_.downstream_open, 1);
+  WorkerStats::add(stats_.accepted_by[WorkerStats::listener_row(connection->listener_slot())]);
+  WorkerStats::add(stats_.open_by[WorkerStats::listener_row(connection->listener_slot())], 1);
   connection->list_next_ = connections_;
   if (connections_) connections_->list_prev_ = connection;
   connections_ = connection;
@@ -406,6 +410,7 @@ void Worker::on_connection_opened(DownstreamConnection* connection) {
 void Worker::on_connection_closed(DownstreamConnection* connection) {
   process_connections_.fetch_sub(1, std::memory_order_relaxed);
   WorkerStats::add(stats_.downstream_open, -1);
+  WorkerStats::add(stats_.open_by[WorkerStats::listener_row(connection->listener_slot())], -1);
   if (connection->list_prev_)
     connection->list_prev_->list_next_ = connection->list_next_;
   else

@@ -64,6 +64,8 @@ inline constexpr size_t kStatusClasses = 6;   // none, 1xx..5xx
 inline constexpr size_t kStatServers = 64;    // server indexes past this count as "other"
 inline constexpr size_t kStatNoServer = kStatServers + 1;  // row for requests no server answered
 inline constexpr size_t kStatRows = kStatServers + 2;     // servers, "other", "none"
+inline constexpr size_t kStatListeners = 16;  // listener slots past this count as "other"
+inline constexpr size_t kStatListenerRows = kStatListeners + 1;
 
 // Counters a worker bumps without locks (relaxed atomics, one cache-line-padded block per
 // worker); the control thread sums them when /metrics is scraped.
@@ -84,6 +86,15 @@ struct alignas(64) WorkerStats {
   std::atomic<uint64_t> upstream_bytes_in{0};   // response bytes read from pool servers
   std::atomic<uint64_t> upstream_bytes_out{0};  // request bytes written to pool servers
   std::atomic<uint64_t> access_log_dropped{0};  // lines dropped: the log writer fell behind
+
+  // By listener slot (Runtime::listener_slots): which listener a connection came in on.
+  std::atomic<uint64_t> accepted_by[kStatListenerRows]{};
+  std::atomic<int64_t> open_by[kStatListenerRows]{};
+  std::atomic<uint64_t> tls_handshakes_by[kStatListenerRows]{};
+  std::atomic<uint64_t> tls_failures_by[kStatListenerRows]{};
+  std::atomic<uint64_t> tls_own_records_by[kStatListenerRows]{};
+
+  static size_t listener_row(uint16_t slot) { return slot < kStatListeners ? slot : kStatListeners; }
 
   static size_t server_row(int server) {
     if (server < 0) return kStatNoServer;

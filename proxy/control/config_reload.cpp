@@ -187,6 +187,7 @@ ReloadOutcome ControlLoop::reload_config(const char* why) {
     outcome.errors.push_back(config_->source + ": " + error);
     return refuse(422);
   }
+  runtime->listener_slots = assign_listener_slots(*next, listener_slot_names_);
   // A changed access_log is a new log: the workers switch to it with the runtime (the old
   // one writes what it has queued, then closes).
   std::shared_ptr<AccessLog> access_log = access_log_;

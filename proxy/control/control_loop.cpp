@@ -53,6 +53,7 @@ int ControlLoop::run() {
     return 1;
   }
   tls_ = runtime->listener_tls;
+  runtime->listener_slots = assign_listener_slots(*config_, listener_slot_names_);
   if (!resolve_servers(*config_, runtime->servers, error) || !load_server_tls(*config_, runtime->servers, error) ||
       !load_check_headers(config_->health, runtime->check_headers, error)) {
     LOG_ERROR("%s", error.c_str());
@@ -105,7 +106,8 @@ int ControlLoop::run() {
   }
   collector_ = std::make_unique<WorkerStatsCollector>(
       workers_, [this] { return slot_ids_; },
-      [this] { return std::chrono::duration<double>(config_->timeouts.upstream_response).count(); });
+      [this] { return std::chrono::duration<double>(config_->timeouts.upstream_response).count(); },
+      [this] { return listener_slot_names_; });
   control_collector_ = std::make_unique<ControlStateCollector>([this] { return control_state(); });
   {
     affinity::ExtractorConfig by_query = runtime_->extractor;

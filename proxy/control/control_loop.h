@@ -100,6 +100,7 @@ class ControlLoop {
   // rows are kept by slot and named from here.
   std::vector<std::string> slot_ids_;
   void remember_slots();
+  std::vector<std::string> listener_slot_names_;  // listener name by stats slot (never shrinks)
   uv_loop_t loop_{};
   uv_signal_t sigterm_{}, sigint_{}, sighup_{}, sigusr1_{}, sigusr2_{};
   uv_timer_t shutdown_timer_{};

@@ -46,12 +46,31 @@ std::vector<MetricFamily> WorkerStatsCollector::Collect() const {
   std::vector<const WorkerStats*> stats;
   for (const auto& w : workers_) stats.push_back(&w->stats());
   return worker_families(stats, server_ids_ ? server_ids_() : std::vector<std::string>{},
-                         long_poll_limit_ ? long_poll_limit_() : 0);
+                         long_poll_limit_ ? long_poll_limit_() : 0,
+                         listener_names_ ? listener_names_() : std::vector<std::string>{});
 }
 
 std::vector<MetricFamily> worker_families(const std::vector<const WorkerStats*>& workers,
-                                          const std::vector<std::string>& server_ids, double long_poll_limit) {
+                                          const std::vector<std::string>& server_ids, double long_poll_limit,
+                                          const std::vector<std::string>& listener_names) {
   std::vector<MetricFamily> out;
+  // One series per listener that has a name (and "other" past kStatListeners, when counted).
+  auto per_listener = [&](const char* name, const char* help, MetricType type, auto get_total, auto get_row) {
+    MetricFamily f = family(name, help, type);
+    if (listener_names.empty()) {
+      add_value(f, sum(workers, get_total));
+    } else {
+      for (size_t row = 0; row < kStatListenerRows; ++row) {
+        double v = sum(workers, [&](const WorkerStats& s) { return get_row(s, row); });
+        if (row < kStatListeners && row < listener_names.size())
+          add_value(f, v, {{"listener", listener_names[row]}});
+        else if (row == kStatListeners && v != 0)
+          add_value(f, v, {{"listener", "other"}});
+      }
+    }
+    out.push_back(std::move(f));
+  };
+  auto relaxed = [](const auto& c) { return c.load(std::memory_order_relaxed); };
   auto counter = [&](const char* name, const char* help, auto get) {
     MetricFamily f = family(name, help, MetricType::Counter);
     add_value(f, sum(workers, get));
@@ -62,10 +81,12 @@ std::vector<MetricFamily> worker_families(const std::vector<const WorkerStats*>&
     add_value(f, sum(workers, get));
     out.push_back(std::move(f));
   };
-  counter("sprayer_downstream_connections_accepted_total", "Client connections accepted.",
-          [](const WorkerStats& s) { return s.downstream_accepted.load(std::memory_order_relaxed); });
-  gauge("sprayer_downstream_connections", "Open client connections.",
-        [](const WorkerStats& s) { return s.downstream_open.load(std::memory_order_relaxed); });
+  per_listener("sprayer_downstream_connections_accepted_total", "Client connections accepted, by listener.",
+               MetricType::Counter, [&](const WorkerStats& s) { return relaxed(s.downstream_accepted); },
+               [&](const WorkerStats& s, size_t row) { return relaxed(s.accepted_by[row]); });
+  per_listener("sprayer_downstream_connections", "Open client connections, by listener.", MetricType::Gauge,
+               [&](const WorkerStats& s) { return relaxed(s.downstream_open); },
+               [&](const WorkerStats& s, size_t row) { return relaxed(s.open_by[row]); });
   gauge("sprayer_upstream_connections", "Open connections to pool servers (active and idle).",
         [](const WorkerStats& s) { return s.upstream_open.load(std::memory_order_relaxed); });
   counter("sprayer_requests_total", "Requests received with a complete, valid head.",
@@ -113,13 +134,18 @@ std::vector<MetricFamily> worker_families(const std::vector<const WorkerStats*>&
           [](const WorkerStats& s) { return s.bytes_in.load(std::memory_order_relaxed); });
   counter("sprayer_downstream_sent_bytes_total", "Bytes written to clients.",
           [](const WorkerStats& s) { return s.bytes_out.load(std::memory_order_relaxed); });
-  counter("sprayer_tls_handshakes_total", "TLS handshakes completed with clients.",
-          [](const WorkerStats& s) { return s.tls_handshakes.load(std::memory_order_relaxed); });
-  counter("sprayer_tls_handshake_failures_total", "TLS connections that failed (bad handshake, plain HTTP, alerts).",
-          [](const WorkerStats& s) { return s.tls_failures.load(std::memory_order_relaxed); });
-  counter("sprayer_tls_own_record_layer_total",
-          "TLS 1.3 client connections that left OpenSSL for sprayer's record layer after the handshake.",
-          [](const WorkerStats& s) { return s.tls_own_records.load(std::memory_order_relaxed); });
+  per_listener("sprayer_tls_handshakes_total", "TLS handshakes completed with clients, by listener.",
+               MetricType::Counter, [&](const WorkerStats& s) { return relaxed(s.tls_handshakes); },
+               [&](const WorkerStats& s, size_t row) { return relaxed(s.tls_handshakes_by[row]); });
+  per_listener("sprayer_tls_handshake_failures_total",
+               "TLS connections that failed (bad handshake, plain HTTP, alerts), by listener.", MetricType::Counter,
+               [&](const WorkerStats& s) { return relaxed(s.tls_failures); },
+               [&](const WorkerStats& s, size_t row) { return relaxed(s.tls_failures_by[row]); });
+  per_listener("sprayer_tls_own_record_layer_total",
+               "TLS 1.3 client connections that left OpenSSL for sprayer's record layer after the handshake, by "
+               "listener.",
+               MetricType::Counter, [&](const WorkerStats& s) { return relaxed(s.tls_own_records); },
+               [&](const WorkerStats& s, size_t row) { return relaxed(s.tls_own_records_by[row]); });
   counter("sprayer_upstream_tls_handshakes_total", "TLS handshakes completed with pool servers.",
           [](const WorkerStats& s) { return s.upstream_tls_handshakes.load(std::memory_order_relaxed); });
   counter("sprayer_upstream_tls_resumed_total", "TLS handshakes with pool servers that resumed a session.",

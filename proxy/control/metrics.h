@@ -24,25 +24,34 @@ class WorkerStatsCollector : public prometheus::Collectable {
  public:
   // server_ids: the label for each server row of WorkerStats::finished, read at scrape.
   // long_poll_limit: timeouts.upstream_response in seconds, the last long-poll bucket shown.
+  // listener_names: the `listener` label of each listener stats slot.
   WorkerStatsCollector(const std::vector<std::unique_ptr<Worker>>& workers,
                        std::function<std::vector<std::string>()> server_ids = {},
-                       std::function<double()> long_poll_limit = {})
-      : workers_(workers), server_ids_(std::move(server_ids)), long_poll_limit_(std::move(long_poll_limit)) {}
+                       std::function<double()> long_poll_limit = {},
+                       std::function<std::vector<std::string>()> listener_names = {})
+      : workers_(workers),
+        server_ids_(std::move(server_ids)),
+        long_poll_limit_(std::move(long_poll_limit)),
+        listener_names_(std::move(listener_names)) {}
   std::vector<prometheus::MetricFamily> Collect() const override;
 
  private:
   const std::vector<std::unique_ptr<Worker>>& workers_;
   std::function<std::vector<std::string>()> server_ids_;
   std::function<double()> long_poll_limit_;
+  std::function<std::vector<std::string>()> listener_names_;
 };
 
 // The sum of several workers' stats blocks, as families (what WorkerStatsCollector gives;
 // separate so unit tests can feed stats blocks without threads).
 // The long-poll histogram shows its bounds up to the first one at or above
 // `long_poll_limit` seconds (0: all of them); longer ones are counted in +Inf only.
+// Connection and TLS families carry a `listener` label from `listener_names` (by slot; past
+// kStatListeners: "other"); without names they are one unlabelled total each.
 std::vector<prometheus::MetricFamily> worker_families(const std::vector<const WorkerStats*>& stats,
                                                       const std::vector<std::string>& server_ids,
-                                                      double long_poll_limit = 0);
+                                                      double long_poll_limit = 0,
+                                                      const std::vector<std::string>& listener_names = {});
 
 // What the control thread knows at scrape time: health, ownership, process.
 struct ControlState {

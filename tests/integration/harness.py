@@ -588,15 +588,19 @@ ADMIN_WRITE = [("X-Sprayer-Admin", "1"), ("Host", "127.0.0.1")]
 
 
 def metric(port, name, **labels):
-    """The value of `name` on /metrics at `port`, from the series with these label values."""
+    """The value of `name` on /metrics at `port`: the sum of the series with these label values
+    (labels not given are summed over, e.g. the `listener` of the connection and TLS families)."""
     resp = http_request(port, "GET", "/metrics", timeout=5)
     if resp.status != 200:
         raise AssertionError(f"/metrics: {resp.describe()}")
     text = resp.body.decode()
+    found = None
     for m in re.finditer(rf"^{re.escape(name)}(?:{{([^}}]*)}})?\s+(\S+)\s*$", text, re.M):
         have = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1) or ""))
         if all(have.get(k) == v for k, v in labels.items()):
-            return float(m.group(2))
+            found = (found or 0.0) + float(m.group(2))
+    if found is not None:
+        return found
     raise AssertionError(f"/metrics has no {name} {labels or ''}:\n{text[:3000]}")
 
 

@@ -53,6 +53,8 @@ class MetricsTest(TestCase):
         cls.addClassCleanup(cls.pool.stop)
         config = harness.sprayer_config(
             cls.pool, ownership={"source": "sqlite", "sqlite_path": cls.db.path, "poll_interval": "100ms"})
+        cls.alt_port = harness.free_port()
+        config["listeners"].append({"name": "alt", "address": f"127.0.0.1:{cls.alt_port}"})
         cls.sprayer = Sprayer(config).start()
         cls.addClassCleanup(cls.sprayer.stop)
         wait_until(lambda: cls.api("/api/v1/ownership")["users"] == len(USERS), 10,
@@ -149,6 +151,25 @@ class MetricsTest(TestCase):
     def post(self, target):
         resp = harness.http_request(self.sprayer.admin_port, "POST", target, timeout=5, headers=harness.ADMIN_WRITE)
         self.assertStatus(resp, 200, f"POST {target}")
+
+    def test_b2_connections_by_listener(self):
+        before = parse_metrics(self.scrape())
+        self.send_users(1)  # on the first listener, "http"
+        with harness.HttpClient(self.alt_port) as c:
+            self.assertStatus(c.request("GET", "/traveler?action=getStatus"), 200, "on the alt listener")
+            now = wait_until(lambda: (lambda m: value(m, "sprayer_downstream_connections", listener="alt") == 1 and m)(
+                parse_metrics(self.scrape())), 5, what="the open connection on alt")
+
+            def delta(name, **labels):
+                return (value(now, name, **labels) or 0) - (value(before, name, **labels) or 0)
+
+            self.assertEqual(delta("sprayer_downstream_connections_accepted_total", listener="alt"), 1)
+            self.assertGreaterEqual(delta("sprayer_downstream_connections_accepted_total", listener="http"), 1)
+            # Plain listeners: their TLS series are there, at 0.
+            self.assertEqual(value(now, "sprayer_tls_handshakes_total", listener="alt"), 0)
+            self.assertIsNone(value(now, "sprayer_downstream_connections"), "no unlabelled series beside them")
+        wait_until(lambda: value(parse_metrics(self.scrape()), "sprayer_downstream_connections", listener="alt") == 0,
+                   5, what="the closed connection to leave the gauge")
 
     def test_c_real_prometheus_scrapes_sprayer(self):
         if not os.path.exists(PROMETHEUS):

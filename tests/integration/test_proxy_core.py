@@ -382,7 +382,7 @@ class ClientCloseTest(harness.TestCase):
 
         def open_connections():
             text = harness.http_request(sprayer.admin_port, "GET", "/metrics", timeout=5).body.decode()
-            m = re.search(r"^sprayer_downstream_connections (\S+)$", text, re.M)
+            m = re.search(r'^sprayer_downstream_connections\{listener="http"\} (\S+)$', text, re.M)
             return float(m.group(1)) if m else -1
 
         with harness.HttpClient(sprayer.port) as c:

@@ -4,10 +4,12 @@
 
 #include <prometheus/text_serializer.h>
 
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "proxy/config_adapters.h"
 #include "proxy/control/metrics.h"
 
 using namespace sprayer::proxy;
@@ -53,6 +55,49 @@ TEST_CASE("metrics: worker counters are summed over workers") {
   CHECK(find(families, "sprayer_tls_handshake_failures_total")->metric.at(0).counter.value == 2);
   CHECK(find(families, "sprayer_upstream_received_bytes_total")->metric.at(0).counter.value == 100);
   CHECK(find(families, "sprayer_upstream_sent_bytes_total")->metric.at(0).counter.value == 50);
+}
+
+TEST_CASE("metrics: connections and TLS by listener, named by slot, past the last slot as other") {
+  WorkerStats a, b;
+  WorkerStats::add(a.accepted_by[0], 3);
+  WorkerStats::add(b.accepted_by[1], 2);
+  WorkerStats::add(a.open_by[1], 2);
+  WorkerStats::add(b.open_by[1], -1);
+  WorkerStats::add(a.tls_handshakes_by[1], 4);
+  WorkerStats::add(b.tls_failures_by[1]);
+  WorkerStats::add(a.tls_own_records_by[1], 4);
+  WorkerStats::add(b.accepted_by[WorkerStats::listener_row(kStatListeners + 3)], 7);
+  CHECK(WorkerStats::listener_row(kStatListeners + 3) == kStatListeners);
+  auto families = worker_families({&a, &b}, {}, 0, {"http", "https"});
+  auto series = [&](const char* name) {
+    std::map<std::string, double> out;
+    for (const auto& m : find(families, name)->metric) {
+      REQUIRE(m.label.size() == 1);
+      CHECK(m.label[0].name == "listener");
+      out[m.label[0].value] = m.counter.value + m.gauge.value;
+    }
+    return out;
+  };
+  CHECK(series("sprayer_downstream_connections_accepted_total") ==
+        std::map<std::string, double>{{"http", 3}, {"https", 2}, {"other", 7}});
+  CHECK(series("sprayer_downstream_connections") == std::map<std::string, double>{{"http", 0}, {"https", 1}});
+  CHECK(series("sprayer_tls_handshakes_total") == std::map<std::string, double>{{"http", 0}, {"https", 4}});
+  CHECK(series("sprayer_tls_handshake_failures_total") == std::map<std::string, double>{{"http", 0}, {"https", 1}});
+  CHECK(series("sprayer_tls_own_record_layer_total") == std::map<std::string, double>{{"http", 0}, {"https", 4}});
+}
+
+TEST_CASE("metrics: a listener keeps its slot by name across reloads") {
+  sprayer::conf::Config first, second;
+  first.listeners.resize(2);
+  first.listeners[0].name = "http";
+  first.listeners[1].name = "https";
+  std::vector<std::string> names;
+  CHECK(assign_listener_slots(first, names) == std::vector<uint16_t>{0, 1});
+  second.listeners.resize(2);
+  second.listeners[0].name = "https";  // reordered, one removed, one added
+  second.listeners[1].name = "alt";
+  CHECK(assign_listener_slots(second, names) == std::vector<uint16_t>{1, 2});
+  CHECK(names == std::vector<std::string>{"http", "https", "alt"});
 }
 
 TEST_CASE("metrics: completed requests by server, status class and reason; only non-zero series") {
