@@ -184,8 +184,10 @@ class StatusPageTest(TestCase):
         wd.click(wd.find('tr[data-server="pool2"] button[data-action="maintenance"]'))
         wait_until(lambda: self.try_alert(wd), 10, interval=0.1, what="the confirm before maintenance")
         wd.accept_alert()
-        msg = wait_until(lambda: wd.script("return document.getElementById('msg').textContent") or None, 10,
-                         interval=0.1, what="the page to report the refused click")
+        # The cancelled click's message stays until the refused call's answer replaces it.
+        msg = wait_until(lambda: (lambda m: m if m and "cancelled" not in m else None)(
+            wd.script("return document.getElementById('msg').textContent")), 10,
+            interval=0.1, what="the page to report the refused click")
         self.assertIn("401", msg)
         self.assertEqual(self.server("pool2")["admin"], "ready")
 
