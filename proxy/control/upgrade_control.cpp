@@ -121,6 +121,7 @@ void ControlLoop::on_upgrade_done(bool ready, const std::string& why) {
   handed_over_ = true;
   // The admin socket is the new process's now; ours would take a share of its requests.
   if (admin_) admin_->close();
+  if (peer_) peer_->stop();  // the new process exchanges admin states with the peer from now on
   begin_shutdown(true);
 }
 
