@@ -105,6 +105,7 @@ struct LimitConfig {
   uint32_t max_header_count = 100;
   uint32_t max_uri_length = 8 * 1024;
   uint64_t max_body_bytes = 0;         // request body; 0 = no limit (413 beyond it)
+  uint64_t memory_budget = 0;          // buffer memory per process; 0 = from the machine (cgroup, MemTotal)
   bool operator==(const LimitConfig&) const = default;
 };
 

@@ -4,18 +4,24 @@
 #include <cassert>
 #include <cstdlib>
 #include <cstring>
-#include <new>
+
+#include "proxy/overload.h"
 
 namespace sprayer::proxy {
 
-BufferPool::BufferPool(uint32_t chunk_size, uint32_t max_free) : chunk_size_(chunk_size), max_free_(max_free) {}
+BufferPool::BufferPool(uint32_t chunk_size, uint32_t max_free, Overload* budget)
+    : chunk_size_(chunk_size), max_free_(max_free), budget_(budget) {}
 
-BufferPool::~BufferPool() {
+BufferPool::~BufferPool() { trim(); }
+
+void BufferPool::trim() {
   while (free_) {
     Chunk* next = free_->next_free;
     std::free(free_);
+    if (budget_) budget_->release(chunk_cost());
     free_ = next;
   }
+  free_count_ = 0;
 }
 
 Chunk* BufferPool::acquire() {
@@ -24,8 +30,15 @@ Chunk* BufferPool::acquire() {
     free_ = chunk->next_free;
     --free_count_;
   } else {
-    void* mem = std::malloc(sizeof(Chunk) + chunk_size_);
-    if (!mem) throw std::bad_alloc();
+    if (budget_ && !budget_->try_charge(chunk_cost())) return nullptr;
+    void* mem = std::malloc(chunk_cost());
+    if (!mem) {
+      if (budget_) {
+        budget_->release(chunk_cost());
+        budget_->count_allocation_failure();
+      }
+      return nullptr;
+    }
     chunk = static_cast<Chunk*>(mem);
     chunk->pool = this;
     chunk->capacity = chunk_size_;
@@ -43,8 +56,11 @@ void BufferPool::unref(Chunk* chunk) {
 
 void BufferPool::give_back(Chunk* chunk) {
   --outstanding_;
-  if (free_count_ >= max_free_) {
+  // Under memory pressure an idle chunk goes back to the system: the budget is for the
+  // connections, not for a cache.
+  if (free_count_ >= max_free_ || (budget_ && budget_->pressed())) {
     std::free(chunk);
+    if (budget_) budget_->release(chunk_cost());
     return;
   }
   chunk->next_free = free_;
@@ -52,15 +68,16 @@ void BufferPool::give_back(Chunk* chunk) {
   ++free_count_;
 }
 
-bool BufferPool::join(Slice& held, const Slice& more) {
+BufferPool::Join BufferPool::join(Slice& held, const Slice& more) {
   size_t total = held.size() + more.size();
-  if (total > chunk_size_) return false;
+  if (total > chunk_size_) return Join::too_big;
   Chunk* merged = acquire();
+  if (!merged) return Join::no_memory;
   std::memcpy(merged->data(), held.data(), held.size());
   std::memcpy(merged->data() + held.size(), more.data(), more.size());
   held = Slice(merged, merged->data(), total);
   unref(merged);
-  return true;
+  return Join::joined;
 }
 
 }  // namespace sprayer::proxy

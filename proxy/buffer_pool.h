@@ -1,5 +1,6 @@
 // Per-worker pool of fixed-size, reference-counted chunks: reads land in a chunk and
-// body bytes are forwarded as slices of it without copying. Single-threaded by design.
+// body bytes are forwarded as slices of it without copying. Single-threaded by design; the
+// memory it takes from the system is charged to the process's Overload budget.
 #pragma once
 
 #include <cstddef>
@@ -9,6 +10,7 @@
 namespace sprayer::proxy {
 
 class BufferPool;
+class Overload;
 
 struct Chunk {
   BufferPool* pool;
@@ -22,27 +24,35 @@ class Slice;
 
 class BufferPool {
  public:
-  explicit BufferPool(uint32_t chunk_size = 32 * 1024, uint32_t max_free = 256);
+  explicit BufferPool(uint32_t chunk_size = 32 * 1024, uint32_t max_free = 256, Overload* budget = nullptr);
   ~BufferPool();
   BufferPool(const BufferPool&) = delete;
   BufferPool& operator=(const BufferPool&) = delete;
 
-  Chunk* acquire();  // refs == 1
+  // refs == 1, or null when the system or the memory budget has no chunk to give (the
+  // caller closes its connection; never an exception, it runs inside libuv callbacks).
+  Chunk* acquire();
+  // Gives every idle chunk back to the system (memory pressure).
+  void trim();
   static void ref(Chunk* chunk) { ++chunk->refs; }
   static void unref(Chunk* chunk);
-  // `held` followed by `more`, in one chunk of its own; false (and `held` unchanged) when
-  // both do not fit in one chunk.
-  bool join(Slice& held, const Slice& more);
+  // `held` followed by `more`, in one chunk of its own; `held` unchanged unless joined.
+  enum class Join : uint8_t { joined, too_big, no_memory };
+  Join join(Slice& held, const Slice& more);
 
   uint32_t chunk_size() const { return chunk_size_; }
   size_t outstanding() const { return outstanding_; }
   size_t free_count() const { return free_count_; }
+  Overload* budget() const { return budget_; }
+  // What one chunk costs the budget.
+  size_t chunk_cost() const { return sizeof(Chunk) + chunk_size_; }
 
  private:
   void give_back(Chunk* chunk);
 
   uint32_t chunk_size_;
   uint32_t max_free_;
+  Overload* budget_;
   Chunk* free_ = nullptr;
   size_t free_count_ = 0;
   size_t outstanding_ = 0;

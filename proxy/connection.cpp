@@ -48,8 +48,9 @@ void Connection::update_read_state() {
 
 void Connection::on_alloc(uv_handle_t* handle, size_t, uv_buf_t* buf) noexcept {
   auto* self = static_cast<Connection*>(handle->data);
+  // No chunk (memory budget spent): libuv reports UV_ENOBUFS and the connection closes.
   Chunk* chunk = self->buffers_.acquire();
-  *buf = uv_buf_init(chunk->data(), chunk->capacity);
+  *buf = chunk ? uv_buf_init(chunk->data(), chunk->capacity) : uv_buf_init(nullptr, 0);
 }
 
 void Connection::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) noexcept {

@@ -11,6 +11,7 @@
 #include "proxy/access_log.h"
 #include "proxy/config_adapters.h"
 #include "proxy/log.h"
+#include "proxy/overload.h"
 #include "proxy/pause.h"
 #include "proxy/tls/tls_engine.h"
 #include "proxy/worker.h"
@@ -67,6 +68,7 @@ int DownstreamConnection::init(int fd, const sockaddr_storage& peer, const conf:
     ::close(fd);
     return rc;
   }
+  writer_.set_budget(ctx_.buffers.budget());
   if (tls) {
     tls_ = std::make_unique<TlsEngine>(std::move(tls), ctx_.buffers);
     writer_.set_tls(tls_.get());
@@ -194,9 +196,12 @@ void DownstreamConnection::hold_pipelined(Slice data) {
   // enough to hold; beyond that the client waits (TCP back-pressure).
   if (pending_.empty()) {
     pending_ = std::move(data);
-  } else if (!ctx_.buffers.join(pending_, data)) {
+  } else if (auto joined = ctx_.buffers.join(pending_, data); joined != BufferPool::Join::joined) {
     pause_reading(PauseReason::pipeline);
-    send_error_and_close(400);
+    if (joined == BufferPool::Join::no_memory)
+      refuse_overloaded();
+    else
+      send_error_and_close(400);
     return;
   }
   pause_reading(PauseReason::pipeline);
@@ -313,6 +318,10 @@ RequestParser::Handler::Verdict DownstreamConnection::on_request_head() {
   set_state(State::in_exchange);
   arm_timer(parser_.has_body() ? Timer::body : Timer::none);
   WorkerStats::add(ctx_.stats.requests);
+  if (const Overload* budget = ctx_.buffers.budget(); budget && budget->refusing()) {
+    refuse_overloaded();
+    return Verdict::stop();
+  }
   if (redirect_to_https_) {
     if (parser_.host().empty()) return Verdict::refuse(400, RejectReason::no_host_to_redirect);
     local_redirect_ = true;  // answered at message end; a body is read and dropped
@@ -439,6 +448,24 @@ void DownstreamConnection::send_error_and_close(int status) {
   set_state(State::closing);
   if (!flush()) return;
   start_lingering_close();
+}
+
+void DownstreamConnection::refuse_overloaded() {
+  if (state_ == State::closed || state_ == State::closing) return;
+  if (Overload* budget = ctx_.buffers.budget()) budget->count_refused_request();
+  reject_code_ = "overloaded";
+  std::string response;
+  build_overload_response(response);
+  writer_.add_copy(response);
+  WorkerStats::add(ctx_.stats.responses[5]);
+  record_local(503);
+  set_state(State::closing);
+  if (!flush()) return;
+  start_lingering_close();
+}
+
+size_t DownstreamConnection::held_bytes() const {
+  return writer_.queued() + pending_.size() + (tls_ ? tls_->buffered_ciphertext_in() : 0);
 }
 
 void DownstreamConnection::start_lingering_close() {

@@ -39,6 +39,9 @@ class DownstreamConnection final : public Connection, public ExchangeDownstream,
 
   State state() const { return state_; }
   uint16_t listener_slot() const { return listener_slot_; }
+  // Bytes this connection makes sprayer hold: queued towards the client, held pipelined
+  // input, ciphertext not yet decrypted (what shedding frees first).
+  size_t held_bytes() const;
 
   // ExchangeDownstream: what the Exchange sees of the client.
   const RequestParser& request() const override { return parser_; }
@@ -92,6 +95,8 @@ class DownstreamConnection final : public Connection, public ExchangeDownstream,
   void feed(Slice data);
   void on_parse_error(const RequestParser::Result& result);
   void send_error_and_close(int status);
+  // Memory is over the budget's refuse mark: 503 with Retry-After, and close.
+  void refuse_overloaded();
   // Counts and logs a request sprayer answered itself, before any routing (a rejected
   // head, an HTTPS redirect).
   void record_local(int status);

@@ -487,7 +487,7 @@ void Exchange::on_upstream_error(ExchangeUpstream& up, UpstreamError error) {
     ds_.close();
     return;
   }
-  ds_.fail_exchange(error == UpstreamError::timeout ? 504 : 502);
+  ds_.fail_exchange(error == UpstreamError::timeout ? 504 : error == UpstreamError::no_memory ? 503 : 502);
 }
 
 void Exchange::resend_from_replay() {

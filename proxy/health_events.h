@@ -23,6 +23,7 @@ enum class UpstreamError : uint8_t {
   timeout,       // no response within upstream_response
   bad_response,  // the server sent what is not HTTP
   server_down,   // health marked the server down: its requests are ended
+  no_memory,     // sprayer's memory budget had no buffer for the answer: not the server's fault
 };
 
 // What the passive checks learn from a failure; false for one they caused (server_down).
@@ -33,6 +34,7 @@ constexpr bool passive_outcome(UpstreamError error, PassiveOutcome& outcome) {
     case UpstreamError::timeout: outcome = PassiveOutcome::timeout; return true;
     case UpstreamError::bad_response: outcome = PassiveOutcome::reset; return true;
     case UpstreamError::server_down: return false;
+    case UpstreamError::no_memory: return false;
   }
   return false;
 }

@@ -203,8 +203,9 @@ void Listener::on_poll(uv_poll_t* handle, int status, int events) noexcept {
 
 void Listener::on_readable() {
   for (int i = 0; i < kAcceptBatch && !paused_ && !closing_; ++i) {
-    if (worker_.at_connection_limit()) {
-      // The worker's tick resumes us once connections close anywhere in the process.
+    if (!worker_.may_accept()) {
+      // The worker's tick resumes us once connections close anywhere in the process, or
+      // memory is back under the budget's resume mark.
       WorkerStats::add(worker_.stats().accept_paused);
       pause();
       return;

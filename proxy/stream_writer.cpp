@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <memory>
 
+#include "proxy/overload.h"
 #include "proxy/tls/tls_engine.h"
 
 namespace sprayer::proxy {
@@ -14,6 +15,8 @@ struct StreamWriter::Request {
   std::vector<Slice> slices;  // keeps chunk memory alive until written
   std::string copies;
   std::vector<uv_buf_t> bufs;
+  Overload* budget = nullptr;
+  size_t charged = 0;  // to `budget`, given back when the write completes
 };
 
 namespace {
@@ -191,9 +194,19 @@ int StreamWriter::flush() {
   give_back();
   batch_bytes_ = 0;
   request->req.data = request.get();
+  if (budget_) {
+    // Charged, not refused: the bytes were accepted already; the marks keep this in bounds.
+    request->budget = budget_;
+    request->charged = kRequestCost + request->copies.capacity() + request->bufs.capacity() * sizeof(uv_buf_t) +
+                       request->slices.capacity() * sizeof(Slice);
+    budget_->charge(request->charged);
+  }
   int rc = uv_write(&request->req, stream_, request->bufs.data(), static_cast<unsigned>(request->bufs.size()),
                     &StreamWriter::on_write);
-  if (rc != 0) return rc;
+  if (rc != 0) {
+    if (request->budget) request->budget->release(request->charged);
+    return rc;
+  }
   in_flight_ += remaining;
   ++requests_;
   request.release();
@@ -207,6 +220,7 @@ void StreamWriter::on_write(uv_write_t* req, int status) noexcept {
   for (auto& b : request->bufs) bytes += b.len;
   self->in_flight_ -= std::min(bytes, self->in_flight_);
   self->requests_ -= self->requests_ > 0 ? 1 : 0;
+  if (request->budget) request->budget->release(request->charged);
   request.reset();
   if (self->done_) self->done_(self->owner_, status);
 }

@@ -14,6 +14,7 @@
 namespace sprayer::proxy {
 
 class TlsEngine;
+class Overload;
 
 class StreamWriter {
  public:
@@ -33,6 +34,8 @@ class StreamWriter {
   // With an engine, each flush encrypts the batch and sends the ciphertext (and whatever
   // the engine produced on its own: handshake flights, tickets, alerts).
   void set_tls(TlsEngine* tls) { tls_ = tls; }
+  // Queued writes charge what they hold besides pool chunks (copies, request) to `budget`.
+  void set_budget(Overload* budget) { budget_ = budget; }
 
   void add_copy(std::string_view bytes);
   void add(Slice slice);
@@ -81,6 +84,7 @@ class StreamWriter {
 
   uv_stream_t* stream_ = nullptr;
   TlsEngine* tls_ = nullptr;
+  Overload* budget_ = nullptr;
   void* owner_ = nullptr;
   DoneFn done_ = nullptr;
   std::vector<Part> parts_;

@@ -15,6 +15,7 @@ namespace sprayer::proxy {
 
 UpstreamConnection::UpstreamConnection(WorkerContext& context, UpstreamPool& pool)
     : Connection(context.loop, context.buffers, context.stats.upstream_bytes_in), ctx_(context), pool_(pool) {
+  writer_.set_budget(ctx_.buffers.budget());
   counted_ = true;
   WorkerStats::add(ctx_.stats.upstream_open, 1);
 }
@@ -231,7 +232,7 @@ void UpstreamConnection::on_eof(ssize_t nread) {
       return;
     }
   }
-  if (!response_done_) fail(UpstreamError::reset);
+  if (!response_done_) fail(nread == UV_ENOBUFS ? UpstreamError::no_memory : UpstreamError::reset);
 }
 
 void UpstreamConnection::idle_input(Slice) {

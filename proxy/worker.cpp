@@ -1,6 +1,7 @@
 // Worker thread lifecycle: start (bind listeners), serve, drain, stop, and a clean loop close.
 #include "proxy/worker.h"
 
+#include <algorithm>
 #include <cassert>
 
 #include "proxy/downstream_connection.h"
@@ -21,13 +22,15 @@ constexpr uint32_t kRestEveryTicks = 10;
 }  // namespace
 
 Worker::Worker(int index, std::shared_ptr<const Runtime> runtime, std::atomic<int64_t>& process_connections,
-               HealthEvents* health_events)
+               HealthEvents* health_events, Overload* overload)
     : index_(index),
       runtime_(std::move(runtime)),
       route_state_(RouteState::make(*runtime_, nullptr, nullptr, 0)),
       extractor_(runtime_->extractor),
       passive_(health_events, runtime_->servers.size()),
-      process_connections_(process_connections) {}
+      process_connections_(process_connections),
+      own_overload_(overload ? nullptr : std::make_unique<Overload>(runtime_->config->limits.memory_budget)),
+      overload_(overload ? overload : own_overload_.get()) {}
 
 Worker::~Worker() { join(); }
 
@@ -226,7 +229,7 @@ void Worker::on_async() {
     if (listeners_[i]) listeners_[i]->set_tls(std::move(tls[i]));
   if (accept && hold_accept_) {
     hold_accept_ = false;
-    if (!draining_ && !at_connection_limit())
+    if (!draining_ && may_accept())
       for (auto* listener : listeners_)
         if (listener) listener->resume();
   }
@@ -332,7 +335,7 @@ void Worker::apply_listeners(const Runtime& next) {
     if (!kept[j] && listeners_[j]) listeners_[j]->close();
   listeners_ = std::move(fresh);
   note_listeners();
-  if (at_connection_limit() || hold_accept_)
+  if (!may_accept() || hold_accept_)
     for (auto* listener : listeners_)
       if (listener) listener->pause();
 }
@@ -360,7 +363,9 @@ void Worker::on_tick() {
     maybe_finish();
     return;
   }
-  if (!at_connection_limit() && !hold_accept_)
+  if (overload_->pressed()) buffers_.trim();
+  if (overload_state() == OverloadState::shedding) shed_connections();
+  if (may_accept() && !hold_accept_)
     for (auto* listener : listeners_)
       if (listener) listener->resume();
 }
@@ -388,6 +393,42 @@ void Worker::maybe_finish() {
     uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
   }
   uv_close(reinterpret_cast<uv_handle_t*>(&tick_), nullptr);
+}
+
+bool Worker::may_accept() { return !at_connection_limit() && overload_state() == OverloadState::normal; }
+
+OverloadState Worker::overload_state() {
+  if (auto moved = overload_->update(uv_hrtime() / 1'000'000)) {
+    constexpr double kMiB = 1024.0 * 1024.0;
+    static constexpr const char* kWhat[] = {"normal service", "refusing new connections and requests",
+                                            "refusing, and closing the connections holding the most buffered bytes"};
+    uint64_t used = overload_->used(), budget = overload_->budget();
+    auto level = moved->to == OverloadState::normal ? conf::LogLevel::info : conf::LogLevel::warn;
+    SPRAYER_LOG(level, "overload: buffer memory %.1f MiB of the %.1f MiB budget (%.0f %%): %s (was %.*s)",
+           static_cast<double>(used) / kMiB, static_cast<double>(budget) / kMiB,
+           budget ? 100.0 * static_cast<double>(used) / static_cast<double>(budget) : 0.0,
+           kWhat[static_cast<int>(moved->to)], static_cast<int>(to_string(moved->from).size()),
+           to_string(moved->from).data());
+  }
+  return overload_->state();
+}
+
+void Worker::shed_connections() {
+  // Largest first, until what they hold covers the excess over the resume mark; the next
+  // tick looks again once their memory is back. Each worker sheds its own.
+  uint64_t excess = overload_->excess();
+  if (excess == 0) return;
+  std::vector<std::pair<size_t, DownstreamConnection*>> held;
+  for (DownstreamConnection* c = connections_; c; c = c->list_next_)
+    if (size_t bytes = c->held_bytes()) held.emplace_back(bytes, c);
+  std::sort(held.begin(), held.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  uint64_t freed = 0;
+  for (auto& [bytes, connection] : held) {
+    if (freed >= excess) break;
+    freed += bytes;
+    overload_->count_shed();
+    connection->close();
+  }
 }
 
 bool Worker::at_connection_limit() const {

@@ -19,6 +19,7 @@
 #include "proxy/buffer_pool.h"
 #include "proxy/directory_waiters.h"
 #include "proxy/health_events.h"
+#include "proxy/overload.h"
 #include "proxy/route_state.h"
 #include "proxy/runtime.h"
 #include "proxy/worker_context.h"
@@ -32,8 +33,10 @@ class UpstreamPool;
 
 class Worker final : public DownstreamRegistry {
  public:
+  // `overload`: the process's memory budget, shared by all workers (null: this worker's own,
+  // unlimited unless the config sets limits.memory_budget).
   Worker(int index, std::shared_ptr<const Runtime> runtime, std::atomic<int64_t>& process_connections,
-         HealthEvents* health_events = nullptr);
+         HealthEvents* health_events = nullptr, Overload* overload = nullptr);
   ~Worker();  // not virtual: a Worker is never deleted through its registry
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -87,6 +90,11 @@ class Worker final : public DownstreamRegistry {
 
   // Process-wide downstream connection count, for max_connections.
   bool at_connection_limit() const;
+  // Accepting pauses at the connection limit and while memory is overloaded.
+  bool may_accept();
+  // The memory budget's state now (a transition is logged by whoever sees it first).
+  OverloadState overload_state();
+  Overload& overload() { return *overload_; }
   void on_connection_opened(DownstreamConnection* connection) override;
   void on_connection_closed(DownstreamConnection* connection) override;
 
@@ -103,6 +111,8 @@ class Worker final : public DownstreamRegistry {
   void note_listeners();
   void flush_access_log();
   void start_access_log_timer();
+  // While shedding: close this worker's connections holding the most queued bytes.
+  void shed_connections();
 
   int index_;
   std::shared_ptr<const Runtime> runtime_;
@@ -115,6 +125,8 @@ class Worker final : public DownstreamRegistry {
   mutable std::mutex active_mutex_;      // the tick and the API only, never the data path
   std::vector<int64_t> active_upstreams_;  // by slot
   std::atomic<int64_t>& process_connections_;
+  std::unique_ptr<Overload> own_overload_;  // only without a process-wide one
+  Overload* overload_;
   uv_loop_t loop_{};
   uv_async_t async_{};
   uv_timer_t tick_{};
@@ -122,7 +134,7 @@ class Worker final : public DownstreamRegistry {
   uv_timer_t access_log_timer_{};  // hands the buffer to the writer; unreferenced
   bool access_log_timer_on_ = false;
   std::thread thread_;
-  BufferPool buffers_;
+  BufferPool buffers_{32 * 1024, 256, overload_};
   WorkerStats stats_;
   std::vector<Listener*> listeners_;  // in configuration order; null where a reload's bind failed
   std::vector<std::unique_ptr<UpstreamPool>> pools_;  // by server slot; null for slots never seen

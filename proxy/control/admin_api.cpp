@@ -127,6 +127,12 @@ ControlState ControlLoop::control_state() const {
   st.last_reload_ok = last_reload_ok_;
   st.last_reload_success_seconds =
       std::chrono::duration<double>(last_reload_success_.value_or(started_wall_).time_since_epoch()).count();
+  st.memory_budget_bytes = overload_.budget();
+  st.memory_accounted_bytes = overload_.used();
+  st.overload_state = std::string(to_string(overload_.state()));
+  st.overload_shed_connections = overload_.shed_connections();
+  st.overload_refused_requests = overload_.refused_requests();
+  st.memory_allocation_failures = overload_.allocation_failures();
   for (const auto& w : workers_) {
     st.downstream_connections += w->stats().downstream_open.load(std::memory_order_relaxed);
     st.upstream_connections += w->stats().upstream_open.load(std::memory_order_relaxed);

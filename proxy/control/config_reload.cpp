@@ -209,6 +209,7 @@ ReloadOutcome ControlLoop::reload_config(const char* why) {
   outcome.changes = diff.summary();
   outcome.needs_restart = diff.needs_restart;
   config_ = next;
+  apply_memory_budget(*config_);
   runtime_ = runtime;
   access_log_ = std::move(access_log);
   remember_slots();
@@ -304,6 +305,22 @@ void ControlLoop::unwatch_tls_files() {
     });
   tls_watches_.clear();
   tls_file_names_.clear();
+}
+
+}  // namespace sprayer::proxy
+
+namespace sprayer::proxy {
+
+void ControlLoop::apply_memory_budget(const conf::Config& config) {
+  uint64_t budget = config.limits.memory_budget ? config.limits.memory_budget : default_memory_budget_here();
+  if (budget == overload_.budget()) return;
+  overload_.set_budget(budget);
+  OverloadMarks marks = OverloadMarks::of(budget);
+  constexpr double kMiB = 1024.0 * 1024.0;
+  LOG_INFO("memory budget for buffers: %.1f MiB (%s); refusing new work above %.1f MiB, shedding above %.1f MiB",
+           static_cast<double>(budget) / kMiB,
+           config.limits.memory_budget ? "limits.memory_budget" : "half of the cgroup limit or of the machine's memory",
+           static_cast<double>(marks.refuse) / kMiB, static_cast<double>(marks.shed) / kMiB);
 }
 
 }  // namespace sprayer::proxy

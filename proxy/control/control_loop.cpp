@@ -90,9 +90,10 @@ int ControlLoop::run() {
   for (const auto& listener : config_->listeners)
     if (!inherited_.listeners.count(listener.address.to_string()) && probe_listener(listener, error) != 0)
       return fail_start(error);
+  apply_memory_budget(*config_);
   unsigned workers = config_->workers ? config_->workers : std::max(1u, std::thread::hardware_concurrency());
   for (unsigned i = 0; i < workers; ++i) {
-    auto worker = std::make_unique<Worker>(static_cast<int>(i), runtime_, connections_, &health_events_);
+    auto worker = std::make_unique<Worker>(static_cast<int>(i), runtime_, connections_, &health_events_, &overload_);
     if (inherited_.upgrade) worker->inherit(inherited_for(i), true);
     bool ok = worker->start(error);
     workers_.push_back(std::move(worker));

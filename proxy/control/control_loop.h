@@ -105,6 +105,10 @@ class ControlLoop {
   uv_signal_t sigterm_{}, sigint_{}, sighup_{}, sigusr1_{}, sigusr2_{};
   uv_timer_t shutdown_timer_{};
   std::unique_ptr<AdminServer> admin_;
+  // Before workers_: every worker's buffers are charged to it until the worker is gone.
+  Overload overload_;
+  // limits.memory_budget, or the default from this machine; logged when it changes.
+  void apply_memory_budget(const conf::Config& config);
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<WorkerStatsCollector> collector_;
   std::unique_ptr<ControlStateCollector> control_collector_;

@@ -297,6 +297,27 @@ std::vector<MetricFamily> control_families(const ControlState& st) {
   single("sprayer_start_time_seconds", "Unix time this sprayer started.", MetricType::Gauge, st.start_time_seconds);
   single("sprayer_shutting_down", "1 while a stop signal is draining connections.", MetricType::Gauge,
          st.shutting_down ? 1 : 0);
+  single("sprayer_memory_budget_bytes", "Buffer memory this process may hold (limits.memory_budget); 0 = unlimited.",
+         MetricType::Gauge, static_cast<double>(st.memory_budget_bytes));
+  single("sprayer_memory_buffered_bytes",
+         "Buffer memory held now (pool chunks, queued writes), as charged to the memory budget.", MetricType::Gauge,
+         static_cast<double>(st.memory_accounted_bytes));
+  {
+    MetricFamily f = family("sprayer_overload_state", "1 for the overload state the memory budget is in.",
+                            MetricType::Gauge);
+    for (const char* state : {"normal", "refusing", "shedding"})
+      add_value(f, st.overload_state == state ? 1 : 0, {{"state", state}});
+    out.push_back(std::move(f));
+  }
+  single("sprayer_overload_shed_connections_total",
+         "Client connections closed because buffer memory passed the budget's shed mark.", MetricType::Counter,
+         static_cast<double>(st.overload_shed_connections));
+  single("sprayer_overload_refused_requests_total",
+         "Requests answered 503 (Retry-After) because buffer memory passed the budget's refuse mark.",
+         MetricType::Counter, static_cast<double>(st.overload_refused_requests));
+  single("sprayer_memory_allocation_failures_total",
+         "Buffer allocations refused (budget spent or the system out of memory); each closes its connection.",
+         MetricType::Counter, static_cast<double>(st.memory_allocation_failures));
   {
     MetricFamily f = family("sprayer_config_reloads_total",
                             "Configuration reloads (SIGHUP, admin API) by result: applied or refused.",

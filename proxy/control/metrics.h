@@ -112,6 +112,13 @@ struct ControlState {
     uint64_t exchanges_failed = 0;
   };
   std::optional<Peer> admin_peer;
+  // The memory budget (proxy/overload.h).
+  uint64_t memory_budget_bytes = 0;      // 0: unlimited
+  uint64_t memory_accounted_bytes = 0;
+  std::string overload_state = "normal";  // to_string(OverloadState)
+  uint64_t overload_shed_connections = 0;
+  uint64_t overload_refused_requests = 0;
+  uint64_t memory_allocation_failures = 0;
   // For the status page only (the worker families export these).
   int64_t downstream_connections = 0;
   int64_t upstream_connections = 0;

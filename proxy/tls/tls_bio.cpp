@@ -34,11 +34,8 @@ int on_bio_write(BIO* bio, const char* data, size_t len, size_t* done) noexcept 
   TlsBioBuffers* buffers = buffers_of(bio);
   *done = 0;
   if (!buffers) return 0;
-  try {
-    buffers->write_output(data, len);
-  } catch (const std::bad_alloc&) {
-    return 0;  // no retry flag: OpenSSL reports a hard error and the connection fails
-  }
+  // No retry flag on failure: OpenSSL reports a hard error and the connection fails.
+  if (!buffers->write_output(data, len)) return 0;
   *done = len;
   return 1;
 }
@@ -76,9 +73,10 @@ void TlsBioBuffers::push_input(Slice data) {
   in_.push_back(std::move(data));
 }
 
-void TlsBioBuffers::push_input_copy(const char* data, size_t len) {
+bool TlsBioBuffers::push_input_copy(const char* data, size_t len) {
   while (len > 0) {
     Chunk* chunk = pool_.acquire();
+    if (!chunk) return false;
     size_t n = std::min<size_t>(len, chunk->capacity);
     std::memcpy(chunk->data(), data, n);
     push_input(Slice(chunk, chunk->data(), n));
@@ -86,6 +84,7 @@ void TlsBioBuffers::push_input_copy(const char* data, size_t len) {
     data += n;
     len -= n;
   }
+  return true;
 }
 
 size_t TlsBioBuffers::read_input(char* out, size_t cap) {
@@ -137,11 +136,12 @@ void TlsBioBuffers::count_records(const char* data, size_t len) {
   }
 }
 
-void TlsBioBuffers::write_output(const char* data, size_t len) {
+bool TlsBioBuffers::write_output(const char* data, size_t len) {
   count_records(data, len);
   while (len > 0) {
     if (out_.empty() || out_.back().len == out_.back().chunk->capacity) {
       Chunk* chunk = pool_.acquire();
+      if (!chunk) return false;
       out_.push_back(OutChunk{chunk, 0});
     }
     OutChunk& part = out_.back();
@@ -152,6 +152,7 @@ void TlsBioBuffers::write_output(const char* data, size_t len) {
     data += n;
     len -= n;
   }
+  return true;
 }
 
 void TlsBioBuffers::release() {

@@ -22,12 +22,13 @@ class TlsBioBuffers {
   TlsBioBuffers& operator=(const TlsBioBuffers&) = delete;
 
   void push_input(Slice data);
-  void push_input_copy(const char* data, size_t len);
+  bool push_input_copy(const char* data, size_t len);  // false: no memory for it (some may be in)
   size_t input_bytes() const { return in_bytes_; }
   size_t read_input(char* out, size_t cap);  // BIO read side; 0 = nothing buffered
   size_t peek_input(char* out, size_t len) const;  // copies up to len bytes without consuming
 
-  void write_output(const char* data, size_t len);  // BIO write side; may throw bad_alloc
+  // BIO write side; false when the pool (the memory budget) had no chunk for all of it.
+  bool write_output(const char* data, size_t len);
   size_t output_bytes() const { return out_bytes_; }
   // TLS records written so far (headers are followed through the stream), and whether the
   // output ends between records. The engine learns from these how many records OpenSSL sent.

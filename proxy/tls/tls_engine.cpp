@@ -246,12 +246,7 @@ bool TlsEngine::seal_record(uint8_t type, const char* data, size_t len) {
   sealed.resize(TlsRecords::sealed_size(len));
   size_t n = records_->seal(type, data, len, sealed.data());
   if (n == 0) return false;
-  try {
-    buffers_.write_output(sealed.data(), n);
-  } catch (const std::bad_alloc&) {
-    return false;
-  }
-  return true;
+  return buffers_.write_output(sealed.data(), n);
 }
 
 TlsStatus TlsEngine::write_records(const char* data, size_t len) {
@@ -339,6 +334,10 @@ TlsStatus TlsEngine::read_records(Slice& out) {
     record.resize(len);
     buffers_.read_input(record.data(), len);
     if (!chunk) chunk = pool_.acquire();
+    if (!chunk) {
+      fail("read: out of buffer memory");
+      break;
+    }
     uint8_t type = 0;
     size_t content_len = 0;
     char* content = chunk->data() + filled;
@@ -464,7 +463,7 @@ TlsStatus TlsEngine::feed_ciphertext(Slice data) {
 
 TlsStatus TlsEngine::feed_ciphertext(const char* data, size_t len) {
   if (status_ == TlsStatus::error) return status_;
-  buffers_.push_input_copy(data, len);
+  if (!buffers_.push_input_copy(data, len)) return fail("read: out of buffer memory");
   return TlsStatus::ok;
 }
 
@@ -496,6 +495,7 @@ TlsStatus TlsEngine::read_plaintext(Slice& out) {
   if (buffers_.input_bytes() == 0 && SSL_has_pending(ssl_) == 0) return TlsStatus::want_io;
 
   Chunk* chunk = pool_.acquire();
+  if (!chunk) return fail("read: out of buffer memory");
   size_t filled = 0;
   TlsStatus last = TlsStatus::want_io;
   while (filled < chunk->capacity) {
