@@ -56,8 +56,8 @@ void BufferPool::unref(Chunk* chunk) {
 
 void BufferPool::give_back(Chunk* chunk) {
   --outstanding_;
-  // Under memory pressure an idle chunk goes back to the system: the budget is for the
-  // connections, not for a cache.
+  // Under memory pressure (half the budget) an idle chunk goes back to the system: the budget
+  // is for the connections, not for a cache.
   if (free_count_ >= max_free_ || (budget_ && budget_->pressed())) {
     std::free(chunk);
     if (budget_) budget_->release(chunk_cost());

@@ -122,7 +122,7 @@ bool Overload::try_charge(size_t bytes) {
 
 bool Overload::pressed() const {
   uint64_t limit = budget();
-  return limit != 0 && used() >= OverloadMarks::of(limit).resume;
+  return limit != 0 && used() >= limit / 100 * kKeepIdlePercent + limit % 100 * kKeepIdlePercent / 100;
 }
 
 uint64_t Overload::excess() const {

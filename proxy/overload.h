@@ -75,7 +75,9 @@ class Overload {
   // Memory already taken that cannot be refused any more (a queued write's copy).
   void charge(size_t bytes) { used_.fetch_add(bytes, std::memory_order_relaxed); }
   void release(size_t bytes) { used_.fetch_sub(bytes, std::memory_order_relaxed); }
-  // Above the resume mark: pools give chunks back to the system instead of keeping them.
+  // Past kKeepIdlePercent of the budget pools give idle chunks back to the system instead of
+  // keeping them for reuse: a cache must not be what keeps the process near its marks.
+  static constexpr unsigned kKeepIdlePercent = 50;
   bool pressed() const;
 
   // Any thread, `now_ms` from a monotonic clock: re-evaluates the state from the counter; the

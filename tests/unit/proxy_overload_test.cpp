@@ -122,47 +122,48 @@ TEST_CASE("default budget: half of the smaller of the cgroup limit and MemTotal"
 
 TEST_CASE("buffer pool: chunks are charged to the budget; past it acquire gives null, never throws") {
   BufferPool probe(4096, 8);
-  Overload o(probe.chunk_cost() * 3);
+  const size_t cost = probe.chunk_cost();
+  Overload o(cost * 4);
   {
     BufferPool pool(4096, 8, &o);
     std::vector<Chunk*> held;
-    for (int i = 0; i < 3; ++i) {
+    for (int i = 0; i < 4; ++i) {
       Chunk* c = pool.acquire();
       REQUIRE(c != nullptr);
       held.push_back(c);
     }
-    CHECK(o.used() == pool.chunk_cost() * 3);
+    CHECK(o.used() == cost * 4);
     CHECK(pool.acquire() == nullptr);
     CHECK(o.allocation_failures() == 1);
-    // Given back under pressure (above the resume mark), a chunk goes to the system.
-    BufferPool::unref(held.back());
-    held.pop_back();
-    CHECK(pool.free_count() == 0);
-    CHECK(o.used() == pool.chunk_cost() * 2);
-    // Without pressure (2 of 3 is under 80 %) it is kept for reuse, still charged, and a kept
-    // chunk costs nothing more to reuse.
-    for (Chunk* c : held) BufferPool::unref(c);
-    CHECK(o.used() == pool.chunk_cost() * 2);
-    CHECK(pool.free_count() == 2);
-    Chunk* again = pool.acquire();
+    // Given back at or above half the budget a chunk goes to the system; below, it is kept
+    // (still charged) for reuse.
+    const size_t used_after[] = {3, 2, 1, 1};
+    const size_t kept_after[] = {0, 0, 0, 1};
+    for (int i = 0; i < 4; ++i) {
+      BufferPool::unref(held[i]);
+      CHECK(o.used() == cost * used_after[i]);
+      CHECK(pool.free_count() == kept_after[i]);
+    }
+    Chunk* again = pool.acquire();  // from the free list: no new charge
     CHECK(again != nullptr);
-    CHECK(o.used() == pool.chunk_cost() * 2);
+    CHECK(o.used() == cost);
     BufferPool::unref(again);
     pool.trim();
+    CHECK(pool.free_count() == 0);
     CHECK(o.used() == 0);
     // join says why it did not join.
     Chunk* a = pool.acquire();
     Chunk* b = pool.acquire();
     Chunk* c = pool.acquire();
+    Chunk* d = pool.acquire();
+    REQUIRE(d != nullptr);
     Slice held_slice(a, a->data(), 10);
     Slice more(b, b->data(), 10);
     CHECK(pool.join(held_slice, more) == BufferPool::Join::no_memory);
     CHECK(held_slice.size() == 10);
     Slice big(c, c->data(), 4095);
     CHECK(pool.join(held_slice, big) == BufferPool::Join::too_big);
-    BufferPool::unref(a);
-    BufferPool::unref(b);
-    BufferPool::unref(c);
+    for (Chunk* x : {a, b, c, d}) BufferPool::unref(x);
   }
   CHECK(o.used() == 0);
 }
