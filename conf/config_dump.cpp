@@ -133,6 +133,7 @@ class Dumper {
     number("max_header_count", l.max_header_count);
     size("max_uri_length", l.max_uri_length);
     size("max_body_bytes", l.max_body_bytes);
+    size("memory_budget", l.memory_budget);
     out_ << YAML::EndMap;
   }
 

@@ -154,6 +154,13 @@ void Loader::read_limits(const Item& item, LimitConfig& limits) {
       {"max_uri_length", false, [&](const Item& v) { read_size(v, 256, 1 << 20, limits.max_uri_length); }},
       {"max_body_bytes", false,
        [&](const Item& v) { read_size64(v, 0, uint64_t(1) << 50, limits.max_body_bytes); }},
+      {"memory_budget", false,
+       [&](const Item& v) {
+         // 0: sized from the machine at start. Below 1 MiB every connection would be refused.
+         if (read_size64(v, 0, uint64_t(1) << 50, limits.memory_budget) && limits.memory_budget != 0 &&
+             limits.memory_budget < (uint64_t(1) << 20))
+           error(v, "must be 0 (from the machine's memory) or at least 1MiB");
+       }},
   });
 }
 

@@ -1317,3 +1317,15 @@ TEST_CASE("admin.peer: the other member's admin listener, with the token") {
   expect_error_with("admin:\n  token: t0k\n  enabled: false\n  peer: 10.0.0.2:9100\n", 10, 9, "admin.peer",
                     "needs the admin listener (admin.enabled: true): the peer sends its changes there");
 }
+
+TEST_CASE("limits.memory_budget: a size, 0 (the default) sized from the machine, nothing under 1MiB") {
+  CHECK(load(minimal).config->limits.memory_budget == 0);
+  auto result = load_with("limits:\n  memory_budget: 64MiB\n");
+  INFO(all_errors(result));
+  REQUIRE(result.ok());
+  CHECK(result.config->limits.memory_budget == 64u << 20);
+  expect_error_with("limits:\n  memory_budget: 512KiB\n", 8, 18, "limits.memory_budget",
+                    "must be 0 (from the machine's memory) or at least 1MiB");
+  expect_error_with("limits:\n  memory_budget: lots\n", 8, 18, "limits.memory_budget",
+                    single_error(load_with("limits:\n  max_body_bytes: lots\n")).message);
+}
