@@ -94,6 +94,15 @@ RequestParser::RequestParser(Handler& handler) : handler_(handler) {
 }
 
 RequestParser::Result RequestParser::execute(const char* data, size_t len) {
+  // A refusal is final: whatever bytes a caller feeds after it, nothing more comes out (the
+  // chunk scanner refuses ahead of llhttp, which would otherwise read on from where it was).
+  if (refused_.status != 0) return Result{Outcome::reject, 0, refused_};
+  Result result = run(data, len);
+  if (result.outcome == Outcome::reject) refused_ = result.reject;
+  return result;
+}
+
+RequestParser::Result RequestParser::run(const char* data, size_t len) {
   size_t offset = 0;
   for (;;) {
     const char* at = data + offset;
@@ -230,6 +239,10 @@ Reject RequestParser::check_head() {
   // else it says (an HTTP/1.0 recipient would read the chunks as the body).
   if (parser_.http_minor == 0 &&
       ((parser_.flags & F_TRANSFER_ENCODING) || head_.find(FieldKind::transfer_encoding) != HttpHead::npos))
+    return {400, RejectReason::bad_transfer_encoding};
+  // RFC 9112 6.3: a request whose last coding is not chunked has no length one can trust.
+  // llhttp refuses it too, but only after the head was handed on: refused here, before.
+  if ((parser_.flags & F_TRANSFER_ENCODING) && !(parser_.flags & F_CHUNKED))
     return {400, RejectReason::bad_transfer_encoding};
   size_t host_index = head_.find(FieldKind::host);
   if (host_index != HttpHead::npos) {

@@ -172,6 +172,7 @@ class RequestParser {
   static int on_headers_complete(llhttp_t* p) noexcept;
   static int on_body(llhttp_t* p, const char* at, size_t len) noexcept;
   static int on_message_complete(llhttp_t* p) noexcept;
+  Result run(const char* data, size_t len);
   int reject(int status, RejectReason reason);
   int headers_complete();
   Reject check_head();
@@ -186,6 +187,7 @@ class RequestParser {
   bool check_host_ = false;
   ChunkScanner chunks_;
   Reject reject_;
+  Reject refused_;  // the refusal execute() returned, repeated by every later call
   const char* llhttp_error_ = "";
   const char* input_ = nullptr;  // the bytes of the current execute() call
   size_t input_len_ = 0;

@@ -238,6 +238,29 @@ TEST_CASE("HTTP/1.0 with Transfer-Encoding has faulty framing: 400") {
             .find("reject 400") != std::string::npos);
 }
 
+TEST_CASE("Transfer-Encoding without chunked last is refused before the handler sees the head") {
+  // RFC 9112 6.3: no trustworthy length. llhttp refuses it only after on_headers_complete,
+  // when the connection has already counted the request and started its exchange (found by
+  // tests/fuzz/request_parser_fuzz.cpp).
+  CHECK(parse("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n40\r\n") ==
+        "begin\nreject 400 bad_transfer_encoding\n");
+  CHECK(parse("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n") ==
+        "begin\nreject 400 bad_transfer_encoding\n");
+  CHECK(parse("GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: x\r\n\r\n") ==
+        "begin\nreject 400 bad_transfer_encoding\n");
+}
+
+TEST_CASE("after a refusal nothing more comes out, whatever bytes follow") {
+  // The chunk scanner refuses ahead of llhttp, which has not seen the bad byte: fed on, it
+  // read the next bytes as the rest of the chunk (found by tests/fuzz/request_parser_fuzz.cpp).
+  Recorder r;
+  r.parser.set_limits(small_limits());
+  CHECK(r.feed("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nab"));
+  CHECK_FALSE(r.feed("cdX"));
+  CHECK_FALSE(r.feed("\r\n0\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"));
+  CHECK(join(r.events) == "begin\nhead POST / host=h chunked\nbody ab\nreject 400 bad_chunk\nreject 400 bad_chunk\n");
+}
+
 TEST_CASE("a Host that is not uri-host [ \":\" port ] is refused") {
   for (std::string_view host : {"a@b", "a, b", "a,b", "a b", "[::1", "[::1]x", "h:80x", "h:123456", ":80", "a/b",
                                 "a\"b", "[zz::1]", "h%zz"}) {
