@@ -74,6 +74,8 @@ int ResponseParser::on_header_value(llhttp_t* p, const char* at, size_t len) noe
 
 int ResponseParser::on_headers_complete(llhttp_t* p) noexcept {
   ResponseParser* self = from(p);
+  // status-code is 3DIGIT (RFC 9112 4); llhttp's loose build reads "HTTP/1.1  0" as status 0.
+  if (p->status_code < 100) return HPE_USER;
   switch (self->handler_.on_response_head()) {
     case HeadAction::fail: return HPE_USER;
     case HeadAction::upgrade: return 2;

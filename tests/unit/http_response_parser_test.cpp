@@ -118,3 +118,14 @@ TEST_CASE("a response head over the limit and malformed responses are errors") {
   Recorder bad;
   CHECK(bad.run({"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"}) == "error\n");
 }
+
+TEST_CASE("a status code that is not three digits is an error before the handler sees the head") {
+  // status-code = 3DIGIT (RFC 9112 4); llhttp's loose build reads these as statuses 0 and 99
+  // (found by tests/fuzz/response_parser_fuzz.cpp).
+  for (const char* stream : {"HTTP/1.1  0 OK\r\nContent-Length: 0\r\n\r\n", "HTTP/1.1 099 OK\r\nContent-Length: 0\r\n\r\n",
+                             "HTTP/1.1 0\r\n\r\n"}) {
+    INFO(stream);
+    Recorder r;
+    CHECK(r.run({stream}) == "error\n");
+  }
+}
