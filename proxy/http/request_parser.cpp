@@ -242,7 +242,9 @@ Reject RequestParser::check_head() {
     return {400, RejectReason::bad_transfer_encoding};
   // RFC 9112 6.3: a request whose last coding is not chunked has no length one can trust.
   // llhttp refuses it too, but only after the head was handed on: refused here, before.
-  if ((parser_.flags & F_TRANSFER_ENCODING) && !(parser_.flags & F_CHUNKED))
+  // An empty Transfer-Encoding sets no llhttp flag: the field counts all the same.
+  if (((parser_.flags & F_TRANSFER_ENCODING) || head_.find(FieldKind::transfer_encoding) != HttpHead::npos) &&
+      !(parser_.flags & F_CHUNKED))
     return {400, RejectReason::bad_transfer_encoding};
   size_t host_index = head_.find(FieldKind::host);
   if (host_index != HttpHead::npos) {

@@ -248,6 +248,9 @@ TEST_CASE("Transfer-Encoding without chunked last is refused before the handler 
         "begin\nreject 400 bad_transfer_encoding\n");
   CHECK(parse("GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: x\r\n\r\n") ==
         "begin\nreject 400 bad_transfer_encoding\n");
+  // An empty value: llhttp sets no flag and would read the request as bodiless.
+  CHECK(parse("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: \r\n\r\n5\r\nhello\r\n0\r\n\r\n") ==
+        "begin\nreject 400 bad_transfer_encoding\n");
 }
 
 TEST_CASE("after a refusal nothing more comes out, whatever bytes follow") {
