@@ -106,9 +106,16 @@ RequestParser::Result RequestParser::run(const char* data, size_t len) {
   size_t offset = 0;
   for (;;) {
     const char* at = data + offset;
-    const size_t n = len - offset;
+    size_t n = len - offset;
     // The framing bytes are read ahead of llhttp: a bad one refuses the request before llhttp
-    // could skip over it.
+    // could skip over it. A head's bad line ending is refused once llhttp has read the bytes
+    // before it (the same events however the stream is split).
+    bool bad_line_ending = false;
+    if (head_lines_.active()) {
+      const size_t good = head_lines_.scan(at, n);
+      bad_line_ending = good < n;
+      n = good;
+    }
     if (chunks_.active()) {
       RejectReason r = chunks_.scan(at, n, limits_.max_header_bytes, limits_.max_header_bytes);
       if (r != RejectReason::none) return Result{Outcome::reject, offset, Reject{400, r}};
@@ -118,6 +125,7 @@ RequestParser::Result RequestParser::run(const char* data, size_t len) {
     llhttp_errno_t err = llhttp_execute(&parser_, at, n);
     input_ = nullptr;
     input_len_ = 0;
+    if (err == HPE_OK && bad_line_ending) return Result{Outcome::reject, offset + n, Reject{400, RejectReason::bad_line_ending}};
     if (err == HPE_OK) return Result{Outcome::more, len, {}};
     const char* pos = llhttp_get_error_pos(&parser_);
     const size_t used = offset + (pos ? static_cast<size_t>(pos - at) : n);
@@ -308,8 +316,38 @@ int RequestParser::on_body(llhttp_t* p, const char* at, size_t len) noexcept {
 
 int RequestParser::on_message_complete(llhttp_t* p) noexcept {
   RequestParser* self = from(p);
+  self->head_lines_.start();  // the next request's head
   self->handler_.on_request_complete();
   return HPE_PAUSED;
+}
+
+// ---- line endings in the head -------------------------------------------------------------
+
+size_t RequestParser::HeadScanner::scan(const char* data, size_t len) {
+  for (size_t i = 0; i < len && state_ != State::done; ++i) {
+    const char c = data[i];
+    switch (state_) {
+      case State::before:  // empty lines before a request line are skipped, as llhttp does
+        state_ = c == '\r' ? State::before_cr : c == '\n' ? State::before : State::line;
+        break;
+      case State::line:
+        if (c == '\r') state_ = State::line_cr;
+        else if (c == '\n') state_ = State::line_start;
+        break;
+      case State::line_start:
+        state_ = c == '\r' ? State::end_cr : c == '\n' ? State::done : State::line;
+        break;
+      case State::before_cr:
+      case State::line_cr:
+      case State::end_cr:
+        if (c != '\n') return i;
+        state_ = state_ == State::before_cr ? State::before : state_ == State::line_cr ? State::line_start : State::done;
+        break;
+      case State::done:
+        break;
+    }
+  }
+  return len;
 }
 
 // ---- chunked framing -------------------------------------------------------------------

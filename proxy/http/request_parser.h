@@ -161,6 +161,21 @@ class RequestParser {
     uint32_t trailer_bytes_ = 0;
   };
 
+  // Line endings in the head next to llhttp, whose loose build takes a CR followed by any byte
+  // as a line end (the head's last one included): in the head every CR is followed by LF.
+  class HeadScanner {
+   public:
+    void start() { state_ = State::before; }
+    bool active() const { return state_ != State::done; }
+    // Scans up to the end of the head: the offset of the byte that follows a CR and is not
+    // LF, or len if there is none.
+    size_t scan(const char* data, size_t len);
+
+   private:
+    enum class State : uint8_t { before, before_cr, line, line_cr, line_start, end_cr, done };
+    State state_ = State::before;
+  };
+
   static const llhttp_settings_t settings_;
   static RequestParser* from(llhttp_t* p) { return static_cast<RequestParser*>(p->data); }
   static int on_message_begin(llhttp_t* p) noexcept;
@@ -185,6 +200,7 @@ class RequestParser {
   RequestLimits limits_;
   std::string_view sni_;
   bool check_host_ = false;
+  HeadScanner head_lines_;
   ChunkScanner chunks_;
   Reject reject_;
   Reject refused_;  // the refusal execute() returned, repeated by every later call

@@ -260,9 +260,8 @@ void check_framing(std::string_view stream, const Request& r) {
     std::string_view bytes = stream.substr(r.start, r.end - r.start);
     size_t head_end = bytes.find("\r\n\r");
     CHECK_OR_TRAP(head_end != std::string_view::npos && head_end + 3 < bytes.size());
-    // OPEN (bench/results/fuzz-2026-12-01.md, finding 5): llhttp's loose build ends a head at
-    // CR followed by any byte, not only CRLF. Not checked here until the parser refuses it.
-    if (bytes[head_end + 3] != '\n') return;
+    // Finding 5 (bench/results/fuzz-2026-12-01.md): a head ends at CRLFCRLF and nowhere else.
+    CHECK_OR_TRAP(bytes[head_end + 3] == '\n');
     std::string decoded;
     CHECK_OR_TRAP(dechunk(bytes.substr(head_end + 4), decoded));
     CHECK_OR_TRAP(decoded == r.body);

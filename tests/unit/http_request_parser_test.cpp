@@ -319,3 +319,20 @@ TEST_CASE("chunk extensions and trailers count against the limit") {
   CHECK(join(r.events) == "begin\nhead POST / host=h chunked\nbody hello\ncomplete\nend\n");
   CHECK(r.parser.head().find("x-checksum") == HttpHead::npos);
 }
+
+TEST_CASE("in the head a CR is followed by LF: llhttp's loose build would end a line at any byte") {
+  CHECK(parse_refused("GET / HTTP/1.1\r\nHost: h\r\n\r\x02").find("reject 400 bad_line_ending") != std::string::npos);
+  CHECK(parse_refused("GET / HTTP/1.1\r\nHost: h\r\n\rXGET / HTTP/1.1\r\nHost: h\r\n\r\n").find("reject 400") !=
+        std::string::npos);
+  CHECK(parse_refused("GET / HTTP/1.1\r\nHost: h\rX-A: b\r\n\r\n").find("reject 400") != std::string::npos);
+  CHECK(parse_refused("GET / HTTP/1.1\rXHost: h\r\n\r\n").find("reject 400") != std::string::npos);
+  CHECK(parse_refused("\rGET / HTTP/1.1\r\nHost: h\r\n\r\n").find("reject 400") != std::string::npos);
+  // Empty lines before a request, a CR inside a body and the next request's head are fine.
+  const std::string ok = parse("\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"
+                               "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\na\rb"
+                               "GET /next HTTP/1.1\r\nHost: h\r\n\r\n");
+  CHECK(ok.find("reject") == std::string::npos);
+  size_t completes = 0;
+  for (size_t at = ok.find("complete"); at != std::string::npos; at = ok.find("complete", at + 1)) ++completes;
+  CHECK(completes == 3);
+}
