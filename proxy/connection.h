@@ -66,9 +66,10 @@ class Connection {
   }
   // The read phase of a connection without TLS: the bytes are the input.
   void read_clear(Slice data) { deliver(std::move(data)); }
+  void run_phase(Phase phase, Slice data);
   // Hands (decrypted) bytes to the input phase.
   void deliver(Slice data) {
-    if (input_) (this->*input_)(std::move(data));
+    if (input_) run_phase(input_, std::move(data));
   }
   bool pause_has(PauseReason reason) const { return pause_reasons_.has(reason); }
   bool paused() const { return !pause_reasons_.empty(); }

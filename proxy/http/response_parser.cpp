@@ -82,8 +82,9 @@ int ResponseParser::on_headers_complete(llhttp_t* p) noexcept {
     case HeadAction::no_body: return 1;
     case HeadAction::proceed: break;
   }
-  // A HEAD response announces a body it does not carry.
-  return self->head_request_ && p->status_code >= 200 ? 1 : 0;
+  // An interim (1xx) response has no body whatever its fields say (RFC 9110 15.2: llhttp would
+  // read one its Content-Length announces); a HEAD response announces a body it does not carry.
+  return p->status_code < 200 || self->head_request_ ? 1 : 0;
 }
 
 int ResponseParser::on_body(llhttp_t* p, const char* at, size_t len) noexcept {

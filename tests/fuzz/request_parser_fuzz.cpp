@@ -25,6 +25,7 @@
 
 #include "proxy/http/http_head.h"
 #include "proxy/http/request_parser.h"
+#include "tests/fuzz/http_framing.h"
 
 namespace {
 
@@ -258,12 +259,12 @@ void check_framing(std::string_view stream, const Request& r) {
   if (!r.complete) return;
   if (r.chunked) {
     std::string_view bytes = stream.substr(r.start, r.end - r.start);
-    size_t head_end = bytes.find("\r\n\r");
-    CHECK_OR_TRAP(head_end != std::string_view::npos && head_end + 3 < bytes.size());
-    // Finding 5 (bench/results/fuzz-2026-12-01.md): a head ends at CRLFCRLF and nowhere else.
-    CHECK_OR_TRAP(bytes[head_end + 3] == '\n');
+    // Heads with bare LFs (accepted, RFC 9112 2.2) are not checked here; a CR followed by
+    // another byte is refused (finding 5 in bench/results/fuzz-2026-12-01.md, unit-tested).
+    const size_t body = sprayer::fuzz::crlf_head_end(bytes);
+    if (body == std::string_view::npos) return;
     std::string decoded;
-    CHECK_OR_TRAP(dechunk(bytes.substr(head_end + 4), decoded));
+    CHECK_OR_TRAP(dechunk(bytes.substr(body), decoded));
     CHECK_OR_TRAP(decoded == r.body);
   } else if (r.has_length) {
     CHECK_OR_TRAP(r.body.size() == r.length);

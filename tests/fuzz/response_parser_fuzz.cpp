@@ -21,6 +21,7 @@
 
 #include "proxy/http/http_head.h"
 #include "proxy/http/response_parser.h"
+#include "tests/fuzz/http_framing.h"
 
 namespace {
 
@@ -225,12 +226,16 @@ void check_framing(std::string_view stream, const Response& r, bool head_request
     CHECK_OR_TRAP(r.body.empty());
   } else if (r.chunked) {
     std::string_view bytes = stream.substr(r.final_start, r.end - r.final_start);
-    size_t head_end = bytes.find("\r\n\r");
-    // A head with bare LFs, or ended by CR and any byte (llhttp's loose build; open finding 5
-    // in bench/results/fuzz-2026-12-01.md): not checked.
-    if (head_end == std::string_view::npos || head_end + 3 >= bytes.size() || bytes[head_end + 3] != '\n') return;
+    // A head with bare LFs, or a line ended by CR and any byte (llhttp's loose build; finding 5
+    // in bench/results/fuzz-2026-12-01.md, refused for requests only): not checked.
+    const size_t body = sprayer::fuzz::crlf_head_end(bytes);
+    if (body == std::string_view::npos) return;
+    // llhttp's loose build also ends a chunk-size line at CR and any byte; responses have no
+    // chunk scanner (they are re-framed towards the client), so such bodies are not checked.
+    for (size_t i = body; i + 1 < bytes.size(); ++i)
+      if (bytes[i] == '\r' && bytes[i + 1] != '\n') return;
     std::string decoded;
-    CHECK_OR_TRAP(dechunk(bytes.substr(head_end + 4), decoded));
+    CHECK_OR_TRAP(dechunk(bytes.substr(body), decoded));
     CHECK_OR_TRAP(decoded == r.body);
   } else if (r.has_length) {
     CHECK_OR_TRAP(r.body.size() == r.length);

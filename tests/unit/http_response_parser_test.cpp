@@ -94,6 +94,11 @@ TEST_CASE("interim responses come before the final one on the same parser") {
               "HTTP/1.1 204 No Content\r\n\r\n") == "head 100\nhead 103\nhead 204\ncomplete\nend +0\n");
 }
 
+TEST_CASE("an interim response has no body, whatever its Content-Length says") {
+  CHECK(parse("HTTP/1.1 100 Continue\r\nContent-Length: 5\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok") ==
+        "head 100 length\nhead 200 length\nbody ok\ncomplete\nend +0\n");
+}
+
 TEST_CASE("a HEAD response has no body whatever its head announces") {
   CHECK(parse("HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n", true) == "head 200 length\ncomplete\nend +0\n");
 }
