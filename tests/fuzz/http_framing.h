@@ -5,6 +5,14 @@
 
 namespace sprayer::fuzz {
 
+// A hex digit's value, or -1 (chunk sizes).
+inline int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
 // The offset just past the empty line that ends a head whose lines all end in CRLF (empty
 // lines before the start line skipped), or npos when a line ends otherwise: a bare LF
 // (RFC 9112 2.2 lets a recipient accept it) or a CR followed by another byte.

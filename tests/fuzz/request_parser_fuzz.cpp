@@ -214,13 +214,6 @@ class Driver : public RequestParser::Handler {
   size_t piece_len_ = 0;
 };
 
-int hex_digit(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 // A strict chunked decoder (RFC 9112 7.1) of a whole request's bytes after its head; false if
 // the framing is not exactly that, up to the last byte.
 bool dechunk(std::string_view in, std::string& out) {
@@ -237,9 +230,9 @@ bool dechunk(std::string_view in, std::string& out) {
     if (!line(size_line)) return false;
     uint64_t size = 0;
     size_t digits = 0;
-    while (digits < size_line.size() && hex_digit(size_line[digits]) >= 0) {
+    while (digits < size_line.size() && sprayer::fuzz::hex_digit(size_line[digits]) >= 0) {
       if (digits == 16) return false;
-      size = size * 16 + uint64_t(hex_digit(size_line[digits++]));
+      size = size * 16 + uint64_t(sprayer::fuzz::hex_digit(size_line[digits++]));
     }
     if (digits == 0) return false;
     if (size_line.find('\n') != std::string_view::npos || size_line.find('\r') != std::string_view::npos) return false;

@@ -187,13 +187,6 @@ class Driver : public ResponseParser::Handler {
   size_t piece_len_ = 0;
 };
 
-int hex_digit(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 // The data of a chunked body read strictly up to its last chunk's CRLF, or false. (Trailers
 // and line endings are left to llhttp: the body bytes are what must agree.)
 bool dechunk(std::string_view in, std::string& out) {
@@ -205,9 +198,9 @@ bool dechunk(std::string_view in, std::string& out) {
     p = crlf + 1;
     uint64_t size = 0;
     size_t digits = 0;
-    while (digits < size_line.size() && hex_digit(size_line[digits]) >= 0) {
+    while (digits < size_line.size() && sprayer::fuzz::hex_digit(size_line[digits]) >= 0) {
       if (digits == 16) return false;
-      size = size * 16 + uint64_t(hex_digit(size_line[digits++]));
+      size = size * 16 + uint64_t(sprayer::fuzz::hex_digit(size_line[digits++]));
     }
     if (digits == 0) return false;
     if (size == 0) return true;
