@@ -22,6 +22,7 @@
 #include "proxy/control/process_stats.h"
 #include "proxy/log.h"
 #include "proxy/runtime.h"
+#include "sprayer_version.h"
 
 namespace {
 

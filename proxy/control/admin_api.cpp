@@ -16,6 +16,7 @@
 #include "proxy/control/status_page.h"
 #include "proxy/json.h"
 #include "proxy/log.h"
+#include "sprayer_version.h"
 
 namespace sprayer::proxy {
 namespace {

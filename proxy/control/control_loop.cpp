@@ -17,6 +17,7 @@
 #include "proxy/control/status_page.h"
 #include "proxy/tls/tls_context.h"
 #include "proxy/control/tls_probe.h"
+#include "sprayer_version.h"
 
 namespace sprayer::proxy {
 namespace {
