@@ -106,6 +106,7 @@ void ServerHealth::go_down(Reason reason, TimePoint now, bool ejection) {
   liveness_ = Liveness::down;
   pass_streak_ = 0;
   fail_streak_ = 0;
+  stall_counted_ = false;
   passive_streak_ = 0;
   ++counters_.downs;
   if (ejection) ++counters_.ejections;
@@ -129,6 +130,7 @@ bool ServerHealth::on_check_result(const CheckResult& result, TimePoint now) {
   if (result.passed()) {
     ++counters_.checks_passed;
     fail_streak_ = 0;
+    stall_counted_ = false;
     bump(pass_streak_);
     check_availability_ = result.availability ? std::optional<int>(clamp_availability(*result.availability))
                                               : std::nullopt;
@@ -154,10 +156,11 @@ bool ServerHealth::on_check_result(const CheckResult& result, TimePoint now) {
 void ServerHealth::on_stall(TimePoint now) {
   ++counters_.stalls;
   last_failure_at_ = now;
-  if (liveness_ == Liveness::down) return;
+  if (liveness_ == Liveness::down || stall_counted_) return;
   if (fail_streak_ + 1 < fall_) {
     ++fail_streak_;
     pass_streak_ = 0;
+    stall_counted_ = true;
   }
 }
 

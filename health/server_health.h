@@ -74,6 +74,11 @@ class ServerHealth {
   // a while: the server may be hung (SIGSTOP, a stuck JVM). That counts as one failed check
   // but never as the one that takes the server down: a quiet server holding long-polls looks
   // the same, so only a real check can confirm it. The caller hurries that check.
+  // Only the first stall of a failure streak counts. Every worker reports the same silence
+  // once, and a silence that goes on while checks time out is the span those checks already
+  // observe: counting either again would let one pause of stall_after + timeout (a full GC,
+  // a starved VM) take the server down whatever `fall` says, and how soon would depend on
+  // the number of workers.
   void on_stall(TimePoint now);
   bool set_admin_state(AdminState admin, TimePoint now);
   // From the pool table; clamped to [-200, 100].
@@ -95,6 +100,9 @@ class ServerHealth {
   std::optional<TimePoint> last_failure_time() const noexcept { return last_failure_at_; }
   // A down server does not come up before this (meaningless unless liveness() is down).
   TimePoint hold_until() const noexcept { return hold_until_; }
+  // A failed check or a stall since the last pass, and not down yet: the checks that
+  // confirm or clear it run at fast_interval (HealthTracker).
+  bool suspected() const noexcept { return liveness_ != Liveness::down && fail_streak_ > 0; }
   int pass_streak() const noexcept { return pass_streak_; }
   int fail_streak() const noexcept { return fail_streak_; }
   int passive_streak() const noexcept { return passive_streak_; }
@@ -124,6 +132,7 @@ class ServerHealth {
   int pass_streak_ = 0;
   int fail_streak_ = 0;
   int passive_streak_ = 0;
+  bool stall_counted_ = false;  // the current fail streak holds a stall (on_stall)
 
   int hold_level_ = 0;  // doublings of min_hold for the current down
   std::optional<TimePoint> last_down_;

@@ -735,6 +735,20 @@ TEST_CASE("server: a stall counts as a failed check but never as the last one of
     feed(h, t, fail(Outcome::fail_timeout), 1);
     CHECK(h.liveness() == Liveness::up);
   }
+  SUBCASE("fall 3: stalls count once per run of failures, however many workers report them") {
+    TimePoint t = kT0;
+    ServerHealth h(no_hold(2, 3), t);
+    feed(h, t, pass(), 1);
+    h.on_stall(t);
+    h.on_stall(t);  // another worker, the same silence
+    CHECK(h.fail_streak() == 1);
+    feed(h, t, fail(Outcome::fail_timeout), 1);
+    h.on_stall(t);  // the silence goes on: what the timed-out check saw
+    CHECK(h.fail_streak() == 2);
+    CHECK(h.liveness() == Liveness::up);
+    feed(h, t, fail(Outcome::fail_timeout), 1);
+    CHECK(h.liveness() == Liveness::down);
+  }
   SUBCASE("fall 1: a stall counts nothing, only the check decides") {
     TimePoint t = kT0;
     ServerHealth h(no_hold(2, 1), t);
