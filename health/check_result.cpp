@@ -87,6 +87,8 @@ std::string_view validate(const CheckSpec& spec) noexcept {
     if (s < 100 || s > 599) return "health check expected statuses must be within 100..599";
   }
   if (spec.interval.count() <= 0) return "health check interval must be positive";
+  if (spec.fast_interval.count() <= 0) return "health check fast_interval must be positive";
+  if (spec.fast_interval > spec.interval) return "health check fast_interval must not exceed the interval";
   if (spec.timeout.count() <= 0) return "health check timeout must be positive";
   if (spec.timeout > spec.interval) return "health check timeout must not exceed the interval";
   if (spec.rise < 1 || spec.rise > 100) return "health check rise must be within 1..100";

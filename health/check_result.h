@@ -25,7 +25,14 @@ struct CheckSpec {
   // Response header carrying the availability index; empty = none (the pool table only).
   std::string availability_header;
   std::chrono::milliseconds interval{1000};
-  // Below the interval, so a hung check never overlaps the next one.
+  // While a server is suspected (ServerHealth::suspected: a failed check or a stall, fewer
+  // than `fall` so far), its checks start this often instead of every interval, so the
+  // verdict on a dead or hung server takes (fall - 1) checks, not (fall - 1) intervals. A
+  // check still in flight is never overlapped: one that timed out is followed at once.
+  // Rise checks after a down keep the interval; the hold-down damps flapping.
+  std::chrono::milliseconds fast_interval{200};
+  // At most the interval. Checks of one server never overlap: the next one is scheduled
+  // only from this one's answer or timeout.
   std::chrono::milliseconds timeout{800};
   int rise = 2;  // consecutive passes that bring a down server up
   int fall = 2;  // consecutive failures that take a server down

@@ -66,13 +66,26 @@ HealthTracker::Slot HealthTracker::make_slot(std::string_view id, TimePoint now)
   // Anywhere in the first interval, so servers added together (start, reload) are not
   // checked in the same instant.
   const Duration first = scale(spec_.check.interval, unit_interval(random_));
-  return Slot{std::string(id), ServerHealth(spec_, now), now + first};
+  return Slot{std::string(id), ServerHealth(spec_, now), now + first, std::nullopt};
 }
 
 Duration HealthTracker::jittered_interval() {
   const double jitter = std::clamp(spec_.check.jitter, 0.0, 1.0);
   const double factor = 1.0 + jitter * (2.0 * unit_interval(random_) - 1.0);
   return scale(spec_.check.interval, factor);
+}
+
+Duration HealthTracker::fast_interval() const {
+  // validate() keeps it within the interval; a spec that does not is not made slower by it.
+  const Duration fast = std::min<Duration>(spec_.check.fast_interval, spec_.check.interval);
+  return std::max<Duration>(fast, std::chrono::milliseconds(1));
+}
+
+TimePoint HealthTracker::next_check_after(const Slot& slot, TimePoint now) {
+  if (!slot.health.suspected()) return now + jittered_interval();
+  // Start to start, without jitter: the server is hit at most once per fast_interval, and a
+  // check that outlasted it (a timeout on a hung server) is followed at once, never overlapped.
+  return std::max(slot.check_started.value_or(now) + fast_interval(), now);
 }
 
 bool HealthTracker::publish() {
@@ -120,14 +133,18 @@ bool HealthTracker::remove_server(std::string_view id) {
 }
 
 void HealthTracker::on_check_started(std::string_view id, TimePoint now) {
-  if (Slot* slot = find_slot(id)) slot->next_check.reset();
+  if (Slot* slot = find_slot(id)) {
+    slot->next_check.reset();
+    slot->check_started = now;
+  }
 }
 
 bool HealthTracker::on_check_result(std::string_view id, const CheckResult& result, TimePoint now) {
   Slot* slot = find_slot(id);
   if (!slot) return false;
-  slot->next_check = now + jittered_interval();
-  return slot->health.on_check_result(result, now) && publish();
+  const bool changed = slot->health.on_check_result(result, now);
+  slot->next_check = next_check_after(*slot, now);
+  return changed && publish();
 }
 
 bool HealthTracker::on_passive_failure(std::string_view id, PassiveFailure kind, TimePoint now) {
@@ -139,8 +156,12 @@ bool HealthTracker::on_stall(std::string_view id, TimePoint now) {
   Slot* slot = find_slot(id);
   if (!slot) return false;
   slot->health.on_stall(now);
-  if (slot->health.liveness() == Liveness::down || !slot->next_check || *slot->next_check <= now) return false;
-  slot->next_check = now;
+  if (slot->health.liveness() == Liveness::down || !slot->next_check) return false;
+  // Now, unless the last check started less than fast_interval ago: every worker reports
+  // the silence, and the server still gets at most one check per fast_interval.
+  const TimePoint due = slot->check_started ? std::max(now, *slot->check_started + fast_interval()) : now;
+  if (*slot->next_check <= due) return false;
+  slot->next_check = due;
   return true;
 }
 

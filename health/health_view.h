@@ -59,12 +59,17 @@ class HealthTracker {
 
   // A check for `id` is in flight: next_check_time() is empty until its result.
   void on_check_started(std::string_view id, TimePoint now);
-  // Schedules the next check one jittered interval after `now`.
+  // Schedules the next check: one jittered interval after `now`, or, while the server is
+  // suspected (ServerHealth::suspected), fast_interval after this check started (at once
+  // when it took longer, as a timed-out check does), so the verdict on a hung server comes
+  // about stall_after + (fall - 1) x timeout after it stopped answering.
   bool on_check_result(std::string_view id, const CheckResult& result, TimePoint now);
   bool on_passive_failure(std::string_view id, PassiveFailure kind, TimePoint now);
   bool on_passive_success(std::string_view id, TimePoint now);
   // A worker reported a stall (ServerHealth::on_stall): the server's next check is due now
-  // unless one is in flight. True when the check schedule moved (the checker re-arms).
+  // (or fast_interval after the last one started, if that is later) unless one is in flight,
+  // whose answer then schedules the next. True when the check schedule moved (the checker
+  // re-arms).
   bool on_stall(std::string_view id, TimePoint now);
   bool set_admin_state(std::string_view id, AdminState admin, TimePoint now);
   bool set_availability(std::string_view id, int availability);  // from the pool table
@@ -87,12 +92,15 @@ class HealthTracker {
   struct Slot {
     std::string id;
     ServerHealth health;
-    std::optional<TimePoint> next_check;  // empty while a check is in flight
+    std::optional<TimePoint> next_check;     // empty while a check is in flight
+    std::optional<TimePoint> check_started;  // of the check in flight or the last one
   };
   Slot* find_slot(std::string_view id) noexcept;
   const Slot* find_slot(std::string_view id) const noexcept;
   Slot make_slot(std::string_view id, TimePoint now);
   Duration jittered_interval();
+  Duration fast_interval() const;
+  TimePoint next_check_after(const Slot& slot, TimePoint now);
   // Publishes a new view when routing would differ from the current one.
   bool publish();
 
