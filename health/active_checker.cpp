@@ -112,9 +112,15 @@ void ActiveChecker::on_timer() {
     auto target = std::find_if(targets_.begin(), targets_.end(), [&](const Target& t) { return t.id == id; });
     if (target == targets_.end()) continue;
     tracker_.on_check_started(id, now);
-    launch(*target);
+    // A server dropped and added again by reloads can be due while its old probe still
+    // runs: that probe's answer is this check's, so the server is never checked twice at once.
+    if (!in_flight(id)) launch(*target);
   }
   schedule();
+}
+
+bool ActiveChecker::in_flight(std::string_view id) const {
+  return std::any_of(probes_.begin(), probes_.end(), [&](const Probe* p) { return !p->done && p->id == id; });
 }
 
 void ActiveChecker::launch(const Target& target) {

@@ -56,6 +56,7 @@ class ActiveChecker {
  private:
   void schedule();
   void on_timer();
+  bool in_flight(std::string_view id) const;
   void launch(const Target& target);
   void finish(Probe* probe, const CheckResult& result);
   void probe_closed(Probe* probe);

@@ -218,6 +218,34 @@ TEST_CASE("a server added while the checker runs (reload) is checked without wai
   t.stop(checker);
 }
 
+TEST_CASE("a server dropped and added again while its check hangs is not checked twice at once") {
+  // Accepts into the backlog and never answers: every check waits out its timeout.
+  uint16_t port = 0;
+  const int hung = listen_any(port);
+  HealthSpec spec = quick_spec();
+  CheckerLoop t(spec, 13);
+  std::vector<std::string> ids{"hung"};
+  t.tracker.set_servers(ids, t.clock.now());
+  ActiveChecker checker(&t.loop, t.tracker, t.clock, nullptr);
+  checker.set_targets({target("hung", port)});
+  checker.start();
+  t.run_until([&] { return checker.checks_started() == 1; });
+  REQUIRE(checker.checks_started() == 1);
+
+  // Two reloads: the new slot's first check is due within one interval (50 ms), long
+  // before the hanging probe's 300 ms timeout.
+  t.tracker.remove_server("hung");
+  t.tracker.add_server("hung", t.clock.now());
+  checker.reschedule();
+  t.run_until([&] { return checker.checks_started() >= 2; });
+  CHECK(checker.checks_started() == 2);
+  // The second started only after the first one's answer, which the new slot received.
+  CHECK(t.tracker.find("hung")->counters().checks_failed >= 1);
+  CHECK(t.tracker.find("hung")->counters().check_outcomes[static_cast<std::size_t>(CheckResult::Outcome::fail_timeout)] >= 1);
+  t.stop(checker);
+  close(hung);
+}
+
 namespace {
 
 // A stand-in for TLS: the client says "HELLO\n", the server "WELCOME\n" (or anything else, a
