@@ -223,6 +223,7 @@ struct HealthConfig {
   std::string auth_file;
   std::vector<std::pair<std::string, std::string>> headers;  // extra request headers, in order
   Duration interval{1000};
+  Duration fast_interval{200};                     // checks of a suspected server; unset: min(200ms, interval)
   Duration timeout{800};
   uint32_t rise = 2;
   uint32_t fall = 2;

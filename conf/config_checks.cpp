@@ -72,6 +72,9 @@ void Loader::check_health(const Item& item, const HealthConfig& health) {
     if (!health.auth_file.empty() && iequals_ascii(name, "Authorization") && usable(path))
       error(marks_[path], path, "auth_file already sends Authorization; keep the login in one place");
   }
+  const std::string fast = join(item.path, "fast_interval");
+  if (health.fast_interval > health.interval && usable(fast) && !failed_.contains(join(item.path, "interval")))
+    error(marks_[fast], fast, "must not exceed interval");
   if (health.max_hold < health.min_hold && usable(join(item.path, "max_hold")))
     error(marks_[join(item.path, "max_hold")], join(item.path, "max_hold"), "must not be less than min_hold");
 }

@@ -259,6 +259,7 @@ class Dumper {
     for (const auto& [name, value] : h.headers) out_ << YAML::Key << YAML::DoubleQuoted << name << YAML::Value << YAML::DoubleQuoted << value;
     out_ << YAML::EndMap;
     duration("interval", h.interval);
+    duration("fast_interval", h.fast_interval);
     duration("timeout", h.timeout);
     number("rise", h.rise);
     number("fall", h.fall);

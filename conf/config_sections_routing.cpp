@@ -204,6 +204,8 @@ void Loader::read_health(const Item& item, HealthConfig& health) {
       {"headers", false, [&](const Item& v) { read_check_headers(v, health.headers); }},
       {"interval", false,
        [&](const Item& v) { read_duration(v, Duration(100), std::chrono::hours(1), health.interval); }},
+      {"fast_interval", false,
+       [&](const Item& v) { read_duration(v, Duration(1), std::chrono::hours(1), health.fast_interval); }},
       {"timeout", false,
        [&](const Item& v) { read_duration(v, Duration(10), std::chrono::minutes(5), health.timeout); }},
       {"rise", false, [&](const Item& v) { read_integer(v, 1, 100, health.rise); }},
@@ -216,6 +218,8 @@ void Loader::read_health(const Item& item, HealthConfig& health) {
       {"max_hold", false,
        [&](const Item& v) { read_duration(v, Duration(0), std::chrono::hours(24), health.max_hold); }},
   });
+  // Unwritten, it follows a short interval down (100ms is allowed), so such files still load.
+  if (!marks_.contains(join(item.path, "fast_interval"))) health.fast_interval = std::min(health.fast_interval, health.interval);
   check_health(item, health);
 }
 

@@ -95,6 +95,7 @@ health::HealthSpec health_spec(const conf::HealthConfig& hc) {
   spec.check.body_contains = hc.expect_body;
   spec.check.availability_header = hc.availability_header;
   spec.check.interval = hc.interval;
+  spec.check.fast_interval = hc.fast_interval;
   spec.check.timeout = hc.timeout;
   spec.check.rise = static_cast<int>(hc.rise);
   spec.check.fall = static_cast<int>(hc.fall);

@@ -313,6 +313,31 @@ TEST_CASE("health.stall_after: default, a value, 0 = off, and out of range") {
   CHECK(bad.errors[0].to_string().find("health.stall_after") != std::string::npos);
 }
 
+TEST_CASE("health.fast_interval: default, a value, positive, at most the interval") {
+  REQUIRE(load_with("").ok());
+  CHECK(load_with("").config->health.fast_interval == conf::Duration(200));
+  auto set = load_with("health:\n  interval: 2s\n  fast_interval: 50ms\n");
+  REQUIRE(set.ok());
+  CHECK(set.config->health.fast_interval == conf::Duration(50));
+  CHECK(load_with("health:\n  interval: 300ms\n  fast_interval: 300ms\n").ok());
+  auto short_interval = load_with("health:\n  interval: 100ms\n");  // unset: follows the interval down
+  REQUIRE(short_interval.ok());
+  CHECK(short_interval.config->health.fast_interval == conf::Duration(100));
+
+  const conf::ConfigError zero = single_error(load_with("health:\n  fast_interval: 0s\n"));
+  CHECK(zero.file == "test.yaml");
+  CHECK(zero.line == 8);
+  CHECK(zero.key == "health.fast_interval");
+  // Above the default interval (1 s), written or not; the error sits on fast_interval.
+  check_error(single_error(load_with("health:\n  fast_interval: 2s\n")), 8, 18, "health.fast_interval",
+              "must not exceed interval");
+  check_error(single_error(load_with("health:\n  fast_interval: 500ms\n  interval: 400ms\n")), 8, 18,
+              "health.fast_interval", "must not exceed interval");
+  // A broken interval is reported once, not again through fast_interval.
+  const conf::ConfigError bad_interval = single_error(load_with("health:\n  interval: 5ms\n  fast_interval: 200ms\n"));
+  CHECK(bad_interval.key == "health.interval");
+}
+
 TEST_CASE("timeouts.upgrade: upstream_response unless set, and never zero") {
   auto unset = load_with("timeouts:\n  upstream_response: 20m\n");
   REQUIRE(unset.ok());
