@@ -7,13 +7,15 @@ killed (kill -9) or frozen (SIGSTOP); we count failed and slow (> 1 s) requests 
 long until that server's users are answered again.
 
 usage: bench/failover.py [--seconds 8] [--threads 6] [--reps 3] [--fall 2] [--mix]
-                         [--proxies sprayer,haproxy,nginx] [--modes kill,stop] [--build DIR] [--out FILE]
+                         [--proxies sprayer,haproxy,nginx] [--modes kill,stop] [--build DIR]... [--out FILE]
+Several --build: sprayer from each tree (A/B), alternated within every repetition like the proxies.
 Run by bench/failover.sh, which builds and installs what is needed.
 """
 import argparse
 import collections
 import datetime
 import http.client
+import json
 import os
 import platform
 import random
@@ -221,6 +223,22 @@ def run_load(port, seconds, threads, on_tick):
     return records, event_at
 
 
+def watch_verdict(admin, stop, out):
+    """sprayer only: when its API first shows pool2 as anything but up (the health verdict)."""
+    while not stop.is_set():
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", admin, timeout=2)
+            conn.request("GET", "/api/v1/servers")
+            servers = json.loads(conn.getresponse().read())["servers"]
+            conn.close()
+            if next(s for s in servers if s["id"] == "pool2")["state"] != "up":
+                out.append(time.monotonic())
+                return
+        except Exception:
+            pass
+        time.sleep(0.01)
+
+
 def measure(proxy, mode, seconds, threads, work):
     pool = Pool(work)
     for sid in ("pool1", "pool2", "pool3"):
@@ -233,10 +251,18 @@ def measure(proxy, mode, seconds, threads, work):
         time.sleep(2.5)  # first health checks pass everywhere
         victim = pool.procs["pool2"]
 
+        verdict, watching = [], threading.Event()
+        watcher = threading.Thread(target=watch_verdict, args=(admin, watching, verdict), daemon=True)
+
         def strike():
             victim.send_signal(signal.SIGKILL if mode == "kill" else signal.SIGSTOP)
+            if proxy == "sprayer":
+                watcher.start()
 
         records, at = run_load(port, seconds, threads, strike)
+        watching.set()
+        if watcher.ident is not None:
+            watcher.join(5)
     finally:
         proc.terminate()
         try:
@@ -264,6 +290,7 @@ def measure(proxy, mode, seconds, threads, work):
         "slow_by_kind": dict(slow_by_kind),
         "safe_max_ms": max(safe, default=float("nan")) * 1000,
         "recovered_ms": recovered * 1000,
+        "verdict_ms": (verdict[0] - at) * 1000 if verdict else float("nan"),
         "rps": len(records) / seconds,
     }
 
@@ -286,14 +313,19 @@ def main():
     ap.add_argument("--mix", action="store_true")
     ap.add_argument("--proxies", default="sprayer,haproxy,nginx")
     ap.add_argument("--modes", default="kill,stop")
-    ap.add_argument("--build", default=os.path.join(ROOT, "build"), help="the build tree of sprayer and poolsim")
+    ap.add_argument("--build", action="append", help="the build tree of sprayer and poolsim; "
+                    "repeat it to compare builds (default: build/)")
     ap.add_argument("--out")
     args = ap.parse_args()
     global SPRAYER, POOLSIM, FALL, MIX
-    SPRAYER = os.path.join(args.build, "proxy", "sprayer")
-    POOLSIM = os.path.join(args.build, "tests", "poolsim", "poolsim")
+    builds = args.build or [os.path.join(ROOT, "build")]
     FALL, MIX = args.fall, args.mix
-    proxies = args.proxies.split(",")
+    # One entry per proxy to run; sprayer once per build tree, labelled with it when several.
+    proxies = []
+    for name in args.proxies.split(","):
+        for build in builds if name == "sprayer" else builds[:1]:
+            proxies.append(f"{name} ({build})" if name == "sprayer" and len(builds) > 1 else name)
+    tree = {p: (p.split(" (", 1)[1][:-1] if " (" in p else builds[0]) for p in proxies}
     modes = args.modes.split(",")
     results = collections.defaultdict(list)
     with tempfile.TemporaryDirectory(prefix="sprayer-failover-") as work:
@@ -302,7 +334,9 @@ def main():
                 # A/B alternation: the order of proxies rotates each repetition.
                 order = proxies[rep % len(proxies):] + proxies[:rep % len(proxies)]
                 for proxy in order:
-                    r = measure(proxy, mode, args.seconds, args.threads, work)
+                    SPRAYER = os.path.join(tree[proxy], "proxy", "sprayer")
+                    POOLSIM = os.path.join(tree[proxy], "tests", "poolsim", "poolsim")
+                    r = measure(proxy.split(" (")[0], mode, args.seconds, args.threads, work)
                     results[(mode, proxy)].append(r)
                     print(f"rep {rep + 1} {mode:4} {proxy:8} {r}", file=sys.stderr)
 
@@ -313,7 +347,8 @@ def main():
              f"Machine: {platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}. "
              f"Versions: {versions(proxies)}.", "",
              f"Command: `bench/failover.sh --seconds {args.seconds:g} --threads {args.threads} --reps {args.reps} "
-             f"--fall {FALL}{' --mix' if MIX else ''} --proxies {args.proxies} --modes {args.modes}`. "
+             f"--fall {FALL}{' --mix' if MIX else ''} --proxies {args.proxies} --modes {args.modes}"
+             f"{''.join(' --build ' + b for b in builds)}`. "
              f"Each proxy pinned to CPU 0 with one worker; {args.threads} keep-alive clients over {USERS} users; "
              f"{'the phones mix (60 % POST Ping answered at once, 20 % POST Sync, 20 % GET)' if MIX else 'POST Sync'}; "
              f"pool2 hit at t={KILL_AT:g} s; health every 1 s, fall {FALL}, rise 2 everywhere. Medians of {args.reps} "
@@ -321,8 +356,9 @@ def main():
              "Back to normal = the hit server's users are answered again and no request fails or "
              "takes over 1 s after that. The load is closed-loop: a client stuck on a frozen server "
              "sends nothing else, which is why req/s drops after SIGSTOP.", "",
-             "| event | proxy | failed requests | slow (>1 s) | slow by kind, all runs | longest Ping/GET (ms, --mix) | back to normal after (ms) | req/s |",
-             "|---|---|---|---|---|---|---|---|"]
+             "Verdict = when sprayer's `/api/v1/servers` first shows pool2 not up (polled every 10 ms).", "",
+             "| event | proxy | failed requests | slow (>1 s) | slow by kind, all runs | longest Ping/GET (ms, --mix) | verdict after (ms) | back to normal after (ms) | req/s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for mode in modes:
         for proxy in proxies:
             rs = results[(mode, proxy)]
@@ -337,7 +373,7 @@ def main():
                 kinds.update(r["slow_by_kind"])
             by_kind = ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())) or "none"
             lines.append(f"| {'kill -9' if mode == 'kill' else 'SIGSTOP'} | {proxy} | {cell('failed')} | "
-                         f"{cell('slow')} | {by_kind} | {cell('safe_max_ms')} | {cell('recovered_ms')} | {cell('rps')} |")
+                         f"{cell('slow')} | {by_kind} | {cell('safe_max_ms')} | {cell('verdict_ms')} | {cell('recovered_ms')} | {cell('rps')} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
