@@ -18,13 +18,6 @@ Connection::Connection(uv_loop_t* loop, BufferPool& buffers, std::atomic<uint64_
 
 Connection::~Connection() { writer_.set_tls(nullptr); }
 
-void Connection::init_timer(uv_timer_t& timer) {
-  uv_timer_init(tcp_.loop, &timer);
-  timer.data = this;
-  extra_timer_ = &timer;
-  ++handles_open_;
-}
-
 void Connection::pause_reading(PauseReasons reasons) {
   pause_reasons_.add(reasons);
   update_read_state();
@@ -88,9 +81,8 @@ void Connection::close_handles() {
   input_ = nullptr;
   reading_ = false;  // uv_close stops the read
   closing_ = true;
-  for (auto* handle : {reinterpret_cast<uv_handle_t*>(&tcp_), deadline_.handle(),
-                       reinterpret_cast<uv_handle_t*>(extra_timer_)}) {
-    if (handle && !uv_is_closing(handle)) uv_close(handle, &Connection::on_close);
+  for (auto* handle : {reinterpret_cast<uv_handle_t*>(&tcp_), deadline_.handle()}) {
+    if (!uv_is_closing(handle)) uv_close(handle, &Connection::on_close);
   }
 }
 

@@ -80,10 +80,9 @@ class Connection {
 
   uv_tcp_t* tcp() { return &tcp_; }
   uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp_); }
+  // The connection's one timer (docs/style.md): a role with more than one timeout keeps
+  // their due times itself and sets this to the earliest.
   Deadline& deadline() { return deadline_; }
-  // Another timer the role owns: initialised here, closed with the rest. timer->data is the
-  // Connection (cast it back with static_cast to the role).
-  void init_timer(uv_timer_t& timer);
   // Idempotent. The role's destructor runs after the last close callback.
   void close_handles();
   bool handles_closing() const { return closing_; }
@@ -109,7 +108,6 @@ class Connection {
   std::atomic<uint64_t>& bytes_in_;
   uv_tcp_t tcp_{};
   Deadline deadline_;
-  uv_timer_t* extra_timer_ = nullptr;
   Phase read_ = nullptr;
   Phase input_ = nullptr;
   PauseReasons pause_reasons_;

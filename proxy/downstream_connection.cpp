@@ -19,8 +19,6 @@
 namespace sprayer::proxy {
 namespace {
 
-constexpr uint64_t kLingerMs = 2000;
-
 int status_class(int status) { return status >= 100 && status < 600 ? status / 100 : 0; }
 
 }  // namespace
@@ -56,7 +54,6 @@ int DownstreamConnection::init(int fd, const sockaddr_storage& peer, const conf:
   redirect_to_https_ = listener.redirect_to_https;
   https_port_ = listener.https_port;
   parser_.set_check_host(listener.tls.check_host);
-  init_timer(send_timer_);
   counted_ = true;
   registry_.on_connection_opened(this);
   if (peer.ss_family == AF_INET)
@@ -212,16 +209,16 @@ void DownstreamConnection::tunnel_input(Slice data) { exchange_.on_tunnel_data(s
 void DownstreamConnection::discard_input(Slice) {}
 
 void DownstreamConnection::feed(Slice data) {
-  input_ = data;
+  input_ = &data;
   parsing_ = true;
   // Read per call: a reload applies to the next request.
   parser_.set_limits(request_limits(ctx_.config().limits));
   if (tls_) parser_.set_server_name(tls_->sni());
   RequestParser::Result result = parser_.execute(data.data(), data.size());
   parsing_ = false;
-  input_.reset();
+  input_ = nullptr;
   if (state_ == State::closed || state_ == State::closing) return;
-  if (state_ == State::reading_head && !deadline().pending()) arm_timer(Timer::head);
+  if (state_ == State::reading_head && purpose_due_ == 0) arm_timer(Timer::head);
   switch (result.outcome) {
     case RequestParser::Outcome::more:
       exchange_.flush_upstream();
@@ -307,7 +304,7 @@ void DownstreamConnection::on_request_begin() {
   // The head timer is armed at the end of feed(), and only for a head that did not arrive
   // whole: most heads come in one read and never touch the timer.
   timer_purpose_ = Timer::head;
-  deadline().clear();
+  set_purpose_due(0);
 }
 
 RequestParser::Handler::Verdict DownstreamConnection::on_request_head() {
@@ -335,8 +332,8 @@ RequestParser::Handler::Verdict DownstreamConnection::on_request_head() {
 void DownstreamConnection::on_request_body(const char* at, size_t len) {
   if (timer_purpose_ == Timer::body) arm_timer(Timer::body);
   if (state_ != State::in_exchange) return;
-  const char* base = input_.data();
-  exchange_.on_request_body(input_.sub(static_cast<size_t>(at - base), len));
+  const char* base = input_->data();
+  exchange_.on_request_body(input_->sub(static_cast<size_t>(at - base), len));
 }
 
 void DownstreamConnection::on_request_complete() {
@@ -367,10 +364,7 @@ bool DownstreamConnection::flush() {
     close();
     return false;
   }
-  if (writer_.in_flight() > 0 && before == 0) {
-    uint64_t ms = static_cast<uint64_t>(ctx_.config().timeouts.client_send.count());
-    uv_timer_start(&send_timer_, &DownstreamConnection::on_send_timer, ms, ms);
-  }
+  if (writer_.in_flight() > 0 && before == 0) watch_sending();
   return true;
 }
 
@@ -485,12 +479,21 @@ void DownstreamConnection::start_lingering_close() {
 }
 
 void DownstreamConnection::shut_down_writes() {
-  shutdown_req_.data = this;
-  if (uv_shutdown(&shutdown_req_, stream(), &DownstreamConnection::on_shutdown) != 0) close();
+  // Allocated for the shutdown only: a parked connection never needs one. libuv calls back
+  // even when the connection closes first (UV_ECANCELED, before the close callbacks), so the
+  // callback always frees it.
+  shutdown_started_ = true;
+  auto* req = new uv_shutdown_t;
+  req->data = this;
+  if (uv_shutdown(req, stream(), &DownstreamConnection::on_shutdown) != 0) {
+    delete req;
+    close();
+  }
 }
 
 void DownstreamConnection::on_shutdown(uv_shutdown_t* req, int status) noexcept {
   auto* self = static_cast<DownstreamConnection*>(req->data);
+  delete req;
   if (status != 0 && status != UV_ECANCELED) self->close();
 }
 
@@ -507,11 +510,11 @@ void DownstreamConnection::on_write_done(int status) {
     return;
   }
   if (writer_.in_flight() == 0)
-    uv_timer_stop(&send_timer_);
+    stop_watching_sending();
   else
-    uv_timer_again(&send_timer_);
+    watch_sending();
   if (state_ == State::closing) {
-    if (writer_.idle() && !handles_closing() && shutdown_req_.data == nullptr) shut_down_writes();
+    if (writer_.idle() && !handles_closing() && !shutdown_started_) shut_down_writes();
     return;
   }
   if (writer_.queued() > ctx_.config().http.buffer_low_watermark) return;
@@ -522,69 +525,6 @@ void DownstreamConnection::on_write_done(int status) {
   // Idle with no timer: the end of a response (or the next request) waited for the client to
   // read; an idle connection whose own TLS output filled the queue keeps its idle timer.
   if (was_full && state_ == State::idle && timer_purpose_ == Timer::none) resume_next_request();
-}
-
-// ---- timers ----------------------------------------------------------------------------
-
-void DownstreamConnection::arm_timer(Timer purpose) {
-  if (state_ == State::closed) return;
-  timer_purpose_ = purpose;
-  const auto& t = ctx_.config().timeouts;
-  uint64_t ms = 0;
-  switch (purpose) {
-    case Timer::none:
-      deadline().clear();
-      return;
-    case Timer::head: ms = static_cast<uint64_t>(t.client_header.count()); break;
-    case Timer::idle: ms = static_cast<uint64_t>(t.client_idle.count()); break;
-    case Timer::body: ms = static_cast<uint64_t>(t.client_body.count()); break;
-    case Timer::linger: ms = kLingerMs; break;
-    case Timer::next_request: ms = 0; break;
-  }
-  deadline().set_in(ms);
-}
-
-void DownstreamConnection::on_deadline() {
-  Timer purpose = timer_purpose_;
-  switch (purpose) {
-    case Timer::none:
-      return;
-    case Timer::next_request:
-      timer_purpose_ = Timer::none;
-      start_next_request();
-      return;
-    case Timer::idle:
-      ctx_.stats.timeout(TimeoutKind::client_idle);
-      close_between_requests();
-      return;
-    case Timer::head:
-      ctx_.stats.timeout(TimeoutKind::client_header);
-      if (state_ == State::reading_head) {
-        send_error_and_close(408);
-      } else {
-        close_between_requests();  // connected (maybe handshaken) but never sent a request byte
-      }
-      return;
-    case Timer::body:
-      ctx_.stats.timeout(TimeoutKind::client_body);
-      exchange_.abort();
-      if (exchange_.response_started())
-        close();
-      else
-        send_error_and_close(408);
-      return;
-    case Timer::linger:
-      close();
-      return;
-  }
-}
-
-void DownstreamConnection::on_send_timer(uv_timer_t* timer) noexcept {
-  auto* self = static_cast<DownstreamConnection*>(static_cast<Connection*>(timer->data));
-  // A client that stopped reading holds buffers and an upstream: let it go.
-  self->ctx_.stats.timeout(TimeoutKind::client_send);
-  self->exchange_.abort();
-  self->close();
 }
 
 // ---- shutdown --------------------------------------------------------------------------

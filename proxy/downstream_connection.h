@@ -106,8 +106,19 @@ class DownstreamConnection final : public Connection, public ExchangeDownstream,
   void close_between_requests();
   void start_next_request();
   void resume_next_request();  // idle again: wait for the next request, or parse a held one
-  void arm_timer(Timer purpose);
   void shut_down_writes();
+
+  // Timeouts (downstream_timers.cpp). Both share the connection's one Deadline, armed for
+  // whichever of their due times comes first.
+  void arm_timer(Timer purpose);  // the purpose's deadline: head, idle, body, linger, next request
+  void on_purpose_deadline(Timer purpose);
+  // The send deadline: while writes are in flight, each must complete within
+  // timeouts.client_send of the previous one (or of the flush that started them).
+  void watch_sending();
+  void stop_watching_sending();
+  void on_send_timeout();
+  void set_purpose_due(uint64_t due);
+  void rearm_deadline();
 
   // Connection
   void on_eof(ssize_t status) override;
@@ -115,7 +126,6 @@ class DownstreamConnection final : public Connection, public ExchangeDownstream,
   void on_deadline() override;
   void on_resumed() override;
 
-  static void on_send_timer(uv_timer_t* timer) noexcept;
   static void on_shutdown(uv_shutdown_t* req, int status) noexcept;
 
   // RequestParser::Handler
@@ -130,15 +140,18 @@ class DownstreamConnection final : public Connection, public ExchangeDownstream,
   DownstreamRegistry& registry_;
   DownstreamConnection* list_prev_ = nullptr;
   DownstreamConnection* list_next_ = nullptr;
-  uv_timer_t send_timer_{};
-  uv_shutdown_t shutdown_req_{};
+  // Due times (loop ms, 0 = none) on the one timer; a uv timer of its own for the send timeout
+  // was 152 B more per connection, times tens of thousands of parked Pings.
+  uint64_t purpose_due_ = 0;
+  uint64_t send_due_ = 0;
   RequestParser parser_{*this};
   Exchange exchange_;
-  Slice input_;            // the read being parsed, so on_body can slice it without a copy
+  const Slice* input_ = nullptr;  // feed's read, while it is parsed: body pieces are slices of it
   Slice pending_;          // pipelined bytes that wait for the current response
   State state_ = State::idle;
   Timer timer_purpose_ = Timer::none;
   bool request_complete_ = false;
+  bool shutdown_started_ = false;  // shut_down_writes ran (its request lives only while it runs)
   bool close_after_response_ = false;
   bool client_asked_close_ = false;  // Connection: close (or HTTP/1.0 without keep-alive)
   std::string_view reject_code_;     // why the current request was refused (a static name), for the access log
