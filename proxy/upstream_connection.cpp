@@ -41,9 +41,16 @@ int UpstreamConnection::connect(const sockaddr* addr) {
     if (SSL* ssl = tls_->native_handle()) TlsClientContext::set_session_sink(ssl, &UpstreamConnection::on_tls_session, this);
     writer_.set_tls(tls_.get());
   }
-  connect_req_.data = this;
-  int rc = uv_tcp_connect(&connect_req_, tcp(), addr, &UpstreamConnection::on_connect);
-  if (rc != 0) return rc;
+  // Allocated for the connect only (a parked Ping's connection is long past it). libuv calls
+  // back even when the connection closes first (UV_ECANCELED, before the close callbacks), so
+  // the callback always frees it.
+  auto* req = new uv_connect_t;
+  req->data = this;
+  int rc = uv_tcp_connect(req, tcp(), addr, &UpstreamConnection::on_connect);
+  if (rc != 0) {
+    delete req;
+    return rc;
+  }
   uv_tcp_nodelay(tcp(), 1);
   timer_purpose_ = Timer::connect;
   deadline().set_in(static_cast<uint64_t>(ctx_.config().timeouts.upstream_connect.count()));
@@ -51,7 +58,9 @@ int UpstreamConnection::connect(const sockaddr* addr) {
 }
 
 void UpstreamConnection::on_connect(uv_connect_t* req, int status) noexcept {
-  static_cast<UpstreamConnection*>(req->data)->handle_connect(status);
+  auto* self = static_cast<UpstreamConnection*>(req->data);
+  delete req;
+  self->handle_connect(status);
 }
 
 void UpstreamConnection::handle_connect(int status) {
@@ -126,7 +135,8 @@ void UpstreamConnection::begin_response(bool head_request) {
   response_byte_seen_ = false;
   response_done_ = false;
   keep_alive_ = false;
-  parser_.begin(head_request);
+  head_request_ = head_request;
+  if (parser_) parser_->begin(head_request);
   clear_pause();
   arm_response_timer();
 }
@@ -157,7 +167,7 @@ bool UpstreamConnection::flush() {
 void UpstreamConnection::make_idle() {
   state_ = State::idle;
   exchange_ = nullptr;
-  parser_.clear_head();  // keeps its capacity for the next response
+  if (parser_) parser_->clear_head();  // keeps its capacity for the next response
   set_input_phase(&UpstreamConnection::idle_input);
   clear_pause();
   timer_purpose_ = Timer::idle;
@@ -226,7 +236,7 @@ void UpstreamConnection::on_eof(ssize_t nread) {
   }
   if (nread == UV_EOF && response_byte_seen_ && !response_done_) {
     // A response delimited by the close of the connection ends here.
-    if (parser_.finish() && response_done_) {
+    if (parser_ && parser_->finish() && response_done_) {
       if (exchange_) exchange_->on_upstream_read_done();
       close();
       return;
@@ -249,9 +259,13 @@ void UpstreamConnection::response_input(Slice data) {
   pool_.on_bytes();
   if (timer_purpose_ == Timer::response) arm_response_timer();
   response_byte_seen_ = true;
-  input_ = data;
-  ResponseParser::Result result = parser_.execute(data.data(), data.size());
-  input_.reset();
+  if (!parser_) {
+    parser_ = std::make_unique<ResponseParser>(static_cast<ResponseParser::Handler&>(*this));
+    parser_->begin(head_request_);
+  }
+  input_ = &data;
+  ResponseParser::Result result = parser_->execute(data.data(), data.size());
+  input_ = nullptr;
   if (state_ == State::closed) return;
   switch (result.outcome) {
     case ResponseParser::Outcome::more:
@@ -273,7 +287,7 @@ void UpstreamConnection::response_input(Slice data) {
     case ResponseParser::Outcome::error:
       break;
   }
-  LOG_DEBUG("upstream %s: bad response: %s", pool_.target().id.c_str(), parser_.error_name());
+  LOG_DEBUG("upstream %s: bad response: %s", pool_.target().id.c_str(), parser_->error_name());
   fail(UpstreamError::bad_response);
 }
 
@@ -333,7 +347,7 @@ void UpstreamConnection::close() {
     tls_->shutdown();
     writer_.flush();
   }
-  parser_.release();
+  if (parser_) parser_->release();
   close_handles();
 }
 
@@ -346,13 +360,13 @@ ResponseParser::HeadAction UpstreamConnection::on_response_head() {
 
 void UpstreamConnection::on_response_body(const char* at, size_t len) {
   if (!exchange_) return;
-  const char* base = input_.data();
-  exchange_->on_response_body(input_.sub(static_cast<size_t>(at - base), len));
+  const char* base = input_->data();
+  exchange_->on_response_body(input_->sub(static_cast<size_t>(at - base), len));
 }
 
 void UpstreamConnection::on_response_complete() {
   response_done_ = true;
-  keep_alive_ = parser_.keep_alive();
+  keep_alive_ = parser_->keep_alive();
   deadline().clear();
   timer_purpose_ = Timer::none;
   if (exchange_) exchange_->on_response_complete(*this);
