@@ -153,3 +153,114 @@ TEST_CASE("downstream: a client that hangs up while its request waits frees the 
   CHECK(w.stats.finished[0][0][static_cast<size_t>(affinity::RouteReason::no_user)].load() == 1);
   CHECK(w.close_loop() == 0);
 }
+
+namespace {
+
+uint64_t timeouts(const TestWorker& w, proxy::TimeoutKind kind) {
+  return w.stats.timeouts_by[static_cast<size_t>(kind)].load();
+}
+
+// A pool server that never answers a connect: its accept queue is full and nobody accepts,
+// so the kernel drops further SYNs and the connect stays pending.
+struct SilentServer {
+  SilentServer() {
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    REQUIRE(listen(fd, 0) == 0);
+    socklen_t len = sizeof a;
+    getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    port = ntohs(a.sin_port);
+    filler = socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(connect(filler, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  }
+  ~SilentServer() {
+    close(filler);
+    close(fd);
+  }
+  int fd = -1;
+  int filler = -1;
+  uint16_t port = 0;
+};
+
+}  // namespace
+
+TEST_CASE("downstream: a client that stops reading its response is cut off at timeouts.client_send, the server side too") {
+  FakeServer server;
+  auto config = test::make_config({server.port});
+  config->timeouts.client_send = std::chrono::milliseconds(100);
+  TestWorker w(test::make_runtime(config));
+  Client client(w);
+  int small = 4096;
+  setsockopt(client.fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  client.send(kGet);
+  REQUIRE(w.run_until([&] { return server.received(0, "\r\n\r\n"); }));
+  server.reply(0, "HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n");
+  // The server sends as fast as sprayer takes it; the client reads nothing. Once every buffer
+  // on the way is full, sprayer's write to the client makes no progress.
+  const std::string piece(64 * 1024, 'x');
+  REQUIRE(w.run_until(
+      [&] {
+        if (server.conns[0] >= 0) (void)::send(server.conns[0], piece.data(), piece.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        return w.closed == 1;
+      },
+      std::chrono::seconds(20)));
+  CHECK(timeouts(w, proxy::TimeoutKind::client_send) == 1);
+  CHECK(timeouts(w, proxy::TimeoutKind::client_idle) == 0);
+  // The upstream connection went with it (the response was not complete: not reusable).
+  CHECK(w.pool(0).active_count() == 0);
+  CHECK(w.run_until([&] { return !test::drain_socket(server.conns[0], server.got[0]); }));
+  CHECK(w.pool(0).idle_count() == 0);
+  CHECK(w.close_loop() == 0);
+}
+
+TEST_CASE("downstream: after a response the idle timeout closes the connection, not the send timeout") {
+  FakeServer server;
+  auto config = test::make_config({server.port});
+  config->timeouts.client_idle = std::chrono::milliseconds(50);
+  config->timeouts.client_send = std::chrono::milliseconds(20);
+  TestWorker w(test::make_runtime(config));
+  Client client(w);
+  client.send(kGet);
+  REQUIRE(w.run_until([&] { return server.received(0, "\r\n\r\n"); }));
+  server.reply(0, kOk);
+  REQUIRE(w.run_until([&] { return client.received("\r\n\r\nok"); }));
+  REQUIRE(w.run_until([&] { return w.closed == 1; }));
+  CHECK(timeouts(w, proxy::TimeoutKind::client_idle) == 1);
+  CHECK(timeouts(w, proxy::TimeoutKind::client_send) == 0);
+  CHECK(w.run_until([&] {
+    client.received("");
+    return !client.open;
+  }));
+  CHECK(w.close_loop() == 0);
+}
+
+TEST_CASE("downstream: a server that never accepts the connect gets 503 at timeouts.upstream_connect") {
+  SilentServer silent;
+  auto config = test::make_config({silent.port});
+  config->timeouts.upstream_connect = std::chrono::milliseconds(100);
+  TestWorker w(test::make_runtime(config));
+  Client client(w);
+  client.send(kGet);
+  REQUIRE(w.run_until([&] { return client.received("\r\n\r\n"); }));
+  CHECK(client.got.rfind("HTTP/1.1 503 ", 0) == 0);
+  CHECK(timeouts(w, proxy::TimeoutKind::upstream_connect) == 1);
+  CHECK(w.pool(0).active_count() == 0);
+  client.hang_up();
+  CHECK(w.run_until([&] { return w.closed == 1; }));
+  CHECK(w.close_loop() == 0);
+}
+
+TEST_CASE("downstream: a client that hangs up while the server connect is pending ends the connect") {
+  SilentServer silent;
+  TestWorker w(test::make_runtime(test::make_config({silent.port})));
+  Client client(w);
+  client.send(kGet);
+  REQUIRE(w.run_until([&] { return w.pool(0).active_count() == 1; }));
+  client.hang_up();
+  CHECK(w.run_until([&] { return w.closed == 1 && w.pool(0).active_count() == 0; }));
+  CHECK(timeouts(w, proxy::TimeoutKind::upstream_connect) == 0);
+  CHECK(w.close_loop() == 0);
+}
