@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <doctest/doctest.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -231,4 +232,36 @@ TEST_CASE("a listener that cannot bind fails start with the reason") {
   worker.join();
   CHECK(worker.loop_close_status() == 0);
   close(taken);
+}
+
+TEST_CASE("a listening socket carries TCP_NODELAY, which the sockets it accepts inherit") {
+  // The listener sets TCP_NODELAY (and TCP_QUICKACK off) once on its socket instead of on
+  // every accepted one: that relies on Linux copying the option into accepted sockets.
+  uint16_t port = free_port();
+  std::atomic<int64_t> connections{0};
+  proxy::Worker worker(0, make_runtime(port, port), connections);
+  std::string error;
+  REQUIRE(worker.start(error));
+  auto sockets = worker.listening_sockets();
+  REQUIRE(sockets.size() == 1);
+  int value = 0;
+  socklen_t len = sizeof value;
+  REQUIRE(getsockopt(sockets[0].second, IPPROTO_TCP, TCP_NODELAY, &value, &len) == 0);
+  CHECK(value == 1);
+  stop_and_check(worker);
+
+  uint16_t own_port = 0;
+  int own = listen_any(own_port);
+  int one = 1;
+  REQUIRE(setsockopt(own, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == 0);
+  int client = connect_to(own_port);
+  int accepted = accept(own, nullptr, nullptr);
+  REQUIRE(accepted >= 0);
+  value = 0;
+  len = sizeof value;
+  REQUIRE(getsockopt(accepted, IPPROTO_TCP, TCP_NODELAY, &value, &len) == 0);
+  CHECK(value == 1);
+  close(accepted);
+  close(client);
+  close(own);
 }
