@@ -422,6 +422,9 @@ void Exchange::on_response_complete(ExchangeUpstream& up) {
 void Exchange::finish(bool reuse_upstream) {
   state_ = State::done;
   release_upstream(reuse_upstream);
+  // The connection ends after this response (on_exchange_done closes it or shuts its
+  // writes down): the FIN goes out with the response's last bytes.
+  if (ds_.closing_after_response()) ds_.writer().end_with_next_flush();
   bool flushed = ds_.flush();
   record(status_);
   if (!flushed) return;

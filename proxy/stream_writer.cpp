@@ -1,7 +1,10 @@
 // Try-write first (no request object on the fast path), queue only what the socket refused.
 #include "proxy/stream_writer.h"
 
+#include <sys/socket.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <memory>
 
 #include "proxy/overload.h"
@@ -139,7 +142,32 @@ int StreamWriter::encrypt() {
   return 0;
 }
 
+int StreamWriter::try_write_more(const uv_buf_t* bufs, size_t nbufs) {
+  uv_os_fd_t fd = -1;
+  if (uv_stream_get_write_queue_size(stream_) != 0 || uv_fileno(reinterpret_cast<uv_handle_t*>(stream_), &fd) != 0)
+    return UV_EAGAIN;
+  msghdr msg{};
+  // uv_buf_t is laid out as struct iovec on Unix (libuv's own writev relies on it).
+  msg.msg_iov = reinterpret_cast<iovec*>(const_cast<uv_buf_t*>(bufs));
+  msg.msg_iovlen = std::min<size_t>(nbufs, 1024);
+  ssize_t n;
+  do {
+    n = ::sendmsg(fd, &msg, MSG_MORE | MSG_NOSIGNAL | MSG_DONTWAIT);
+  } while (n < 0 && errno == EINTR);
+  if (n >= 0) return static_cast<int>(n);
+  return errno == EWOULDBLOCK ? UV_EAGAIN : -errno;
+}
+
+void StreamWriter::end_writes() {
+  // Straight to the socket, not uv_shutdown: that would wait for a writable event (an
+  // epoll_ctl and a loop turn) and let the batch sit in the kernel until then.
+  uv_os_fd_t fd = -1;
+  if (uv_fileno(reinterpret_cast<uv_handle_t*>(stream_), &fd) == 0 && ::shutdown(fd, SHUT_WR) == 0) ended_ = true;
+}
+
 int StreamWriter::flush() {
+  const bool last = last_;
+  last_ = false;
   if (tls_ && (!parts_.empty() || tls_->pending_ciphertext() > 0)) {
     int rc = encrypt();
     if (rc != 0) {
@@ -163,7 +191,8 @@ int StreamWriter::flush() {
   size_t nbufs = parts_.size();
   size_t written = 0;
   if (in_flight_ == 0) {
-    int n = uv_try_write(stream_, bufs, static_cast<unsigned>(std::min<size_t>(nbufs, 1024)));
+    int n = last ? try_write_more(bufs, nbufs)
+                 : uv_try_write(stream_, bufs, static_cast<unsigned>(std::min<size_t>(nbufs, 1024)));
     if (n < 0 && n != UV_EAGAIN) {
       discard();
       return n;
@@ -172,6 +201,7 @@ int StreamWriter::flush() {
   }
   if (written == batch_bytes_) {
     discard();
+    if (last) end_writes();
     return 0;
   }
   // Queue the rest; the request owns copies of framing bytes and references to slices.

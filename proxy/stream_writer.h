@@ -40,6 +40,13 @@ class StreamWriter {
   void add_copy(std::string_view bytes);
   void add(Slice slice);
   size_t batch_bytes() const { return batch_bytes_; }
+  // The next flush is the last data this side sends. When the socket takes it whole, that
+  // flush also shuts the sending direction down, and the batch, written with MSG_MORE, waits
+  // in the kernel for the FIN: both leave in one segment, which the peer reads and
+  // acknowledges at once. Otherwise the rest is queued as usual and the owner ends the
+  // direction after it (close or uv_shutdown). Plain TCP only (TLS ends with close_notify).
+  void end_with_next_flush() { last_ = tls_ == nullptr; }
+  bool writes_ended() const { return ended_; }
   // Sends the batch. Returns 0 or a libuv error (the owner closes the connection).
   int flush();
 
@@ -58,6 +65,7 @@ class StreamWriter {
   void discard() {
     give_back();
     batch_bytes_ = 0;
+    last_ = false;
   }
   // Bytes of batch memory held (0 between batches): what an idle or parked connection keeps.
   size_t held_capacity() const {
@@ -75,6 +83,9 @@ class StreamWriter {
   static void on_write(uv_write_t* req, int status) noexcept;
 
   int encrypt();
+  // uv_try_write with MSG_MORE: the bytes written or a libuv error (UV_EAGAIN when none).
+  int try_write_more(const uv_buf_t* bufs, size_t nbufs);
+  void end_writes();
   // The batch's memory (copies_, parts_) is borrowed from the worker thread's spares at the
   // first add and given back when the batch is written or queued, so that the thousands of
   // connections that wait (parked Pings, idle keep-alive) hold none of it, without a malloc per
@@ -92,6 +103,8 @@ class StreamWriter {
   size_t batch_bytes_ = 0;
   size_t in_flight_ = 0;
   size_t requests_ = 0;  // queued uv_write requests
+  bool last_ = false;    // end_with_next_flush
+  bool ended_ = false;   // shut down by the last flush
 };
 
 }  // namespace sprayer::proxy

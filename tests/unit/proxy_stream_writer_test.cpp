@@ -3,8 +3,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <string>
+#include <thread>
+
 #include "proxy/stream_writer.h"
 #include "test_loop.h"
+#include "tests/unit/test_sockets.h"
 #include "tests/unit/tls_session.h"
 
 using namespace sprayer::test::tls;
@@ -155,4 +160,84 @@ TEST_CASE("stream writer: a written batch leaves the writer holding no buffer; t
   REQUIRE(loop.run_until([&] { return true; }, std::chrono::seconds(1)));
   close(fds[1]);
   CHECK(loop.close() == 0);
+}
+
+TEST_CASE("stream writer: the last batch ends the sending direction when the socket takes it whole") {
+  uint16_t port = 0;
+  int listener = sprayer::test::listen_any(port);
+  int peer = sprayer::test::connect_to(port);
+  int fd = accept(listener, nullptr, nullptr);
+  REQUIRE(fd >= 0);
+  int small = 4096;
+  REQUIRE(setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small) == 0);
+  sprayer::test::TestLoop loop;
+  uv_tcp_t tcp;
+  REQUIRE(uv_tcp_init(loop.get(), &tcp) == 0);
+  REQUIRE(uv_tcp_open(&tcp, fd) == 0);
+  StreamWriter writer;
+  writer.init(reinterpret_cast<uv_stream_t*>(&tcp), nullptr, nullptr);
+
+  // Not the last: the direction stays open whatever the batch.
+  writer.add_copy("HTTP/1.1 100 Continue\r\n\r\n");
+  REQUIRE(writer.flush() == 0);
+  CHECK_FALSE(writer.writes_ended());
+  // The last: written and shut down, the peer reads it and then the end.
+  const std::string response = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+  writer.end_with_next_flush();
+  writer.add_copy(response);
+  REQUIRE(writer.flush() == 0);
+  CHECK(writer.writes_ended());
+  CHECK(writer.idle());
+  std::string got;
+  char buf[4096];
+  ssize_t n;
+  while ((n = recv(peer, buf, sizeof buf, 0)) > 0) got.append(buf, size_t(n));
+  CHECK(n == 0);  // EOF, not the receive timeout
+  CHECK(got == "HTTP/1.1 100 Continue\r\n\r\n" + response);
+
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp), nullptr);
+  REQUIRE(loop.run_until([&] { return true; }, std::chrono::seconds(1)));
+  CHECK(loop.close() == 0);
+  close(peer);
+  close(listener);
+}
+
+TEST_CASE("stream writer: a last batch the socket cannot take whole is queued, the direction left open") {
+  uint16_t port = 0;
+  int listener = sprayer::test::listen_any(port);
+  int peer = sprayer::test::connect_to(port);
+  int fd = accept(listener, nullptr, nullptr);
+  REQUIRE(fd >= 0);
+  int small = 4096;
+  REQUIRE(setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small) == 0);
+  sprayer::test::TestLoop loop;
+  uv_tcp_t tcp;
+  REQUIRE(uv_tcp_init(loop.get(), &tcp) == 0);
+  REQUIRE(uv_tcp_open(&tcp, fd) == 0);
+  REQUIRE(uv_tcp_nodelay(&tcp, 1) == 0);
+  StreamWriter writer;
+  writer.init(reinterpret_cast<uv_stream_t*>(&tcp), nullptr, nullptr);
+  const std::string big(16 * 1024 * 1024, 'b');  // far more than the socket buffers hold
+  writer.end_with_next_flush();
+  writer.add_copy(big);
+  REQUIRE(writer.flush() == 0);
+  // Queued: the owner shuts the direction down once the rest is written (uv_shutdown).
+  CHECK_FALSE(writer.writes_ended());
+  CHECK(writer.in_flight() > 0);
+  std::atomic<size_t> got{0};
+  std::thread reader([&] {
+    char buf[65536];
+    ssize_t n;
+    while (got < big.size() && (n = recv(peer, buf, sizeof buf, 0)) > 0) got += size_t(n);
+  });
+  CHECK(loop.run_until([&] { return writer.idle(); }, std::chrono::seconds(10)));
+  reader.join();
+  CHECK(got == big.size());
+  CHECK_FALSE(writer.writes_ended());
+
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp), nullptr);
+  REQUIRE(loop.run_until([&] { return true; }, std::chrono::seconds(1)));
+  CHECK(loop.close() == 0);
+  close(peer);
+  close(listener);
 }
