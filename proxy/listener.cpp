@@ -41,12 +41,12 @@ bool make_sockaddr(const conf::Endpoint& ep, sockaddr_storage& ss, socklen_t& le
   return false;
 }
 
-// Options an accepted socket inherits from its listening socket on Linux, set once here
-// instead of once per connection:
-//  - TCP_NODELAY: responses go out as they are written (the writer batches them already);
+// Options set once on the listening socket that take effect on every socket it accepts
+// (Linux), instead of a setsockopt per connection:
+//  - TCP_NODELAY (inherited): responses go out as they are written (the writer batches them);
 //  - TCP_QUICKACK off: the request is acknowledged by the response instead of by a pure ACK
 //    of its own (a new connection starts in quick-ACK mode), one segment less per
-//    connection for the client's kernel and ours. A client that waits for that ACK (a head
+//    connection for the client's kernel and ours (HAProxy's tcp-smart-accept does the same). A client that waits for that ACK (a head
 //    and a body written apart under Nagle) gets it with the delayed-ACK timer, as on any
 //    connection after its first exchanges.
 void set_inherited_options(int fd) {
