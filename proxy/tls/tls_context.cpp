@@ -301,9 +301,12 @@ bool TlsContext::configure(SSL_CTX* ctx, std::string& error) const {
   }
   // Renegotiation only serves attacks here (client-initiated CPU burn); compression is CRIME.
   SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
-  // Intermediate profile: every offered suite is strong, so let the client pick what it runs
-  // fastest (ChaCha20 on phones without AES instructions).
-  SSL_CTX_clear_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
+  // Every offered suite is strong; the order decides what a handshake costs. Clients list
+  // AES-256-GCM-SHA384 first (OpenSSL's default), whose SHA-384 transcript and key schedule
+  // cost a full handshake about 6 % more than AES-128-GCM-SHA256 and its records 40 % more
+  // AES rounds. So our order wins, except that a client preferring ChaCha20 (a phone without
+  // AES instructions) still gets it.
+  SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_PRIORITIZE_CHACHA);
   // Tens of thousands of devices sit idle in ActiveSync Ping for up to 30 minutes: an idle
   // connection must not keep its 2 x ~17 KB record buffers.
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);

@@ -24,7 +24,7 @@ struct TlsCertificateFiles {
 };
 
 // Defaults follow the widely used "intermediate" compatibility profile (TLS 1.2 and 1.3,
-// ECDHE with AES-GCM or ChaCha20-Poly1305 only, the client's cipher preference).
+// ECDHE with AES-GCM or ChaCha20-Poly1305 only), in our order unless the client prefers ChaCha20.
 struct TlsSettings {
   // Certificates whose DNS names are the same set are served side by side (one per key type:
   // RSA and ECDSA for *.mycompany.com), picked by what the client supports. Different name sets

@@ -1,7 +1,7 @@
 """testssl.sh (Debian package testssl.sh) against the TLS listener with the default profile.
 
-Runs the protocol (-p), cipher category (-s), server preference (-P is not run: the profile
-lets the client choose on purpose), vulnerability (-U) and server defaults (-S) checks, reads
+Runs the protocol (-p), cipher category (-s), server preference (-P is not run: the order is
+ours but a client preferring ChaCha20 gets it, which -P reports as no preference), vulnerability (-U) and server defaults (-S) checks, reads
 the JSON findings and fails on any HIGH or CRITICAL finding, and on any finding whose text
 says VULNERABLE or "NOT ok". What it reports at lower severities is listed in docs/tls.md.
 Skipped, with a message, when testssl is not installed.

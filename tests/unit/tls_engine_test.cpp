@@ -121,6 +121,19 @@ TEST_CASE("tls handshake: TLS 1.3 with ALPN http/1.1, details for the logs") {
   CHECK(SSL_get_verify_result(s.client.ssl) == X509_V_OK);
 }
 
+TEST_CASE("tls handshake: the server's suite order wins, except for a client that wants ChaCha20") {
+  auto ctx = load_ok(standard_settings());
+  Session aes(ctx, {.sni = "pool1.example.com", .suites = "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256"});
+  aes.pump();
+  REQUIRE(aes.established());
+  CHECK(aes.server.cipher() == "TLS_AES_128_GCM_SHA256");
+  Session chacha(ctx, {.sni = "pool1.example.com",
+                       .suites = "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256"});
+  chacha.pump();
+  REQUIRE(chacha.established());
+  CHECK(chacha.server.cipher() == "TLS_CHACHA20_POLY1305_SHA256");
+}
+
 TEST_CASE("tls handshake: TLS 1.2 with ALPN and an ECDHE AEAD suite") {
   Session s(load_ok(standard_settings()), {.sni = "www.example.com", .max_version = TLS1_2_VERSION});
   s.pump();
