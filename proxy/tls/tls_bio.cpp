@@ -155,6 +155,23 @@ bool TlsBioBuffers::write_output(const char* data, size_t len) {
   return true;
 }
 
+char* TlsBioBuffers::output_space(size_t len) {
+  if (!out_.empty() && out_.back().chunk->capacity - out_.back().len >= len)
+    return out_.back().chunk->data() + out_.back().len;
+  if (len > pool_.chunk_size()) return nullptr;
+  Chunk* chunk = pool_.acquire();
+  if (!chunk) return nullptr;
+  // Left empty if the caller then fails: take_output() skips it.
+  out_.push_back(OutChunk{chunk, 0});
+  return chunk->data();
+}
+
+void TlsBioBuffers::commit_output(const char* data, size_t len) {
+  count_records(data, len);
+  out_.back().len += static_cast<uint32_t>(len);
+  out_bytes_ += len;
+}
+
 void TlsBioBuffers::release() {
   in_.clear();
   in_off_ = 0;

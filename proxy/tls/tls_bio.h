@@ -30,6 +30,11 @@ class TlsBioBuffers {
   // BIO write side; false when the pool (the memory budget) had no chunk for all of it.
   bool write_output(const char* data, size_t len);
   size_t output_bytes() const { return out_bytes_; }
+  // For a record sealed where it is sent from: `len` contiguous bytes at the end of the output
+  // (in the last chunk, or a new one), null when no chunk has room or memory. The bytes count
+  // as output once commit_output() is told how many were written.
+  char* output_space(size_t len);
+  void commit_output(const char* data, size_t len);
   // TLS records written so far (headers are followed through the stream), and whether the
   // output ends between records. The engine learns from these how many records OpenSSL sent.
   uint64_t output_records() const { return out_records_; }
@@ -39,7 +44,7 @@ class TlsBioBuffers {
   size_t take_output(Sink&& sink) {
     size_t n = out_bytes_;
     for (OutChunk& part : out_) {
-      sink(Slice(part.chunk, part.chunk->data(), part.len));
+      if (part.len > 0) sink(Slice(part.chunk, part.chunk->data(), part.len));  // see output_space()
       BufferPool::unref(part.chunk);
     }
     out_.clear();

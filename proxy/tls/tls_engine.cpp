@@ -243,7 +243,15 @@ bool TlsEngine::seal_record(uint8_t type, const char* data, size_t len) {
       return false;
     key_update_due_ = false;
   }
-  sealed.resize(TlsRecords::sealed_size(len));
+  // Sealed straight into the output chunk; through a copy only when the record does not fit one.
+  size_t need = TlsRecords::sealed_size(len);
+  if (char* out = buffers_.output_space(need)) {
+    size_t n = records_->seal(type, data, len, out);
+    if (n == 0) return false;
+    buffers_.commit_output(out, n);
+    return true;
+  }
+  sealed.resize(need);
   size_t n = records_->seal(type, data, len, sealed.data());
   if (n == 0) return false;
   return buffers_.write_output(sealed.data(), n);

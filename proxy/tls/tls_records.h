@@ -117,6 +117,7 @@ class TlsRecords {
   const EVP_MD* digest_ = nullptr;
   size_t hash_len_ = 0;
   size_t key_len_ = 0;
+  bool gcm_ = false;  // AES-GCM, not ChaCha20-Poly1305
   Direction read_, write_;
 };
 

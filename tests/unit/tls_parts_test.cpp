@@ -2,7 +2,9 @@
 // sniffing, and the ciphertext buffers behind the engine's BIO.
 #include <doctest/doctest.h>
 
+#include <cstring>
 #include <string>
+#include <vector>
 
 #include "proxy/tls/tls_bio.h"
 #include "proxy/tls/tls_engine.h"
@@ -203,6 +205,31 @@ TEST_CASE("tls bio buffers: output fills chunks and is handed out as ordered sli
   for (const Slice& s : slices) joined.append(s.data(), s.size());
   CHECK(joined == data);
   CHECK(pool.outstanding() == 3);  // held by the slices only
+  slices.clear();
+  CHECK(pool.outstanding() == 0);
+}
+
+TEST_CASE("tls bio buffers: space for a record is contiguous, after what is there or in a new chunk") {
+  BufferPool pool(64, 4);
+  TlsBioBuffers buffers(pool);
+  const char first[] = {23, 3, 3, 0, 20};  // a record header: 5 + 20 bytes
+  char* a = buffers.output_space(25);
+  REQUIRE(a);
+  std::memcpy(a, first, 5);
+  std::memset(a + 5, 'x', 20);
+  buffers.commit_output(a, 25);
+  char* b = buffers.output_space(39);  // exactly what the chunk has left
+  CHECK(b == a + 25);
+  char* unused = buffers.output_space(40);  // does not fit: a new chunk, left empty
+  CHECK(unused != nullptr);
+  CHECK(buffers.output_space(65) == nullptr);  // no chunk holds it
+  CHECK(buffers.output_bytes() == 25);
+  CHECK(buffers.output_records() == 1);
+  CHECK(buffers.output_at_record_boundary());
+  std::vector<Slice> slices;
+  CHECK(buffers.take_output([&](Slice s) { slices.push_back(std::move(s)); }) == 25);
+  REQUIRE(slices.size() == 1);  // the empty chunk is not handed out
+  CHECK(std::string(slices[0].data(), slices[0].size()) == std::string(first, 5) + std::string(20, 'x'));
   slices.clear();
   CHECK(pool.outstanding() == 0);
 }
