@@ -143,7 +143,6 @@ void Exchange::route_and_send() {
     }
   }
 
-  build_request_head(n > 0 ? static_cast<int>(candidates_[0]) : -1);
   try_next_candidate();
 }
 
@@ -210,9 +209,12 @@ void Exchange::on_connected(ExchangeUpstream& up) {
   }
   up.begin_response(head_request_);
   ctx_.upstream_pool(up.slot()).on_request_sent(uv_now(ctx_.loop), long_poll_);
-  // A parked Ping gave its head back (rest()): a retry builds it again.
-  if (request_head_.empty()) build_request_head(static_cast<int>(up.slot()));
+  // Built for this server, so a retry or an early re-send carries its own server's Host
+  // (preserve_host off), and copied into the batch: the string is scratch space from here.
+  build_request_head(static_cast<int>(up.slot()));
   up.writer().add_copy(request_head_);
+  // A long-poll parks for minutes with nothing it can rebuild held: its capacity goes now.
+  if (long_poll_) std::string().swap(request_head_);
   // Bytes that arrived while connecting.
   for (auto& piece : held_) {
     if (!piece.copy.empty())

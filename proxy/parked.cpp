@@ -20,7 +20,6 @@ void DownstreamConnection::rest_if_parked() {
 void Exchange::rest() {
   if (state_ != State::active || !up_ || response_started_ || up_->response_byte_seen()) return;
   if (up_->writer().queued() != 0) return;  // still going out
-  std::string().swap(request_head_);  // on_connected builds it again for a retry
   std::vector<Piece>().swap(held_);
 }
 

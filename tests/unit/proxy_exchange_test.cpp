@@ -173,6 +173,22 @@ TEST_CASE("exchange: a refused connect goes to the next server, none left answer
     }
     CHECK(w.close_loop() == 0);
   }
+  SUBCASE("with preserve_host off, the next candidate gets its own Host") {
+    auto config = test::make_config({refusing.port, server.port});
+    config->http.preserve_host = false;
+    TestWorker w(test::make_runtime(config));
+    {
+      FakeDownstream ds(w);
+      ds.send(kGet);
+      REQUIRE(w.run_until([&] { return server.received(0, "\r\n\r\n"); }));
+      const std::string host = "Host: 127.0.0.1:" + std::to_string(server.port) + "\r\n";
+      CHECK(server.got[0].find(host) != std::string::npos);
+      CHECK(server.got[0].find("Host: 127.0.0.1:" + std::to_string(refusing.port)) == std::string::npos);
+      server.reply(0, kOk);
+      REQUIRE(w.run_until([&] { return ds.done == 1; }));
+    }
+    CHECK(w.close_loop() == 0);
+  }
   SUBCASE("no candidate left") {
     TestWorker w(test::make_runtime(test::make_config({refusing.port})));
     {
