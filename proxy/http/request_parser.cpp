@@ -2,8 +2,6 @@
 // end, strict chunked framing; unit-tested byte by byte in tests/unit/http_request_parser_test.cpp.
 #include "proxy/http/request_parser.h"
 
-#include <algorithm>
-
 namespace sprayer::proxy {
 namespace {
 
@@ -13,11 +11,14 @@ bool has_whitespace(std::string_view s) {
   return false;
 }
 
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
+RejectReason chunk_reason(ChunkScanner::Error error) {
+  switch (error) {
+    case ChunkScanner::Error::none: return RejectReason::none;
+    case ChunkScanner::Error::bad_chunk: return RejectReason::bad_chunk;
+    case ChunkScanner::Error::extension_too_large: return RejectReason::chunk_extension_too_large;
+    case ChunkScanner::Error::trailer_too_large: return RejectReason::trailer_too_large;
+  }
+  return RejectReason::bad_chunk;
 }
 
 // What llhttp refused by itself, named for the access log; anything else is bad_syntax.
@@ -117,8 +118,9 @@ RequestParser::Result RequestParser::run(const char* data, size_t len) {
       n = good;
     }
     if (chunks_.active()) {
-      RejectReason r = chunks_.scan(at, n, limits_.max_header_bytes, limits_.max_header_bytes);
-      if (r != RejectReason::none) return Result{Outcome::reject, offset, Reject{400, r}};
+      ChunkScanner::Scan scan = chunks_.scan(at, n, limits_.max_header_bytes, limits_.max_header_bytes);
+      if (scan.error != ChunkScanner::Error::none)
+        return Result{Outcome::reject, offset, Reject{400, chunk_reason(scan.error)}};
     }
     input_ = at;
     input_len_ = n;
@@ -348,100 +350,6 @@ size_t RequestParser::HeadScanner::scan(const char* data, size_t len) {
     }
   }
   return len;
-}
-
-// ---- chunked framing -------------------------------------------------------------------
-
-RejectReason RequestParser::ChunkScanner::scan(const char* p, size_t len, uint32_t max_extension,
-                                               uint32_t max_trailer) {
-  const char* end = p + len;
-  while (p < end && state_ != State::done) {
-    const char c = *p;
-    switch (state_) {
-      case State::size_first:
-      case State::size: {
-        int v = hex_value(c);
-        if (v >= 0) {
-          if (++digits_ > 16) return RejectReason::bad_chunk;  // over 64 bits
-          remaining_ = remaining_ * 16 + static_cast<uint64_t>(v);
-          state_ = State::size;
-          ++p;
-        } else if (state_ == State::size && c == '\r') {
-          state_ = State::size_lf;
-          ++p;
-        } else if (state_ == State::size && (c == ';' || c == ' ' || c == '\t')) {
-          state_ = State::extension;  // counted there
-        } else {
-          return RejectReason::bad_chunk;
-        }
-        break;
-      }
-      case State::extension:
-        if (c == '\r') {
-          state_ = State::size_lf;
-        } else if (c == '\n') {
-          return RejectReason::bad_chunk;
-        } else if (++extension_bytes_ > max_extension) {
-          return RejectReason::chunk_extension_too_large;
-        }
-        ++p;
-        break;
-      case State::size_lf:
-        if (c != '\n') return RejectReason::bad_chunk;
-        ++p;
-        digits_ = 0;
-        state_ = remaining_ != 0 ? State::data : State::trailer_start;
-        break;
-      case State::data: {
-        uint64_t take = std::min<uint64_t>(remaining_, static_cast<uint64_t>(end - p));
-        p += take;
-        remaining_ -= take;
-        if (remaining_ == 0) state_ = State::data_cr;
-        break;
-      }
-      case State::data_cr:
-        if (c != '\r') return RejectReason::bad_chunk;
-        ++p;
-        state_ = State::data_lf;
-        break;
-      case State::data_lf:
-        if (c != '\n') return RejectReason::bad_chunk;
-        ++p;
-        state_ = State::size_first;
-        break;
-      case State::trailer_start:
-        if (c == '\r') {
-          state_ = State::final_lf;
-          ++p;
-        } else {
-          state_ = State::trailer;  // counted there
-        }
-        break;
-      case State::trailer:
-        if (c == '\r') {
-          state_ = State::trailer_lf;
-        } else if (c == '\n') {
-          return RejectReason::bad_chunk;
-        } else if (++trailer_bytes_ > max_trailer) {
-          return RejectReason::trailer_too_large;
-        }
-        ++p;
-        break;
-      case State::trailer_lf:
-        if (c != '\n') return RejectReason::bad_chunk;
-        ++p;
-        state_ = State::trailer_start;
-        break;
-      case State::final_lf:
-        if (c != '\n') return RejectReason::bad_chunk;
-        ++p;
-        state_ = State::done;
-        break;
-      case State::done:
-        break;
-    }
-  }
-  return RejectReason::none;
 }
 
 }  // namespace sprayer::proxy

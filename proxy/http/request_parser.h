@@ -10,6 +10,7 @@
 #include <string>
 #include <string_view>
 
+#include "proxy/http/chunk_scanner.h"
 #include "proxy/http/http_head.h"
 
 namespace sprayer::proxy {
@@ -133,34 +134,6 @@ class RequestParser {
   }
 
  private:
-  // Strict chunked framing next to llhttp (which in its loose build skips the two bytes after
-  // chunk data and any byte after a CR in a size line): it reads the body's framing bytes
-  // ahead of llhttp and counts extension and trailer bytes.
-  class ChunkScanner {
-   public:
-    void start() {
-      state_ = State::size_first;
-      remaining_ = 0;
-      digits_ = 0;
-      extension_bytes_ = 0;
-      trailer_bytes_ = 0;
-    }
-    bool active() const { return state_ != State::done; }
-    // Scans up to the end of the chunked body; a non-ok reason refuses the request.
-    RejectReason scan(const char* data, size_t len, uint32_t max_extension, uint32_t max_trailer);
-
-   private:
-    enum class State : uint8_t {
-      size_first, size, extension, size_lf, data, data_cr, data_lf, trailer_start, trailer, trailer_lf, final_lf,
-      done,
-    };
-    State state_ = State::done;
-    uint64_t remaining_ = 0;
-    uint8_t digits_ = 0;
-    uint32_t extension_bytes_ = 0;
-    uint32_t trailer_bytes_ = 0;
-  };
-
   // Line endings in the head next to llhttp, whose loose build takes a CR followed by any byte
   // as a line end (the head's last one included): in the head every CR is followed by LF.
   class HeadScanner {

@@ -25,6 +25,9 @@ void ResponseParser::begin(bool head_request) {
   head_request_ = head_request;
   keep_alive_ = false;
   done_ = false;
+  failed_ = false;
+  body_start_pending_ = false;
+  chunks_ = ChunkScanner();
   error_name_ = "";
   head_.clear();
   llhttp_init(&parser_, HTTP_RESPONSE, &settings_);
@@ -32,13 +35,43 @@ void ResponseParser::begin(bool head_request) {
 }
 
 ResponseParser::Result ResponseParser::execute(const char* data, size_t len) {
-  llhttp_errno_t err = llhttp_execute(&parser_, data, len);
-  if (err == HPE_OK) return Result{Outcome::more, len};
-  const char* pos = llhttp_get_error_pos(&parser_);
-  size_t consumed = pos ? static_cast<size_t>(pos - data) : len;
-  if (err == HPE_PAUSED) return Result{Outcome::message_end, consumed};
-  if (err == HPE_PAUSED_UPGRADE) return Result{Outcome::upgrade, consumed};
-  error_name_ = llhttp_errno_name(err);
+  // An error is final (the chunk scanner refuses ahead of llhttp, which would read on).
+  if (failed_) return Result{Outcome::error, 0};
+  Result result = run(data, len);
+  failed_ = result.outcome == Outcome::error;
+  return result;
+}
+
+ResponseParser::Result ResponseParser::run(const char* data, size_t len) {
+  size_t offset = 0;
+  for (;;) {
+    const char* at = data + offset;
+    size_t n = len - offset;
+    // A chunked body's framing is read ahead of llhttp, which gets only the bytes before a
+    // bad one: the same events however the stream is split, and none from a bad byte on.
+    ChunkScanner::Scan scan{n, ChunkScanner::Error::none};
+    if (chunks_.active()) scan = chunks_.scan(at, n, kMaxChunkLineBytes, kMaxChunkLineBytes);
+    llhttp_errno_t err = llhttp_execute(&parser_, at, scan.good);
+    if (err == HPE_OK && scan.error != ChunkScanner::Error::none) return fail(offset + scan.good, ChunkScanner::name(scan.error));
+    if (err == HPE_OK) return Result{Outcome::more, len};
+    const char* pos = llhttp_get_error_pos(&parser_);
+    const size_t consumed = offset + (pos ? static_cast<size_t>(pos - at) : scan.good);
+    if (err == HPE_PAUSED && body_start_pending_) {
+      // The end of a chunked head: its body starts here.
+      body_start_pending_ = false;
+      llhttp_resume(&parser_);
+      chunks_.start();
+      offset = consumed;
+      continue;
+    }
+    if (err == HPE_PAUSED) return Result{Outcome::message_end, consumed};
+    if (err == HPE_PAUSED_UPGRADE) return Result{Outcome::upgrade, consumed};
+    return fail(consumed, llhttp_errno_name(err));
+  }
+}
+
+ResponseParser::Result ResponseParser::fail(size_t consumed, const char* name) {
+  error_name_ = name;
   return Result{Outcome::error, consumed};
 }
 
@@ -84,7 +117,13 @@ int ResponseParser::on_headers_complete(llhttp_t* p) noexcept {
   }
   // An interim (1xx) response has no body whatever its fields say (RFC 9110 15.2: llhttp would
   // read one its Content-Length announces); a HEAD response announces a body it does not carry.
-  return p->status_code < 200 || self->head_request_ ? 1 : 0;
+  if (p->status_code < 200 || self->head_request_) return 1;
+  if (p->flags & F_CHUNKED) {
+    // Pause where the body starts, so the chunk scanner starts there.
+    self->body_start_pending_ = true;
+    return HPE_PAUSED;
+  }
+  return 0;
 }
 
 int ResponseParser::on_body(llhttp_t* p, const char* at, size_t len) noexcept {

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "proxy/http/chunk_scanner.h"
 #include "proxy/http/http_head.h"
 
 namespace sprayer::proxy {
@@ -34,7 +35,8 @@ class ResponseParser {
     more,          // every byte consumed, the response is not complete yet
     message_end,   // the response ended at `consumed`
     upgrade,       // a tunnel starts at `consumed`
-    error,         // malformed, or the head is over the limit, or the handler refused it
+    error,         // malformed (chunked framing read strictly), or the head is over the limit, or
+                   // the handler refused it; final: every later call repeats it until begin()
   };
   struct Result {
     Outcome outcome = Outcome::more;
@@ -42,6 +44,8 @@ class ResponseParser {
   };
 
   static constexpr size_t kMaxHeadBytes = 64 * 1024;
+  // Each: the chunk extensions of one size line, and a chunked body's trailer section.
+  static constexpr uint32_t kMaxChunkLineBytes = 64 * 1024;
 
   explicit ResponseParser(Handler& handler);
   ResponseParser(const ResponseParser&) = delete;
@@ -72,6 +76,8 @@ class ResponseParser {
   static int on_headers_complete(llhttp_t* p) noexcept;
   static int on_body(llhttp_t* p, const char* at, size_t len) noexcept;
   static int on_message_complete(llhttp_t* p) noexcept;
+  Result run(const char* data, size_t len);
+  Result fail(size_t consumed, const char* name);
 
   Handler& handler_;
   llhttp_t parser_{};
@@ -79,6 +85,9 @@ class ResponseParser {
   bool head_request_ = false;
   bool keep_alive_ = false;
   bool done_ = false;
+  bool failed_ = false;
+  bool body_start_pending_ = false;  // paused at the end of a chunked head: scan from there
+  ChunkScanner chunks_;
   const char* error_name_ = "";
 };
 
