@@ -1,6 +1,9 @@
-// What the HTTP parser fuzz targets share: where a head that a strict reader accepts ends.
+// What the HTTP parser fuzz targets share: where a head that a strict reader accepts ends,
+// and a strict chunked decoder (the oracles, written apart from the parsers' scanners).
 #pragma once
 
+#include <cstdint>
+#include <string>
 #include <string_view>
 
 namespace sprayer::fuzz {
@@ -31,6 +34,43 @@ inline size_t crlf_head_end(std::string_view bytes) {
     line = i + 1;
   }
   return std::string_view::npos;
+}
+
+// A strict chunked decoder (RFC 9112 7.1) of the bytes after a head, which must end exactly
+// with the body: size lines of hex digits and extensions after `;` or whitespace, every line
+// and every chunk's data ended by CRLF, no other CR or LF in a size or trailer line. False if
+// the bytes are not such a body.
+inline bool strict_dechunk(std::string_view in, std::string& out) {
+  size_t p = 0;
+  auto line = [&](std::string_view& l) {
+    size_t crlf = in.find("\r\n", p);
+    if (crlf == std::string_view::npos) return false;
+    l = in.substr(p, crlf - p);
+    p = crlf + 2;
+    return l.find_first_of("\r\n") == std::string_view::npos;
+  };
+  for (;;) {
+    std::string_view size_line;
+    if (!line(size_line)) return false;
+    uint64_t size = 0;
+    size_t digits = 0;
+    while (digits < size_line.size() && hex_digit(size_line[digits]) >= 0) {
+      if (digits == 16) return false;
+      size = size * 16 + uint64_t(hex_digit(size_line[digits++]));
+    }
+    if (digits == 0) return false;
+    if (digits < size_line.size() && std::string_view(";\t ").find(size_line[digits]) == std::string_view::npos)
+      return false;
+    if (size == 0) break;
+    if (in.size() - p < size + 2 || in.substr(p + size, 2) != "\r\n") return false;
+    out.append(in.substr(p, size));
+    p += size + 2;
+  }
+  for (;;) {  // trailers up to the empty line
+    std::string_view trailer;
+    if (!line(trailer)) return false;
+    if (trailer.empty()) return p == in.size();
+  }
 }
 
 }  // namespace sprayer::fuzz

@@ -8,7 +8,7 @@
 //   limit was reached: in pieces llhttp hands a field on before it sees a bad byte later);
 // - after a reject nothing more comes out of the parser, whatever bytes follow;
 // - a completed request's body is exactly what its framing says: Content-Length bytes, the
-//   chunks decoded by a strict decoder of this file, or nothing;
+//   chunks decoded by a strict decoder (http_framing.h), or nothing;
 // - a head that passed carries none of the framing the parser exists to refuse (two Hosts,
 //   none on HTTP/1.1, Transfer-Encoding with Content-Length or on HTTP/1.0, a fragment);
 // - body pieces lie inside the bytes given to that call.
@@ -214,40 +214,6 @@ class Driver : public RequestParser::Handler {
   size_t piece_len_ = 0;
 };
 
-// A strict chunked decoder (RFC 9112 7.1) of a whole request's bytes after its head; false if
-// the framing is not exactly that, up to the last byte.
-bool dechunk(std::string_view in, std::string& out) {
-  size_t p = 0;
-  auto line = [&](std::string_view& l) {
-    size_t crlf = in.find("\r\n", p);
-    if (crlf == std::string_view::npos) return false;
-    l = in.substr(p, crlf - p);
-    p = crlf + 2;
-    return true;
-  };
-  for (;;) {
-    std::string_view size_line;
-    if (!line(size_line)) return false;
-    uint64_t size = 0;
-    size_t digits = 0;
-    while (digits < size_line.size() && sprayer::fuzz::hex_digit(size_line[digits]) >= 0) {
-      if (digits == 16) return false;
-      size = size * 16 + uint64_t(sprayer::fuzz::hex_digit(size_line[digits++]));
-    }
-    if (digits == 0) return false;
-    if (size_line.find('\n') != std::string_view::npos || size_line.find('\r') != std::string_view::npos) return false;
-    if (size == 0) break;
-    if (in.size() - p < size + 2 || in.substr(p + size, 2) != "\r\n") return false;
-    out.append(in.substr(p, size));
-    p += size + 2;
-  }
-  for (;;) {  // trailers up to the empty line
-    std::string_view trailer;
-    if (!line(trailer)) return false;
-    if (trailer.empty()) return p == in.size();
-  }
-}
-
 void check_framing(std::string_view stream, const Request& r) {
   if (!r.complete) return;
   if (r.chunked) {
@@ -257,7 +223,7 @@ void check_framing(std::string_view stream, const Request& r) {
     const size_t body = sprayer::fuzz::crlf_head_end(bytes);
     if (body == std::string_view::npos) return;
     std::string decoded;
-    CHECK_OR_TRAP(dechunk(bytes.substr(body), decoded));
+    CHECK_OR_TRAP(sprayer::fuzz::strict_dechunk(bytes.substr(body), decoded));
     CHECK_OR_TRAP(decoded == r.body);
   } else if (r.has_length) {
     CHECK_OR_TRAP(r.body.size() == r.length);
