@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "proxy/http/chunk_scanner.h"
+#include "proxy/http/head_scanner.h"
 #include "proxy/http/http_head.h"
 
 namespace sprayer::proxy {
@@ -134,21 +135,6 @@ class RequestParser {
   }
 
  private:
-  // Line endings in the head next to llhttp, whose loose build takes a CR followed by any byte
-  // as a line end (the head's last one included): in the head every CR is followed by LF.
-  class HeadScanner {
-   public:
-    void start() { state_ = State::before; }
-    bool active() const { return state_ != State::done; }
-    // Scans up to the end of the head: the offset of the byte that follows a CR and is not
-    // LF, or len if there is none.
-    size_t scan(const char* data, size_t len);
-
-   private:
-    enum class State : uint8_t { before, before_cr, line, line_cr, line_start, end_cr, done };
-    State state_ = State::before;
-  };
-
   static const llhttp_settings_t settings_;
   static RequestParser* from(llhttp_t* p) { return static_cast<RequestParser*>(p->data); }
   static int on_message_begin(llhttp_t* p) noexcept;

@@ -27,6 +27,8 @@ void ResponseParser::begin(bool head_request) {
   done_ = false;
   failed_ = false;
   body_start_pending_ = false;
+  interim_end_pending_ = false;
+  head_lines_.start();
   chunks_ = ChunkScanner();
   error_name_ = "";
   head_.clear();
@@ -35,7 +37,7 @@ void ResponseParser::begin(bool head_request) {
 }
 
 ResponseParser::Result ResponseParser::execute(const char* data, size_t len) {
-  // An error is final (the chunk scanner refuses ahead of llhttp, which would read on).
+  // An error is final (the scanners refuse ahead of llhttp, which would read on).
   if (failed_) return Result{Outcome::error, 0};
   Result result = run(data, len);
   failed_ = result.outcome == Outcome::error;
@@ -47,20 +49,29 @@ ResponseParser::Result ResponseParser::run(const char* data, size_t len) {
   for (;;) {
     const char* at = data + offset;
     size_t n = len - offset;
-    // A chunked body's framing is read ahead of llhttp, which gets only the bytes before a
-    // bad one: the same events however the stream is split, and none from a bad byte on.
-    ChunkScanner::Scan scan{n, ChunkScanner::Error::none};
-    if (chunks_.active()) scan = chunks_.scan(at, n, kMaxChunkLineBytes, kMaxChunkLineBytes);
-    llhttp_errno_t err = llhttp_execute(&parser_, at, scan.good);
-    if (err == HPE_OK && scan.error != ChunkScanner::Error::none) return fail(offset + scan.good, ChunkScanner::name(scan.error));
+    // The head's line ends and a chunked body's framing are read ahead of llhttp, which gets
+    // only the bytes before a bad one: the same events however the stream is split, and none
+    // from a bad byte on.
+    size_t good = head_lines_.active() ? head_lines_.scan(at, n) : n;
+    const char* bad = good < n ? "bad_line_ending" : nullptr;
+    if (chunks_.active()) {
+      ChunkScanner::Scan scan = chunks_.scan(at, good, kMaxChunkLineBytes, kMaxChunkLineBytes);
+      if (scan.error != ChunkScanner::Error::none) bad = ChunkScanner::name(scan.error);
+      good = scan.good;
+    }
+    llhttp_errno_t err = llhttp_execute(&parser_, at, good);
+    if (err == HPE_OK && bad) return fail(offset + good, bad);
     if (err == HPE_OK) return Result{Outcome::more, len};
     const char* pos = llhttp_get_error_pos(&parser_);
-    const size_t consumed = offset + (pos ? static_cast<size_t>(pos - at) : scan.good);
-    if (err == HPE_PAUSED && body_start_pending_) {
-      // The end of a chunked head: its body starts here.
+    const size_t consumed = offset + (pos ? static_cast<size_t>(pos - at) : good);
+    if (err == HPE_PAUSED && (body_start_pending_ || interim_end_pending_)) {
+      // The end of a chunked head (its body starts here) or of an interim response (the next
+      // head does): the scanners start here.
+      if (body_start_pending_) chunks_.start();
+      else head_lines_.start();
       body_start_pending_ = false;
+      interim_end_pending_ = false;
       llhttp_resume(&parser_);
-      chunks_.start();
       offset = consumed;
       continue;
     }
@@ -136,7 +147,8 @@ int ResponseParser::on_message_complete(llhttp_t* p) noexcept {
   if (p->status_code >= 100 && p->status_code < 200 && p->status_code != 101) {
     // An interim response: the final one follows on the same parser.
     self->head_.clear();
-    return 0;
+    self->interim_end_pending_ = true;
+    return HPE_PAUSED;
   }
   self->done_ = true;
   self->keep_alive_ = llhttp_should_keep_alive(p) != 0;

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "proxy/http/chunk_scanner.h"
+#include "proxy/http/head_scanner.h"
 #include "proxy/http/http_head.h"
 
 namespace sprayer::proxy {
@@ -35,7 +36,7 @@ class ResponseParser {
     more,          // every byte consumed, the response is not complete yet
     message_end,   // the response ended at `consumed`
     upgrade,       // a tunnel starts at `consumed`
-    error,         // malformed (chunked framing read strictly), or the head is over the limit, or
+    error,         // malformed (line ends and chunked framing read strictly), the head over the limit, or
                    // the handler refused it; final: every later call repeats it until begin()
   };
   struct Result {
@@ -87,6 +88,8 @@ class ResponseParser {
   bool done_ = false;
   bool failed_ = false;
   bool body_start_pending_ = false;  // paused at the end of a chunked head: scan from there
+  bool interim_end_pending_ = false;  // paused at the end of a 1xx: scan the next head from there
+  HeadScanner head_lines_;
   ChunkScanner chunks_;
   const char* error_name_ = "";
 };

@@ -193,9 +193,9 @@ void check_framing(std::string_view stream, const Response& r, bool head_request
     CHECK_OR_TRAP(r.body.empty());
   } else if (r.chunked) {
     std::string_view bytes = stream.substr(r.final_start, r.end - r.final_start);
-    // A head with bare LFs, or a line ended by CR and any byte (llhttp's loose build; finding 5
-    // in bench/results/fuzz-2026-12-01.md, refused for requests only): not checked. The body
-    // is: the chunk scanner refuses what a strict reader frames otherwise (finding 7), so the
+    // A head with bare LFs (accepted, RFC 9112 2.2) is not checked; a line ended by CR and
+    // another byte is refused (finding 5 in bench/results/fuzz-2026-12-01.md). The body is:
+    // the chunk scanner refuses what a strict reader frames otherwise (finding 7), so the
     // response ends exactly where the strict decoder does.
     const size_t body = sprayer::fuzz::crlf_head_end(bytes);
     if (body == std::string_view::npos) return;
