@@ -7,6 +7,7 @@ import re
 import select
 import socket
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -231,6 +232,102 @@ class StrictFramingTest(ProxyErrorsBase):
     def test_trailers_over_the_limit(self):
         trailers = b"".join(b"X-T%d: %s\r\n" % (i, b"v" * 100) for i in range(MAX_HEADER_BYTES // 100 + 10))
         self.assert_rejected(self.CHUNKED + b"0\r\n" + trailers + b"\r\n", 400, "trailers over the limit")
+
+
+class RawBackend:
+    """A pool server that answers each request with the bytes its path names: framings a
+    strict reader and llhttp's loose build would read differently. Threads end with the test."""
+
+    HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ANSWERS = {
+        b"/good": HEAD + b"1\r\nx\r\n0\r\n\r\n",
+        b"/cr-any-byte": HEAD + b"1\r\x02x\r\n0\r\n\r\n",   # size line: CR, then not LF
+        b"/no-crlf-after-data": HEAD + b"1\r\nxY0\r\n\r\n",
+        b"/head-cr-any-byte": b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\x02x",
+    }
+    STATUS = b"HTTP/1.1 200 OK\r\nContent-Length: 31\r\n\r\nTraveler server is available.\r\n"
+
+    def __init__(self):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.stopped = False
+        threading.Thread(target=self.accept_loop, daemon=True).start()
+
+    def accept_loop(self):
+        self.listener.settimeout(0.2)
+        while not self.stopped:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    def serve(self, conn):
+        buf = b""
+        conn.settimeout(10)
+        with conn:
+            for _ in range(1000):  # requests per connection, bounded
+                while b"\r\n\r\n" not in buf:
+                    try:
+                        data = conn.recv(65536)
+                    except OSError:
+                        return
+                    if not data:
+                        return
+                    buf += data
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                path = head.split(b" ")[1].split(b"?")[0]
+                conn.sendall(self.ANSWERS.get(path, self.STATUS))
+
+    def stop(self):
+        self.stopped = True
+        self.listener.close()
+
+
+class MalformedResponseTest(harness.TestCase):
+    """A pool server's chunked body or head that two readers could frame differently never
+    reaches the client as a clean response: 502 before the head went, a cut connection after."""
+
+    TIMEOUT = 30.0
+
+    @classmethod
+    def setUpClass(cls):
+        cls.backend = RawBackend()
+        cls.addClassCleanup(cls.backend.stop)
+        config = harness.sprayer_config([("raw1", f"127.0.0.1:{cls.backend.port}")], workers=1,
+                                        health={"enabled": False, "passive_failures": 0})
+        cls.sprayer = Sprayer(config).start()
+        cls.addClassCleanup(cls.sprayer.stop)
+
+    def get(self, path):
+        """(response or None, closed): the response if it was whole, and whether sprayer closed."""
+        with HttpClient(self.sprayer.port, timeout=5) as c:
+            c.send(build_request("GET", path))
+            try:
+                resp = c.read_response(timeout=5)
+            except harness.HttpError:
+                resp = None
+            return resp, c.wait_closed(3)
+
+    def test_good_chunked_body_passes(self):
+        resp, _ = self.get("/good")
+        self.assertIsNotNone(resp, "a well-framed chunked response")
+        self.assertStatus(resp, 200, "good chunked")
+        self.assertEqual(resp.body, b"x")
+
+    def test_bad_chunk_framing_cuts_the_client(self):
+        for path in ("/cr-any-byte", "/no-crlf-after-data"):
+            resp, closed = self.get(path)
+            # The head went out before the bad chunk: the only honest answer is an incomplete one.
+            self.assertIsNone(resp, f"{path}: a whole response reached the client: {resp and resp.describe()}")
+            self.assertTrue(closed, f"{path}: the client connection stays open")
+        self.sprayer.assert_alive()
+
+    def test_bad_head_line_ending_is_502(self):
+        resp, closed = self.get("/head-cr-any-byte")
+        self.assertIsNotNone(resp, "a 502 for a head no strict reader accepts")
+        self.assertStatus(resp, 502, "head line ended by CR and another byte")
+        self.sprayer.assert_alive()
 
 
 class BackendDownTest(harness.TestCase):
