@@ -1,10 +1,12 @@
 // What the HTTP parser fuzz targets share: where a head that a strict reader accepts ends,
-// and a strict chunked decoder (the oracles, written apart from the parsers' scanners).
+// a strict chunked decoder (the oracles, written apart from the parsers' scanners), and the
+// ways a stream is cut into reads.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace sprayer::fuzz {
 
@@ -71,6 +73,34 @@ inline bool strict_dechunk(std::string_view in, std::string& out) {
     if (!line(trailer)) return false;
     if (trailer.empty()) return p == in.size();
   }
+}
+
+// xorshift32: the cuts a stream gets follow from the input alone, so a finding replays.
+inline uint32_t next_random(uint32_t& state) {
+  state ^= state << 13;
+  state ^= state >> 17;
+  state ^= state << 5;
+  return state;
+}
+
+// Calls run(sizes) for each way of reading `stream_size` bytes that a target checks against
+// the whole stream: in two at every offset (short streams) or at 32 chosen ones; one byte at
+// a time; and pieces of sizes chosen by `size_byte` (small ones, around framing boundaries).
+template <typename Run>
+void for_each_split(size_t stream_size, uint32_t seed, uint8_t size_byte, Run run) {
+  if (stream_size <= 256) {
+    for (size_t cut = 1; cut < stream_size; ++cut) run(std::vector<size_t>{cut});
+  } else {
+    for (int i = 0; i < 32; ++i) run(std::vector<size_t>{1 + next_random(seed) % (stream_size - 1)});
+  }
+  if (stream_size <= 4096) run(std::vector<size_t>(stream_size, 1));
+  std::vector<size_t> sizes;
+  for (size_t total = 0; total < stream_size;) {
+    size_t n = 1 + next_random(seed) % ((size_byte & 0x0f) + 2);
+    sizes.push_back(n);
+    total += n;
+  }
+  run(sizes);
 }
 
 }  // namespace sprayer::fuzz

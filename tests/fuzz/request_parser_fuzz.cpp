@@ -272,13 +272,6 @@ void check_same(const Trace& whole, const Trace& split) {
   }
 }
 
-uint32_t next(uint32_t& state) {
-  state ^= state << 13;
-  state ^= state >> 17;
-  state ^= state << 5;
-  return state;
-}
-
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -290,21 +283,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Trace whole = Driver(flags).run(stream, {});
   for (const Request& r : whole.requests) check_framing(stream, r);
 
-  // Split in two at every offset (short streams) or at a few chosen ones.
-  if (stream.size() <= 256) {
-    for (size_t cut = 1; cut < stream.size(); ++cut) check_same(whole, Driver(flags).run(stream, {cut}));
-  } else {
-    for (int i = 0; i < 32; ++i) check_same(whole, Driver(flags).run(stream, {1 + next(seed) % (stream.size() - 1)}));
-  }
-  // One byte at a time.
-  if (stream.size() <= 4096) check_same(whole, Driver(flags).run(stream, std::vector<size_t>(stream.size(), 1)));
-  // Pieces of sizes chosen by the fuzzer's byte 1: small ones, around framing boundaries.
-  std::vector<size_t> sizes;
-  for (size_t total = 0; total < stream.size();) {
-    size_t n = 1 + next(seed) % ((data[1] & 0x0f) + 2);
-    sizes.push_back(n);
-    total += n;
-  }
-  check_same(whole, Driver(flags).run(stream, sizes));
+  sprayer::fuzz::for_each_split(stream.size(), seed, data[1],
+                                [&](const std::vector<size_t>& sizes) { check_same(whole, Driver(flags).run(stream, sizes)); });
   return 0;
 }
