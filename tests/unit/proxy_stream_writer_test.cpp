@@ -162,20 +162,43 @@ TEST_CASE("stream writer: a written batch leaves the writer holding no buffer; t
   CHECK(loop.close() == 0);
 }
 
-TEST_CASE("stream writer: the last batch ends the sending direction when the socket takes it whole") {
+namespace {
+
+// A writer on the accepted end of a loopback TCP connection with a small send buffer; the test
+// reads what it sent from `peer`.
+struct TcpWriter {
+  TcpWriter() {
+    listener = sprayer::test::listen_any(port);
+    peer = sprayer::test::connect_to(port);
+    int fd = accept(listener, nullptr, nullptr);
+    REQUIRE(fd >= 0);
+    int small = 4096;
+    REQUIRE(setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small) == 0);
+    REQUIRE(uv_tcp_init(loop.get(), &tcp) == 0);
+    REQUIRE(uv_tcp_open(&tcp, fd) == 0);
+    writer.init(reinterpret_cast<uv_stream_t*>(&tcp), nullptr, nullptr);
+  }
+  ~TcpWriter() {
+    uv_close(reinterpret_cast<uv_handle_t*>(&tcp), nullptr);
+    CHECK(loop.run_until([&] { return true; }, std::chrono::seconds(1)));
+    CHECK(loop.close() == 0);
+    close(peer);
+    close(listener);
+  }
+
   uint16_t port = 0;
-  int listener = sprayer::test::listen_any(port);
-  int peer = sprayer::test::connect_to(port);
-  int fd = accept(listener, nullptr, nullptr);
-  REQUIRE(fd >= 0);
-  int small = 4096;
-  REQUIRE(setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small) == 0);
+  int listener = -1;
+  int peer = -1;
   sprayer::test::TestLoop loop;
-  uv_tcp_t tcp;
-  REQUIRE(uv_tcp_init(loop.get(), &tcp) == 0);
-  REQUIRE(uv_tcp_open(&tcp, fd) == 0);
+  uv_tcp_t tcp{};
   StreamWriter writer;
-  writer.init(reinterpret_cast<uv_stream_t*>(&tcp), nullptr, nullptr);
+};
+
+}  // namespace
+
+TEST_CASE("stream writer: the last batch ends the sending direction when the socket takes it whole") {
+  TcpWriter t;
+  StreamWriter& writer = t.writer;
 
   // Not the last: the direction stays open whatever the batch.
   writer.add_copy("HTTP/1.1 100 Continue\r\n\r\n");
@@ -191,32 +214,15 @@ TEST_CASE("stream writer: the last batch ends the sending direction when the soc
   std::string got;
   char buf[4096];
   ssize_t n;
-  while ((n = recv(peer, buf, sizeof buf, 0)) > 0) got.append(buf, size_t(n));
+  while ((n = recv(t.peer, buf, sizeof buf, 0)) > 0) got.append(buf, size_t(n));
   CHECK(n == 0);  // EOF, not the receive timeout
   CHECK(got == "HTTP/1.1 100 Continue\r\n\r\n" + response);
-
-  uv_close(reinterpret_cast<uv_handle_t*>(&tcp), nullptr);
-  REQUIRE(loop.run_until([&] { return true; }, std::chrono::seconds(1)));
-  CHECK(loop.close() == 0);
-  close(peer);
-  close(listener);
 }
 
 TEST_CASE("stream writer: a last batch the socket cannot take whole is queued, the direction left open") {
-  uint16_t port = 0;
-  int listener = sprayer::test::listen_any(port);
-  int peer = sprayer::test::connect_to(port);
-  int fd = accept(listener, nullptr, nullptr);
-  REQUIRE(fd >= 0);
-  int small = 4096;
-  REQUIRE(setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small) == 0);
-  sprayer::test::TestLoop loop;
-  uv_tcp_t tcp;
-  REQUIRE(uv_tcp_init(loop.get(), &tcp) == 0);
-  REQUIRE(uv_tcp_open(&tcp, fd) == 0);
-  REQUIRE(uv_tcp_nodelay(&tcp, 1) == 0);
-  StreamWriter writer;
-  writer.init(reinterpret_cast<uv_stream_t*>(&tcp), nullptr, nullptr);
+  TcpWriter t;
+  StreamWriter& writer = t.writer;
+  REQUIRE(uv_tcp_nodelay(&t.tcp, 1) == 0);
   const std::string big(16 * 1024 * 1024, 'b');  // far more than the socket buffers hold
   writer.end_with_next_flush();
   writer.add_copy(big);
@@ -228,16 +234,10 @@ TEST_CASE("stream writer: a last batch the socket cannot take whole is queued, t
   std::thread reader([&] {
     char buf[65536];
     ssize_t n;
-    while (got < big.size() && (n = recv(peer, buf, sizeof buf, 0)) > 0) got += size_t(n);
+    while (got < big.size() && (n = recv(t.peer, buf, sizeof buf, 0)) > 0) got += size_t(n);
   });
-  CHECK(loop.run_until([&] { return writer.idle(); }, std::chrono::seconds(10)));
+  CHECK(t.loop.run_until([&] { return writer.idle(); }, std::chrono::seconds(10)));
   reader.join();
   CHECK(got == big.size());
   CHECK_FALSE(writer.writes_ended());
-
-  uv_close(reinterpret_cast<uv_handle_t*>(&tcp), nullptr);
-  REQUIRE(loop.run_until([&] { return true; }, std::chrono::seconds(1)));
-  CHECK(loop.close() == 0);
-  close(peer);
-  close(listener);
 }
