@@ -164,17 +164,8 @@ uint64_t timeouts(const TestWorker& w, proxy::TimeoutKind kind) {
 // so the kernel drops further SYNs and the connect stays pending.
 struct SilentServer {
   SilentServer() {
-    fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-    REQUIRE(listen(fd, 0) == 0);
-    socklen_t len = sizeof a;
-    getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    port = ntohs(a.sin_port);
-    filler = socket(AF_INET, SOCK_STREAM, 0);
-    REQUIRE(connect(filler, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    fd = sprayer::test::listen_any(port, 0);
+    filler = sprayer::test::connect_to(port);
   }
   ~SilentServer() {
     close(filler);

@@ -16,13 +16,13 @@
 namespace sprayer::test {
 
 // A listening socket on 127.0.0.1 with a port the kernel picked.
-inline int listen_any(uint16_t& port) {
+inline int listen_any(uint16_t& port, int backlog = 64) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  REQUIRE(listen(fd, 64) == 0);
+  REQUIRE(listen(fd, backlog) == 0);
   socklen_t len = sizeof a;
   getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
   port = ntohs(a.sin_port);
